@@ -1,0 +1,78 @@
+"""The replay buffer: fixed-capacity circular arrays in a pytree, where transitions are stored.
+
+``buffer_add`` writes ``n`` transitions at ``pos .. pos+n-1 (mod capacity)`` in O(n), so the buffer
+always holds exactly the last ``capacity`` transitions, like the seed's concatenating
+``ReplayBuffer``; ``buffer_sample`` draws uniformly, with replacement, from the filled part.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+
+class Transition(NamedTuple):
+    """One or more transitions ``(s, a, r, terminated, s')``; leading axes are batch axes."""
+
+    obs: jax.Array  # f32[..., *obs_shape]
+    action: jax.Array  # i32[...]
+    reward: jax.Array  # f32[...]
+    terminated: jax.Array  # bool[...]
+    next_obs: jax.Array  # f32[..., *obs_shape]: the true next observation, never an auto-reset one
+
+
+class BufferState(NamedTuple):
+    data: Transition  # each leaf has leading axis `capacity`
+    pos: jax.Array  # i32[]: where the next transition goes
+    size: jax.Array  # i32[]: how many slots hold data, <= capacity
+
+    @property
+    def capacity(self) -> int:
+        return self.data.reward.shape[0]
+
+
+def buffer_init(capacity: int, obs_shape: tuple[int, ...], obs_dtype=jnp.float32) -> BufferState:
+    """An empty buffer of ``capacity`` transitions."""
+    obs = jnp.zeros((capacity, *obs_shape), obs_dtype)
+    data = Transition(
+        obs=obs,
+        action=jnp.zeros((capacity,), jnp.int32),
+        reward=jnp.zeros((capacity,), jnp.float32),
+        terminated=jnp.zeros((capacity,), jnp.bool_),
+        next_obs=obs,
+    )
+    return BufferState(data=data, pos=jnp.int32(0), size=jnp.int32(0))
+
+
+def buffer_add(state: BufferState, batch: Transition) -> BufferState:
+    """Stores ``n`` transitions (leading axis ``n <= capacity``), overwriting the oldest."""
+    n = batch.reward.shape[0]
+    capacity = state.capacity
+    idx = (state.pos + jnp.arange(n, dtype=jnp.int32)) % capacity
+    data = jax.tree.map(
+        lambda store, new: store.at[idx].set(new.astype(store.dtype), unique_indices=True),
+        state.data,
+        batch,
+    )
+    return BufferState(
+        data=data,
+        pos=(state.pos + n) % capacity,
+        size=jnp.minimum(state.size + n, capacity),
+    )
+
+
+def buffer_sample(state: BufferState, key: jax.Array, batch_size: int) -> Transition:
+    """``batch_size`` transitions drawn uniformly with replacement from the filled slots.
+
+    Sampling an empty buffer returns slot 0 (zeros); the training loop never does so because
+    ``learning_starts >= batch_size``.
+    """
+    idx = jax.random.randint(key, (batch_size,), 0, jnp.maximum(state.size, 1))
+    return jax.tree.map(lambda x: x[idx], state.data)
+
+
+def buffer_bytes(state: BufferState) -> int:
+    """Bytes held by the transition arrays: capacity times the size of one transition."""
+    return sum(x.nbytes for x in jax.tree.leaves(state.data))

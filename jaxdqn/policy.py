@@ -1,0 +1,31 @@
+"""Exploration: where epsilon decays (the seed's linear schedule) and epsilon-greedy actions."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def epsilon_at(step, start_epsilon, end_epsilon, exploration_fraction, total_timesteps):
+    """The seed's ``linear_schedule``: ``start + (end - start) * min(step / (fraction * total), 1)``.
+
+    Every argument may be a traced value, so one compiled program serves a grid of schedules.
+    Where ``fraction * total`` is a whole number this equals ``optax.linear_schedule``.
+    """
+    duration = jnp.asarray(exploration_fraction, jnp.float32) * total_timesteps
+    progress = jnp.minimum(jnp.asarray(step, jnp.float32) / duration, 1.0)
+    return start_epsilon + (end_epsilon - start_epsilon) * progress
+
+
+def epsilon_greedy(key: jax.Array, q_values: jax.Array, epsilon) -> jax.Array:
+    """Actions ``i32[...]`` for ``q_values: f32[..., num_actions]``.
+
+    Each row independently takes a uniformly random action with probability ``epsilon`` and the
+    greedy one (lowest index among ties, as ``argmax``) otherwise.
+    """
+    explore_key, action_key = jax.random.split(key)
+    batch_shape, num_actions = q_values.shape[:-1], q_values.shape[-1]
+    greedy = jnp.argmax(q_values, axis=-1).astype(jnp.int32)
+    random = jax.random.randint(action_key, batch_shape, 0, num_actions, dtype=jnp.int32)
+    explore = jax.random.uniform(explore_key, batch_shape) < epsilon
+    return jnp.where(explore, random, greedy)

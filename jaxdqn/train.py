@@ -1,0 +1,246 @@
+"""The training loop: acting, storing, learning, target updates and epsilon decay in one `lax.scan`.
+
+``make_train(config)`` returns a pure ``train(key) -> TrainOutput``; ``jax.jit(jax.vmap(train))``
+trains one independent agent per key. Layout of the scan (sizes from ``DQNConfig``)::
+
+    scan over metric rows                      (num_log_rows, one TrainMetrics row each)
+      scan over iterations                     (iterations_per_log_row)
+        scan over vector steps                 (vector_steps_per_iteration)
+          epsilon-greedy act -> env.step on num_envs copies -> buffer_add
+        updates_per_iteration x (buffer_sample -> td_update)   once learning has started
+        target sync when the env-step count crosses a multiple of target_update_freq
+
+Iteration indices come from the scan's ``xs``, which ``vmap`` leaves unbatched, so "has learning
+started?" stays a real branch under ``vmap`` instead of becoming a select that runs both sides.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxdqn.buffer import BufferState, Transition, buffer_add, buffer_init, buffer_sample
+from jaxdqn.config import DQNConfig
+from jaxdqn.envs import make_env
+from jaxdqn.networks import init_q_params, make_q_fn
+from jaxdqn.policy import epsilon_at, epsilon_greedy
+from jaxdqn.update import TrainState, UpdateInfo, make_optimizer, make_td_update, sync_target
+
+
+class HParams(NamedTuple):
+    """Hyperparameters that do not change array shapes: traced, so a sweep can vmap over them."""
+
+    learning_rate: Any
+    gamma: Any
+    start_epsilon: Any
+    end_epsilon: Any
+    exploration_fraction: Any
+    target_update_freq: Any
+    tau: Any
+
+    @classmethod
+    def from_config(cls, config: DQNConfig) -> "HParams":
+        return cls(**{name: getattr(config, name) for name in cls._fields})
+
+
+class RunnerState(NamedTuple):
+    """Everything the loop carries between iterations."""
+
+    train: TrainState
+    buffer: BufferState
+    env_state: Any
+    obs: jax.Array  # f32[num_envs, obs_dim]
+    episode_return: jax.Array  # f32[num_envs]: return so far of each env's running episode
+    episode_length: jax.Array  # i32[num_envs]
+    key: jax.Array
+
+
+class TrainMetrics(NamedTuple):
+    """Metrics, one row per ``log_interval`` env steps (arrays of shape ``[num_log_rows]``).
+
+    Means are over the episodes completed, or the gradient steps taken, within the row; NaN where
+    there were none.
+    """
+
+    env_steps: jax.Array  # env steps done at the end of the row
+    updates: jax.Array  # gradient steps done at the end of the row
+    episodes: jax.Array  # episodes completed in the row
+    episode_return: jax.Array
+    episode_length: jax.Array
+    td_loss: jax.Array
+    q_taken: jax.Array  # mean Q(s, a) of the sampled action
+    q_max: jax.Array  # mean max_a Q(s, a)
+    epsilon: jax.Array  # epsilon at the end of the row
+
+
+class TrainOutput(NamedTuple):
+    params: dict  # online Q-network params
+    metrics: TrainMetrics
+
+
+class _RowSums(NamedTuple):
+    episodes: jax.Array
+    return_sum: jax.Array
+    length_sum: jax.Array
+    updates: jax.Array
+    loss_sum: jax.Array
+    q_taken_sum: jax.Array
+    q_max_sum: jax.Array
+
+    @classmethod
+    def zeros(cls) -> "_RowSums":
+        return cls(jnp.int32(0), *(jnp.float32(0.0),) * 2, jnp.int32(0), *(jnp.float32(0.0),) * 3)
+
+
+class Trainer(NamedTuple):
+    """The loop in pieces, for callers that run it in chunks (progress bars, checkpoints).
+
+    ``init(key, hparams) -> RunnerState``; ``run(state, hparams, first_row, num_rows)`` advances by
+    ``num_rows`` metric rows (``num_rows`` static, ``first_row`` an unbatched int);
+    ``train(key, hparams=None) -> TrainOutput`` is the whole run.
+    """
+
+    init: Callable[..., RunnerState]
+    run: Callable[..., tuple[RunnerState, TrainMetrics]]
+    train: Callable[..., TrainOutput]
+
+
+def make_trainer(config: DQNConfig) -> Trainer:
+    env, env_params = make_env(config.env_id, config.max_episode_steps)
+    q_fn = make_q_fn(config)
+    num_envs = config.num_envs
+    chunk = config.steps_per_iteration
+    iterations_per_row = config.iterations_per_log_row
+    first_learning_iteration = config.first_learning_iteration
+    vmap_reset = jax.vmap(env.reset, in_axes=(0, None))
+    vmap_step = jax.vmap(env.step, in_axes=(0, 0, 0, None))
+
+    def init(key: jax.Array, hparams: HParams | None = None) -> RunnerState:
+        hp = HParams.from_config(config) if hparams is None else hparams
+        key, init_key, reset_key = jax.random.split(key, 3)
+        params = init_q_params(config, init_key)
+        opt_state = make_optimizer(config, hp.learning_rate).init(params)
+        obs, env_state = vmap_reset(jax.random.split(reset_key, num_envs), env_params)
+        return RunnerState(
+            train=TrainState(params=params, target_params=params, opt_state=opt_state),
+            buffer=buffer_init(config.buffer_size, obs.shape[1:], obs.dtype),
+            env_state=env_state,
+            obs=obs,
+            episode_return=jnp.zeros((num_envs,), jnp.float32),
+            episode_length=jnp.zeros((num_envs,), jnp.int32),
+            key=key,
+        )
+
+    def act_and_store(hp: HParams, runner: RunnerState, sums: _RowSums, step):
+        """One step of every env copy at global env step ``step``; stores the transitions."""
+        key, act_key, env_key = jax.random.split(runner.key, 3)
+        epsilon = epsilon_at(step, hp.start_epsilon, hp.end_epsilon, hp.exploration_fraction,
+                             config.total_timesteps)
+        action = epsilon_greedy(act_key, q_fn(runner.train.params, runner.obs), epsilon)
+        next_obs, env_state, reward, terminated, truncated, info = vmap_step(
+            jax.random.split(env_key, num_envs), runner.env_state, action, env_params
+        )
+        reward = reward.astype(jnp.float32)
+        buffer = buffer_add(
+            runner.buffer,
+            Transition(runner.obs, action, reward, terminated, info["final_observation"]),
+        )
+        ep_return = runner.episode_return + reward
+        ep_length = runner.episode_length + 1
+        done = jnp.logical_or(terminated, truncated)
+        sums = sums._replace(
+            episodes=sums.episodes + done.sum(dtype=jnp.int32),
+            return_sum=sums.return_sum + jnp.where(done, ep_return, 0.0).sum(),
+            length_sum=sums.length_sum + jnp.where(done, ep_length, 0).sum().astype(jnp.float32),
+        )
+        runner = runner._replace(
+            buffer=buffer,
+            env_state=env_state,
+            obs=next_obs,
+            episode_return=jnp.where(done, 0.0, ep_return),
+            episode_length=jnp.where(done, 0, ep_length),
+            key=key,
+        )
+        return runner, sums
+
+    def learn(hp: HParams, td_update, runner: RunnerState, sums: _RowSums):
+        def one_update(_, carry):
+            train_state, key, sums = carry
+            key, sample_key = jax.random.split(key)
+            batch = buffer_sample(runner.buffer, sample_key, config.batch_size)
+            train_state, info = td_update(train_state, batch, hp.gamma)
+            sums = sums._replace(
+                updates=sums.updates + 1,
+                loss_sum=sums.loss_sum + info.loss,
+                q_taken_sum=sums.q_taken_sum + info.q_taken,
+                q_max_sum=sums.q_max_sum + info.q_max,
+            )
+            return train_state, key, sums
+
+        train_state, key, sums = jax.lax.fori_loop(
+            0, config.updates_per_iteration, one_update, (runner.train, runner.key, sums)
+        )
+        return runner._replace(train=train_state, key=key), sums
+
+    def run(runner: RunnerState, hparams: HParams | None, first_row, num_rows: int):
+        hp = HParams.from_config(config) if hparams is None else hparams
+        td_update = make_td_update(config, q_fn, make_optimizer(config, hp.learning_rate))
+
+        def iteration(carry, it):
+            runner, sums = carry
+            step0 = it * chunk
+
+            def vector_step(carry, j):
+                return act_and_store(hp, *carry, step0 + j * num_envs), None
+
+            (runner, sums), _ = jax.lax.scan(
+                vector_step, (runner, sums), jnp.arange(config.vector_steps_per_iteration)
+            )
+            runner, sums = jax.lax.cond(
+                it >= first_learning_iteration,
+                lambda r, s: learn(hp, td_update, r, s),
+                lambda r, s: (r, s),
+                runner, sums,
+            )
+            crossed = (step0 + chunk) // hp.target_update_freq > step0 // hp.target_update_freq
+            do_sync = jnp.logical_and(it >= first_learning_iteration, crossed)
+            runner = runner._replace(train=sync_target(runner.train, do_sync, hp.tau))
+            return (runner, sums), None
+
+        def row(runner, row_index):
+            its = row_index * iterations_per_row + jnp.arange(iterations_per_row)
+            (runner, sums), _ = jax.lax.scan(iteration, (runner, _RowSums.zeros()), its)
+            iterations_done = (row_index + 1) * iterations_per_row
+            env_steps = iterations_done * chunk
+            nan = jnp.float32(jnp.nan)
+            mean = lambda total, n: jnp.where(n > 0, total / jnp.maximum(n, 1), nan)  # noqa: E731
+            metrics = TrainMetrics(
+                env_steps=env_steps,
+                updates=jnp.maximum(iterations_done - first_learning_iteration, 0)
+                * config.updates_per_iteration,
+                episodes=sums.episodes,
+                episode_return=mean(sums.return_sum, sums.episodes),
+                episode_length=mean(sums.length_sum, sums.episodes),
+                td_loss=mean(sums.loss_sum, sums.updates),
+                q_taken=mean(sums.q_taken_sum, sums.updates),
+                q_max=mean(sums.q_max_sum, sums.updates),
+                epsilon=jnp.asarray(
+                    epsilon_at(env_steps, hp.start_epsilon, hp.end_epsilon,
+                               hp.exploration_fraction, config.total_timesteps), jnp.float32),
+            )
+            return runner, metrics
+
+        return jax.lax.scan(row, runner, first_row + jnp.arange(num_rows))
+
+    def train(key: jax.Array, hparams: HParams | None = None) -> TrainOutput:
+        runner, metrics = run(init(key, hparams), hparams, 0, config.num_log_rows)
+        return TrainOutput(params=runner.train.params, metrics=metrics)
+
+    return Trainer(init=init, run=run, train=train)
+
+
+def make_train(config: DQNConfig) -> Callable[..., TrainOutput]:
+    """A pure ``train(key, hparams=None) -> TrainOutput`` for ``config``; jit and vmap it freely."""
+    return make_trainer(config).train
