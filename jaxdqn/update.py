@@ -88,7 +88,7 @@ def make_td_update(
         )
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        info = UpdateInfo(loss, q_taken, q_max, target, optax.global_norm(grads))
+        info = UpdateInfo(loss, q_taken, q_max, target, optax.tree.norm(grads))
         return state._replace(params=params, opt_state=opt_state), info
 
     return td_update

@@ -1,0 +1,88 @@
+import dataclasses
+
+import pytest
+
+import jaxdqn
+from jaxdqn import DQNConfig
+
+
+def test_defaults_are_the_seeds_train_dqn_signature():
+    cfg = DQNConfig()
+    assert (cfg.env_id, cfg.total_timesteps, cfg.buffer_size, cfg.batch_size) == (
+        "CartPole-v1", 500_000, 10_000, 128)
+    assert (cfg.gamma, cfg.learning_rate, cfg.target_update_freq) == (0.99, 2.5e-4, 1000)
+    assert (cfg.start_epsilon, cfg.end_epsilon, cfg.exploration_fraction) == (1.0, 0.1, 0.2)
+    assert cfg.learning_starts == 10_000  # the seed fills the buffer before training
+    assert (cfg.train_frequency, cfg.num_envs, cfg.hidden_sizes) == (10, 1, (120, 84))
+    assert cfg.double_q is False and cfg.loss == "mse" and cfg.max_grad_norm is None
+    assert cfg.tau == 1.0 and cfg.anneal_lr is False
+    assert jaxdqn.preset("seed") == cfg
+
+
+def test_config_is_frozen_and_hashable():
+    cfg = DQNConfig()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.gamma = 0.5
+    assert hash(cfg) == hash(DQNConfig())
+
+
+def test_replace_rederives_defaults():
+    cfg = DQNConfig().replace(buffer_size=5000)
+    assert cfg.learning_starts == 5000
+    assert DQNConfig(learning_starts=500).replace(buffer_size=5000).learning_starts == 500
+    assert DQNConfig().replace(total_timesteps=30_000).log_interval == 300
+
+
+def test_loop_sizes():
+    cfg = DQNConfig(num_envs=4, train_frequency=2, total_timesteps=4000, learning_starts=128,
+                    log_interval=400)
+    assert cfg.vector_steps_per_iteration == 1 and cfg.updates_per_iteration == 2
+    assert cfg.steps_per_iteration == 4 and cfg.num_iterations == 1000
+    assert cfg.num_log_rows == 10 and cfg.iterations_per_log_row == 100
+    # Buffer holds 128 transitions at the end of iteration 31 (steps 0..127).
+    assert cfg.first_learning_iteration == 31
+    assert cfg.num_updates == (1000 - 31) * 2
+
+
+@pytest.mark.parametrize(
+    "changes, field, allowed",
+    [
+        (dict(total_timesteps=0), "total_timesteps", "> 0"),
+        (dict(buffer_size=-1), "buffer_size", "> 0"),
+        (dict(batch_size=0), "batch_size", "> 0"),
+        (dict(target_update_freq=0), "target_update_freq", "> 0"),
+        (dict(train_frequency=0), "train_frequency", "> 0"),
+        (dict(num_envs=0), "num_envs", "> 0"),
+        (dict(hidden_sizes=(120, 0)), "hidden_sizes", "positive"),
+        (dict(batch_size=20_000), "batch_size", "<= buffer_size=10000"),
+        (dict(gamma=1.5), "gamma", "[0, 1]"),
+        (dict(gamma=-0.1), "gamma", "[0, 1]"),
+        (dict(learning_rate=0.0), "learning_rate", "> 0"),
+        (dict(start_epsilon=2.0), "start_epsilon", "[0, 1]"),
+        (dict(end_epsilon=-0.5), "end_epsilon", "[0, 1]"),
+        (dict(exploration_fraction=0.0), "exploration_fraction", "(0, 1]"),
+        (dict(exploration_fraction=1.5), "exploration_fraction", "(0, 1]"),
+        (dict(learning_starts=64), "learning_starts", ">= batch_size=128"),
+        (dict(env_id="Pong-v0"), "env_id", "CartPole-v1, "),
+        (dict(loss="l1"), "loss", "'mse', 'huber'"),
+        (dict(tau=0.0), "tau", "(0, 1]"),
+        (dict(max_grad_norm=-1.0), "max_grad_norm", "> 0"),
+        (dict(total_timesteps=1001), "total_timesteps", "multiple of 10"),
+        (dict(num_envs=3, train_frequency=10), "train_frequency", "multiple or a divisor"),
+        (dict(log_interval=999), "log_interval", "multiple of 10"),
+        (dict(total_timesteps="100"), "total_timesteps", "an int"),
+        (dict(gamma=float("nan")), "gamma", "finite"),
+        (dict(double_q=1), "double_q", "True or False"),
+    ],
+)
+def test_bad_values_raise_one_clear_error(changes, field, allowed):
+    with pytest.raises(ValueError) as err:
+        DQNConfig(**changes)
+    message = str(err.value)
+    assert f"DQNConfig.{field}=" in message and allowed in message
+    assert repr(changes[field] if field in changes else None) in message or field == "batch_size"
+
+
+def test_unknown_preset_lists_known_ones():
+    with pytest.raises(ValueError, match="known presets: seed"):
+        jaxdqn.preset("nope")
