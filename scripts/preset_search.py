@@ -1,0 +1,73 @@
+"""The vmapped grid search that chose ``preset("cartpole")`` (see docs/cartpole_preset.md).
+
+    python scripts/preset_search.py BASE GRID [SEEDS] [KEY]
+    python scripts/preset_search.py "dict(total_timesteps=80000, num_envs=4, train_frequency=4, \
+        batch_size=64, buffer_size=50000, learning_starts=1000, exploration_fraction=0.2, \
+        end_epsilon=0.02, anneal_lr=True)" "dict(learning_rate=[2.5e-3, 5e-3], \
+        target_update_freq=[100, 200, 400])" 6 0
+
+BASE fixes the compiled program (a ``DQNConfig``); GRID varies traced ``HParams`` fields, so every
+combination x every seed runs in one compiled, vmapped program. Seeds are
+``jax.random.split(jax.random.key(KEY), SEEDS)``; each agent is evaluated with 100 greedy episodes.
+The ``jaxdqn sweep`` command is the user-facing version of this.
+"""
+
+import ast
+import itertools
+import sys
+import time
+
+from jaxdqn.runtime import fast_cpu_compile
+
+fast_cpu_compile()
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+import jaxdqn  # noqa: E402
+from jaxdqn.train import HParams  # noqa: E402
+
+
+def _literal_call(text: str) -> dict:
+    """Parses ``dict(a=1, b=[2, 3])`` without eval."""
+    call = ast.parse(text, mode="eval").body
+    if not (isinstance(call, ast.Call) and getattr(call.func, "id", None) == "dict"):
+        raise SystemExit(f"preset_search: expected dict(...), got {text!r}")
+    return {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords}
+
+
+def main() -> int:
+    base, grid = _literal_call(sys.argv[1]), _literal_call(sys.argv[2])
+    num_seeds = int(sys.argv[3]) if len(sys.argv) > 3 else 16
+    key = jax.random.key(int(sys.argv[4]) if len(sys.argv) > 4 else 0)
+    config = jaxdqn.DQNConfig(**base)
+    unknown = set(grid) - set(HParams._fields)
+    if unknown:
+        raise SystemExit(f"preset_search: {sorted(unknown)} change the program; put them in BASE")
+    combos = list(itertools.product(*grid.values()))
+    defaults = HParams.from_config(config)._asdict()
+    rows = [{**defaults, **dict(zip(grid, c))} for c in combos]
+    hparams = HParams(**{
+        f: jnp.repeat(jnp.asarray([r[f] for r in rows],
+                                  jnp.int32 if f == "target_update_freq" else jnp.float32),
+                      num_seeds)
+        for f in HParams._fields})
+    keys = jnp.tile(jax.random.split(key, num_seeds), (len(combos),))
+    train = jaxdqn.make_train(config)
+
+    def one(k, hp):
+        out = train(k, hp)
+        return jaxdqn.evaluate(config, out.params, jax.random.fold_in(k, 1), 100).mean()
+
+    t = time.perf_counter()
+    means = np.asarray(jax.jit(jax.vmap(one))(keys, hparams)).reshape(len(combos), num_seeds)
+    print(f"base={base} seeds={num_seeds} time={time.perf_counter() - t:.1f}s")
+    for combo, m in zip(combos, means):
+        print(dict(zip(grid, combo)), f"solved {np.mean(m > 475):.2f} median {np.median(m):.0f} "
+              f"min {m.min():.0f}", np.round(m).astype(int).tolist())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

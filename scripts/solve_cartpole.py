@@ -1,0 +1,114 @@
+"""Train N seeds of a preset (vmapped), evaluate each with 100 greedy episodes, time it all.
+
+    python scripts/solve_cartpole.py --preset cartpole --seeds 16 --out runs/solve.json
+
+Seed i uses ``jax.random.key(first_seed + i)``, so a seed's result does not depend on N.
+Compile and run times are measured separately (``jit(...).lower(...).compile()``, then the call).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+T_START = time.perf_counter()
+
+from jaxdqn.runtime import fast_cpu_compile  # noqa: E402
+
+fast_cpu_compile()
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+import jaxdqn  # noqa: E402
+
+SOLVED = 475.0
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--preset", default="cartpole", help="preset name (default: cartpole)")
+    p.add_argument("--seeds", type=int, default=16, help="number of seeds trained in one vmap")
+    p.add_argument("--first-seed", type=int, default=0, help="seed i uses key(first_seed + i)")
+    p.add_argument("--episodes", type=int, default=100, help="greedy evaluation episodes per seed")
+    p.add_argument("--out", default=None, help="write the results as JSON here")
+    args = p.parse_args(argv)
+    if args.seeds <= 0 or args.episodes <= 0:
+        p.error("--seeds and --episodes must be > 0")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        config = jaxdqn.preset(args.preset)
+    except ValueError as err:
+        print(f"solve_cartpole: error: {err}", file=sys.stderr)
+        return 2
+    keys = jnp.stack([jax.random.key(args.first_seed + i) for i in range(args.seeds)])
+    eval_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
+
+    train = jax.jit(jax.vmap(jaxdqn.make_train(config)))
+    t = time.perf_counter()
+    train_compiled = train.lower(keys).compile()
+    compile_s = time.perf_counter() - t
+    t = time.perf_counter()
+    out = jax.block_until_ready(train_compiled(keys))
+    run_s = time.perf_counter() - t
+
+    evaluate = jax.jit(jax.vmap(lambda p, k: jaxdqn.evaluate(config, p, k, args.episodes)))
+    t = time.perf_counter()
+    returns = np.asarray(jax.block_until_ready(evaluate(out.params, eval_keys)))
+    eval_s = time.perf_counter() - t
+
+    means = returns.mean(axis=1)
+    solved = means > SOLVED
+    env_steps = config.total_timesteps * args.seeds
+    result = {
+        "preset": args.preset,
+        "config": config.to_dict(),
+        "seeds": [args.first_seed + i for i in range(args.seeds)],
+        "mean_return": [round(float(m), 2) for m in means],
+        "min_return": [float(r.min()) for r in returns],
+        "solved": [bool(s) for s in solved],
+        "fraction_solved": float(solved.mean()),
+        "compile_s": round(compile_s, 3),
+        "run_s": round(run_s, 3),
+        "train_s": round(compile_s + run_s, 3),
+        "eval_s_including_compile": round(eval_s, 3),
+        "wall_s_since_start": round(time.perf_counter() - T_START, 3),
+        "env_steps_per_s": round(env_steps / run_s),
+        "updates_per_s": round(config.num_updates * args.seeds / run_s),
+        "device": str(jax.devices()[0].device_kind),
+        "backend": jax.default_backend(),
+        "jax_version": jax.__version__,
+        "jaxdqn_version": jaxdqn.__version__,
+    }
+    print(f"preset={args.preset} seeds={args.seeds} (first {args.first_seed}) "
+          f"env={config.env_id} steps/seed={config.total_timesteps:,}")
+    print(f"{'seed':>6} {'mean':>8} {'min':>6}  solved")
+    for s, m, r, ok in zip(result["seeds"], means, returns, solved):
+        print(f"{s:>6} {m:8.1f} {r.min():6.0f}  {'yes' if ok else 'no'}")
+    print(f"solved (mean > {SOLVED:.0f} over {args.episodes} episodes): "
+          f"{int(solved.sum())}/{args.seeds} = {solved.mean():.0%}")
+    print(f"compile {compile_s:.2f} s, run {run_s:.2f} s, train total {compile_s + run_s:.2f} s; "
+          f"evaluation {eval_s:.2f} s; wall since start {result['wall_s_since_start']:.2f} s")
+    print(f"{result['env_steps_per_s']:,} env steps/s, {result['updates_per_s']:,} updates/s "
+          f"on {result['device']} ({result['backend']}), jax {jax.__version__}")
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(args.out)), suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            json.dump(result, f, indent=2)
+        os.replace(tmp, args.out)
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
