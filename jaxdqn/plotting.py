@@ -1,0 +1,180 @@
+"""Figures: a run's learning curves across seeds, and a sweep's ranking of combinations.
+
+Figures are built outside pyplot and rendered by matplotlib's Agg backend straight to PNG, so
+plotting works on headless machines, never opens a window and leaves the caller's backend alone. Curves show the median over seeds with the
+interquartile range shaded and each seed as a thin line: the spread between seeds is the
+first thing to look at in RL results.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Sequence
+
+import numpy as np
+
+from jaxdqn.io import atomic_savefig
+from jaxdqn.train import TrainMetrics
+
+
+def _figure(**kwargs):
+    """A figure outside pyplot: rendered by Agg on save, touching no global backend state."""
+    from matplotlib.figure import Figure
+
+    return Figure(layout="constrained", **kwargs)
+
+
+def _quantiles(values: np.ndarray, qs=(25, 50, 75)) -> np.ndarray:
+    """Quantiles over axis 0 ignoring NaN (rows with no finished episode or no update)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns give NaN, as wanted
+        return np.nanpercentile(values, qs, axis=0)
+
+
+def _band(ax, x, values, color, label, show_seeds=False):
+    values = np.asarray(values, np.float64).reshape(-1, np.shape(values)[-1])
+    if show_seeds and values.shape[0] > 1:
+        for i, seed_values in enumerate(values):
+            ax.plot(x, seed_values, color=color, alpha=0.35, lw=0.8,
+                    label="individual seeds" if i == 0 else None)
+    lo, mid, hi = _quantiles(values)
+    if values.shape[0] > 1:
+        ax.fill_between(x, lo, hi, color=color, alpha=0.25, lw=0,
+                        label=f"{label}: 25-75% of seeds")
+    ax.plot(x, mid, color=color, lw=2, label=f"{label}: median" if values.shape[0] > 1 else label)
+
+
+def _plain_log_axis(ax) -> None:
+    """Log y axis labelled with plain numbers ("0.6", "2", not "6x10^-1"); minor ticks are
+    labelled only when the axis spans less than a decade, where majors alone would be too few."""
+    from matplotlib.ticker import FuncFormatter
+
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+
+    def minor(v, _):
+        lo, hi = ax.get_ylim()
+        return f"{v:g}" if hi < 10 * lo else ""
+
+    ax.yaxis.set_minor_formatter(FuncFormatter(minor))
+
+
+def _steps_axis(ax):
+    from matplotlib.ticker import EngFormatter
+
+    ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+    ax.set_xlabel("environment steps")
+    ax.grid(alpha=0.3)
+
+
+def plot_learning_curves(metrics: TrainMetrics, path: str | os.PathLike, title: str,
+                         solve_threshold: float | None = None) -> None:
+    """Writes a 2x2 PNG: episode return, TD loss, Q-values and epsilon against env steps.
+
+    ``metrics`` holds numpy arrays ``[num_seeds, num_rows]``.
+    """
+    x = np.asarray(metrics.env_steps)[0]
+    num_seeds = np.shape(metrics.env_steps)[0]
+    fig = _figure(figsize=(12, 8))
+    axes = fig.subplots(2, 2)
+    ax = axes[0, 0]
+    _band(ax, x, metrics.episode_return, "C0", "episode return", show_seeds=True)
+    if solve_threshold is not None:
+        ax.axhline(solve_threshold, color="k", ls="--", lw=1,
+                   label=f"solved threshold ({solve_threshold:g})")
+    ax.set_title("Training episode return (epsilon-greedy)")
+    ax.set_ylabel("return per episode")
+
+    ax = axes[0, 1]
+    _band(ax, x, metrics.td_loss, "C3", "TD loss")
+    loss = np.asarray(metrics.td_loss)
+    if np.isfinite(loss).any() and np.nanmin(loss) > 0:
+        _plain_log_axis(ax)
+    ax.set_title("TD loss (mean over the gradient steps of each interval)")
+    ax.set_ylabel("loss")
+
+    ax = axes[1, 0]
+    _band(ax, x, metrics.q_max, "C2", "max_a Q(s, a)")
+    _band(ax, x, metrics.q_taken, "C1", "Q(s, a) of the stored action")
+    ax.set_title("Mean Q-value on replayed batches")
+    ax.set_ylabel("Q-value")
+
+    ax = axes[1, 1]
+    ax.plot(x, np.asarray(metrics.epsilon)[0], color="C4", lw=2, label="epsilon")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title("Exploration rate")
+    ax.set_ylabel("epsilon")
+
+    for ax in axes.flat:
+        _steps_axis(ax)
+        handles, _ = ax.get_legend_handles_labels()
+        if handles:
+            ax.legend(fontsize=8, loc="best")
+    fig.suptitle(f"{title}  ({num_seeds} seed{'s' if num_seeds != 1 else ''})", fontsize=13)
+    atomic_savefig(fig, path, dpi=110)
+
+
+def plot_sweep(curves: Sequence[tuple[str, np.ndarray, np.ndarray]],
+               finals: Sequence[tuple[str, np.ndarray]], path: str | os.PathLike, title: str,
+               label_title: str, solve_threshold: float | None = None,
+               max_curves: int = 8) -> None:
+    """Writes a PNG of a sweep: learning curves of the best combinations, and every combination's
+    final greedy return per seed.
+
+    ``curves``: ``(label, env_steps[num_rows], episode_return[num_seeds, num_rows])`` and
+    ``finals``: ``(label, final_return[num_seeds])``, both in rank order (best first); labels
+    hold a combination's values, ``label_title`` names the fields (``"learning_rate, gamma"``).
+    """
+    n = len(finals)
+    fig = _figure(figsize=(14, max(5.5, 1.5 + 0.3 * n)))
+    left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.3, 1.0]})
+    window = 1
+    for i, (label, x, returns) in enumerate(curves[:max_curves]):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            median = np.nanmedian(np.asarray(returns, np.float64), axis=0)
+        window = max(1, len(median) // 20)
+        left.plot(x, _moving_average(median, window), color=f"C{i % 10}", lw=1.8,
+                  label=f"#{i + 1}  {label}")
+    if solve_threshold is not None:
+        left.axhline(solve_threshold, color="k", ls="--", lw=1,
+                     label=f"solved threshold ({solve_threshold:g})")
+    shown = min(len(curves), max_curves)
+    smooth = f", moving average of {window} rows" if window > 1 else ""
+    left.set_title(f"Training episode return: median over seeds{smooth}\n"
+                   f"(best {shown} of {n} combinations)")
+    left.set_ylabel("return per episode")
+    _steps_axis(left)
+    left.legend(fontsize=8, loc="best", title=label_title, title_fontsize=8)
+
+    ys = np.arange(n)[::-1]  # rank 1 at the top
+    for y, (_, values) in zip(ys, finals):
+        values = np.asarray(values, np.float64)
+        jitter = np.linspace(-0.15, 0.15, len(values)) if len(values) > 1 else np.zeros(1)
+        right.scatter(values, y + jitter, s=14, color="C0", alpha=0.6, lw=0)
+        right.errorbar(values.mean(), y, xerr=values.std(), fmt="D", color="k", ms=5, capsize=3)
+    right.set_yticks(ys, [f"#{i + 1}  {label}" for i, (label, _) in enumerate(finals)],
+                     fontsize=8)
+    right.set_ylabel(label_title)
+    right.set_ylim(-0.7, n - 0.3)
+    if solve_threshold is not None:
+        right.axvline(solve_threshold, color="k", ls="--", lw=1)
+    right.set_title("Final greedy return per combination\n"
+                    "(dots: seeds, diamond: mean, bar: +- std"
+                    + (", dashed: solved" if solve_threshold is not None else "") + ")")
+    right.set_xlabel("mean return over the evaluation episodes")
+    right.grid(alpha=0.3, axis="x")
+    fig.suptitle(title, fontsize=13)
+    atomic_savefig(fig, path, dpi=110)
+
+
+def _moving_average(values: np.ndarray, window: int) -> np.ndarray:
+    """Trailing mean over ``window`` rows, ignoring NaN (rows without a finished episode)."""
+    if window <= 1:
+        return values
+    ok = np.isfinite(values)
+    sums = np.convolve(np.where(ok, values, 0.0), np.ones(window))[: len(values)]
+    counts = np.convolve(ok.astype(float), np.ones(window))[: len(values)]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / counts, np.nan)

@@ -1,0 +1,291 @@
+"""Batches of runs: seeds x hyperparameter combinations, one compiled program per shape group.
+
+A ``RunBatch`` is one config's training loop, jitted and vmapped over seeds (and, for a sweep,
+over combinations of the traced ``HParams``), split into ``init``, ``run`` (a given number of
+metric rows, so a caller can show progress or stop between chunks) and ``evaluate``. ``jaxdqn
+train`` is a batch of seeds; a sweep is one batch per shape group::
+
+    grid  --expand_grid-->  combinations  --shape_groups-->  groups
+    group: the fields outside HParams are equal, so one compiled program runs all its combinations;
+           its HParams are arrays with one entry per combination, vmapped with the seeds inside.
+
+Seeds use the same keys in every combination (common random numbers), which makes the ranking
+of combinations less noisy than independent keys would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxdqn.config import DQNConfig
+from jaxdqn.evaluate import evaluate
+from jaxdqn.train import HParams, RunnerState, TrainMetrics, make_trainer
+
+TRACED_FIELDS: tuple[str, ...] = HParams._fields
+"""Fields a sweep batches into one compiled program; every other field makes its own group."""
+
+EVAL_STREAM = 1
+"""Evaluation keys come from ``fold_in(PRNGKey(seed), EVAL_STREAM)``, apart from training's."""
+
+
+def seed_keys(seed: int, num_seeds: int) -> jax.Array:
+    """``u32[num_seeds, 2]``: one training key per run, ``split(PRNGKey(seed), num_seeds)``."""
+    return jax.random.split(jax.random.PRNGKey(seed), num_seeds)
+
+
+def evaluation_keys(seed: int, num_seeds: int) -> jax.Array:
+    """``u32[num_seeds, 2]``: one greedy-evaluation key per run, independent of training's keys."""
+    return jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), EVAL_STREAM), num_seeds)
+
+
+class RunBatch(NamedTuple):
+    """One config's runs, jitted: state and params carry leading axes ``batch_axes``.
+
+    ``init(keys, hparams) -> RunnerState``; ``run(state, hparams, first_row, num_rows) ->
+    (state, TrainMetrics[..., num_rows])`` (``num_rows`` static: each distinct value compiles once);
+    ``evaluate(params, keys, num_episodes) -> f32[..., num_episodes]`` greedy returns.
+    ``hparams`` is None for a batch of seeds (the config's values, compiled in as constants),
+    or an ``HParams`` of arrays ``[num_combinations]`` for a sweep group.
+    """
+
+    config: DQNConfig
+    init: Callable[..., RunnerState]
+    run: Callable[..., tuple[RunnerState, TrainMetrics]]
+    evaluate: Callable[..., jax.Array]
+
+
+def make_run_batch(config: DQNConfig, sweep: bool = False) -> RunBatch:
+    """Jitted init/run/evaluate for ``config``, vmapped over seeds, and over combinations first
+    when ``sweep``. Each function compiles once per distinct argument shape."""
+    trainer = make_trainer(config)
+
+    def over_batch(fn, seed_axes, combo_axes):
+        fn = jax.vmap(fn, in_axes=seed_axes)
+        return jax.vmap(fn, in_axes=combo_axes) if sweep else fn
+
+    def init_runs(keys, hparams):
+        return over_batch(trainer.init, (0, None), (None, 0))(keys, hparams)
+
+    def run_rows(state, hparams, first_row, num_rows):
+        def one(s, hp):
+            return trainer.run(s, hp, first_row, num_rows)
+
+        return over_batch(one, (0, None), (0, 0))(state, hparams)
+
+    def evaluate_runs(params, keys, num_episodes):
+        def one(p, k):
+            return evaluate(config, p, k, num_episodes)
+
+        return over_batch(one, (0, 0), (0, None))(params, keys)
+
+    return RunBatch(
+        config=config,
+        init=jax.jit(init_runs),
+        run=jax.jit(run_rows, static_argnums=3),
+        evaluate=jax.jit(evaluate_runs, static_argnums=2),
+    )
+
+
+def chunk_rows_for(num_rows: int, target_chunks: int = 20) -> int:
+    """Rows per chunk: a divisor of ``num_rows`` (so one compiled ``run`` serves every chunk) whose
+    chunk count is closest to ``target_chunks`` on a log scale."""
+    if num_rows < 1 or target_chunks < 1:
+        raise ValueError(f"num_rows={num_rows} and target_chunks={target_chunks} must be >= 1")
+    divisors = [d for d in range(1, num_rows + 1) if num_rows % d == 0]
+    return min(divisors, key=lambda d: (abs(math.log(num_rows / d / target_chunks)), d))
+
+
+class Chunk(NamedTuple):
+    state: RunnerState  # after the chunk
+    metrics: TrainMetrics  # numpy, leading batch axes then [chunk_rows]
+    rows_done: int  # metric rows done after the chunk, counted from the run's start
+
+
+def run_in_chunks(batch: RunBatch, state: RunnerState, hparams: HParams | None, first_row: int,
+                  chunk_rows: int) -> Iterator[Chunk]:
+    """Runs rows ``first_row ..`` to the end in chunks of ``chunk_rows``, yielding after each.
+
+    The next chunk is dispatched before the previous chunk's metrics are read back, so the device
+    never waits for the host; stopping the iteration (or Ctrl-C while it waits) loses at most the
+    chunk in flight, and every yielded state is a consistent place to save or resume from.
+    """
+    num_rows = batch.config.num_log_rows
+    if (num_rows - first_row) % chunk_rows:
+        raise ValueError(f"chunk_rows={chunk_rows} must divide the {num_rows - first_row} rows left")
+    pending = None
+    for row in range(first_row, num_rows, chunk_rows):
+        state, metrics = batch.run(state, hparams, row, chunk_rows)
+        if pending is not None:
+            yield _finish(pending)
+        pending = (state, metrics, row + chunk_rows)
+    if pending is not None:
+        yield _finish(pending)
+
+
+def _finish(pending) -> Chunk:
+    state, metrics, rows_done = pending
+    return Chunk(state=state, metrics=TrainMetrics(*jax.device_get(tuple(metrics))),
+                 rows_done=rows_done)
+
+
+def concat_metrics(chunks: Sequence[TrainMetrics], num_batch_axes: int) -> TrainMetrics:
+    """Joins chunks of metric rows along the row axis (after ``num_batch_axes`` batch axes)."""
+    return TrainMetrics(*(np.concatenate(parts, axis=num_batch_axes) for parts in zip(*chunks)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Grids
+
+
+class Combination(NamedTuple):
+    index: int  # position in the grid's row-major order
+    values: dict[str, Any]  # the grid's fields -> this combination's values
+    config: DQNConfig  # the base config with ``values`` applied
+
+
+class ShapeGroup(NamedTuple):
+    """Combinations that differ only in traced fields: one compiled program runs them all."""
+
+    config: DQNConfig  # the first combination's config: its untraced fields are the group's
+    combinations: tuple[Combination, ...]
+    hparams: HParams  # arrays [num_combinations]
+
+    def static_values(self, grid_fields: Sequence[str]) -> dict[str, Any]:
+        """The group's values of the untraced grid fields, e.g. ``{"buffer_size": 5000}``."""
+        return {f: getattr(self.config, f) for f in grid_fields if f not in TRACED_FIELDS}
+
+
+def expand_grid(base: DQNConfig, grid: Mapping[str, Sequence[Any]]) -> list[Combination]:
+    """Every combination of ``grid``'s values applied to ``base``, validated (``ValueError`` names
+    the field, the combination and the problem) before anything compiles."""
+    names = [f.name for f in dataclasses.fields(DQNConfig)]
+    for field, values in grid.items():
+        if field not in names:
+            raise ValueError(f"grid field {field!r} is not a DQNConfig field")
+        if len(values) == 0:
+            raise ValueError(f"grid field {field!r} has no values")
+        if len(set(map(_hashable, values))) != len(values):
+            raise ValueError(f"grid field {field!r} repeats a value: {list(values)}")
+    combos = []
+    for index, picked in enumerate(itertools.product(*grid.values())):
+        values = dict(zip(grid, picked))
+        try:
+            config = base.replace(**values)
+        except ValueError as e:
+            where = ", ".join(f"{k}={v!r}" for k, v in values.items())
+            raise ValueError(f"grid combination {where}: {e}") from None
+        combos.append(Combination(index=index, values=values, config=config))
+    return combos
+
+
+def shape_groups(combinations: Sequence[Combination]) -> list[ShapeGroup]:
+    """Groups combinations by their untraced fields, in order of first appearance."""
+    groups: dict[tuple, list[Combination]] = {}
+    for combo in combinations:
+        key = tuple((f.name, _hashable(getattr(combo.config, f.name)))
+                    for f in dataclasses.fields(DQNConfig) if f.name not in TRACED_FIELDS)
+        groups.setdefault(key, []).append(combo)
+    return [ShapeGroup(config=members[0].config, combinations=tuple(members),
+                       hparams=_stack_hparams([c.config for c in members]))
+            for members in groups.values()]
+
+
+def _stack_hparams(configs: Sequence[DQNConfig]) -> HParams:
+    def column(name):
+        dtype = np.int32 if name == "target_update_freq" else np.float32
+        return np.asarray([getattr(c, name) for c in configs], dtype)
+
+    return HParams(*(column(name) for name in HParams._fields))
+
+
+def _hashable(value):
+    return tuple(value) if isinstance(value, list) else value
+
+
+class GroupResult(NamedTuple):
+    group_index: int
+    group: ShapeGroup
+    metrics: TrainMetrics  # numpy [num_combinations, num_seeds, num_log_rows]
+    params: Any  # final online Q-network params, leaves [num_combinations, num_seeds, ...]
+    eval_returns: np.ndarray  # f32[num_combinations, num_seeds, num_episodes] greedy returns
+
+
+def iter_sweep(groups: Sequence[ShapeGroup], num_seeds: int, seed: int = 0,
+               num_episodes: int = 100, target_chunks: int = 10,
+               on_chunk: Callable[[int, Chunk], None] | None = None) -> Iterator[GroupResult]:
+    """Trains and evaluates each group in turn (one compiled program each), yielding its results.
+
+    ``on_chunk(group_index, chunk)`` is called after each chunk of metric rows (for progress).
+    Every group uses the same ``seed_keys(seed, num_seeds)`` and evaluation keys.
+    """
+    keys = seed_keys(seed, num_seeds)
+    eval_keys = evaluation_keys(seed, num_seeds)
+    for gi, group in enumerate(groups):
+        batch = make_run_batch(group.config, sweep=True)
+        hparams = HParams(*(jnp.asarray(x) for x in group.hparams))
+        state = batch.init(keys, hparams)
+        chunks = []
+        chunk_rows = chunk_rows_for(group.config.num_log_rows, target_chunks)
+        for chunk in run_in_chunks(batch, state, hparams, 0, chunk_rows):
+            chunks.append(chunk.metrics)
+            state = chunk.state
+            if on_chunk is not None:
+                on_chunk(gi, chunk)
+        returns = batch.evaluate(state.train.params, eval_keys, num_episodes)
+        yield GroupResult(group_index=gi, group=group, metrics=concat_metrics(chunks, 2),
+                          params=jax.device_get(state.train.params),
+                          eval_returns=np.asarray(jax.device_get(returns)))
+
+
+class RankedCombination(NamedTuple):
+    rank: int
+    combination: Combination
+    group_index: int
+    final_returns: np.ndarray  # f32[num_seeds]: each seed's mean greedy return
+    mean: float
+    std: float
+    median: float
+    min: float
+    max: float
+
+
+def rank_combinations(results: Sequence[GroupResult]) -> list[RankedCombination]:
+    """Combinations ordered by mean final greedy return over seeds (best first; ties: lower std)."""
+    rows = []
+    for res in results:
+        finals = res.eval_returns.astype(np.float64).mean(axis=-1)  # [combinations, seeds]
+        for ci, combo in enumerate(res.group.combinations):
+            r = finals[ci]
+            rows.append((combo, res.group_index, r))
+    rows.sort(key=lambda t: (-float(np.mean(t[2])), float(np.std(t[2])), t[0].index))
+    return [RankedCombination(rank=i + 1, combination=combo, group_index=gi, final_returns=r,
+                              mean=float(np.mean(r)), std=float(np.std(r)),
+                              median=float(np.median(r)), min=float(np.min(r)),
+                              max=float(np.max(r)))
+            for i, (combo, gi, r) in enumerate(rows)]
+
+
+def run_sweep(base: DQNConfig, grid: Mapping[str, Sequence[Any]], num_seeds: int, seed: int = 0,
+              num_episodes: int = 100, **kwargs) -> tuple[list[GroupResult], list[RankedCombination]]:
+    """Every combination of ``grid`` times ``num_seeds`` seeds; returns per-group results and the
+    ranking. Keyword arguments go to ``iter_sweep``."""
+    if num_seeds < 1:
+        raise ValueError(f"num_seeds={num_seeds!r} is invalid: must be >= 1")
+    groups = shape_groups(expand_grid(base, grid))
+    results = list(iter_sweep(groups, num_seeds, seed, num_episodes, **kwargs))
+    return results, rank_combinations(results)
+
+
+__all__ = [
+    "Chunk", "Combination", "GroupResult", "RankedCombination", "RunBatch", "ShapeGroup",
+    "TRACED_FIELDS", "chunk_rows_for", "concat_metrics", "evaluation_keys", "expand_grid",
+    "iter_sweep", "make_run_batch", "rank_combinations", "run_in_chunks", "run_sweep",
+    "seed_keys", "shape_groups",
+]
