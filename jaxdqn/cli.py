@@ -868,25 +868,34 @@ def cmd_sweep(args, argv) -> int:
          f"in {len(groups)} compiled group{'s' * (len(groups) != 1)} -> {out}")
 
     results, progress = [], None
-    state = {"group": -1}
+
+    def describe(gi, group):
+        static = ", ".join(f"{k}={_show(v)}" for k, v in group.static_values(list(grid)).items())
+        return f"group {gi + 1}/{len(groups)}" + (f" ({static})" if static else "")
+
+    def on_compile(gi, group):
+        nonlocal progress
+        if progress is not None:
+            progress.close()
+            progress = None
+        if not args.no_progress:
+            _say(f"compiling {describe(gi, group)}: {len(group.combinations)} combinations x "
+                 f"{args.seeds} seeds ...")
+
+    def on_group_start(gi, group):
+        nonlocal progress
+        progress = _Progress(describe(gi, group), group.config.total_timesteps,
+                             len(group.combinations) * args.seeds, enabled=not args.no_progress)
 
     def on_chunk(gi, chunk):
-        nonlocal progress
-        if state["group"] != gi:
-            if progress is not None:
-                progress.close()
-            g = groups[gi]
-            static = ", ".join(f"{k}={v}" for k, v in g.static_values(list(grid)).items())
-            desc = f"group {gi + 1}/{len(groups)}" + (f" ({static})" if static else "")
-            progress = _Progress(desc, g.config.total_timesteps,
-                                 len(g.combinations) * args.seeds, enabled=not args.no_progress)
-            state["group"] = gi
         progress.update(chunk.rows_done * groups[gi].config.log_interval,
                         _latest_returns(chunk.metrics))
 
     t0 = time.perf_counter()
     try:
-        for res in iter_sweep(groups, args.seeds, args.seed, args.episodes, on_chunk=on_chunk):
+        for res in iter_sweep(groups, args.seeds, args.seed, args.episodes,
+                              on_compile=on_compile, on_group_start=on_group_start,
+                              on_chunk=on_chunk):
             results.append(res)
             _write_sweep_files(out, grid, groups, results, args, time.perf_counter() - t0)
     except KeyboardInterrupt:

@@ -219,20 +219,29 @@ class GroupResult(NamedTuple):
 
 def iter_sweep(groups: Sequence[ShapeGroup], num_seeds: int, seed: int = 0,
                num_episodes: int = 100, target_chunks: int = 10,
+               on_compile: Callable[[int, ShapeGroup], None] | None = None,
+               on_group_start: Callable[[int, ShapeGroup], None] | None = None,
                on_chunk: Callable[[int, Chunk], None] | None = None) -> Iterator[GroupResult]:
     """Trains and evaluates each group in turn (one compiled program each), yielding its results.
 
-    ``on_chunk(group_index, chunk)`` is called after each chunk of metric rows (for progress).
+    For progress displays: ``on_compile(group_index, group)`` is called before a group compiles,
+    ``on_group_start(group_index, group)`` once it is compiled and about to run, and
+    ``on_chunk(group_index, chunk)`` after each chunk of metric rows.
     Every group uses the same ``seed_keys(seed, num_seeds)`` and evaluation keys.
     """
     keys = seed_keys(seed, num_seeds)
     eval_keys = evaluation_keys(seed, num_seeds)
     for gi, group in enumerate(groups):
+        if on_compile is not None:
+            on_compile(gi, group)
         batch = make_run_batch(group.config, sweep=True)
         hparams = HParams(*(jnp.asarray(x) for x in group.hparams))
         state = batch.init(keys, hparams)
         chunks = []
         chunk_rows = chunk_rows_for(group.config.num_log_rows, target_chunks)
+        batch.run.lower(state, hparams, 0, chunk_rows).compile()  # cached for the calls below
+        if on_group_start is not None:
+            on_group_start(gi, group)
         for chunk in run_in_chunks(batch, state, hparams, 0, chunk_rows):
             chunks.append(chunk.metrics)
             state = chunk.state
