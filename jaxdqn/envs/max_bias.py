@@ -1,0 +1,132 @@
+"""``MaxBiasMDP``: Sutton and Barto's maximization-bias example (Example 6.7) as a gymnax env.
+
+Two non-terminal states, A (the start) and B::
+
+    end <--right-- A --left--> B --any of num_actions actions--> end, reward ~ N(-0.1, 1)
+            reward 0     reward 0
+
+Every action's true value is known: ``Q(A, left) = gamma * reward_mean``, ``Q(A, right) = 0`` and
+``Q(B, b) = reward_mean`` for every ``b``, whatever the policy. Going left is therefore a mistake
+(its expected return is -0.1), yet an agent that bootstraps from ``max_b Q(B, b)`` over noisy
+estimates sees ``max`` of ``num_actions`` noisy values, which is positive, and prefers left.
+
+A gymnax env has one action count for all states; in A the ``num_actions`` actions (default 10)
+are split by parity: **even actions go left, odd actions go right**. A uniformly random action
+then goes left with probability 1/2 (for even ``num_actions``), as in the book's two-action state
+A, so an epsilon-greedy agent that has learnt "right" still goes left ``epsilon / 2`` of the time
+(5% at the book's epsilon = 0.1).
+
+Observations are one-hot ``f32[2]``: ``[1, 0]`` in A, ``[0, 1]`` in B, ``[0, 0]`` after the end
+(only ever seen as ``info["final_observation"]``, since gymnax resets on termination).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+from gymnax.environments import environment, spaces
+
+STATE_A, STATE_B, STATE_END = 0, 1, 2
+DEFAULT_NUM_ACTIONS = 10
+
+
+@struct.dataclass
+class MaxBiasState(environment.EnvState):
+    position: jax.Array  # i32: STATE_A, STATE_B or STATE_END
+    time: int
+
+
+@struct.dataclass
+class MaxBiasParams(environment.EnvParams):
+    reward_mean: float = -0.1  # mean of the reward on leaving B
+    reward_std: float = 1.0  # its standard deviation
+    # Episodes end within two steps; the limit only bounds evaluation loops.
+    max_steps_in_episode: int = 8
+
+
+def is_left(action: jax.Array) -> jax.Array:
+    """Whether ``action`` taken in A goes left (to B): the even actions."""
+    return jnp.asarray(action) % 2 == 0
+
+
+def left_action_fraction(num_actions: int) -> float:
+    """The fraction of the ``num_actions`` actions that go left in A (``ceil(n / 2) / n``)."""
+    return (num_actions + 1) // 2 / num_actions
+
+
+class MaxBiasMDP(environment.Environment[MaxBiasState, MaxBiasParams]):
+    """Sutton and Barto's Example 6.7 with ``num_actions`` actions in B (and in A, by parity)."""
+
+    def __init__(self, num_actions: int = DEFAULT_NUM_ACTIONS):
+        super().__init__()
+        if not isinstance(num_actions, int) or isinstance(num_actions, bool) or num_actions < 2:
+            raise ValueError(f"MaxBiasMDP num_actions={num_actions!r} is invalid: must be an int "
+                             ">= 2 (at least one left and one right action in A)")
+        self.n_actions = num_actions
+        self.obs_shape = (2,)
+
+    @property
+    def name(self) -> str:
+        return "MaxBiasMDP"
+
+    @property
+    def default_params(self) -> MaxBiasParams:
+        return MaxBiasParams()
+
+    @property
+    def num_actions(self) -> int:
+        return self.n_actions
+
+    def action_space(self, params: MaxBiasParams | None = None) -> spaces.Discrete:
+        return spaces.Discrete(self.n_actions)
+
+    def observation_space(self, params: MaxBiasParams) -> spaces.Box:
+        return spaces.Box(0.0, 1.0, (2,), jnp.float32)
+
+    def state_space(self, params: MaxBiasParams) -> spaces.Dict:
+        return spaces.Dict({"position": spaces.Discrete(3),
+                            "time": spaces.Discrete(params.max_steps_in_episode)})
+
+    def get_obs(self, state: MaxBiasState, params=None, key=None) -> jax.Array:
+        return jnp.stack([state.position == STATE_A, state.position == STATE_B]).astype(
+            jnp.float32)
+
+    def is_terminated(self, state: MaxBiasState, params: MaxBiasParams) -> jax.Array:
+        return jnp.asarray(state.position == STATE_END)
+
+    def reset_env(self, key: jax.Array, params: MaxBiasParams) -> tuple[jax.Array, MaxBiasState]:
+        state = MaxBiasState(position=jnp.int32(STATE_A), time=0)
+        return self.get_obs(state), state
+
+    def step_env(
+        self, key: jax.Array, state: MaxBiasState, action: Any, params: MaxBiasParams
+    ) -> tuple[jax.Array, MaxBiasState, jax.Array, jax.Array, dict]:
+        in_a = state.position == STATE_A
+        in_b = state.position == STATE_B
+        b_reward = params.reward_mean + params.reward_std * jax.random.normal(key)
+        reward = jnp.where(in_b, b_reward, 0.0).astype(jnp.float32)
+        position = jnp.where(jnp.logical_and(in_a, is_left(action)), STATE_B, STATE_END)
+        new_state = MaxBiasState(position=position.astype(jnp.int32), time=state.time + 1)
+        terminated = self.is_terminated(new_state, params)
+        return (jax.lax.stop_gradient(self.get_obs(new_state)), new_state, reward, terminated,
+                {"discount": self.discount(new_state, params)})
+
+
+def true_q_values(gamma: float, params: MaxBiasParams | None = None) -> dict[str, float]:
+    """Exact action values, the same under every policy: ``{"A_left", "A_right", "B"}``."""
+    p = MaxBiasParams() if params is None else params
+    return {"A_left": gamma * p.reward_mean, "A_right": 0.0, "B": p.reward_mean}
+
+
+def _register() -> None:
+    """Registers the env unless the registry already lists it (or is itself importing us)."""
+    import jaxdqn.envs as registry
+
+    if hasattr(registry, "register") and "MaxBiasMDP" not in registry.known_env_ids():
+        registry.register("MaxBiasMDP", MaxBiasMDP)
+
+
+_register()

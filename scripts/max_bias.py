@@ -1,0 +1,437 @@
+"""DQN against Double DQN: measured maximization bias on CartPole-v1 and MaxBiasMDP, one command.
+
+    python scripts/max_bias.py --seeds 8 --out runs/max_bias
+
+For each env and method it trains ``--seeds`` agents with jaxdqn's own loop (one ``jit(vmap)``
+program per method; DQN and Double DQN differ only in ``double_q`` and share the seed keys), and
+after every chunk of training measures ``Q(s, a)`` against the realised discounted return ``G``
+over the states greedy evaluation episodes visit (``jaxdqn.bias``). It writes to ``--out``:
+
+- ``bias.json``: per env and method the mean bias ``Q - G`` (and mean ``Q``, mean ``G``, late and
+  final bias, the DQN minus Double DQN difference) with 95% bootstrap intervals over seeds;
+  on MaxBiasMDP also the fraction of episodes that went left; configs, eval specs, timings.
+- ``max_bias_cartpole.png``, ``max_bias_mdp.png``: estimated value (mean ``Q``) and true value
+  (mean ``G``) against training steps, the bias, and a third panel (greedy return; Q of A's and
+  B's actions against their exact values), medians with interquartile bands over seeds.
+- ``max_bias_mdp_left.png``: % of MaxBiasMDP episodes that went left against episodes
+  (Sutton and Barto's Figure 6.5).
+- ``noisy_max.json``: the seed's noisy-max exercise, exact against Monte Carlo.
+
+See docs/max_bias.md for the method, the configs and the measured results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+
+from jaxdqn.runtime import fast_cpu_compile
+
+# The MaxBiasMDP study: a small network and a small replay buffer (about 17 samples per B action,
+# like the book's constant step size 0.1), the target network synced every two buffer lengths so
+# that online and target networks are fit to largely different samples, and the book's constant
+# epsilon = 0.1 and gamma = 1.
+MDP_CONFIG = dict(env_id="MaxBiasMDP", buffer_size=200, batch_size=32, gamma=1.0,
+                  learning_rate=1e-3, target_update_freq=400, start_epsilon=0.1, end_epsilon=0.1,
+                  exploration_fraction=1.0, learning_starts=100, train_frequency=1, num_envs=1,
+                  hidden_sizes=(32,))
+# CartPole-v1 when jaxdqn has no "cartpole" preset: settings that reach greedy returns of a few
+# hundred within 100k steps.
+CARTPOLE_FALLBACK = dict(env_id="CartPole-v1", total_timesteps=100_000, num_envs=10,
+                         learning_starts=1000, exploration_fraction=0.5, end_epsilon=0.05)
+METHODS = (("DQN", False), ("Double DQN", True))
+COLORS = {"DQN": "tab:red", "Double DQN": "tab:blue"}
+
+
+class CliError(Exception):
+    """A bad argument: reported as one line on stderr."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not usage + message
+        raise CliError(message)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an int") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is invalid: must be > 0")
+    return value
+
+
+def parse_args(argv):
+    p = _Parser(prog="max_bias.py", description=__doc__.split("\n")[0])
+    p.add_argument("--out", default="runs/max_bias", help="output folder (created)")
+    p.add_argument("--env", choices=("both", "cartpole", "mdp"), default="both")
+    p.add_argument("--seeds", type=positive_int, default=8, help="CartPole seeds per method")
+    p.add_argument("--mdp-seeds", type=positive_int, default=64, help="MaxBiasMDP seeds per method")
+    p.add_argument("--cartpole-steps", type=positive_int, default=None,
+                   help="CartPole env steps (default: the config's total_timesteps)")
+    p.add_argument("--cartpole-target-update-freq", type=positive_int, default=None,
+                   help="CartPole target sync period in env steps (default: the config's)")
+    p.add_argument("--mdp-steps", type=positive_int, default=10_000, help="MaxBiasMDP env steps")
+    p.add_argument("--chunks", type=positive_int, default=20,
+                   help="CartPole measurements per run (must divide the metric rows)")
+    p.add_argument("--mdp-chunks", type=positive_int, default=50,
+                   help="MaxBiasMDP measurements per run")
+    p.add_argument("--eval-episodes", type=positive_int, default=16,
+                   help="greedy CartPole episodes per measurement")
+    p.add_argument("--mdp-eval-episodes", type=positive_int, default=1000,
+                   help="MaxBiasMDP episodes per measurement")
+    p.add_argument("--key", type=int, default=0, help="PRNG seed of the seed keys")
+    p.add_argument("--resamples", type=positive_int, default=10_000, help="bootstrap resamples")
+    return p.parse_args(argv)
+
+
+def cartpole_config(args):
+    import jaxdqn
+    from jaxdqn import DQNConfig
+
+    try:
+        base, source = jaxdqn.preset("cartpole"), 'preset("cartpole")'
+    except ValueError:
+        base, source = DQNConfig(**CARTPOLE_FALLBACK), "CARTPOLE_FALLBACK in scripts/max_bias.py"
+    changes = {}
+    if args.cartpole_steps is not None:
+        changes["total_timesteps"] = args.cartpole_steps
+    if args.cartpole_target_update_freq is not None:
+        changes["target_update_freq"] = args.cartpole_target_update_freq
+    cfg = base.replace(**changes) if changes else base
+    return with_chunks(cfg, args.chunks, "--chunks"), source
+
+
+def mdp_config(args):
+    from jaxdqn import DQNConfig
+
+    cfg = DQNConfig(total_timesteps=args.mdp_steps, **MDP_CONFIG)
+    return with_chunks(cfg, args.mdp_chunks, "--mdp-chunks")
+
+
+def with_chunks(cfg, chunks: int, flag: str):
+    """``cfg`` logging one metric row per chunk, so a chunk is any whole number of iterations."""
+    per_chunk, rest = divmod(cfg.num_iterations, chunks)
+    if per_chunk == 0 or rest:
+        raise ValueError(f"{flag}={chunks} is invalid: must divide the run's {cfg.num_iterations} "
+                         f"iterations of {cfg.steps_per_iteration} env steps")
+    return cfg.replace(log_interval=per_chunk * cfg.steps_per_iteration)
+
+
+def run_methods(cfg, spec, chunks, seeds, key, probe):
+    """Trains both methods on the same seed keys; numpy results per method."""
+    import jax
+    import numpy as np
+
+    from jaxdqn.bias import make_value_study
+
+    keys = jax.random.split(jax.random.key(key), seeds)
+    results = {}
+    for method, double_q in METHODS:
+        method_cfg = cfg.replace(double_q=double_q)
+        study = make_value_study(method_cfg, spec, chunks,
+                                 None if probe is None else probe(method_cfg))
+        start = time.perf_counter()
+        out = jax.block_until_ready(jax.jit(jax.vmap(study))(keys))
+        seconds = time.perf_counter() - start
+        results[method] = {"points": jax.tree.map(np.asarray, out.points),
+                           "metrics": jax.tree.map(np.asarray, out.metrics),
+                           "seconds": seconds}
+        print(f"  {cfg.env_id} {method}: {seeds} seeds x {cfg.total_timesteps} steps in "
+              f"{seconds:.1f} s (compile included)", flush=True)
+    return results
+
+
+def ci_dict(values, resamples, seed=0):
+    from jaxdqn.bias import bootstrap_ci
+
+    mean, low, high = bootstrap_ci(values, num_resamples=resamples, seed=seed)
+    return {"mean": mean, "ci95": [low, high]}
+
+
+def summarize(results, resamples, left=None):
+    """Per method: bias and values with bootstrap CIs over seeds; the paired DQN - DDQN gap."""
+    import numpy as np
+
+    summary, per_seed = {}, {}
+    for method, res in results.items():
+        stats = res["points"].value.stats
+        bias, q, g = stats.bias, stats.q_mean, stats.g_mean  # [seeds, chunks]
+        half = bias.shape[1] // 2
+        per_seed[method] = bias.mean(1)
+        entry = {
+            "mean_bias": ci_dict(bias.mean(1), resamples),
+            "late_bias": ci_dict(bias[:, half:].mean(1), resamples),
+            "final_bias": ci_dict(bias[:, -1], resamples),
+            "mean_q": ci_dict(q.mean(1), resamples),
+            "mean_g": ci_dict(g.mean(1), resamples),
+            "final_eval_return": ci_dict(res["points"].value.eval_return[:, -1], resamples),
+            "per_seed_mean_bias": bias.mean(1).tolist(),
+            "per_seed_final_bias": bias[:, -1].tolist(),
+            "measured_states_per_point": float(stats.num_states.mean()),
+            "mean_cut_fraction": float(stats.cut_fraction.mean()),
+            "max_cut_fraction": float(stats.cut_fraction.max()),
+            "curves": curves(res, left=None if left is None else left[method]),
+            "seconds": res["seconds"],
+        }
+        if left is not None:
+            frac = left[method]
+            probe = res["points"].probe
+            entry["left_fraction"] = ci_dict(np.nanmean(frac, 1), resamples)
+            entry["late_left_fraction"] = ci_dict(np.nanmean(frac[:, half:], 1), resamples)
+            entry["left_probability"] = ci_dict(probe.left_prob.mean(1), resamples)
+            entry["final_q_a_left"] = ci_dict(probe.q_a_left[:, -1], resamples)
+            entry["final_q_b_max"] = ci_dict(probe.q_b_max[:, -1], resamples)
+        summary[method] = entry
+    summary["DQN minus Double DQN"] = {
+        "mean_bias": ci_dict(per_seed["DQN"] - per_seed["Double DQN"], resamples)}
+    if left is not None:
+        summary["DQN minus Double DQN"]["left_fraction"] = ci_dict(
+            np.nanmean(left["DQN"], 1) - np.nanmean(left["Double DQN"], 1), resamples)
+    return summary
+
+
+def curves(res, left=None):
+    """Per measurement point, medians over seeds (means for the left fractions): for re-plotting."""
+    import numpy as np
+
+    p = res["points"]
+    out = {"env_steps": np.median(p.env_steps, 0).tolist(),
+           "episodes": np.median(p.episodes, 0).tolist(),
+           "median_q": np.median(p.value.stats.q_mean, 0).tolist(),
+           "median_g": np.median(p.value.stats.g_mean, 0).tolist(),
+           "median_bias": np.median(p.value.stats.bias, 0).tolist(),
+           "median_eval_return": np.median(p.value.eval_return, 0).tolist()}
+    if left is not None:
+        out["mean_left_fraction"] = np.nanmean(left, 0).tolist()
+        out["mean_left_probability"] = p.probe.left_prob.mean(0).tolist()
+        out["median_q_a_left"] = np.median(p.probe.q_a_left, 0).tolist()
+        out["median_q_b_max"] = np.median(p.probe.q_b_max, 0).tolist()
+    return out
+
+
+def band(ax, x, y, color, label, style="-"):
+    """Median over seeds (axis 0) with the interquartile range shaded."""
+    import numpy as np
+
+    low, mid, high = np.nanpercentile(y, [25, 50, 75], axis=0)
+    ax.plot(x, mid, style, color=color, label=label, lw=1.8)
+    ax.fill_between(x, low, high, color=color, alpha=0.15, lw=0)
+
+
+def value_figure(results, title, third_panel, ceiling=None):
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6), constrained_layout=True)
+    for method, res in results.items():
+        p = res["points"]
+        x = np.median(p.env_steps, axis=0)
+        c = COLORS[method]
+        band(axes[0], x, p.value.stats.q_mean, c, f"{method} estimate (mean Q)")
+        band(axes[0], x, p.value.stats.g_mean, c, f"{method} true value (mean G)", "--")
+        band(axes[1], x, p.value.stats.bias, c, method)
+        third_panel(axes[2], method, res, x, c)
+    if ceiling is not None:
+        axes[0].axhline(ceiling, color="k", ls=":", lw=1,
+                        label=f"largest possible value, 1 / (1 - gamma) = {ceiling:g}")
+    axes[0].set(title="Value estimates against true values", xlabel="training env steps",
+                ylabel="mean over measured states")
+    axes[1].axhline(0.0, color="k", lw=0.8)
+    axes[1].set(title="Bias: mean (Q - G)", xlabel="training env steps", ylabel="Q - G")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    return fig
+
+
+def left_figure(results, left, epsilon, f_left):
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(7, 4.6), constrained_layout=True)
+    for method, res in results.items():
+        x = np.median(res["points"].episodes, axis=0)
+        frac = left[method]
+        mean = 100 * np.nanmean(frac, axis=0)
+        se = 100 * np.nanstd(frac, axis=0, ddof=1) / math.sqrt(frac.shape[0])
+        ax.plot(x, mean, color=COLORS[method], lw=1.8, label=f"{method}: realised")
+        ax.fill_between(x, mean - 1.96 * se, mean + 1.96 * se, color=COLORS[method], alpha=0.15,
+                        lw=0)
+        ax.plot(x, 100 * res["points"].probe.left_prob.mean(0), ":", color=COLORS[method],
+                lw=1.2, label=f"{method}: P(left) of the policy after the chunk")
+    ax.axhline(100 * epsilon * f_left, color="k", ls="--", lw=1,
+               label=f"optimal: epsilon x {f_left:g} = {100 * epsilon * f_left:g}%")
+    n = next(iter(left.values())).shape[0]
+    ax.set(xlabel="training episodes", ylabel="% left actions from A", ylim=(0, 100),
+           title=f"MaxBiasMDP: episodes that went left (mean over {n} seeds, 95% band)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def write_atomic(path, data: bytes):
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def save_figure(fig, path):
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    write_atomic(path, buf.getvalue())
+
+
+def finite_or_none(obj):
+    """``obj`` with every non-finite float replaced by None, so the JSON is strict."""
+    if isinstance(obj, dict):
+        return {k: finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_none(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def write_json(path, obj):
+    text = json.dumps(finite_or_none(obj), indent=2, allow_nan=False)
+    write_atomic(path, (text + "\n").encode())
+
+
+def fmt_ci(entry, digits=3):
+    lo, hi = entry["ci95"]
+    return f"{entry['mean']:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
+
+
+def print_table(report):
+    print(f"\n{'env':<12} {'method':<20} {'mean bias Q-G [95% CI]':<30} {'mean Q':>9} "
+          f"{'mean G':>9} {'left fraction':>14}")
+    for env_id, env_report in report["envs"].items():
+        for method, s in env_report["summary"].items():
+            if method == "DQN minus Double DQN":
+                left = fmt_ci(s["left_fraction"]) if "left_fraction" in s else ""
+                print(f"{env_id:<12} {'DQN - Double DQN':<20} {fmt_ci(s['mean_bias']):<30} "
+                      f"{'':>9} {'':>9} {left:>14}")
+                continue
+            left = f"{s['left_fraction']['mean']:.3f}" if "left_fraction" in s else ""
+            print(f"{env_id:<12} {method:<20} {fmt_ci(s['mean_bias']):<30} "
+                  f"{s['mean_q']['mean']:>9.3f} {s['mean_g']['mean']:>9.3f} {left:>14}")
+
+
+def noisy_max_report():
+    from jaxdqn.noisy_max import compounding_table, noisy_max_table
+
+    return {"expected_max": noisy_max_table(), "compounding": compounding_table()}
+
+
+def study(args):
+    import numpy as np
+
+    from jaxdqn.bias import (make_max_bias_probe, realised_left_fraction, tail_bound,
+                             value_eval_spec)
+    from jaxdqn.envs.max_bias import left_action_fraction, true_q_values
+
+    # Everything that can be wrong with the arguments is found before the first compilation.
+    plan = []
+    if args.env in ("both", "mdp"):
+        cfg = mdp_config(args)
+        # Every policy has the same Q in MaxBiasMDP, so G is unbiased for Q* under any evaluation
+        # policy: evaluate with the behaviour epsilon so that both states are always visited.
+        spec = value_eval_spec(cfg, num_episodes=args.mdp_eval_episodes, epsilon=cfg.end_epsilon)
+        plan.append(("MaxBiasMDP", cfg, spec, args.mdp_chunks, args.mdp_seeds, "this script"))
+    if args.env in ("both", "cartpole"):
+        cfg, source = cartpole_config(args)
+        spec = value_eval_spec(cfg, num_episodes=args.eval_episodes, epsilon=0.0)
+        plan.append(("CartPole-v1", cfg, spec, args.chunks, args.seeds, source))
+    os.makedirs(args.out, exist_ok=True)
+
+    report = {"command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]), "envs": {}}
+    for env_id, cfg, spec, chunks, seeds, source in plan:
+        print(f"{env_id}: training DQN and Double DQN, {seeds} seeds each ...", flush=True)
+        probe = make_max_bias_probe if env_id == "MaxBiasMDP" else None
+        results = run_methods(cfg, spec, chunks, seeds, args.key, probe)
+        env_report = {
+            "config": cfg.to_dict(), "config_source": source, "seeds": seeds,
+            "eval_spec": spec._asdict(), "measurements_per_run": chunks,
+            # Largest error of G of a measured state whose episode was cut at the horizon (None:
+            # unbounded, gamma = 1); max_cut_fraction in the summary says whether any was.
+            "tail_bound_per_cut_state": tail_bound(cfg.gamma, spec),
+        }
+        if env_id == "MaxBiasMDP":
+            left = {m: np.asarray(realised_left_fraction(r["metrics"], chunks))
+                    for m, r in results.items()}
+            env_report["summary"] = summarize(results, args.resamples, left)
+            env_report["true_q"] = true_q_values(cfg.gamma)
+            truth = env_report["true_q"]
+
+            def q_panel(ax, method, res, x, c):
+                band(ax, x, res["points"].probe.q_a_left, c, f"{method}: max Q(A, left)")
+                band(ax, x, res["points"].probe.q_b_max, c, f"{method}: max_b Q(B, b)", "--")
+                if method == METHODS[-1][0]:
+                    ax.axhline(truth["A_left"], color="k", lw=0.8, label="true Q(A, left)")
+                    ax.axhline(truth["B"], color="k", ls="--", lw=0.8, label="true Q(B, b)")
+                ax.set(title="Q of A's left actions and B's best action",
+                       xlabel="training env steps")
+
+            save_figure(value_figure(results, f"MaxBiasMDP: DQN vs Double DQN, {seeds} seeds",
+                                     q_panel), os.path.join(args.out, "max_bias_mdp.png"))
+            f_left = left_action_fraction(_mdp_actions())
+            save_figure(left_figure(results, left, cfg.end_epsilon, f_left),
+                        os.path.join(args.out, "max_bias_mdp_left.png"))
+        else:
+            env_report["summary"] = summarize(results, args.resamples)
+
+            def return_panel(ax, method, res, x, c):
+                band(ax, x, res["points"].value.eval_return, c, method)
+                ax.set(title=f"Greedy return of the measured episodes (limit {spec.horizon})",
+                       xlabel="training env steps", ylabel="return")
+
+            title = f"CartPole-v1: DQN vs Double DQN, {seeds} seeds"
+            ceiling = 1.0 / (1.0 - cfg.gamma) if cfg.gamma < 1 else None  # rewards are 1 a step
+            save_figure(value_figure(results, title, return_panel, ceiling),
+                        os.path.join(args.out, "max_bias_cartpole.png"))
+        report["envs"][env_id] = env_report
+    report["noisy_max"] = noisy_max_report()
+    write_json(os.path.join(args.out, "bias.json"), report)
+    write_json(os.path.join(args.out, "noisy_max.json"), report["noisy_max"])
+    print_table(report)
+    print(f"\nwrote {args.out}/bias.json, noisy_max.json and the figures")
+
+
+def _mdp_actions() -> int:
+    from jaxdqn.envs import make_env
+
+    return int(make_env("MaxBiasMDP")[0].num_actions)
+
+
+def main(argv=None) -> int:
+    fast_cpu_compile()
+    try:
+        args = parse_args(sys.argv[1:] if argv is None else argv)
+        study(args)
+    except (CliError, ValueError, OSError) as e:
+        print(f"max_bias.py: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
