@@ -1,0 +1,187 @@
+"""Memory of a batch of runs: where it is estimated from the config alone, before compiling, and
+checked against what the devices have free.
+
+A run's carried state (replay buffer, networks, optimizer, env copies) is known exactly from
+``jax.eval_shape`` of the trainer's ``init``; the replay buffer is exactly ``buffer_size`` times
+the size of one transition. What XLA allocates on top (the gradient step's activations,
+gradients and optimizer temporaries, the sampled minibatch, the env step's temporaries) is an
+upper-bound model checked against ``compiled.memory_analysis()`` in ``tests/test_memory.py``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from jaxdqn.buffer import buffer_init
+from jaxdqn.config import DQNConfig
+from jaxdqn.networks import env_spec
+from jaxdqn.train import make_trainer
+
+# Only this fraction of a device's free memory is planned for: allocator fragmentation, the
+# compiled program and library workspaces (cuBLAS, XLA's scratch) take the rest.
+USABLE_FRACTION = 0.9
+# Fixed per-device allowance for the program's small buffers (keys, scalars, loop counters).
+FIXED_BYTES = 64 << 10
+
+
+class MemoryEstimate(NamedTuple):
+    """Bytes of a batch of runs; the per-run fields are for one run.
+
+    ``device_bytes`` is what the busiest device needs: ``concurrent_runs`` runs' state and
+    workspace at once, plus the results of all ``runs_per_device`` runs it holds.
+    """
+
+    num_seeds: int
+    num_devices: int
+    runs_per_device: int  # ceil(num_seeds / num_devices): padded runs included
+    concurrent_runs: int  # runs a device holds at once: min(runs_per_device, seeds_per_chunk)
+    transition_bytes: int  # one stored transition (s, a, r, terminated, s')
+    buffer_bytes: int  # buffer_size * transition_bytes, exactly
+    state_bytes: int  # everything a run carries, buffer included, exactly
+    workspace_bytes: int  # temporaries of one gradient step and one env step (upper-bound model)
+    output_bytes: int  # final params and metrics rows
+    device_bytes: int
+
+    @property
+    def run_bytes(self) -> int:
+        """One running run: state plus workspace."""
+        return self.state_bytes + self.workspace_bytes
+
+
+def _nbytes(tree) -> int:
+    return sum(math.prod(x.shape) * jnp.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))
+
+
+def transition_bytes(config: DQNConfig) -> int:
+    """Bytes of one stored transition: obs, action, reward, terminated and next obs."""
+    obs_shape, _ = env_spec(config)
+    one = jax.eval_shape(lambda: buffer_init(1, obs_shape))
+    return _nbytes(one.data)
+
+
+def estimate_memory(config: DQNConfig, num_seeds: int, num_devices: int = 1,
+                    seeds_per_chunk: int | None = None) -> MemoryEstimate:
+    """The memory ``num_seeds`` runs of ``config`` need, split over ``num_devices`` devices and run
+    ``seeds_per_chunk`` at a time per device (None: all at once). No compilation."""
+    for name, value in (("num_seeds", num_seeds), ("num_devices", num_devices)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name}={value!r} is invalid: must be a positive int")
+    if seeds_per_chunk is not None and (not isinstance(seeds_per_chunk, int)
+                                        or isinstance(seeds_per_chunk, bool)
+                                        or seeds_per_chunk < 1):
+        raise ValueError(f"seeds_per_chunk={seeds_per_chunk!r} is invalid: "
+                         "must be a positive int or None")
+    obs_shape, num_actions = env_spec(config)
+    trainer = make_trainer(config)
+    key = jax.ShapeDtypeStruct((2,), jnp.uint32)
+    state = jax.eval_shape(trainer.init, key)
+    output = jax.eval_shape(trainer.train, key)
+    step_bytes = transition_bytes(config)
+    buffer = _nbytes(state.buffer.data)
+    params = _nbytes(state.train.params)
+    obs_dim = math.prod(obs_shape)
+    widths = obs_dim + sum(config.hidden_sizes) + num_actions
+    # A gradient step: the sampled minibatch; per network pass (online on s, target on s', and
+    # online on s' for Double DQN) one set of activations (kept for the backward pass, then
+    # reused for their gradients); the gradients and Adam's update (2 parameter-sized arrays;
+    # the new moments overwrite the old in place). The env step's temporaries are about one
+    # copy of the env-facing state.
+    passes = 3 if config.double_q else 2
+    update = (config.batch_size * step_bytes
+              + passes * config.batch_size * widths * 4
+              + 2 * params)
+    acting = 2 * config.num_envs * widths * 4 + 2 * _nbytes(
+        (state.env_state, state.obs, state.episode_return, state.episode_length))
+    workspace = update + acting
+    runs_per_device = -(-num_seeds // num_devices)
+    concurrent = runs_per_device if seeds_per_chunk is None else min(seeds_per_chunk,
+                                                                     runs_per_device)
+    out_bytes = _nbytes(output)
+    # Results are written once into the stacked output and, with chunks, once more where the
+    # chunks are concatenated.
+    device = (concurrent * (_nbytes(state) + workspace)
+              + runs_per_device * out_bytes * (1 if seeds_per_chunk is None else 2)
+              + FIXED_BYTES)
+    return MemoryEstimate(
+        num_seeds=num_seeds, num_devices=num_devices, runs_per_device=runs_per_device,
+        concurrent_runs=concurrent, transition_bytes=step_bytes, buffer_bytes=buffer,
+        state_bytes=_nbytes(state), workspace_bytes=workspace, output_bytes=out_bytes,
+        device_bytes=device,
+    )
+
+
+def free_bytes(devices: Sequence[jax.Device]) -> tuple[int | None, str]:
+    """``(bytes, where)``: the memory the runs may use on each of ``devices`` and what it is.
+
+    Accelerators report their allocator's limit and use (``device.memory_stats()``); the least
+    free of ``devices`` counts. CPU devices share the host's available memory, split evenly.
+    ``(None, reason)`` when neither is known.
+    """
+    stats = [d.memory_stats() for d in devices]
+    if all(s and "bytes_limit" in s for s in stats):
+        free = min(s["bytes_limit"] - s.get("bytes_in_use", 0) for s in stats)
+        return free, f"{devices[0].platform} device memory"
+    if all(d.platform == "cpu" for d in devices):
+        available = _host_available_bytes()
+        if available is not None:
+            return available // len(devices), "available host memory"
+    return None, "unknown: the backend reports no memory limit"
+
+
+def _host_available_bytes() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def max_concurrent_runs(estimate: MemoryEstimate, free: int) -> int:
+    """How many runs a device can hold at once in ``free`` bytes (0 if not even one)."""
+    results = estimate.runs_per_device * estimate.output_bytes * 2
+    usable = int(free * USABLE_FRACTION) - FIXED_BYTES - results
+    return max(usable // estimate.run_bytes, 0)
+
+
+def check_fits(config: DQNConfig, num_seeds: int, devices: Sequence[jax.Device] | None = None,
+               seeds_per_chunk: int | None = None) -> MemoryEstimate:
+    """The estimate of ``num_seeds`` runs over ``devices`` (default: all); raises ``ValueError``
+    with what fits instead when it exceeds ``USABLE_FRACTION`` of the free memory."""
+    devices = jax.devices() if devices is None else list(devices)
+    est = estimate_memory(config, num_seeds, len(devices), seeds_per_chunk)
+    free, where = free_bytes(devices)
+    if free is None or est.device_bytes <= free * USABLE_FRACTION:
+        return est
+    fit = max_concurrent_runs(est, free)
+    if fit >= 1:
+        advice = (f"run at most {fit} seeds at once per device (seeds_per_chunk={fit}; "
+                  f"--seeds-per-chunk {fit} on the command line), use fewer seeds, or a smaller "
+                  f"buffer_size")
+    else:
+        advice = "not even one run fits: reduce buffer_size, batch_size or hidden_sizes"
+    raise ValueError(
+        f"{num_seeds} runs of this config need about {_fmt(est.device_bytes)} on each of "
+        f"{len(devices)} {devices[0].platform} device(s) ({est.concurrent_runs} at once x "
+        f"{_fmt(est.run_bytes)}: replay buffer {_fmt(est.buffer_bytes)} = buffer_size "
+        f"{config.buffer_size} x {est.transition_bytes} B per transition, plus networks, "
+        f"optimizer and workspace), but only {_fmt(free)} of {where} is free "
+        f"({USABLE_FRACTION:.0%} usable); {advice}")
+
+
+def _fmt(n: int | float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")

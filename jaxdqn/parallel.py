@@ -1,0 +1,267 @@
+"""Many runs at once: where the seed axis of a batch of runs is split across devices and chunks.
+
+``train_seeds(config, keys, hparams)`` computes ``jax.jit(jax.vmap(make_train(config)))(keys,
+hparams)`` and adds what a user should not have to write:
+
+- with several devices (GPUs, TPU cores, or CPU devices forced with
+  ``XLA_FLAGS=--xla_force_host_platform_device_count=N``) the runs are split across them with
+  ``jax.shard_map`` over a one-axis ``Mesh``; runs are independent, so the program has no
+  communication at all;
+- ``seeds_per_chunk`` bounds how many runs a device holds at once (``lax.map`` over chunks of a
+  ``vmap``), trading parallelism for memory;
+- the memory the runs need is checked against the devices before compiling (``jaxdqn.memory``).
+
+Every run is computed as it is alone in a ``vmap``, so results do not depend on the device count
+or the chunking (``tests/test_parallel.py`` checks this bit for bit). ``sharded_vmap`` and
+``shard_batch`` are the same machinery for any function batched on a leading axis (a sweep over
+``Trainer.run`` chunks, an evaluation of many parameter sets).
+
+Multi-host: call ``jax.distributed.initialize()`` in every process before anything else; the
+default mesh then spans the devices of all processes, every process calls ``train_seeds`` with
+the same keys and hparams, and ``to_host`` gathers the results onto every process.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from jaxdqn.config import DQNConfig
+from jaxdqn.train import HParams, TrainOutput, make_train
+
+SEED_AXIS = "seeds"
+
+
+def seed_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A one-axis mesh named ``SEED_AXIS`` over ``devices`` (default: all devices of all
+    processes)."""
+    devices = jax.devices() if devices is None else list(devices)
+    if not devices:
+        raise ValueError("devices is empty: a seed mesh needs at least one device")
+    return Mesh(np.asarray(devices), (SEED_AXIS,))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Leading axis split across ``mesh``'s devices, every other axis whole."""
+    return NamedSharding(mesh, PartitionSpec(SEED_AXIS))
+
+
+def shard_batch(tree: Any, mesh: Mesh) -> Any:
+    """Places every leaf's leading axis across ``mesh``'s devices, one contiguous block each.
+
+    Leading sizes must be multiples of the device count (``pad_batch`` makes them so). With
+    several processes every process passes the same values and keeps only its own blocks.
+    """
+    num_devices = mesh.devices.size
+    sharding = batch_sharding(mesh)
+
+    def place(x):
+        x = x if isinstance(x, jax.Array) else np.asarray(x)
+        if x.ndim == 0 or x.shape[0] % num_devices:
+            raise ValueError(f"cannot split a leading axis of shape {x.shape} across {num_devices} "
+                             f"devices: its size must be a multiple of {num_devices}")
+        if jax.process_count() == 1:
+            return jax.device_put(x, sharding)
+        host = np.asarray(x)
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+    return jax.tree.map(place, tree)
+
+
+def pad_batch(tree: Any, multiple: int) -> tuple[Any, int]:
+    """``(padded, n)``: every leaf's leading axis padded to a multiple of ``multiple`` by repeating
+    its last entry; ``n`` is the original size. The extra entries are real, discarded work."""
+    sizes = {x.shape[0] for x in jax.tree.leaves(tree)}
+    if len(sizes) != 1:
+        raise ValueError(f"batched leaves disagree on the leading axis size: {sorted(sizes)}")
+    (n,) = sizes
+    extra = -n % multiple
+    if extra == 0:
+        return tree, n
+    return jax.tree.map(lambda x: jnp.concatenate([x, jnp.repeat(x[-1:], extra, axis=0)]), tree), n
+
+
+def to_host(tree: Any) -> Any:
+    """Every leaf as a NumPy array on this host, gathered from all processes where needed."""
+
+    def fetch(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+        return np.asarray(x)
+
+    return jax.tree.map(fetch, tree)
+
+
+def sharded_vmap(fn: Callable, mesh: Mesh | None = None, in_axes: Any = 0,
+                 batch_size: int | None = None) -> Callable:
+    """``jax.vmap(fn, in_axes)`` whose mapped axis is split across ``mesh``'s devices.
+
+    ``in_axes`` is a pytree prefix of the arguments with ``0`` (batched on the leading axis) or
+    ``None`` (shared) at each node; outputs are batched on their leading axis. Each device runs
+    ``vmap(fn)`` on its contiguous block (``jax.shard_map``; no communication), in sequential
+    chunks of ``batch_size`` entries when given (``lax.map``). With ``mesh=None`` or a one-device
+    mesh no sharding is involved. Jit the result; batched sizes must be multiples of the device
+    count.
+    """
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r} is invalid: must be a positive int or None")
+
+    def local(*args):
+        axes = _full_axes(in_axes, args)
+        if batch_size is None:
+            return jax.vmap(fn, in_axes=axes)(*args)
+        # lax.map maps every leaf it is given: split batched leaves from shared ones.
+        batched = jax.tree.map(lambda ax, x: x if ax == 0 else None, axes, args,
+                               is_leaf=lambda x: x is None)
+        shared = jax.tree.map(lambda ax, x: None if ax == 0 else x, axes, args,
+                              is_leaf=lambda x: x is None)
+
+        def one(batched_args):
+            merged = jax.tree.map(lambda b, s: s if b is None else b, batched_args, shared,
+                                  is_leaf=lambda x: x is None)
+            return fn(*merged)
+
+        return jax.lax.map(one, batched, batch_size=batch_size)
+
+    if mesh is None or mesh.devices.size == 1:
+        return local
+
+    def specs(args):
+        axes = _full_axes(in_axes, args)
+        return jax.tree.map(lambda ax: PartitionSpec(SEED_AXIS) if ax == 0 else PartitionSpec(),
+                            axes, is_leaf=lambda x: x is None)
+
+    def mapped(*args):
+        # check_vma=False: the body communicates nothing, and with the check on, a scan whose
+        # carry starts from constants (zeros) and becomes per-device data is a type error.
+        return jax.shard_map(local, mesh=mesh, in_specs=specs(args),
+                             out_specs=PartitionSpec(SEED_AXIS), check_vma=False)(*args)
+
+    return mapped
+
+
+def _full_axes(in_axes: Any, args: tuple) -> tuple:
+    """``in_axes`` broadcast to one entry (0 or None) per leaf of ``args``."""
+    prefix = in_axes if isinstance(in_axes, tuple) else (in_axes,) * len(args)
+    if len(prefix) != len(args):
+        raise ValueError(f"in_axes has {len(prefix)} entries for {len(args)} arguments")
+    full = jax.tree.broadcast(prefix, args, is_leaf=lambda x: x is None)
+    bad = [ax for ax in jax.tree.leaves(full, is_leaf=lambda x: x is None) if ax not in (0, None)]
+    if bad:
+        raise ValueError(f"in_axes entries must be 0 or None, got {bad[0]!r}")
+    return full
+
+
+def hparams_axes(hparams: HParams | None) -> HParams | None:
+    """0 for each field given per run (leading axis), None for each shared scalar."""
+    if hparams is None:
+        return None
+    return HParams(*(None if jnp.ndim(v) == 0 else 0 for v in hparams))
+
+
+def make_train_seeds(config: DQNConfig, hp_axes: HParams | None = None, *,
+                     mesh: Mesh | None = None, seeds_per_chunk: int | None = None) -> Callable:
+    """The jitted ``fn(key_data, hparams) -> TrainOutput`` behind ``train_seeds``.
+
+    ``key_data`` is ``u32[num_seeds, 2]`` (``jax.random.key_data`` of threefry keys), sharded
+    across ``mesh`` with ``shard_batch``; ``hp_axes`` says which ``hparams`` fields are per run
+    (see ``hparams_axes``); ``hparams=None`` trains with the config's values. Cached per
+    arguments, so repeated calls reuse the compiled program.
+    """
+    return _make_train_seeds(config, hp_axes, mesh, seeds_per_chunk)
+
+
+@functools.lru_cache(maxsize=32)
+def _make_train_seeds(config, hp_axes, mesh, seeds_per_chunk):
+    train = make_train(config)
+
+    def one(key_data, hparams):
+        return train(jax.random.wrap_key_data(key_data), hparams)
+
+    fn = sharded_vmap(one, mesh, in_axes=(0, hp_axes), batch_size=seeds_per_chunk)
+    return jax.jit(fn)
+
+
+def train_seeds(config: DQNConfig, keys: jax.Array, hparams: HParams | None = None, *,
+                devices: Sequence[jax.Device] | None = None, seeds_per_chunk: int | None = None,
+                check_memory: bool = True) -> TrainOutput:
+    """One independent run per key, split across ``devices`` (default: all), as one program.
+
+    ``keys``: ``num_seeds`` keys (``jax.random.split(jax.random.key(s), n)``, or legacy
+    ``u32[n, 2]`` ones); ``hparams``: an ``HParams`` whose fields are scalars (shared) or arrays
+    with leading axis ``num_seeds`` (one value per run, a sweep), or None for the config's values.
+    Returns a ``TrainOutput`` whose leaves have leading axis ``num_seeds``, equal to
+    ``jax.jit(jax.vmap(make_train(config)))(keys, hparams)``. With several devices the runs are
+    padded to a multiple of the device count (the extra runs are discarded). Raises ``ValueError``
+    before compiling when the runs will not fit in device memory (``jaxdqn.memory``).
+    """
+    key_data = _key_data(keys)
+    num_seeds = key_data.shape[0]
+    if seeds_per_chunk is not None and (not isinstance(seeds_per_chunk, int)
+                                        or isinstance(seeds_per_chunk, bool)
+                                        or seeds_per_chunk < 1):
+        raise ValueError(f"seeds_per_chunk={seeds_per_chunk!r} is invalid: "
+                         "must be a positive int or None")
+    axes = hparams_axes(hparams)
+    if hparams is not None:
+        sizes = {jnp.shape(v)[0] for v, ax in zip(hparams, axes) if ax == 0}
+        if sizes - {num_seeds}:
+            raise ValueError(f"hparams fields given per run must have leading size "
+                             f"num_seeds={num_seeds}, got sizes {sorted(sizes)}")
+    mesh = seed_mesh(devices)
+    num_devices = mesh.devices.size
+    if check_memory:
+        from jaxdqn.memory import check_fits  # memory imports train; keep this module light
+
+        check_fits(config, num_seeds, devices=list(mesh.devices.flat),
+                   seeds_per_chunk=seeds_per_chunk)
+    batched_hp = None if hparams is None else HParams(
+        *(jnp.asarray(v) if ax == 0 else None for v, ax in zip(hparams, axes)))
+    per_device = -(-num_seeds // num_devices)
+    chunk = None if seeds_per_chunk is None else even_chunk(per_device, seeds_per_chunk)
+    (key_data, batched_hp), _ = pad_batch((key_data, batched_hp),
+                                          num_devices * (chunk or 1))
+    shared_hp = None if hparams is None else HParams(
+        *(jnp.asarray(v) if ax is None else None for v, ax in zip(hparams, axes)))
+    if num_devices > 1:
+        key_data, batched_hp = shard_batch((key_data, batched_hp), mesh)
+    hp = None if hparams is None else HParams(
+        *(b if ax == 0 else s for b, s, ax in zip(batched_hp, shared_hp, axes)))
+    fn = make_train_seeds(config, axes, mesh=mesh if num_devices > 1 else None,
+                          seeds_per_chunk=chunk)
+    out = fn(key_data, hp)
+    if out.metrics.env_steps.shape[0] != num_seeds:
+        out = jax.tree.map(lambda x: x[:num_seeds], out)
+    return out
+
+
+def even_chunk(runs: int, max_chunk: int) -> int:
+    """The chunk size that splits ``runs`` into as few chunks of at most ``max_chunk`` as possible,
+    all equal after padding: ``100`` runs at most ``16`` at a time run as 7 chunks of 15."""
+    num_chunks = -(-runs // max_chunk)
+    return -(-runs // num_chunks)
+
+
+def _key_data(keys) -> jax.Array:
+    """``u32[n, 2]`` threefry key data of ``n >= 1`` keys, typed or legacy."""
+    keys = keys if isinstance(keys, jax.Array) else jnp.asarray(keys)
+    if jax.dtypes.issubdtype(keys.dtype, jax.dtypes.prng_key):
+        if keys.ndim != 1:
+            raise ValueError(f"keys must be a 1-D array of keys (one per run), got shape "
+                             f"{keys.shape}")
+        if str(jax.random.key_impl(keys)) != "threefry2x32":
+            raise ValueError(f"keys use the {jax.random.key_impl(keys)} PRNG; train_seeds "
+                             "expects threefry2x32 keys (jax.random.key's default)")
+        keys = jax.random.key_data(keys)
+    elif keys.ndim != 2 or keys.shape[1] != 2 or keys.dtype != jnp.uint32:
+        raise ValueError(f"keys must be typed keys of shape (n,) or legacy uint32 keys of shape "
+                         f"(n, 2), got {keys.dtype}{list(keys.shape)}")
+    if keys.shape[0] == 0:
+        raise ValueError("keys is empty: train_seeds needs at least one key")
+    return keys

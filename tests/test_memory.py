@@ -1,0 +1,127 @@
+"""Memory estimates: the buffer's exact size, the estimate against XLA's own accounting, and the
+refusal (with advice that works) of runs that will not fit."""
+
+import jax
+import pytest
+
+import jaxdqn
+from jaxdqn import DQNConfig
+from jaxdqn import memory, parallel
+from jaxdqn.buffer import buffer_bytes, buffer_init
+from jaxdqn.memory import (USABLE_FRACTION, check_fits, estimate_memory, free_bytes,
+                           transition_bytes)
+from jaxdqn.networks import env_spec
+from jaxdqn.parallel import make_train_seeds
+
+
+@pytest.mark.parametrize("env_id, buffer_size, expected", [
+    # obs f32[4] + action i32 + reward f32 + terminated bool + next_obs f32[4] = 16+4+4+1+16
+    ("CartPole-v1", 10_000, 41),
+    # obs f32[6]: 24+4+4+1+24
+    ("Acrobot-v1", 5_000, 57),
+    # obs f32[1]: 4+4+4+1+4
+    ("Probe3", 1_000, 17),
+])
+def test_buffer_is_exactly_capacity_times_transition_bytes(env_id, buffer_size, expected):
+    cfg = DQNConfig(env_id=env_id, buffer_size=buffer_size)
+    assert transition_bytes(cfg) == expected
+    est = estimate_memory(cfg, 1)
+    assert est.buffer_bytes == buffer_size * expected
+    obs_shape, _ = env_spec(cfg)
+    assert buffer_bytes(buffer_init(buffer_size, obs_shape)) == buffer_size * expected
+
+
+@pytest.mark.parametrize("changes, seeds, chunk", [
+    (dict(total_timesteps=2000, num_envs=4, train_frequency=4, buffer_size=5000), 4, None),
+    (dict(total_timesteps=2000, hidden_sizes=(64, 64), batch_size=256, double_q=True,
+          buffer_size=2000), 6, 2),
+])
+def test_estimate_bounds_what_xla_allocates_from_above_and_closely(changes, seeds, chunk):
+    """XLA's buffer assignment for the compiled program (arguments, outputs and temporaries) is
+    at most the estimate, and the estimate overshoots it by less than a third."""
+    cfg = DQNConfig(**changes)
+    est = estimate_memory(cfg, seeds, seeds_per_chunk=chunk)
+    keys = jax.random.key_data(jax.random.split(jax.random.key(0), seeds))
+    stats = make_train_seeds(cfg, None, seeds_per_chunk=chunk).lower(keys, None) \
+        .compile().memory_analysis()
+    actual = stats.temp_size_in_bytes + stats.argument_size_in_bytes + stats.output_size_in_bytes
+    assert actual <= est.device_bytes < 4 / 3 * actual, (actual, est)
+    # The replay buffers alone are a large, exactly known part.
+    assert est.concurrent_runs * est.buffer_bytes < actual
+
+
+def test_estimate_scales_with_runs_per_device_and_chunks():
+    cfg = DQNConfig()
+    one = estimate_memory(cfg, 1)
+    many = estimate_memory(cfg, 64)
+    assert many.device_bytes - one.device_bytes == 63 * (one.run_bytes + one.output_bytes)
+    split = estimate_memory(cfg, 64, num_devices=4)  # 16 runs per device
+    assert split.runs_per_device == 16
+    assert split.device_bytes == estimate_memory(cfg, 16).device_bytes
+    chunked = estimate_memory(cfg, 64, seeds_per_chunk=8)
+    assert chunked.concurrent_runs == 8
+    assert chunked.device_bytes < many.device_bytes / 4
+
+
+class FakeAccelerator:
+    """A device that reports its allocator's limit, as GPUs and TPUs do."""
+
+    platform = "gpu"
+
+    def __init__(self, limit, in_use):
+        self.stats = {"bytes_limit": limit, "bytes_in_use": in_use}
+
+    def memory_stats(self):
+        return self.stats
+
+
+def test_a_run_that_does_not_fit_is_refused_with_advice_that_works():
+    cfg = DQNConfig()
+    est = estimate_memory(cfg, 4096)
+    results = est.runs_per_device * est.output_bytes * 2
+    # Exactly 1000 runs fit at once in what is free.
+    free = (1000 * est.run_bytes + results + memory.FIXED_BYTES) / USABLE_FRACTION + 1
+    device = FakeAccelerator(limit=int(free) + 10**9, in_use=10**9)
+    with pytest.raises(ValueError) as err:
+        check_fits(cfg, 4096, devices=[device])
+    message = str(err.value)
+    for part in ("4096 runs", "seeds_per_chunk=1000", "buffer_size 10000 x 41 B",
+                 "gpu device memory"):
+        assert part in message, (part, message)
+    check_fits(cfg, 4096, devices=[device], seeds_per_chunk=1000)  # the advice fits
+    with pytest.raises(ValueError):
+        check_fits(cfg, 4096, devices=[device], seeds_per_chunk=1001)
+    # Two such devices hold 2048 runs each; the busiest device decides.
+    small = FakeAccelerator(limit=int(free) // 2 + 10**9, in_use=10**9)
+    with pytest.raises(ValueError, match="on each of 2 gpu device"):
+        check_fits(cfg, 4096, devices=[device, small])
+
+
+def test_not_even_one_run_fitting_says_so():
+    with pytest.raises(ValueError, match="not even one run fits"):
+        check_fits(DQNConfig(), 8, devices=[FakeAccelerator(limit=10**6, in_use=0)])
+
+
+def test_train_seeds_refuses_before_compiling(monkeypatch):
+    def no_compiling(*args, **kwargs):
+        raise AssertionError("train_seeds compiled a run that does not fit")
+
+    monkeypatch.setattr(parallel, "make_train_seeds", no_compiling)
+    monkeypatch.setattr(memory, "free_bytes", lambda devices: (10**6, "test memory"))
+    with pytest.raises(ValueError, match="only 976.6 KiB of test memory is free"):
+        parallel.train_seeds(DQNConfig(), jax.random.split(jax.random.key(0), 64))
+
+
+def test_cpu_devices_share_the_host_memory():
+    free, where = free_bytes(jax.devices("cpu"))
+    assert where == "available host memory" and free > 0
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(num_seeds=0), "num_seeds=0"),
+    (dict(num_seeds=4, num_devices=0), "num_devices=0"),
+    (dict(num_seeds=4, seeds_per_chunk=0), "seeds_per_chunk=0"),
+])
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        estimate_memory(jaxdqn.DQNConfig(), **kwargs)

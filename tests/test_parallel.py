@@ -1,0 +1,199 @@
+"""Seeds across devices and chunks: ``train_seeds`` equals ``jit(vmap(train))`` run by run.
+
+The two-device checks run in a child process, because ``XLA_FLAGS`` must force the CPU device
+count before JAX starts and this process has already started it with one device.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxdqn import DQNConfig, HParams, make_train
+from jaxdqn.parallel import (even_chunk, hparams_axes, pad_batch, seed_mesh, shard_batch,
+                             sharded_vmap, train_seeds)
+
+# A short CartPole run that learns (about 400 gradient steps), with the default network.
+# (XLA:CPU picks matmul kernels by size; with tiny layers the kernel, and so the last bits, can
+# depend on how many runs share a batch: see docs/benchmarks.md.)
+SMALL = dict(total_timesteps=2000, buffer_size=1000, learning_starts=256, batch_size=32,
+             train_frequency=4, num_envs=4, target_update_freq=200, log_interval=400)
+
+
+def _assert_trees_equal(actual, expected, what):
+    paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(expected)]
+    for path, a, e in zip(paths, jax.tree.leaves(actual), jax.tree.leaves(expected)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(e), err_msg=f"{what}: {path}")
+
+
+def test_chunked_sweep_equals_plain_vmap_bit_for_bit():
+    """5 runs at most 2 at a time (padded to 3 chunks of 2), one learning rate per run and the
+    other hparams shared: every leaf equals the plain vmapped program's."""
+    cfg = DQNConfig(**SMALL)
+    keys = jax.random.split(jax.random.key(3), 5)
+    lr = jnp.array([1e-3, 2e-3, 3e-3, 4e-3, 5e-3], jnp.float32)
+    hp = HParams.from_config(cfg)._replace(learning_rate=lr)
+    axes = HParams(0, *(None,) * 6)
+    expected = jax.jit(jax.vmap(make_train(cfg), in_axes=(0, axes)))(keys, hp)
+    out = train_seeds(cfg, keys, hp, seeds_per_chunk=2)
+    assert out.metrics.env_steps.shape == (5, cfg.num_log_rows)
+    _assert_trees_equal(out, expected, "chunked train_seeds vs jit(vmap(train))")
+    # The learning rates really were used per run: final params differ between runs.
+    kernels = np.asarray(out.params["params"]["Dense_0"]["kernel"])
+    assert not np.allclose(kernels[0], kernels[4])
+    # Legacy uint32 keys name the same runs as typed keys (same compiled program, no recompile).
+    legacy = train_seeds(cfg, jax.random.key_data(keys), hp, seeds_per_chunk=2)
+    _assert_trees_equal(legacy, expected, "legacy uint32 keys vs typed keys")
+
+
+def test_even_chunk_and_padding():
+    assert [even_chunk(n, 16) for n in (1, 16, 17, 100, 112)] == [1, 16, 9, 15, 16]
+    assert even_chunk(64, 8) == 8 and even_chunk(5, 2) == 2 and even_chunk(3, 1) == 1
+    tree = {"a": jnp.arange(5), "b": jnp.arange(10).reshape(5, 2)}
+    padded, n = pad_batch(tree, 4)
+    assert n == 5
+    np.testing.assert_array_equal(padded["a"], [0, 1, 2, 3, 4, 4, 4, 4])
+    np.testing.assert_array_equal(padded["b"][-1], [8, 9])
+    same, n = pad_batch(tree, 5)
+    assert n == 5 and same is tree
+    with pytest.raises(ValueError, match="disagree"):
+        pad_batch({"a": jnp.zeros(3), "b": jnp.zeros(4)}, 2)
+
+
+def test_sharded_vmap_with_shared_arguments_and_chunks_matches_vmap():
+    def f(x, scale, offset):
+        return {"y": x * scale["s"] + offset, "z": jnp.sum(x)}
+
+    x = jnp.arange(12.0).reshape(6, 2)
+    scale = {"s": jnp.arange(6.0)[:, None]}
+    expected = jax.vmap(f, in_axes=(0, {"s": 0}, None))(x, scale, 3.0)
+    for batch_size in (None, 2, 4):
+        got = jax.jit(sharded_vmap(f, seed_mesh(), in_axes=(0, {"s": 0}, None),
+                                   batch_size=batch_size))(x, scale, 3.0)
+        _assert_trees_equal(got, expected, f"batch_size={batch_size}")
+    with pytest.raises(ValueError, match="0 or None"):
+        sharded_vmap(f, in_axes=(1, 0, None))(x, scale, 3.0)
+
+
+def test_hparams_axes_marks_arrays_as_per_run():
+    hp = HParams.from_config(DQNConfig())._replace(gamma=jnp.array([0.9, 0.99]))
+    assert hparams_axes(hp) == HParams(None, 0, None, None, None, None, None)
+    assert hparams_axes(None) is None
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(keys=jnp.zeros((3,), jnp.uint32)), "legacy uint32 keys of shape"),
+    (dict(keys=jax.random.split(jax.random.key(0), 0)), "empty"),
+    (dict(seeds_per_chunk=0), "seeds_per_chunk=0 is invalid"),
+    (dict(hparams=HParams.from_config(DQNConfig())._replace(
+        learning_rate=jnp.array([1e-3, 2e-3, 3e-3]))), "leading size num_seeds=2"),
+])
+def test_bad_arguments_are_refused_before_compiling(kwargs, match):
+    args = dict(keys=jax.random.split(jax.random.key(0), 2), hparams=None, seeds_per_chunk=None)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        train_seeds(DQNConfig(**SMALL), args["keys"], args["hparams"],
+                    seeds_per_chunk=args["seeds_per_chunk"])
+
+
+def test_shard_batch_places_leading_axes_and_refuses_scalars():
+    placed = shard_batch({"a": jnp.zeros((3, 2))}, seed_mesh())  # one device: any size splits
+    assert placed["a"].shape == (3, 2)
+    with pytest.raises(ValueError, match="leading axis"):
+        shard_batch(jnp.float32(1.0), seed_mesh())
+
+
+# ---------------------------------------------------------------------------------------------
+# Two forced CPU devices, in a child process
+
+CHILD = textwrap.dedent("""
+    import json, re, sys
+    import jax, numpy as np
+    import jaxdqn
+    from jaxdqn.parallel import make_train_seeds, seed_mesh, shard_batch, train_seeds
+
+    cfg = jaxdqn.DQNConfig(**json.loads(sys.argv[1]))
+    out_path = sys.argv[2]
+    keys = jax.random.split(jax.random.key(5), 4)
+    devices = jax.devices()
+    single = jax.jit(jax.vmap(jaxdqn.make_train(cfg)))(keys)   # one device, plain vmap
+    sharded = train_seeds(cfg, keys)                           # split across both devices
+    padded = train_seeds(cfg, keys[:3])                        # 3 runs padded to 4
+    mesh = seed_mesh()
+    fn = make_train_seeds(cfg, None, mesh=mesh)
+    kd = shard_batch(jax.random.key_data(keys), mesh)
+    hlo = fn.lower(kd, None).compile().as_text()
+    collectives = sorted(set(re.findall(
+        r"all-gather|all-reduce|collective-permute|all-to-all|reduce-scatter", hlo)))
+    arrays = {}
+    for name, tree in (("single", single), ("sharded", sharded), ("padded", padded)):
+        for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+            arrays[name + jax.tree_util.keystr(path)] = np.asarray(leaf)
+    np.savez(out_path, **arrays)
+    shard_devices = sorted({d.id for d in sharded.params["params"]["Dense_0"]["kernel"]
+                            .sharding.device_set})
+    print(json.dumps({"num_devices": len(devices), "shard_devices": shard_devices,
+                      "collectives": collectives}))
+""")
+
+
+@pytest.fixture(scope="module")
+def two_devices(tmp_path_factory):
+    out = tmp_path_factory.mktemp("two_devices") / "arrays.npz"
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = ("--xla_force_host_platform_device_count=2 "
+                        "--xla_cpu_use_fusion_emitters=false")
+    env["JAX_PLATFORMS"] = "cpu"
+    proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(SMALL), str(out)],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    info = json.loads(proc.stdout.strip().splitlines()[-1])
+    with np.load(out) as data:
+        arrays = dict(data)
+    return info, arrays
+
+
+def _group(arrays, prefix):
+    return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+
+
+# Reduction results that XLA's SPMD pipeline may round differently in the last bit: the batch
+# means of Q logged as metrics. They never feed back into training (params stay bit-identical).
+ROUNDING_ONLY = (".metrics.q_taken", ".metrics.q_max")
+
+
+def test_two_devices_run_the_seeds_split_and_without_communication(two_devices):
+    info, _ = two_devices
+    assert info["num_devices"] == 2
+    assert info["shard_devices"] == [0, 1]
+    assert info["collectives"] == []
+
+
+def test_sharded_run_on_two_devices_equals_the_single_device_run(two_devices):
+    _, arrays = two_devices
+    single, sharded = _group(arrays, "single"), _group(arrays, "sharded")
+    assert set(single) == set(sharded) and len(single) > 10
+    for path, expected in single.items():
+        if path in ROUNDING_ONLY:
+            np.testing.assert_allclose(sharded[path], expected, rtol=1e-6, atol=1e-6,
+                                       err_msg=path)
+        else:
+            np.testing.assert_array_equal(sharded[path], expected, err_msg=path)
+    # The runs learned something, so the comparison is not between untouched initial values.
+    assert np.all(np.isfinite(single[".metrics.td_loss"][:, -1]))
+    assert np.all(single[".metrics.updates"][:, -1] > 0)
+
+
+def test_padded_sharded_run_keeps_only_the_requested_seeds(two_devices):
+    _, arrays = two_devices
+    single, padded = _group(arrays, "single"), _group(arrays, "padded")
+    for path, expected in single.items():
+        assert padded[path].shape[0] == 3, path
+        if path not in ROUNDING_ONLY:
+            np.testing.assert_array_equal(padded[path], expected[:3], err_msg=path)
