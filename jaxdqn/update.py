@@ -96,7 +96,10 @@ def make_td_update(
 
 def sync_target(state: TrainState, do_sync, tau) -> TrainState:
     """``theta^- <- tau * theta + (1 - tau) * theta^-`` where ``do_sync``; ``tau=1`` copies."""
-    synced = optax.incremental_update(state.params, state.target_params, tau)
-    target = jax.tree.map(lambda new, old: jnp.where(do_sync, new, old), synced,
-                          state.target_params)
+    # A real branch when do_sync is unbatched; under a batched predicate vmap turns it into a select.
+    target = jax.lax.cond(
+        do_sync,
+        lambda: optax.incremental_update(state.params, state.target_params, tau),
+        lambda: state.target_params,
+    )
     return state._replace(target_params=target)

@@ -9,6 +9,7 @@ Compile and run times are measured separately (``jit(...).lower(...).compile()``
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import sys
@@ -37,6 +38,8 @@ def parse_args(argv=None):
     p.add_argument("--first-seed", type=int, default=0, help="seed i uses key(first_seed + i)")
     p.add_argument("--episodes", type=int, default=100, help="greedy evaluation episodes per seed")
     p.add_argument("--out", default=None, help="write the results as JSON here")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a DQNConfig field of the preset (Python literal), repeatable")
     args = p.parse_args(argv)
     if args.seeds <= 0 or args.episodes <= 0:
         p.error("--seeds and --episodes must be > 0")
@@ -47,6 +50,16 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         config = jaxdqn.preset(args.preset)
+        overrides = {}
+        for item in args.set:
+            field, sep, value = item.partition("=")
+            if not sep:
+                raise ValueError(f"--set {item!r} is not FIELD=VALUE")
+            try:
+                overrides[field] = ast.literal_eval(value)
+            except (ValueError, SyntaxError):
+                overrides[field] = value  # a bare string, e.g. env_id=CartPole-v1
+        config = config.replace(**overrides)
     except ValueError as err:
         print(f"solve_cartpole: error: {err}", file=sys.stderr)
         return 2
@@ -71,6 +84,7 @@ def main(argv=None) -> int:
     env_steps = config.total_timesteps * args.seeds
     result = {
         "preset": args.preset,
+        "overrides": args.set,
         "config": config.to_dict(),
         "seeds": [args.first_seed + i for i in range(args.seeds)],
         "mean_return": [round(float(m), 2) for m in means],
