@@ -26,7 +26,7 @@ import numpy as np
 
 from jaxdqn.config import DQNConfig
 from jaxdqn.envs import make_env
-from jaxdqn.envs.max_bias import STATE_A, is_left, left_action_fraction  # registers MaxBiasMDP
+from jaxdqn.envs.max_bias import STATE_A, is_left, left_action_fraction
 from jaxdqn.networks import make_q_fn
 from jaxdqn.policy import epsilon_greedy
 from jaxdqn.train import HParams, TrainMetrics, make_trainer

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import gymnax
 
+from jaxdqn.envs.max_bias import MaxBiasMDP
 from jaxdqn.envs.probes import PROBES, expected_q
 
 # Discrete-action gymnax environments with flat vector observations: what an MLP Q-network fits.
 GYMNAX_ENV_IDS = ("CartPole-v1", "Acrobot-v1", "MountainCar-v0")
-_OWN_ENVS = dict(PROBES)
+_OWN_ENVS = dict(PROBES, MaxBiasMDP=MaxBiasMDP)
 
 
 def register(env_id: str, factory) -> None:
@@ -34,4 +35,4 @@ def make_env(env_id: str, max_episode_steps: int | None = None):
     return env, params
 
 
-__all__ = ["GYMNAX_ENV_IDS", "PROBES", "expected_q", "known_env_ids", "make_env", "register"]
+__all__ = ["GYMNAX_ENV_IDS", "MaxBiasMDP", "PROBES", "expected_q", "known_env_ids", "make_env", "register"]

@@ -119,14 +119,3 @@ def true_q_values(gamma: float, params: MaxBiasParams | None = None) -> dict[str
     """Exact action values, the same under every policy: ``{"A_left", "A_right", "B"}``."""
     p = MaxBiasParams() if params is None else params
     return {"A_left": gamma * p.reward_mean, "A_right": 0.0, "B": p.reward_mean}
-
-
-def _register() -> None:
-    """Registers the env unless the registry already lists it (or is itself importing us)."""
-    import jaxdqn.envs as registry
-
-    if hasattr(registry, "register") and "MaxBiasMDP" not in registry.known_env_ids():
-        registry.register("MaxBiasMDP", MaxBiasMDP)
-
-
-_register()
