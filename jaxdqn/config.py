@@ -208,6 +208,22 @@ def _check_types(cfg: DQNConfig) -> None:
 # Presets. "cartpole" was chosen by a vmapped sweep; see docs/cartpole_preset.md.
 _PRESETS: dict[str, dict[str, Any]] = {
     "seed": {},
+    "cartpole": dict(
+        env_id="CartPole-v1",
+        total_timesteps=80_000,
+        num_envs=4,
+        train_frequency=4,
+        batch_size=128,
+        buffer_size=50_000,
+        learning_starts=1000,
+        learning_rate=2.5e-3,
+        anneal_lr=True,
+        gamma=0.995,
+        double_q=True,
+        target_update_freq=200,
+        exploration_fraction=0.2,
+        end_epsilon=0.05,
+    ),
 }
 
 

@@ -8,7 +8,8 @@
 
 BASE fixes the compiled program (a ``DQNConfig``); GRID varies traced ``HParams`` fields, so every
 combination x every seed runs in one compiled, vmapped program. Seeds are
-``jax.random.split(jax.random.key(KEY), SEEDS)``; each agent is evaluated with 100 greedy episodes.
+``jax.random.split(jax.random.key(KEY), SEEDS)``, or with KEY=seqN the keys ``key(N), key(N+1), ...``
+that ``solve_cartpole.py --first-seed N`` uses; each agent is evaluated with 100 greedy episodes.
 The ``jaxdqn sweep`` command is the user-facing version of this.
 """
 
@@ -40,7 +41,11 @@ def _literal_call(text: str) -> dict:
 def main() -> int:
     base, grid = _literal_call(sys.argv[1]), _literal_call(sys.argv[2])
     num_seeds = int(sys.argv[3]) if len(sys.argv) > 3 else 16
-    key = jax.random.key(int(sys.argv[4]) if len(sys.argv) > 4 else 0)
+    key_arg = sys.argv[4] if len(sys.argv) > 4 else "0"
+    if key_arg.startswith("seq"):
+        seed_keys = jnp.stack([jax.random.key(int(key_arg[3:]) + i) for i in range(num_seeds)])
+    else:
+        seed_keys = jax.random.split(jax.random.key(int(key_arg)), num_seeds)
     config = jaxdqn.DQNConfig(**base)
     unknown = set(grid) - set(HParams._fields)
     if unknown:
@@ -53,7 +58,7 @@ def main() -> int:
                                   jnp.int32 if f == "target_update_freq" else jnp.float32),
                       num_seeds)
         for f in HParams._fields})
-    keys = jnp.tile(jax.random.split(key, num_seeds), (len(combos),))
+    keys = jnp.tile(seed_keys, (len(combos),))
     train = jaxdqn.make_train(config)
 
     def one(k, hp):
