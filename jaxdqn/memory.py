@@ -120,8 +120,11 @@ def free_bytes(devices: Sequence[jax.Device]) -> tuple[int | None, str]:
 
     Accelerators report their allocator's limit and use (``device.memory_stats()``); the least
     free of ``devices`` counts. CPU devices share the host's available memory, split evenly.
-    ``(None, reason)`` when neither is known.
+    ``(None, reason)`` when neither is known. In a multi-process run only this process's devices
+    can be asked; the others are assumed alike.
     """
+    local = [d for d in devices if d.process_index == jax.process_index()] or list(devices)
+    devices = local
     stats = [d.memory_stats() for d in devices]
     if all(s and "bytes_limit" in s for s in stats):
         free = min(s["bytes_limit"] - s.get("bytes_in_use", 0) for s in stats)

@@ -122,22 +122,20 @@ def env_only_config(config):
 
 def _time_calls(call, repeats: int, budget_s: float) -> dict[str, Any]:
     """Warm-up call, then up to ``repeats`` timed calls; a slow first call counts as the one
-    measurement instead (so a long run is not paid for twice)."""
+    measurement instead (so a long run is not paid for twice). Wall time is the figure; the
+    process's CPU time (all threads) is kept too, as it is less sensitive to a busy machine."""
     import jax
 
-    t = time.perf_counter()
-    jax.block_until_ready(call())
-    first = time.perf_counter() - t
-    warm = first * (repeats + 1) <= budget_s
-    times = []
-    if not warm:
-        times = [first]
-    else:
-        for _ in range(repeats):
-            t = time.perf_counter()
-            jax.block_until_ready(call())
-            times.append(time.perf_counter() - t)
-    return {"run_s": statistics.median(times), "run_s_all": times, "first_call_s": first,
+    def timed():
+        wall, cpu = time.perf_counter(), time.process_time()
+        jax.block_until_ready(call())
+        return time.perf_counter() - wall, time.process_time() - cpu
+
+    first = timed()
+    warm = first[0] * (repeats + 1) <= budget_s
+    times = [timed() for _ in range(repeats)] if warm else [first]
+    return {"run_s": statistics.median(t for t, _ in times), "run_s_all": [t for t, _ in times],
+            "cpu_s": statistics.median(c for _, c in times), "first_call_s": first[0],
             "first_call_only": not warm}
 
 
@@ -234,10 +232,13 @@ def run_case(spec: dict[str, Any]) -> dict[str, Any]:
                                       "updates_per_s": updates / timing["run_s"]}
             del compiled
         else:
-            result["updates_only"] = {"run_s": 0.0, "note": "the run takes no gradient steps"}
+            result["updates_only"] = {"run_s": 0.0, "cpu_s": 0.0,
+                                      "note": "the run takes no gradient steps"}
         parts = result["env_only"]["run_s"] + result["updates_only"]["run_s"]
         result["sum_of_parts_s"] = parts
         result["full_over_parts"] = result["full"]["run_s"] / parts
+        cpu_parts = result["env_only"]["cpu_s"] + result["updates_only"]["cpu_s"]
+        result["full_over_parts_cpu"] = result["full"]["cpu_s"] / cpu_parts
 
     result["peak_host_rss_bytes"] = _peak_rss_bytes()
     stats = devices[0].memory_stats()
@@ -403,8 +404,9 @@ def _backend_is_cpu() -> bool:
 
 def format_table(cases: list[dict[str, Any]]) -> str:
     base = next((c for c in cases if c.get("seeds") == 1 and "full" in c), None)
-    head = ["seeds", "compile s", "run s", "env steps/s", "updates/s", "s/seed", "seed thr. x1",
-            "env-only s", "updates-only s", "full/parts", "RSS MiB", "dev MiB", "buffers MiB"]
+    head = ["seeds", "compile s", "run s", "cpu s", "env steps/s", "updates/s", "s/seed",
+            "seed thr. (cpu)", "env-only s", "updates-only s", "full/parts (cpu)", "RSS MiB",
+            "dev MiB", "buffers MiB"]
     rows = []
     for c in cases:
         if "error" in c:
@@ -412,14 +414,16 @@ def format_table(cases: list[dict[str, Any]]) -> str:
             continue
         f = c["full"]
         speed = "" if base is None else (
-            f"{base['full']['seconds_per_seed'] / f['seconds_per_seed']:.2f}")
+            f"{base['full']['run_s'] * c['padded_seeds'] / f['run_s']:.2f} "
+            f"({base['full']['cpu_s'] * c['padded_seeds'] / f['cpu_s']:.2f})")
         rows.append([
-            str(c["seeds"]), f"{f['compile_s']:.1f}", f"{f['run_s']:.2f}",
+            str(c["seeds"]), f"{f['compile_s']:.1f}", f"{f['run_s']:.2f}", f"{f['cpu_s']:.2f}",
             f"{f['env_steps_per_s']:,.0f}", f"{f['updates_per_s']:,.0f}",
             f"{f['seconds_per_seed']:.3f}", speed,
             f"{c['env_only']['run_s']:.2f}" if "env_only" in c else "",
             f"{c['updates_only']['run_s']:.2f}" if "updates_only" in c else "",
-            f"{c['full_over_parts']:.2f}" if "full_over_parts" in c else "",
+            (f"{c['full_over_parts']:.2f} ({c['full_over_parts_cpu']:.2f})"
+             if "full_over_parts" in c else ""),
             f"{c['peak_host_rss_bytes'] / 2**20:.0f}",
             "" if c["device_peak_bytes"] is None else f"{c['device_peak_bytes'] / 2**20:.0f}",
             f"{c['memory']['buffer_bytes_all_seeds'] / 2**20:.1f}",

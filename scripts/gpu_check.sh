@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# GPU check: one short call (under 5 minutes on one H100) that records what jaxdqn does on a GPU.
+#
+#   bash scripts/gpu_check.sh [OUT_DIR]        # default: $OUT if set, else ./gpu_check
+#
+# Steps, each under its own time limit so one slow step cannot eat the rest:
+#   1. the GPU and JAX's view of it (nvidia-smi, jax.devices(), memory_stats());
+#   2. the memory check refusing, before compiling, a sweep that cannot fit in GPU memory;
+#   3. scripts/benchmark.py on the cartpole preset for 1, 256 and 4096 seeds (pieces timed alone
+#      at 1 and 4096 seeds);
+#   4. scripts/benchmark.py on DQNConfig() (500k env steps, 49k gradient steps), 1 seed, full loop;
+#   5. scripts/solve_cartpole.py: the cartpole preset for 64 seeds, 100 greedy episodes each.
+# Results: OUT_DIR/*.json and OUT_DIR/gpu_check.log. Needs jaxdqn installed with its cuda extra
+# (pip install -e ".[cuda]") and, for step 5, scripts/solve_cartpole.py.
+set -u
+cd "$(dirname "$0")/.."
+out="${1:-${OUT:-gpu_check}}"
+mkdir -p "$out"
+log="$out/gpu_check.log"
+budget=${GPU_CHECK_BUDGET_S:-285}   # seconds for the whole check
+start=$(date +%s)
+status=0
+
+left() { echo $(( budget - ($(date +%s) - start) )); }
+
+step() {  # step NAME MAX_SECONDS COMMAND...: runs COMMAND with min(MAX_SECONDS, time left)
+  local name=$1 limit=$2; shift 2
+  local remaining; remaining=$(left)
+  (( remaining < limit )) && limit=$remaining
+  if (( limit < 10 )); then
+    echo "== $name: skipped, out of time" | tee -a "$log"; status=1; return
+  fi
+  echo "== $name (limit ${limit}s): $*" | tee -a "$log"
+  local t0; t0=$(date +%s)
+  timeout "$limit" "$@" 2>&1 | tee -a "$log"
+  local rc=${PIPESTATUS[0]}
+  echo "== $name: exit $rc after $(( $(date +%s) - t0 ))s" | tee -a "$log"
+  (( rc != 0 )) && status=1
+  return 0
+}
+
+: > "$log"
+step "gpu" 30 bash -c 'nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true;
+  python -c "import jax; print(jax.__version__, jax.default_backend(), jax.devices());
+d = jax.devices()[0]; s = d.memory_stats() or {};
+print(\"bytes_limit\", s.get(\"bytes_limit\"), \"bytes_in_use\", s.get(\"bytes_in_use\"));
+assert jax.default_backend() == \"gpu\", \"JAX sees no GPU: install jaxdqn[cuda]\""'
+step "memory refusal" 30 python -c '
+import jax, jaxdqn
+from jaxdqn.memory import check_fits, estimate_memory
+cfg = jaxdqn.DQNConfig(buffer_size=1_000_000)
+print("estimate for 100000 runs:", estimate_memory(cfg, 100_000).device_bytes / 2**30, "GiB")
+try:
+    check_fits(cfg, 100_000)
+except ValueError as e:
+    print("refused before compiling:", e)
+else:
+    raise SystemExit("check_fits accepted a sweep that cannot fit")
+print("4096 runs of DQNConfig() fit:", check_fits(jaxdqn.DQNConfig(), 4096).device_bytes / 2**30, "GiB")'
+step "benchmark cartpole 1 256 4096" 150 python scripts/benchmark.py --preset cartpole \
+  --seeds 1 256 4096 --pieces-seeds 1 4096 --repeats 1 --budget 30 --timeout 75 \
+  --out "$out/benchmark_gpu_cartpole.json"
+step "benchmark DQNConfig() 1 seed" 70 python scripts/benchmark.py --seeds 1 --pieces-seeds \
+  --repeats 1 --budget 30 --out "$out/benchmark_gpu_default.json"
+step "solve cartpole 64 seeds" 60 python scripts/solve_cartpole.py --preset cartpole --seeds 64 \
+  --out "$out/solve_cartpole_gpu.json"
+echo "== total $(( $(date +%s) - start ))s, status $status" | tee -a "$log"
+exit $status
