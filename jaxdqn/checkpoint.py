@@ -63,7 +63,7 @@ def describe_network(shape: dict[str, Any]) -> str:
 
 def save_checkpoint(path: str | os.PathLike, params, config: DQNConfig,
                     metadata: dict | None = None) -> None:
-    """Writes ``params`` (leading axis: one entry per seed) and ``config`` to ``path`` atomically."""
+    """Writes ``params`` (leading axis: seeds) and ``config`` to ``path`` atomically."""
     params = jax.device_get(params)
     num_seeds = _check_params(params, config, batch_shape=None, what="params to save")
     _write(path, FORMAT, config, num_seeds, {"params": params}, metadata)
@@ -131,7 +131,8 @@ def load_resume_state(path: str | os.PathLike, template, config: DQNConfig):
         if np.shape(got) != tuple(want.shape) or np.asarray(got).dtype != want.dtype:
             raise CheckpointError(
                 f"resume state {str(path)!r}: {jax.tree_util.keystr(where)} has shape "
-                f"{np.shape(got)} {np.asarray(got).dtype}, expected {tuple(want.shape)} {want.dtype}"
+                f"{np.shape(got)} {np.asarray(got).dtype}, expected {tuple(want.shape)} "
+                f"{want.dtype}"
             )
     return state, dict(payload.get("metadata") or {})
 
@@ -185,7 +186,8 @@ def _config_from(payload: dict, path) -> DQNConfig:
 
 
 def _check_params(params, config: DQNConfig, batch_shape, what: str) -> int:
-    """Checks ``params`` against the config's network with one leading batch axis; returns its size."""
+    """Checks ``params`` against the config's network, with one leading batch axis; returns the
+    batch size."""
     expected = jax.eval_shape(lambda: init_q_params(config, jax.random.PRNGKey(0)))
     exp_paths = {jax.tree_util.keystr(p): tuple(x.shape)
                  for p, x in jax.tree_util.tree_leaves_with_path(expected)}

@@ -191,7 +191,8 @@ def _field_names() -> list[str]:
 
 def _unknown_field(name: str, where: str) -> UserError:
     close = difflib.get_close_matches(name, _field_names(), n=1, cutoff=0.5)
-    hint = f"; did you mean {close[0]!r}?" if close else f"; fields are: {', '.join(_field_names())}"
+    hint = (f"; did you mean {close[0]!r}?" if close
+            else f"; fields are: {', '.join(_field_names())}")
     return UserError(f"unknown DQNConfig field {name!r} ({where}){hint}")
 
 
@@ -514,7 +515,8 @@ def _resume(args, argv) -> int:
     if args.preset != "seed":
         given.append("--preset")
     if given:
-        raise UserError(f"--resume takes every setting from the run folder; drop {', '.join(given)}")
+        raise UserError("--resume takes every setting from the run folder; "
+                        f"drop {', '.join(given)}")
     out = Path(args.resume)
     if not (out / "config.json").is_file():
         raise UserError(f"--resume {str(out)!r}: no config.json there, so it is not a run folder")
@@ -549,7 +551,7 @@ def _train(config, num_seeds: int, seed: int, num_episodes: int, out: Path, no_p
             raise UserError(str(e)) from None
         first_row = int(meta["rows_done"])
         prior = {"train_seconds": float(meta.get("train_seconds", 0.0))}
-        done_chunks = [_load_metrics(out / "metrics.npz", first_row)] if first_row else []
+        done_chunks = [_metrics_from(meta["metrics"])] if first_row else []
     num_rows = config.num_log_rows
     left = num_rows - first_row
     chunk_rows = left if no_progress else chunk_rows_for(left, PROGRESS_CHUNKS)
@@ -599,13 +601,15 @@ def _train(config, num_seeds: int, seed: int, num_episodes: int, out: Path, no_p
         "final_training_return": None if metrics is None
         else [None if np.isnan(v) else float(v) for v in _latest_returns(metrics)],
     }
-    _write_run_files(out, config, num_seeds, seed, metrics, params, summary)
     from jaxdqn.checkpoint import save_resume_state
 
     resume_path = out / "resume_state.msgpack"
+    if interrupted:  # first what --resume needs: the state and the metric rows so far
+        save_resume_state(resume_path, state, config, {
+            "rows_done": rows_done, "train_seconds": train_seconds,
+            "metrics": None if metrics is None else metrics._asdict()})
+    _write_run_files(out, config, num_seeds, seed, metrics, params, summary)
     if interrupted:
-        save_resume_state(resume_path, state, config,
-                          {"rows_done": rows_done, "train_seconds": train_seconds})
         _say(f"partial run saved in {out}; continue it with: {PROG} train --resume {out}")
         return EXIT_INTERRUPTED
     if resume_path.exists():
@@ -625,20 +629,12 @@ def _train(config, num_seeds: int, seed: int, num_episodes: int, out: Path, no_p
     return 0
 
 
-def _load_metrics(path: Path, rows: int):
+def _metrics_from(stored: dict):
     import numpy as np
 
     from jaxdqn.train import TrainMetrics
 
-    try:
-        with np.load(path) as data:
-            m = TrainMetrics(*(data[f] for f in TrainMetrics._fields))
-    except (OSError, KeyError, ValueError) as e:
-        raise UserError(f"cannot read the metrics of the interrupted run {str(path)!r}: {e}") from None
-    if m.env_steps.shape[-1] != rows:
-        raise UserError(f"{str(path)!r} holds {m.env_steps.shape[-1]} metric rows but the resume "
-                        f"state is at row {rows}; the run folder is inconsistent")
-    return m
+    return TrainMetrics(*(np.asarray(stored[f]) for f in TrainMetrics._fields))
 
 
 def _write_run_files(out: Path, config, num_seeds, seed, metrics, params, summary) -> None:
@@ -660,7 +656,8 @@ def _write_run_files(out: Path, config, num_seeds, seed, metrics, params, summar
         atomic_write_csv(out / "metrics.csv", ["seed_index", "row", *TrainMetrics._fields], rows)
         title = f"DQN on {config.env_id}"
         if not summary["complete"]:
-            title += f" (interrupted at {summary['env_steps_done']} of {config.total_timesteps} steps)"
+            title += (f" (interrupted at {summary['env_steps_done']} of "
+                      f"{config.total_timesteps} steps)")
         plot_learning_curves(metrics, out / "learning_curve.png", title, solve_threshold(config))
     atomic_write_json(out / "summary.json", summary)
 
@@ -700,6 +697,9 @@ def cmd_evaluate(args, argv) -> int:
     except CheckpointError as e:
         raise UserError(str(e)) from None
     config = ckpt.config
+    if ckpt.metadata.get("complete") is False:
+        _say(f"note: {str(ckpt_path)!r} holds the params of an interrupted run, after "
+             f"{ckpt.metadata.get('env_steps_done')} of {config.total_timesteps} env steps")
     seed = args.seed if args.seed is not None else int(ckpt.metadata.get("seed", 0))
     if not 0 <= seed < 2**32:
         raise UserError(f"--seed={seed} is invalid: must be in [0, 2**32)")

@@ -1,9 +1,9 @@
 """Figures: a run's learning curves across seeds, and a sweep's ranking of combinations.
 
 Figures are built outside pyplot and rendered by matplotlib's Agg backend straight to PNG, so
-plotting works on headless machines, never opens a window and leaves the caller's backend alone. Curves show the median over seeds with the
-interquartile range shaded and each seed as a thin line: the spread between seeds is the
-first thing to look at in RL results.
+plotting works on headless machines, never opens a window and leaves the caller's backend alone.
+Curves show the median over seeds with the interquartile range shaded and each seed as a thin
+line: the spread between seeds is the first thing to look at in RL results.
 """
 
 from __future__ import annotations
