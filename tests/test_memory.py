@@ -67,6 +67,7 @@ class FakeAccelerator:
     """A device that reports its allocator's limit, as GPUs and TPUs do."""
 
     platform = "gpu"
+    process_index = 0
 
     def __init__(self, limit, in_use):
         self.stats = {"bytes_limit": limit, "bytes_in_use": in_use}
