@@ -24,10 +24,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdqn.buffer import BufferState
 from jaxdqn.config import DQNConfig
 from jaxdqn.evaluate import evaluate
-from jaxdqn.train import HParams, RunnerState, TrainMetrics, make_trainer
+from jaxdqn.train import RUNNER_STATE_AXES, HParams, RunnerState, TrainMetrics, make_trainer
 
 TRACED_FIELDS: tuple[str, ...] = HParams._fields
 """Fields a sweep batches into one compiled program; every other field makes its own group."""
@@ -66,15 +65,13 @@ class RunBatch(NamedTuple):
 # same in every run of a batch. Keeping them unbatched (one scalar, not one per run) lets XLA write
 # transitions with a dynamic-update-slice instead of a per-run scatter, as it does when init and
 # run are traced together in ``jit(vmap(make_train(config)))``: ~8% faster on small configs.
-_STATE_AXES = RunnerState(train=0, buffer=BufferState(data=0, pos=None, size=None), env_state=0,
-                          obs=0, episode_return=0, episode_length=0, key=0)
 
 
 def make_run_batch(config: DQNConfig, sweep: bool = False) -> RunBatch:
     """Jitted init/run/evaluate for ``config``, vmapped over seeds, and over combinations first
     when ``sweep``. Each function compiles once per distinct argument shape."""
     trainer = make_trainer(config)
-    state_axes, metric_axes = _STATE_AXES, 0
+    state_axes, metric_axes = RUNNER_STATE_AXES, 0
 
     def over_batch(fn, seed_axes, combo_axes, out_axes=0):
         fn = jax.vmap(fn, in_axes=seed_axes, out_axes=out_axes)
