@@ -331,11 +331,16 @@ def worker_main(spec_json: str) -> int:
 
 
 class UsageError(Exception):
-    pass
+    """A mistake on the command line: one line on stderr, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse would print the usage too; one line is enough
+        raise UsageError(f"{message} (see 'benchmark.py --help')")
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="benchmark.py", description=__doc__.splitlines()[0],
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="seed",
