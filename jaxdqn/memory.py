@@ -168,9 +168,8 @@ def check_fits(config: DQNConfig, num_seeds: int, devices: Sequence[jax.Device] 
         return est
     fit = max_concurrent_runs(est, free)
     if fit >= 1:
-        advice = (f"run at most {fit} seeds at once per device (seeds_per_chunk={fit}; "
-                  f"--seeds-per-chunk {fit} on the command line), use fewer seeds, or a smaller "
-                  f"buffer_size")
+        advice = (f"run at most {fit} seeds at once per device (seeds_per_chunk={fit}), use "
+                  f"fewer seeds, or a smaller buffer_size")
     else:
         advice = "not even one run fits: reduce buffer_size, batch_size or hidden_sizes"
     raise ValueError(

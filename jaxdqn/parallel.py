@@ -197,9 +197,16 @@ def train_seeds(config: DQNConfig, keys: jax.Array, hparams: HParams | None = No
     ``u32[n, 2]`` ones); ``hparams``: an ``HParams`` whose fields are scalars (shared) or arrays
     with leading axis ``num_seeds`` (one value per run, a sweep), or None for the config's values.
     Returns a ``TrainOutput`` whose leaves have leading axis ``num_seeds``, equal to
-    ``jax.jit(jax.vmap(make_train(config)))(keys, hparams)``. With several devices the runs are
-    padded to a multiple of the device count (the extra runs are discarded). Raises ``ValueError``
-    before compiling when the runs will not fit in device memory (``jaxdqn.memory``).
+    ``jax.jit(jax.vmap(make_train(config)))(keys, hparams)`` (see below). With several devices
+    the runs are padded to a multiple of the device count, and with ``seeds_per_chunk`` to equal
+    chunks (``even_chunk``); the extra runs are discarded. Raises ``ValueError`` before compiling
+    when the runs will not fit in device memory (``jaxdqn.memory``).
+
+    Equality: each run's program is the same whatever the device count or chunking, and results
+    are bit for bit those of the plain vmap wherever XLA picks the same kernels for the per-device
+    batch. It may not for a batch of one (it drops the unit axis) or for tiny layers (kernel
+    choice by size); then results differ in the last bits, and the logged Q means (a reduction)
+    can differ in the last bit under any partitioning. See ``tests/test_parallel.py``.
     """
     key_data = _key_data(keys)
     num_seeds = key_data.shape[0]
@@ -214,7 +221,8 @@ def train_seeds(config: DQNConfig, keys: jax.Array, hparams: HParams | None = No
         if sizes - {num_seeds}:
             raise ValueError(f"hparams fields given per run must have leading size "
                              f"num_seeds={num_seeds}, got sizes {sorted(sizes)}")
-    mesh = seed_mesh(devices)
+    devices = jax.devices() if devices is None else list(devices)
+    mesh = seed_mesh(devices[:num_seeds])  # fewer runs than devices: one run per device
     num_devices = mesh.devices.size
     if check_memory:
         from jaxdqn.memory import check_fits  # memory imports train; keep this module light

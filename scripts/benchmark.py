@@ -169,7 +169,7 @@ def run_case(spec: dict[str, Any]) -> dict[str, Any]:
     config = DQNConfig(**{k: tuple(v) if isinstance(v, list) else v
                           for k, v in spec["config"].items()})
     seeds, chunk = spec["seeds"], spec["seeds_per_chunk"]
-    devices = jax.devices()
+    devices = jax.devices()[:seeds]  # as train_seeds: fewer runs than devices, one per device
     mesh = seed_mesh(devices)
     num_devices = len(devices)
     padded = -(-seeds // num_devices) * num_devices
@@ -433,7 +433,8 @@ def format_table(cases: list[dict[str, Any]]) -> str:
             "" if c["device_peak_bytes"] is None else f"{c['device_peak_bytes'] / 2**20:.0f}",
             f"{c['memory']['buffer_bytes_all_seeds'] / 2**20:.1f}",
         ])
-    widths = [max(len(r[i]) for r in [head] + rows if i < len(r)) for i in range(len(head))]
+    full_rows = [head] + [r for r in rows if len(r) == len(head)]
+    widths = [max(len(r[i]) for r in full_rows) for i in range(len(head))]
     lines = ["  ".join(h.rjust(w) for h, w in zip(head, widths))]
     for r in rows:
         if len(r) == 2:
