@@ -46,6 +46,12 @@ class _Parser(argparse.ArgumentParser):
 # Entry point
 
 
+
+def _method(config) -> str:
+    """The method's name for titles and messages: DQN or Double DQN."""
+    return "Double DQN" if config.double_q else "DQN"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
     fast_cpu_compile()
@@ -556,7 +562,7 @@ def _train(config, num_seeds: int, seed: int, num_episodes: int, out: Path, no_p
     left = num_rows - first_row
     chunk_rows = left if no_progress else chunk_rows_for(left, PROGRESS_CHUNKS)
     _say(f"{'resuming' if resume else 'training'} {num_seeds} seed{'s' * (num_seeds != 1)} of "
-         f"DQN on {config.env_id}, {config.total_timesteps} env steps each -> {out}")
+         f"{_method(config)} on {config.env_id}, {config.total_timesteps} env steps each -> {out}")
     t_compile = time.perf_counter()
     if not resume:
         state = batch.init(keys, None)
@@ -654,7 +660,7 @@ def _write_run_files(out: Path, config, num_seeds, seed, metrics, params, summar
         rows = ([s, r, *(arrays[f][s, r].item() for f in TrainMetrics._fields)]
                 for s in range(num_seeds) for r in range(arrays["env_steps"].shape[1]))
         atomic_write_csv(out / "metrics.csv", ["seed_index", "row", *TrainMetrics._fields], rows)
-        title = f"DQN on {config.env_id}"
+        title = f"{_method(config)} on {config.env_id}"
         if not summary["complete"]:
             title += (f" (interrupted at {summary['env_steps_done']} of "
                       f"{config.total_timesteps} steps)")
