@@ -204,15 +204,13 @@ def run_case(spec: dict[str, Any]) -> dict[str, Any]:
     full = make_train_seeds(config, None, mesh=run_mesh, seeds_per_chunk=chunk)
     compiled, compile_s, mem = _compile(full, key_data, None)
     timing = _time_calls(lambda: compiled(key_data, None), repeats, budget)
-    if spec["profile_dir"]:
-        result["profile"] = _profile(lambda: compiled(key_data, None), spec["profile_dir"], seeds)
     env_steps = padded * config.total_timesteps
     updates = padded * config.num_updates
     result["full"] = {"compile_s": compile_s, **timing, "compiled_memory": mem,
                       "env_steps_per_s": env_steps / timing["run_s"],
                       "updates_per_s": updates / timing["run_s"],
                       "seconds_per_seed": timing["run_s"] / padded}
-    del compiled
+    full_call = compiled
 
     if spec["pieces"]:
         env_cfg = env_only_config(config)
@@ -245,6 +243,9 @@ def run_case(spec: dict[str, Any]) -> dict[str, Any]:
     result["device_peak_bytes"] = (max(d.memory_stats().get("peak_bytes_in_use", 0)
                                        for d in devices) if stats else None)
     result["device_bytes_limit"] = stats.get("bytes_limit") if stats else None
+    if spec["profile_dir"]:  # last: the profiler's own memory must not count in the peaks above
+        result["profile"] = _profile(lambda: full_call(key_data, None), spec["profile_dir"],
+                                     seeds)
     return result
 
 
@@ -254,7 +255,11 @@ def _peak_rss_bytes() -> int:
 
 
 def _profile(call, directory: str, seeds: int) -> dict[str, Any]:
-    """One traced call (``jax.profiler``, Perfetto format); the XLA ops that took the most time."""
+    """One traced call (``jax.profiler``, Perfetto format; open it in ui.perfetto.dev or
+    TensorBoard) and the XLA ops with the most self time. The profiler keeps a bounded number of
+    events, so profile a short run (``--set total_timesteps=...``) for a complete op table; and
+    tracing every op adds about a microsecond to each, which inflates the many tiny ops of a
+    small run (a 1-seed run traces about 5x slower): trust the table for the large ops only."""
     import collections
     import glob
     import gzip
@@ -270,20 +275,50 @@ def _profile(call, directory: str, seeds: int) -> dict[str, Any]:
     with gzip.open(max(traces, key=os.path.getmtime)) as f:
         trace = json.load(f)
     events = trace["traceEvents"] if isinstance(trace, dict) else trace
+    # Self time of XLA's per-op events: a loop's or conditional's event encloses its body's, so
+    # each event's time minus its children's. Python frames and executor wrappers are skipped.
+    ops = sorted((e for e in events if e.get("ph") == "X" and "dur" in e
+                  and not e.get("name", "").startswith(("$", "ThunkExecutor", "PjitFunction"))
+                  and " " not in e.get("name", "")),
+                 key=lambda e: (e.get("pid"), e.get("tid"), e["ts"], -e["dur"]))
     total = collections.Counter()
     count = collections.Counter()
-    for e in events:
-        name = e.get("name", "")
-        # Keep XLA's per-op events; drop Python frames, executor wrappers and the outer call.
-        if e.get("ph") != "X" or name.startswith(("$", "ThunkExecutor", "PjitFunction")) \
-                or " " in name:
-            continue
-        total[name] += e.get("dur", 0)
-        count[name] += 1
+    stack: list[dict] = []
+    for e in ops:
+        while stack and (stack[-1]["pid"], stack[-1]["tid"]) == (e.get("pid"), e.get("tid")) \
+                and stack[-1]["end"] <= e["ts"]:
+            stack.pop()
+        if stack and (stack[-1]["pid"], stack[-1]["tid"]) != (e.get("pid"), e.get("tid")):
+            stack.clear()
+        if stack:
+            total[stack[-1]["name"]] -= e["dur"]
+        total[e["name"]] += e["dur"]
+        count[e["name"]] += 1
+        stack.append({"pid": e.get("pid"), "tid": e.get("tid"), "name": e["name"],
+                      "end": e["ts"] + e["dur"]})
     traced = sum(total.values())
     top = [{"op": name, "ms": us / 1e3, "calls": count[name], "share": us / traced}
            for name, us in total.most_common(25)]
-    return {"trace_dir": out, "traced_op_ms": traced / 1e3, "top_ops": top}
+    kinds = collections.Counter()
+    for name, us in total.items():
+        kinds[_op_kind(name)] += us
+    by_kind = {kind: {"ms": us / 1e3, "share": us / traced} for kind, us in kinds.most_common()}
+    return {"trace_dir": out, "traced_op_ms": traced / 1e3, "by_kind": by_kind, "top_ops": top}
+
+
+def _op_kind(name: str) -> str:
+    """A coarse class of an XLA:CPU op from its name, e.g. ``ynn_fusion.6`` -> matmul."""
+    base = name.split(".")[0]
+    if base in ("dot", "ynn_fusion", "convolution") or "dot" in base.split("_"):
+        return "matmul"
+    if base in ("while", "cond", "conditional", "call"):
+        return "loop and branch control"
+    if base == "copy":
+        return "copies"
+    if "gather" in base or "scatter" in base or "dynamic-update-slice" in base \
+            or "dynamic-slice" in base:
+        return "gather/scatter/slices"
+    return "elementwise and reduction fusions"
 
 
 def _environment() -> dict[str, Any]:
@@ -488,6 +523,8 @@ def main(argv=None) -> int:
             print(f"  {n} seeds: run {f['run_s']:.2f} s, {f['env_steps_per_s']:,.0f} env steps/s"
                   + (f", full/parts {case['full_over_parts']:.2f}" if "full_over_parts" in case
                      else ""), flush=True)
+            if "profile" in case:
+                print(f"    trace: {case['profile']['trace_dir']}", flush=True)
         _write(out, report)
     report["load_average_end"] = os.getloadavg()
     env = report.get("environment", {})
