@@ -11,8 +11,9 @@ hparams)`` and adds what a user should not have to write:
   ``vmap``), trading parallelism for memory;
 - the memory the runs need is checked against the devices before compiling (``jaxdqn.memory``).
 
-Every run is computed as it is alone in a ``vmap``, so results do not depend on the device count
-or the chunking (``tests/test_parallel.py`` checks this bit for bit). ``sharded_vmap`` and
+Every run is computed as it is in a plain ``vmap``: results do not depend on the device count or
+the chunking, bit for bit wherever XLA picks the same kernels for the per-device batch (see
+``train_seeds`` and ``tests/test_parallel.py``). ``sharded_vmap`` and
 ``shard_batch`` are the same machinery for any function batched on a leading axis (a sweep over
 ``Trainer.run`` chunks, an evaluation of many parameter sets).
 
@@ -222,7 +223,9 @@ def train_seeds(config: DQNConfig, keys: jax.Array, hparams: HParams | None = No
             raise ValueError(f"hparams fields given per run must have leading size "
                              f"num_seeds={num_seeds}, got sizes {sorted(sizes)}")
     devices = jax.devices() if devices is None else list(devices)
-    mesh = seed_mesh(devices[:num_seeds])  # fewer runs than devices: one run per device
+    if jax.process_count() == 1:  # fewer runs than devices: one run per device
+        devices = devices[:num_seeds]
+    mesh = seed_mesh(devices)
     num_devices = mesh.devices.size
     if check_memory:
         from jaxdqn.memory import check_fits  # memory imports train; keep this module light
