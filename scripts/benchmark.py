@@ -184,7 +184,7 @@ def run_case(spec: dict[str, Any]) -> dict[str, Any]:
     if num_devices > 1:
         key_data = shard_batch(key_data, mesh)
 
-    one_state = make_trainer(config).init(jax.random.key(0))
+    one_state = jax.jit(make_trainer(config).init)(jax.random.key(0))
     real_buffer_bytes = buffer_bytes(one_state.buffer)
     result: dict[str, Any] = {
         "seeds": seeds, "padded_seeds": padded, "seeds_per_chunk": chunk,
