@@ -230,9 +230,5 @@ _PRESETS: dict[str, dict[str, Any]] = {
 def preset(name: str) -> DQNConfig:
     """A named configuration: ``"seed"`` is the seed's defaults; ``"cartpole"`` solves CartPole-v1."""
     if name not in _PRESETS:
-        raise ValueError(f"preset {name!r} is unknown; known presets: {', '.join(PRESET_NAMES())}")
+        raise ValueError(f"preset {name!r} is unknown; known presets: {', '.join(_PRESETS)}")
     return DQNConfig(**_PRESETS[name])
-
-
-def PRESET_NAMES() -> tuple[str, ...]:  # noqa: N802 - reads as a constant at call sites
-    return tuple(_PRESETS)
