@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence
 
 import flax.linen as nn
@@ -51,9 +52,32 @@ def make_q_fn(config: DQNConfig) -> QFn:
 
 
 def init_q_params(config: DQNConfig, key: jax.Array) -> dict:
-    """Fresh Q-network parameters drawn from ``key``."""
+    """Fresh Q-network parameters drawn from ``key``: ``flax.linen.Dense``'s default distribution.
+
+    Kernels are LeCun-normal (a normal truncated at 2 standard deviations, rescaled to variance
+    ``1 / fan_in``) and biases zero, as ``QNetwork.init`` would draw them, but from one draw for
+    all layers: each random call is a separate threefry loop that XLA:CPU compiles and runs on its
+    own, and ``QNetwork.init`` makes two per layer.
+    """
     obs_shape, _ = env_spec(config)
-    return make_q_network(config).init(key, jnp.zeros(obs_shape, jnp.float32))
+    shapes = jax.eval_shape(make_q_network(config).init, key, jnp.zeros(obs_shape, jnp.float32))
+    layers = shapes["params"]
+    names = sorted(layers, key=lambda n: int(n.rsplit("_", 1)[1]))  # Dense_0, Dense_1, ...
+    total = sum(layers[n]["kernel"].size for n in names)
+    z = jax.random.truncated_normal(key, -2.0, 2.0, (total,), jnp.float32)
+    params, offset = {}, 0
+    for name in names:
+        shape = layers[name]["kernel"].shape
+        size = math.prod(shape)
+        std = 1.0 / math.sqrt(shape[0]) / _TRUNCATED_NORMAL_STD
+        params[name] = {"kernel": std * z[offset:offset + size].reshape(shape),
+                        "bias": jnp.zeros(layers[name]["bias"].shape, jnp.float32)}
+        offset += size
+    return {"params": params}
+
+
+# Standard deviation of a unit normal truncated to [-2, 2] (the constant in flax's variance_scaling).
+_TRUNCATED_NORMAL_STD = 0.87962566103423978
 
 
 def num_params(params) -> int:

@@ -23,9 +23,10 @@ def epsilon_greedy(key: jax.Array, q_values: jax.Array, epsilon) -> jax.Array:
     Each row independently takes a uniformly random action with probability ``epsilon`` and the
     greedy one (lowest index among ties, as ``argmax``) otherwise.
     """
-    explore_key, action_key = jax.random.split(key)
     batch_shape, num_actions = q_values.shape[:-1], q_values.shape[-1]
     greedy = jnp.argmax(q_values, axis=-1).astype(jnp.int32)
-    random = jax.random.randint(action_key, batch_shape, 0, num_actions, dtype=jnp.int32)
-    explore = jax.random.uniform(explore_key, batch_shape) < epsilon
-    return jnp.where(explore, random, greedy)
+    # One draw for both coins (each random call is its own threefry loop on XLA:CPU). u has 2^23
+    # equally likely values, so floor(u * n) is exactly uniform when n is a power of two.
+    u = jax.random.uniform(key, (2, *batch_shape))
+    random = jnp.minimum((u[1] * num_actions).astype(jnp.int32), num_actions - 1)
+    return jnp.where(u[0] < epsilon, random, greedy)

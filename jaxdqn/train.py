@@ -143,12 +143,13 @@ def make_trainer(config: DQNConfig) -> Trainer:
 
     def act_and_store(hp: HParams, runner: RunnerState, sums: _RowSums, step):
         """One step of every env copy at global env step ``step``; stores the transitions."""
-        key, act_key, env_key = jax.random.split(runner.key, 3)
+        keys = jax.random.split(runner.key, num_envs + 2)  # one threefry call for all of them
+        key, act_key, env_keys = keys[0], keys[1], keys[2:]
         epsilon = epsilon_at(step, hp.start_epsilon, hp.end_epsilon, hp.exploration_fraction,
                              config.total_timesteps)
         action = epsilon_greedy(act_key, q_fn(runner.train.params, runner.obs), epsilon)
         next_obs, env_state, reward, terminated, truncated, info = vmap_step(
-            jax.random.split(env_key, num_envs), runner.env_state, action, env_params
+            env_keys, runner.env_state, action, env_params
         )
         reward = reward.astype(jnp.float32)
         buffer = buffer_add(

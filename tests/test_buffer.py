@@ -3,10 +3,12 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jaxdqn.buffer import Transition, buffer_add, buffer_bytes, buffer_init, buffer_sample
+from jaxdqn.buffer import (Transition, buffer_add, buffer_bytes, buffer_init, buffer_sample,
+                           uniform_index)
 
 
 class SeedReplayBuffer:
@@ -99,6 +101,17 @@ def test_sample_is_uniform_over_the_filled_part_only():
     assert np.all(np.abs(counts[:n] - 2000) < 5 * 42)
     # rows stay aligned across fields
     np.testing.assert_array_equal(batch.obs[:, 0], batch.action.astype(np.float32))
+
+
+@pytest.mark.parametrize("n", [1, 3, 1000, 50_000])
+def test_uniform_index_is_the_64_bit_draw_mod_n(n):
+    # Below 2**16 the fold is exact: index = (hi * 2**32 + lo) mod n, as jax.random.randint computes.
+    key = jax.random.key(7)
+    hi, lo = (np.asarray(x, dtype=np.uint64) for x in jax.random.bits(key, (2, 500), jnp.uint32))
+    expected = ((hi.astype(object) << 32) + lo.astype(object)) % n
+    got = np.asarray(uniform_index(key, (500,), n))
+    assert got.dtype == np.int32
+    np.testing.assert_array_equal(got, expected.astype(np.int64))
 
 
 def test_buffer_is_vmappable_and_footprint_is_capacity_times_transition():

@@ -36,3 +36,22 @@ def test_q_fn_handles_any_leading_axes_and_vmaps_over_params():
     assert q.shape == (3, 5, 6, 2)
     assert not np.allclose(q[0], q[1])  # each key gives its own init
     assert isinstance(QNetwork(num_actions=2), QNetwork)
+
+
+def test_init_is_flax_dense_default_lecun_normal_kernels_and_zero_biases():
+    params = init_q_params(DQNConfig(), jax.random.key(3))["params"]
+    flax_params = QNetwork(num_actions=2).init(jax.random.key(3), jnp.zeros(4))["params"]
+    for name, fan_in in (("Dense_0", 4), ("Dense_1", 120), ("Dense_2", 84)):
+        np.testing.assert_array_equal(params[name]["bias"], 0.0)
+        w = np.asarray(params[name]["kernel"])
+        std = 1 / np.sqrt(fan_in)  # LeCun: variance 1 / fan_in, truncated at 2 sd of the raw normal
+        assert w.shape == flax_params[name]["kernel"].shape
+        assert np.all(np.abs(w) <= 2 * std / 0.87962566103423978 + 1e-6)
+    w = np.asarray(params["Dense_1"]["kernel"]).ravel()  # 10,080 draws
+    assert abs(w.var() * 120 - 1) < 0.05  # the estimate's sd is ~0.012
+    assert abs(w.mean()) < 5 / np.sqrt(120 * w.size)
+    # the same distribution as flax's own init (compare the two samples' spreads)
+    ref = np.asarray(flax_params["Dense_1"]["kernel"]).ravel()
+    assert abs(w.std() / ref.std() - 1) < 0.05
+    # layers do not reuse each other's draws
+    assert not np.allclose(params["Dense_2"]["kernel"][:, 0], params["Dense_1"]["kernel"][:84, 0])
