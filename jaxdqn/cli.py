@@ -346,6 +346,7 @@ def _provenance(argv: Sequence[str]) -> dict[str, Any]:
         "jaxlib_version": jaxlib.__version__,
         "backend": jax.default_backend(),
         "device": str(jax.devices()[0].device_kind),
+        "num_devices": jax.local_device_count(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "python": platform.python_version(),
         "command": shlex.join([PROG, *argv]),
@@ -561,8 +562,13 @@ def _train(config, num_seeds: int, seed: int, num_episodes: int, out: Path, no_p
     num_rows = config.num_log_rows
     left = num_rows - first_row
     chunk_rows = left if no_progress else chunk_rows_for(left, PROGRESS_CHUNKS)
+    from jaxdqn.parallel import devices_for
+
+    num_devices = len(devices_for(num_seeds))
+    on_devices = f" split across {num_devices} devices" if num_devices > 1 else ""
     _say(f"{'resuming' if resume else 'training'} {num_seeds} seed{'s' * (num_seeds != 1)} of "
-         f"{_method(config)} on {config.env_id}, {config.total_timesteps} env steps each -> {out}")
+         f"{_method(config)} on {config.env_id}, {config.total_timesteps} env steps each"
+         f"{on_devices} -> {out}")
     t_compile = time.perf_counter()
     if not resume:
         state = batch.init(keys, None)

@@ -48,6 +48,38 @@ def seed_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
     return Mesh(np.asarray(devices), (SEED_AXIS,))
 
 
+def devices_for(num_runs: int, devices: Sequence[jax.Device] | None = None) -> list[jax.Device]:
+    """The first ``d`` of ``devices`` (default: this process's) for ``num_runs`` runs, ``d`` the
+    largest count that divides ``num_runs``: the runs split evenly, with no padded, wasted runs.
+    8 runs on 2 devices use both; 3 runs on 2 devices use one."""
+    devices = jax.local_devices() if devices is None else list(devices)
+    d = max(k for k in range(1, min(len(devices), num_runs) + 1) if num_runs % k == 0)
+    return devices[:d]
+
+
+def split_on_axis(fn: Callable, devices: Sequence[jax.Device], in_dims: Any,
+                  out_dims: Any) -> Callable:
+    """``fn`` (already batched) run on its runs axis split across ``devices``, one block each.
+
+    ``in_dims``/``out_dims`` are pytree prefixes of ``fn``'s arguments/outputs giving, at each
+    node, the position of the runs axis, or ``None`` for values every device holds whole (shared
+    inputs; outputs that are equal on every device, such as a buffer's write position). The body
+    communicates nothing (``jax.shard_map``); with one device ``fn`` is returned as is.
+    """
+    if len(devices) == 1:
+        return fn
+    mesh = seed_mesh(devices)
+
+    def specs(dims):
+        return jax.tree.map(
+            lambda d: PartitionSpec() if d is None else PartitionSpec(*(None,) * d, SEED_AXIS),
+            dims, is_leaf=lambda x: x is None)
+
+    # check_vma=False: see sharded_vmap.
+    return jax.shard_map(fn, mesh=mesh, in_specs=specs(in_dims), out_specs=specs(out_dims),
+                         check_vma=False)
+
+
 def batch_sharding(mesh: Mesh) -> NamedSharding:
     """Leading axis split across ``mesh``'s devices, every other axis whole."""
     return NamedSharding(mesh, PartitionSpec(SEED_AXIS))

@@ -26,6 +26,7 @@ import numpy as np
 
 from jaxdqn.config import DQNConfig
 from jaxdqn.evaluate import evaluate
+from jaxdqn.parallel import devices_for, split_on_axis
 from jaxdqn.train import RUNNER_STATE_AXES, HParams, RunnerState, TrainMetrics, make_trainer
 
 TRACED_FIELDS: tuple[str, ...] = HParams._fields
@@ -61,31 +62,47 @@ class RunBatch(NamedTuple):
     evaluate: Callable[..., jax.Array]
 
 
-def make_run_batch(config: DQNConfig, sweep: bool = False) -> RunBatch:
+def make_run_batch(config: DQNConfig, sweep: bool = False,
+                   devices: Sequence[jax.Device] | None = None) -> RunBatch:
     """Jitted init/run/evaluate for ``config``, vmapped over seeds, and over combinations first
-    when ``sweep``. Each function compiles once per distinct argument shape."""
+    when ``sweep``. Each function compiles once per distinct argument shape.
+
+    With several ``devices`` (default: this process's, e.g. GPUs, or CPU cores exposed with
+    ``jaxdqn.runtime.use_all_cpu_cores``) the seed axis is split across as many of them as divide
+    the number of seeds (``parallel.devices_for``); each device runs its block of seeds for every
+    combination, with no communication, and every run is the one a single device computes.
+    """
     trainer = make_trainer(config)
-    state_axes, metric_axes = RUNNER_STATE_AXES, 0
+    state_axes = RUNNER_STATE_AXES
+    seed_dim = 1 if sweep else 0  # where the seed axis sits in batched states and outputs
+    state_dims = jax.tree.map(lambda ax: None if ax is None else seed_dim, state_axes,
+                              is_leaf=lambda x: x is None)
 
     def over_batch(fn, seed_axes, combo_axes, out_axes=0):
         fn = jax.vmap(fn, in_axes=seed_axes, out_axes=out_axes)
         return jax.vmap(fn, in_axes=combo_axes, out_axes=out_axes) if sweep else fn
 
+    def on_devices(fn, num_seeds, in_dims, out_dims):
+        return split_on_axis(fn, devices_for(num_seeds, devices), in_dims, out_dims)
+
     def init_runs(keys, hparams):
-        return over_batch(trainer.init, (0, None), (None, 0), state_axes)(keys, hparams)
+        fn = over_batch(trainer.init, (0, None), (None, 0), state_axes)
+        return on_devices(fn, keys.shape[0], (0, None), state_dims)(keys, hparams)
 
     def run_rows(state, hparams, first_row, num_rows):
         def one(s, hp):
             return trainer.run(s, hp, first_row, num_rows)
 
-        return over_batch(one, (state_axes, None), (state_axes, 0),
-                          (state_axes, metric_axes))(state, hparams)
+        fn = over_batch(one, (state_axes, None), (state_axes, 0), (state_axes, 0))
+        num_seeds = state.obs.shape[seed_dim]
+        return on_devices(fn, num_seeds, (state_dims, None), (state_dims, seed_dim))(state, hparams)
 
     def evaluate_runs(params, keys, num_episodes):
         def one(p, k):
             return evaluate(config, p, k, num_episodes)
 
-        return over_batch(one, (0, 0), (0, None))(params, keys)
+        fn = over_batch(one, (0, 0), (0, None))
+        return on_devices(fn, keys.shape[0], (seed_dim, 0), seed_dim)(params, keys)
 
     return RunBatch(
         config=config,
@@ -224,20 +241,22 @@ def iter_sweep(groups: Sequence[ShapeGroup], num_seeds: int, seed: int = 0,
                num_episodes: int = 100, target_chunks: int = 10,
                on_compile: Callable[[int, ShapeGroup], None] | None = None,
                on_group_start: Callable[[int, ShapeGroup], None] | None = None,
-               on_chunk: Callable[[int, Chunk], None] | None = None) -> Iterator[GroupResult]:
+               on_chunk: Callable[[int, Chunk], None] | None = None,
+               devices: Sequence[jax.Device] | None = None) -> Iterator[GroupResult]:
     """Trains and evaluates each group in turn (one compiled program each), yielding its results.
 
     For progress displays: ``on_compile(group_index, group)`` is called before a group compiles,
     ``on_group_start(group_index, group)`` once it is compiled and about to run, and
     ``on_chunk(group_index, chunk)`` after each chunk of metric rows.
-    Every group uses the same ``seed_keys(seed, num_seeds)`` and evaluation keys.
+    Every group uses the same ``seed_keys(seed, num_seeds)`` and evaluation keys. The seeds are
+    split across ``devices`` as ``make_run_batch`` does (default: all of this process's).
     """
     keys = seed_keys(seed, num_seeds)
     eval_keys = evaluation_keys(seed, num_seeds)
     for gi, group in enumerate(groups):
         if on_compile is not None:
             on_compile(gi, group)
-        batch = make_run_batch(group.config, sweep=True)
+        batch = make_run_batch(group.config, sweep=True, devices=devices)
         hparams = HParams(*(jnp.asarray(x) for x in group.hparams))
         state = batch.init(keys, hparams)
         chunks = []

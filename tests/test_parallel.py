@@ -135,11 +135,35 @@ CHILD = textwrap.dedent("""
     for name, tree in (("single", single), ("sharded", sharded), ("padded", padded)):
         for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
             arrays[name + jax.tree_util.keystr(path)] = np.asarray(leaf)
+    # The CLI's and the sweep's path (jaxdqn.sweep): the same code, no device argument, splits the
+    # seeds across both devices; devices=[first] is the single-device run.
+    from jaxdqn.sweep import make_run_batch, run_sweep, seed_keys
+
+    def chunked(devices):
+        batch = make_run_batch(cfg, devices=devices)
+        state = batch.init(seed_keys(0, 4), None)
+        state, m1 = batch.run(state, None, 0, 2)
+        state, m2 = batch.run(state, None, 2, cfg.num_log_rows - 2)
+        returns = batch.evaluate(state.train.params, seed_keys(1, 4), 3)
+        return state, m1, m2, returns
+
+    cli_sharded, cli_single = chunked(None), chunked(devices[:1])
+    sweep_devices = {}
+    for name, devs in (("sw_sharded", None), ("sw_single", devices[:1])):
+        results, _ = run_sweep(cfg, {"learning_rate": [1e-3, 3e-3]}, num_seeds=4, seed=2,
+                               num_episodes=3, devices=devs)
+        tree = (results[0].metrics, results[0].params, results[0].eval_returns)
+        for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+            arrays[name + jax.tree_util.keystr(path)] = np.asarray(leaf)
+    for name, tree in (("cli_sharded", cli_sharded), ("cli_single", cli_single)):
+        for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+            arrays[name + jax.tree_util.keystr(path)] = np.asarray(leaf)
+    cli_devices = sorted({d.id for d in cli_sharded[0].obs.sharding.device_set})
     np.savez(out_path, **arrays)
     shard_devices = sorted({d.id for d in sharded.params["params"]["Dense_0"]["kernel"]
                             .sharding.device_set})
     print(json.dumps({"num_devices": len(devices), "shard_devices": shard_devices,
-                      "collectives": collectives}))
+                      "collectives": collectives, "cli_devices": cli_devices}))
 """)
 
 
@@ -197,3 +221,36 @@ def test_padded_sharded_run_keeps_only_the_requested_seeds(two_devices):
         assert padded[path].shape[0] == 3, path
         if path not in ROUNDING_ONLY:
             np.testing.assert_array_equal(padded[path], expected[:3], err_msg=path)
+
+
+# The chunked CLI/sweep programs: the acting trajectory (returns, lengths, step and episode
+# counts, greedy evaluation) is identical; float state may differ in the last bits, because
+# XLA:CPU splits its float reductions by per-device shape (docs/benchmarks.md).
+EXACT = ("episode_return", "episode_length", "episodes", "env_steps", "updates", "epsilon")
+
+
+def _compare_runs(sharded, single, what):
+    assert set(sharded) == set(single) and len(single) > 10, what
+    exact = 0
+    for path, expected in single.items():
+        is_eval = path in ("[3]", "[2]")  # (state, m1, m2, returns) / (metrics, params, returns)
+        if is_eval or any(name in path for name in EXACT):
+            np.testing.assert_array_equal(sharded[path], expected, err_msg=f"{what}: {path}")
+            exact += 1
+        else:
+            np.testing.assert_allclose(sharded[path], expected, rtol=1e-4, atol=1e-5,
+                                       err_msg=f"{what}: {path}")
+    assert exact >= 7 and ("[3]" in single or "[2]" in single), what
+
+
+def test_cli_path_splits_seeds_across_two_devices_and_equals_one_device(two_devices):
+    info, arrays = two_devices
+    assert info["cli_devices"] == [0, 1]  # make_run_batch with no devices argument used both
+    sharded, single = _group(arrays, "cli_sharded"), _group(arrays, "cli_single")
+    _compare_runs(sharded, single, "jaxdqn train path")
+    assert np.all(single["[2].updates"][:, -1] > 0)  # it learned: real updates were compared
+
+
+def test_sweep_path_on_two_devices_equals_one_device(two_devices):
+    _, arrays = two_devices
+    _compare_runs(_group(arrays, "sw_sharded"), _group(arrays, "sw_single"), "sweep path")
