@@ -8,6 +8,7 @@ from jaxdqn.networks import QNetwork, init_q_params, make_q_fn
 from jaxdqn.policy import epsilon_at, epsilon_greedy
 from jaxdqn.train import (HParams, RunnerState, TrainMetrics, TrainOutput, Trainer, make_train,
                           make_trainer)
+from jaxdqn.parallel import train_seeds
 from jaxdqn.update import (TrainState, UpdateInfo, make_optimizer, make_td_update, sync_target,
                            td_loss, td_targets)
 
@@ -19,5 +20,5 @@ __all__ = [
     "buffer_add", "buffer_init", "buffer_sample", "epsilon_at", "epsilon_greedy", "evaluate",
     "expected_q", "init_q_params", "known_env_ids", "make_env", "make_optimizer", "make_q_fn",
     "make_td_update", "make_train", "make_trainer", "preset", "sync_target", "td_loss",
-    "td_targets",
+    "td_targets", "train_seeds",
 ]

@@ -2,8 +2,10 @@
 
     python scripts/solve_cartpole.py --preset cartpole --seeds 16 --out runs/solve.json
 
-Seed i uses ``jax.random.key(first_seed + i)``, so a seed's result does not depend on N.
-Compile and run times are measured separately (``jit(...).lower(...).compile()``, then the call).
+Seed i uses ``jax.random.key(first_seed + i)``. The seeds run as ``jaxdqn.parallel.train_seeds``
+runs them: one program, split across all devices (each CPU core is a device here, see
+``jaxdqn.runtime.use_all_cpu_cores``); one seed runs unbatched. Compile and run times are measured
+separately (``.lower(...).compile()``, then the call).
 """
 
 from __future__ import annotations
@@ -18,15 +20,17 @@ import time
 
 T_START = time.perf_counter()
 
-from jaxdqn.runtime import fast_cpu_compile  # noqa: E402
+from jaxdqn.runtime import fast_cpu_compile, use_all_cpu_cores  # noqa: E402
 
 fast_cpu_compile()
+use_all_cpu_cores()
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import jaxdqn  # noqa: E402
+from jaxdqn.parallel import plan_train_seeds  # noqa: E402
 
 SOLVED = 475.0
 
@@ -66,17 +70,18 @@ def main(argv=None) -> int:
     keys = jnp.stack([jax.random.key(args.first_seed + i) for i in range(args.seeds)])
     eval_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
 
-    train = jax.jit(jax.vmap(jaxdqn.make_train(config)))
-    t = time.perf_counter()
-    train_compiled = train.lower(keys).compile()
+    t = time.perf_counter()  # "compile" counts the set-up too: memory check, placement, lowering
+    runs = plan_train_seeds(config, keys)
+    train_compiled = runs.fn.lower(*runs.args).compile()
     compile_s = time.perf_counter() - t
     t = time.perf_counter()
-    out = jax.block_until_ready(train_compiled(keys))
+    out = runs.finish(jax.block_until_ready(train_compiled(*runs.args)))
     run_s = time.perf_counter() - t
+    params = jax.device_get(out.params)
 
     evaluate = jax.jit(jax.vmap(lambda p, k: jaxdqn.evaluate(config, p, k, args.episodes)))
     t = time.perf_counter()
-    returns = np.asarray(jax.block_until_ready(evaluate(out.params, eval_keys)))
+    returns = np.asarray(jax.block_until_ready(evaluate(params, eval_keys)))
     eval_s = time.perf_counter() - t
 
     means = returns.mean(axis=1)
@@ -99,6 +104,7 @@ def main(argv=None) -> int:
         "env_steps_per_s": round(env_steps / run_s),
         "updates_per_s": round(config.num_updates * args.seeds / run_s),
         "device": str(jax.devices()[0].device_kind),
+        "num_devices": runs.num_devices,
         "backend": jax.default_backend(),
         "jax_version": jax.__version__,
         "jaxdqn_version": jaxdqn.__version__,
@@ -113,7 +119,7 @@ def main(argv=None) -> int:
     print(f"compile {compile_s:.2f} s, run {run_s:.2f} s, train total {compile_s + run_s:.2f} s; "
           f"evaluation {eval_s:.2f} s; wall since start {result['wall_s_since_start']:.2f} s")
     print(f"{result['env_steps_per_s']:,} env steps/s, {result['updates_per_s']:,} updates/s "
-          f"on {result['device']} ({result['backend']}), jax {jax.__version__}")
+          f"on {runs.num_devices} x {result['device']} ({result['backend']}), jax {jax.__version__}")
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(args.out)), suffix=".tmp")

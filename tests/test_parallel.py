@@ -52,6 +52,16 @@ def test_chunked_sweep_equals_plain_vmap_bit_for_bit():
     _assert_trees_equal(legacy, expected, "legacy uint32 keys vs typed keys")
 
 
+def test_one_run_is_the_unbatched_program():
+    """A batch of one skips vmap (faster to compile) and equals ``jit(train)(key)`` bit for bit."""
+    cfg = DQNConfig(**SMALL)
+    key = jax.random.key(9)
+    out = train_seeds(cfg, key[None])
+    assert out.metrics.env_steps.shape == (1, cfg.num_log_rows)
+    expected = jax.tree.map(lambda x: x[None], jax.jit(make_train(cfg))(key))
+    _assert_trees_equal(out, expected, "train_seeds(one key) vs jit(train)")
+
+
 def test_even_chunk_and_padding():
     assert [even_chunk(n, 16) for n in (1, 16, 17, 100, 112)] == [1, 16, 9, 15, 16]
     assert even_chunk(64, 8) == 8 and even_chunk(5, 2) == 2 and even_chunk(3, 1) == 1
