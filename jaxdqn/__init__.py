@@ -1,24 +1,41 @@
-"""jaxdqn: Deep Q-Networks in JAX. One jitted ``lax.scan`` per run, ``vmap`` over seeds."""
+"""jaxdqn: Deep Q-Networks in JAX. One jitted ``lax.scan`` per run, ``vmap`` over seeds.
 
-from jaxdqn.buffer import BufferState, Transition, buffer_add, buffer_init, buffer_sample
-from jaxdqn.config import DQNConfig, preset
-from jaxdqn.envs import expected_q, known_env_ids, make_env
-from jaxdqn.evaluate import evaluate
-from jaxdqn.networks import QNetwork, init_q_params, make_q_fn
-from jaxdqn.policy import epsilon_at, epsilon_greedy
-from jaxdqn.train import (HParams, RunnerState, TrainMetrics, TrainOutput, Trainer, make_train,
-                          make_trainer)
-from jaxdqn.parallel import train_seeds
-from jaxdqn.update import (TrainState, UpdateInfo, make_optimizer, make_td_update, sync_target,
-                           td_loss, td_targets)
+The names below are imported on first use (PEP 562), so ``import jaxdqn.runtime`` does not import
+JAX: entry points must set ``XLA_FLAGS`` (``jaxdqn.runtime``) before JAX reads them at import.
+"""
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "BufferState", "DQNConfig", "HParams", "QNetwork", "RunnerState", "TrainMetrics",
-    "TrainOutput", "TrainState", "Trainer", "Transition", "UpdateInfo", "__version__",
-    "buffer_add", "buffer_init", "buffer_sample", "epsilon_at", "epsilon_greedy", "evaluate",
-    "expected_q", "init_q_params", "known_env_ids", "make_env", "make_optimizer", "make_q_fn",
-    "make_td_update", "make_train", "make_trainer", "preset", "sync_target", "td_loss",
-    "td_targets", "train_seeds",
-]
+_EXPORTS = {
+    "jaxdqn.buffer": ("BufferState", "Transition", "buffer_add", "buffer_init", "buffer_sample"),
+    "jaxdqn.config": ("DQNConfig", "preset"),
+    "jaxdqn.envs": ("expected_q", "known_env_ids", "make_env"),
+    "jaxdqn.evaluation": ("evaluate",),
+    "jaxdqn.networks": ("QNetwork", "init_q_params", "make_q_fn"),
+    "jaxdqn.parallel": ("train_seeds",),
+    "jaxdqn.policy": ("epsilon_at", "epsilon_greedy"),
+    "jaxdqn.train": ("HParams", "RunnerState", "TrainMetrics", "TrainOutput", "Trainer",
+                     "make_train", "make_trainer"),
+    "jaxdqn.update": ("TrainState", "UpdateInfo", "make_optimizer", "make_td_update",
+                      "sync_target", "td_loss", "td_targets"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted([*_MODULE_OF, "__version__"])
+
+
+def __getattr__(name: str):
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'jaxdqn' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_MODULE_OF})

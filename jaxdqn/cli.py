@@ -22,7 +22,7 @@ import typing
 from pathlib import Path
 from typing import Any, Sequence
 
-from jaxdqn.runtime import fast_cpu_compile
+from jaxdqn.runtime import fast_cpu_compile, use_all_cpu_cores
 
 PROG = "jaxdqn"
 RUN_FILES = ("config.json", "metrics.csv", "metrics.npz", "summary.json", "learning_curve.png",
@@ -55,6 +55,8 @@ def _method(config) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
     fast_cpu_compile()
+    if "jax" not in sys.modules:  # an in-process caller (a test) has its JAX set up already
+        use_all_cpu_cores()  # seeds split across cores: jaxdqn.sweep.make_run_batch
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = build_parser().parse_args(argv)

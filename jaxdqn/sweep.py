@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdqn.config import DQNConfig
-from jaxdqn.evaluate import evaluate
+from jaxdqn.evaluation import evaluate
 from jaxdqn.parallel import devices_for, split_on_axis
 from jaxdqn.train import RUNNER_STATE_AXES, HParams, RunnerState, TrainMetrics, make_trainer
 

@@ -1,6 +1,8 @@
 """Process settings for entry points: they only touch XLA_FLAGS, and never override the user's."""
 
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -9,7 +11,10 @@ from jaxdqn.runtime import FAST_CPU_COMPILE_FLAG, fast_cpu_compile, use_all_cpu_
 
 @pytest.fixture
 def flags(monkeypatch):
+    """A clean XLA_FLAGS, as in an entry point before it imports JAX."""
     monkeypatch.delenv("XLA_FLAGS", raising=False)
+    monkeypatch.delenv("JAX_NUM_CPU_DEVICES", raising=False)
+    monkeypatch.delitem(sys.modules, "jax", raising=False)  # restored after the test
     return monkeypatch
 
 
@@ -32,8 +37,22 @@ def test_use_all_cpu_cores_keeps_other_flags_and_a_users_count(flags):
 
 def test_one_core_sets_nothing(flags):
     flags.setattr(os, "sched_getaffinity", lambda pid: {0})
-    assert use_all_cpu_cores() == 1
+    assert use_all_cpu_cores() == 0
     assert "XLA_FLAGS" not in os.environ
+
+
+def test_importing_jaxdqn_does_not_import_jax():
+    # JAX reads XLA_FLAGS at import: entry points rely on setting them after importing jaxdqn.
+    code = ("import sys, jaxdqn, jaxdqn.runtime; assert 'jax' not in sys.modules; "
+            "from jaxdqn import DQNConfig; assert 'jax' in sys.modules; print(DQNConfig().gamma)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "0.99", out.stderr[-2000:]
+
+
+def test_after_jax_is_imported_the_flag_is_refused_loudly(flags):
+    flags.setitem(sys.modules, "jax", sys.modules.get("jax") or object())
+    with pytest.warns(RuntimeWarning, match="after JAX was imported"):
+        fast_cpu_compile()
 
 
 def test_fast_cpu_compile_respects_an_explicit_choice(flags):
@@ -42,3 +61,18 @@ def test_fast_cpu_compile_respects_an_explicit_choice(flags):
     flags.setenv("XLA_FLAGS", "--xla_cpu_use_fusion_emitters=true")
     fast_cpu_compile()
     assert os.environ["XLA_FLAGS"] == "--xla_cpu_use_fusion_emitters=true"
+
+
+def test_every_export_is_the_object_not_a_same_named_submodule():
+    # Importing a submodule sets it as a package attribute; no export may share a submodule's name.
+    import importlib
+    import inspect
+    import pkgutil
+
+    import jaxdqn
+
+    for info in pkgutil.walk_packages(jaxdqn.__path__, "jaxdqn."):
+        if not info.name.endswith("__main__"):
+            importlib.import_module(info.name)
+    for name in jaxdqn.__all__:
+        assert not inspect.ismodule(getattr(jaxdqn, name)), name
