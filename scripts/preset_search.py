@@ -7,7 +7,8 @@
         target_update_freq=[100, 200, 400])" 6 0
 
 BASE fixes the compiled program (a ``DQNConfig``); GRID varies traced ``HParams`` fields, so every
-combination x every seed runs in one compiled, vmapped program. Seeds are
+combination x every seed runs in one compiled, vmapped program, split across the devices (each CPU
+core is one). Seeds are
 ``jax.random.split(jax.random.key(KEY), SEEDS)``, or with KEY=seqN the keys ``key(N), key(N+1), ...``
 that ``solve_cartpole.py --first-seed N`` uses; each agent is evaluated with 100 greedy episodes.
 The ``jaxdqn sweep`` command is the user-facing version of this.
@@ -18,15 +19,17 @@ import itertools
 import sys
 import time
 
-from jaxdqn.runtime import fast_cpu_compile
+from jaxdqn.runtime import fast_cpu_compile, use_all_cpu_cores
 
 fast_cpu_compile()
+use_all_cpu_cores()
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import jaxdqn  # noqa: E402
+from jaxdqn.parallel import devices_for, seed_mesh, sharded_vmap  # noqa: E402
 from jaxdqn.train import HParams  # noqa: E402
 
 
@@ -66,7 +69,8 @@ def main() -> int:
         return jaxdqn.evaluate(config, out.params, jax.random.fold_in(k, 1), 100).mean()
 
     t = time.perf_counter()
-    means = np.asarray(jax.jit(jax.vmap(one))(keys, hparams)).reshape(len(combos), num_seeds)
+    mesh = seed_mesh(devices_for(len(combos) * num_seeds))  # agents split across devices (cores)
+    means = np.asarray(jax.jit(sharded_vmap(one, mesh))(keys, hparams)).reshape(len(combos), num_seeds)
     print(f"base={base} seeds={num_seeds} time={time.perf_counter() - t:.1f}s")
     for combo, m in zip(combos, means):
         print(dict(zip(grid, combo)), f"solved {np.mean(m > 475):.2f} median {np.median(m):.0f} "
