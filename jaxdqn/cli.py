@@ -54,8 +54,8 @@ def _method(config) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
-    fast_cpu_compile()
-    if "jax" not in sys.modules:  # an in-process caller (a test) has its JAX set up already
+    if "jax" not in sys.modules:  # an in-process caller (a test) has set up its JAX already
+        fast_cpu_compile()
         use_all_cpu_cores()  # seeds split across cores: jaxdqn.sweep.make_run_batch
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -507,6 +507,7 @@ def cmd_train(args, argv) -> int:
     num_seeds = args.seeds if args.seeds is not None else int(run_settings.get("seeds", 1))
     seed = args.seed if args.seed is not None else int(run_settings.get("seed", 0))
     _check_counts(args, num_seeds, seed)
+    _check_memory(config, num_seeds)
     out = _prepare_out(args.out, _default_out("", config.env_id), RUN_FILES, args.overwrite)
     from jaxdqn.io import atomic_write_json
 
@@ -515,6 +516,17 @@ def cmd_train(args, argv) -> int:
         "eval_episodes": args.episodes, **_provenance(argv),
     })
     return _train(config, num_seeds, seed, args.episodes, out, args.no_progress)
+
+
+def _check_memory(config, num_seeds: int) -> None:
+    """Refuses, before anything is written or compiled, runs that will not fit in memory."""
+    from jaxdqn.memory import check_fits
+    from jaxdqn.parallel import devices_for
+
+    try:
+        check_fits(config, num_seeds, devices_for(num_seeds), can_chunk=False)
+    except ValueError as e:
+        raise UserError(str(e)) from None
 
 
 def _resume(args, argv) -> int:
@@ -536,6 +548,7 @@ def _resume(args, argv) -> int:
     config, settings = resolve_config("seed", str(out / "config.json"), [], None)
     with open(out / "config.json", encoding="utf-8") as f:
         episodes = int(json.load(f).get("eval_episodes", args.episodes))
+    _check_memory(config, int(settings["seeds"]))
     return _train(config, int(settings["seeds"]), int(settings["seed"]), episodes, out,
                   args.no_progress, resume=True)
 
@@ -549,6 +562,9 @@ def _train(config, num_seeds: int, seed: int, num_episodes: int, out: Path, no_p
     from jaxdqn.sweep import (chunk_rows_for, concat_metrics, evaluation_keys, make_run_batch,
                               run_in_chunks, seed_keys)
 
+    from jaxdqn.parallel import devices_for
+
+    run_devices = devices_for(num_seeds)
     batch = make_run_batch(config)
     keys = seed_keys(seed, num_seeds)
     first_row, done_chunks, prior = 0, [], {}
@@ -564,9 +580,7 @@ def _train(config, num_seeds: int, seed: int, num_episodes: int, out: Path, no_p
     num_rows = config.num_log_rows
     left = num_rows - first_row
     chunk_rows = left if no_progress else chunk_rows_for(left, PROGRESS_CHUNKS)
-    from jaxdqn.parallel import devices_for
-
-    num_devices = len(devices_for(num_seeds))
+    num_devices = len(run_devices)
     on_devices = f" split across {num_devices} devices" if num_devices > 1 else ""
     _say(f"{'resuming' if resume else 'training'} {num_seeds} seed{'s' * (num_seeds != 1)} of "
          f"{_method(config)} on {config.env_id}, {config.total_timesteps} env steps each"
@@ -858,7 +872,7 @@ def parse_grid(specs: Sequence[str]) -> dict[str, list[Any]]:
 
 def cmd_sweep(args, argv) -> int:
     from jaxdqn.io import atomic_write_json
-    from jaxdqn.sweep import expand_grid, iter_sweep, shape_groups
+    from jaxdqn.sweep import check_sweep_fits, expand_grid, iter_sweep, shape_groups
 
     base, _ = resolve_config(args.preset, args.config, args.sets, args.env)
     if not args.grid:
@@ -867,6 +881,7 @@ def cmd_sweep(args, argv) -> int:
     _check_counts(args, args.seeds, args.seed)
     try:
         groups = shape_groups(expand_grid(base, grid))
+        check_sweep_fits(groups, args.seeds)
     except ValueError as e:
         raise UserError(str(e)) from None
     out = _prepare_out(args.out, _default_out("sweep-", base.env_id), SWEEP_FILES, args.overwrite)

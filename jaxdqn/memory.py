@@ -158,18 +158,26 @@ def max_concurrent_runs(estimate: MemoryEstimate, free: int) -> int:
 
 
 def check_fits(config: DQNConfig, num_seeds: int, devices: Sequence[jax.Device] | None = None,
-               seeds_per_chunk: int | None = None) -> MemoryEstimate:
+               seeds_per_chunk: int | None = None, can_chunk: bool = True) -> MemoryEstimate:
     """The estimate of ``num_seeds`` runs over ``devices`` (default: all); raises ``ValueError``
-    with what fits instead when it exceeds ``USABLE_FRACTION`` of the free memory."""
+    with what fits instead when it exceeds ``USABLE_FRACTION`` of the free memory.
+    ``can_chunk=False`` leaves ``seeds_per_chunk`` out of the advice (callers without it)."""
     devices = jax.devices() if devices is None else list(devices)
     est = estimate_memory(config, num_seeds, len(devices), seeds_per_chunk)
     free, where = free_bytes(devices)
     if free is None or est.device_bytes <= free * USABLE_FRACTION:
         return est
-    fit = max_concurrent_runs(est, free)
-    if fit >= 1:
+    if can_chunk:
+        fit = max_concurrent_runs(est, free)
+    else:  # every run on a device runs at once: its state, workspace and results
+        per_run = est.run_bytes + 2 * est.output_bytes
+        fit = max((int(free * USABLE_FRACTION) - FIXED_BYTES) // per_run, 0)
+    if fit >= 1 and can_chunk:
         advice = (f"run at most {fit} seeds at once per device (seeds_per_chunk={fit}), use "
                   f"fewer seeds, or a smaller buffer_size")
+    elif fit >= 1:
+        advice = (f"at most {fit * len(devices)} runs fit at once ({fit} per device): use fewer "
+                  f"seeds or combinations, or a smaller buffer_size")
     else:
         advice = "not even one run fits: reduce buffer_size, batch_size or hidden_sizes"
     raise ValueError(

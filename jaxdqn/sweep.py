@@ -229,6 +229,23 @@ def _hashable(value):
     return tuple(value) if isinstance(value, list) else value
 
 
+def check_sweep_fits(groups: Sequence[ShapeGroup], num_seeds: int,
+                     devices: Sequence[jax.Device] | None = None) -> None:
+    """Raises ``ValueError`` (``jaxdqn.memory.check_fits``'s message, naming the group) before
+    anything compiles if a group's runs (combinations x seeds, the seeds split across devices as
+    ``make_run_batch`` splits them) will not fit in device memory."""
+    from jaxdqn.memory import check_fits  # memory imports train; keep this module light
+
+    run_devices = devices_for(num_seeds, devices)
+    for gi, group in enumerate(groups):
+        try:
+            check_fits(group.config, len(group.combinations) * num_seeds, run_devices,
+                       can_chunk=False)
+        except ValueError as e:
+            where = f"group {gi + 1}/{len(groups)}: " if len(groups) > 1 else ""
+            raise ValueError(f"{where}{e}") from None
+
+
 class GroupResult(NamedTuple):
     group_index: int
     group: ShapeGroup
@@ -249,8 +266,10 @@ def iter_sweep(groups: Sequence[ShapeGroup], num_seeds: int, seed: int = 0,
     ``on_group_start(group_index, group)`` once it is compiled and about to run, and
     ``on_chunk(group_index, chunk)`` after each chunk of metric rows.
     Every group uses the same ``seed_keys(seed, num_seeds)`` and evaluation keys. The seeds are
-    split across ``devices`` as ``make_run_batch`` does (default: all of this process's).
+    split across ``devices`` as ``make_run_batch`` does (default: all of this process's). First,
+    before anything compiles, every group's memory is checked (``check_sweep_fits``).
     """
+    check_sweep_fits(groups, num_seeds, devices)
     keys = seed_keys(seed, num_seeds)
     eval_keys = evaluation_keys(seed, num_seeds)
     for gi, group in enumerate(groups):
@@ -317,7 +336,7 @@ def run_sweep(base: DQNConfig, grid: Mapping[str, Sequence[Any]], num_seeds: int
 
 __all__ = [
     "Chunk", "Combination", "GroupResult", "RankedCombination", "RunBatch", "ShapeGroup",
-    "TRACED_FIELDS", "chunk_rows_for", "concat_metrics", "evaluation_keys", "expand_grid",
+    "TRACED_FIELDS", "check_sweep_fits", "chunk_rows_for", "concat_metrics", "evaluation_keys", "expand_grid",
     "iter_sweep", "make_run_batch", "rank_combinations", "run_in_chunks", "run_sweep",
     "seed_keys", "shape_groups",
 ]

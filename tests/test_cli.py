@@ -354,3 +354,19 @@ def test_resuming_an_interrupted_run_gives_the_uninterrupted_run_bit_for_bit(run
     assert sb["complete"] and sb["evaluation"] == sa["evaluation"]
     assert runs["resumed"].stdout == runs["train_stdout"].replace(str(a), str(b))
     assert os.path.getsize(b / "learning_curve.png") > 10_000
+
+
+def test_runs_that_do_not_fit_are_refused_before_writing_or_compiling(no_compile, monkeypatch,
+                                                                       tmp_path, capsys):
+    import jaxdqn.memory
+
+    monkeypatch.setattr(jaxdqn.memory, "free_bytes", lambda devices: (4 * 10**6, "test memory"))
+    for argv in (["train", *TINY_SETS, "--seeds", "64", "--out", str(tmp_path / "t")],
+                 ["sweep", *TINY_SETS, "--seeds", "64", "--grid", "gamma=0.9,0.99",
+                  "--out", str(tmp_path / "s")]):
+        code, out, err = _cli(argv, capsys)
+        assert code == 2, argv
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and "only 3.8 MiB of test memory is free" in lines[0], err
+        assert "runs fit at once" in lines[0] and "seeds_per_chunk" not in lines[0]
+    assert not (tmp_path / "t").exists() and not (tmp_path / "s").exists()
