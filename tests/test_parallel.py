@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from jaxdqn import DQNConfig, HParams, make_train
-from jaxdqn.parallel import (even_chunk, hparams_axes, pad_batch, seed_mesh, shard_batch,
-                             sharded_vmap, train_seeds)
+from jaxdqn.parallel import (devices_for, even_chunk, hparams_axes, pad_batch, seed_mesh,
+                             shard_batch, sharded_vmap, split_on_axis, train_seeds)
 
 # A short CartPole run that learns (about 400 gradient steps), with the default network.
 # (XLA:CPU picks matmul kernels by size; with tiny layers the kernel, and so the last bits, can
@@ -60,6 +60,21 @@ def test_one_run_is_the_unbatched_program():
     assert out.metrics.env_steps.shape == (1, cfg.num_log_rows)
     expected = jax.tree.map(lambda x: x[None], jax.jit(make_train(cfg))(key))
     _assert_trees_equal(out, expected, "train_seeds(one key) vs jit(train)")
+
+
+def test_devices_for_uses_the_largest_count_that_divides_the_runs():
+    devices = ["d0", "d1", "d2", "d3"]  # only counted and sliced
+    assert [len(devices_for(n, devices)) for n in (1, 2, 3, 4, 6, 8, 9, 12)] == \
+        [1, 2, 3, 4, 3, 4, 3, 4]
+    assert devices_for(6, devices) == ["d0", "d1", "d2"]
+    assert devices_for(5, devices[:2]) == ["d0"]
+
+
+def test_split_on_axis_with_one_device_is_the_function_itself():
+    def f(x):
+        return x * 2
+
+    assert split_on_axis(f, jax.devices()[:1], 0, 0) is f
 
 
 def test_even_chunk_and_padding():
