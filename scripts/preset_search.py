@@ -42,6 +42,9 @@ def _literal_call(text: str) -> dict:
 
 
 def main() -> int:
+    if len(sys.argv) < 3 or sys.argv[1] in ("-h", "--help"):
+        print(__doc__)
+        return 0 if len(sys.argv) > 1 and sys.argv[1] in ("-h", "--help") else 2
     base, grid = _literal_call(sys.argv[1]), _literal_call(sys.argv[2])
     num_seeds = int(sys.argv[3]) if len(sys.argv) > 3 else 16
     key_arg = sys.argv[4] if len(sys.argv) > 4 else "0"
