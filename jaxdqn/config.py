@@ -205,9 +205,25 @@ def _check_types(cfg: DQNConfig) -> None:
              "must be a sequence of positive ints")
 
 
-# Presets. "cartpole" was chosen by a vmapped sweep; see docs/cartpole_preset.md.
+# Presets. "cartpole" was chosen by a vmapped sweep; see docs/cartpole_preset.md. "probes" learns
+# every probe's exact Q-values (replace env_id with Probe1..Probe5; scripts/probe_check.py).
 _PRESETS: dict[str, dict[str, Any]] = {
     "seed": {},
+    "probes": dict(
+        env_id="Probe1",
+        total_timesteps=3000,
+        buffer_size=1000,
+        learning_starts=256,
+        batch_size=128,
+        learning_rate=1e-2,
+        anneal_lr=True,
+        train_frequency=1,
+        target_update_freq=100,
+        exploration_fraction=0.5,
+        start_epsilon=1.0,
+        end_epsilon=0.5,
+        hidden_sizes=(32,),
+    ),
     "cartpole": dict(
         env_id="CartPole-v1",
         total_timesteps=80_000,
@@ -228,7 +244,8 @@ _PRESETS: dict[str, dict[str, Any]] = {
 
 
 def preset(name: str) -> DQNConfig:
-    """A named configuration: ``"seed"`` is the seed's defaults; ``"cartpole"`` solves CartPole-v1."""
+    """A named configuration: ``"seed"`` is the seed's defaults; ``"cartpole"`` solves CartPole-v1;
+    ``"probes"`` learns the probe environments' exact Q-values (set ``env_id`` to the probe)."""
     if name not in _PRESETS:
         raise ValueError(f"preset {name!r} is unknown; known presets: {', '.join(_PRESETS)}")
     return DQNConfig(**_PRESETS[name])

@@ -8,16 +8,13 @@ import pytest
 import jaxdqn
 from jaxdqn import DQNConfig, expected_q, make_q_fn, make_train, make_trainer
 
-PROBE_CONFIG = dict(total_timesteps=3000, buffer_size=1000, learning_starts=256, batch_size=128,
-                    learning_rate=1e-2, anneal_lr=True, train_frequency=1, target_update_freq=100,
-                    exploration_fraction=0.5, start_epsilon=1.0, end_epsilon=0.5, hidden_sizes=(32,))
 SEEDS = jax.random.split(jax.random.key(42), 4)
 
 
 @pytest.mark.parametrize("probe, tol", [("Probe1", 5e-4), ("Probe2", 5e-4), ("Probe3", 5e-4),
                                         ("Probe4", 5e-4), ("Probe5", 1e-3)])
 def test_every_probe_learns_its_exact_q_values_for_every_seed(probe, tol):
-    cfg = DQNConfig(env_id=probe, **PROBE_CONFIG)
+    cfg = jaxdqn.preset("probes").replace(env_id=probe)
     out = jax.jit(jax.vmap(make_train(cfg)))(SEEDS)
     q_fn = make_q_fn(cfg)
     for obs, q_expected in expected_q(probe, cfg.gamma).items():
