@@ -75,7 +75,8 @@ def split_on_axis(fn: Callable, devices: Sequence[jax.Device], in_dims: Any,
             lambda d: PartitionSpec() if d is None else PartitionSpec(*(None,) * d, SEED_AXIS),
             dims, is_leaf=lambda x: x is None)
 
-    # check_vma=False: see sharded_vmap.
+    # check_vma=False: the body communicates nothing, and with the check on, a scan whose carry
+    # starts from constants (zeros) and becomes per-device data is a type error.
     return jax.shard_map(fn, mesh=mesh, in_specs=specs(in_dims), out_specs=specs(out_dims),
                          check_vma=False)
 
@@ -171,16 +172,8 @@ def sharded_vmap(fn: Callable, mesh: Mesh | None = None, in_axes: Any = 0,
     if mesh is None or mesh.devices.size == 1:
         return local
 
-    def specs(args):
-        axes = _full_axes(in_axes, args)
-        return jax.tree.map(lambda ax: PartitionSpec(SEED_AXIS) if ax == 0 else PartitionSpec(),
-                            axes, is_leaf=lambda x: x is None)
-
     def mapped(*args):
-        # check_vma=False: the body communicates nothing, and with the check on, a scan whose
-        # carry starts from constants (zeros) and becomes per-device data is a type error.
-        return jax.shard_map(local, mesh=mesh, in_specs=specs(args),
-                             out_specs=PartitionSpec(SEED_AXIS), check_vma=False)(*args)
+        return split_on_axis(local, list(mesh.devices.flat), _full_axes(in_axes, args), 0)(*args)
 
     return mapped
 
