@@ -157,6 +157,13 @@ def max_concurrent_runs(estimate: MemoryEstimate, free: int) -> int:
     return max(usable // estimate.run_bytes, 0)
 
 
+def max_runs_at_once(estimate: MemoryEstimate, free: int) -> int:
+    """How many runs a device can hold in ``free`` bytes when all of them run at once (no
+    chunking): each needs its state, workspace and results (0 if not even one fits)."""
+    per_run = estimate.run_bytes + 2 * estimate.output_bytes
+    return max((int(free * USABLE_FRACTION) - FIXED_BYTES) // per_run, 0)
+
+
 def check_fits(config: DQNConfig, num_seeds: int, devices: Sequence[jax.Device] | None = None,
                seeds_per_chunk: int | None = None, can_chunk: bool = True) -> MemoryEstimate:
     """The estimate of ``num_seeds`` runs over ``devices`` (default: all); raises ``ValueError``
@@ -167,11 +174,7 @@ def check_fits(config: DQNConfig, num_seeds: int, devices: Sequence[jax.Device] 
     free, where = free_bytes(devices)
     if free is None or est.device_bytes <= free * USABLE_FRACTION:
         return est
-    if can_chunk:
-        fit = max_concurrent_runs(est, free)
-    else:  # every run on a device runs at once: its state, workspace and results
-        per_run = est.run_bytes + 2 * est.output_bytes
-        fit = max((int(free * USABLE_FRACTION) - FIXED_BYTES) // per_run, 0)
+    fit = max_concurrent_runs(est, free) if can_chunk else max_runs_at_once(est, free)
     if fit >= 1 and can_chunk:
         advice = (f"run at most {fit} seeds at once per device (seeds_per_chunk={fit}), use "
                   f"fewer seeds, or a smaller buffer_size")

@@ -53,7 +53,7 @@ def use_all_cpu_cores() -> int:
 
     try:
         jax.config.update("jax_num_cpu_devices", count)
-    except (RuntimeError, AttributeError) as err:  # backend already running; option unknown (old jax)
+    except (RuntimeError, AttributeError) as err:  # backend running already; or an old jax
         warnings.warn(f"use_all_cpu_cores(): {err}", RuntimeWarning, stacklevel=2)
         return 0
     return count

@@ -336,7 +336,8 @@ def run_sweep(base: DQNConfig, grid: Mapping[str, Sequence[Any]], num_seeds: int
 
 __all__ = [
     "Chunk", "Combination", "GroupResult", "RankedCombination", "RunBatch", "ShapeGroup",
-    "TRACED_FIELDS", "check_sweep_fits", "chunk_rows_for", "concat_metrics", "evaluation_keys", "expand_grid",
+    "TRACED_FIELDS", "check_sweep_fits", "chunk_rows_for", "concat_metrics", "evaluation_keys",
+    "expand_grid",
     "iter_sweep", "make_run_batch", "rank_combinations", "run_in_chunks", "run_sweep",
     "seed_keys", "shape_groups",
 ]

@@ -73,7 +73,8 @@ def main() -> int:
 
     t = time.perf_counter()
     mesh = seed_mesh(devices_for(len(combos) * num_seeds))  # agents split across devices (cores)
-    means = np.asarray(jax.jit(sharded_vmap(one, mesh))(keys, hparams)).reshape(len(combos), num_seeds)
+    means = np.asarray(jax.jit(sharded_vmap(one, mesh))(keys, hparams))
+    means = means.reshape(len(combos), num_seeds)
     print(f"base={base} seeds={num_seeds} time={time.perf_counter() - t:.1f}s")
     for combo, m in zip(combos, means):
         print(dict(zip(grid, combo)), f"solved {np.mean(m > 475):.2f} median {np.median(m):.0f} "

@@ -47,7 +47,8 @@ def main(argv=None) -> int:
             errors = np.maximum(errors, np.abs(q - np.asarray(q_star)).max(axis=-1))
         ok = bool(np.all(errors <= tol))
         failed |= not ok
-        print(f"{probe:<8} {errors.max():>24.1e} {tol:>10.0e}  {'yes' if ok else 'NO: seeds ' + str(np.flatnonzero(errors > tol).tolist())}")
+        verdict = "yes" if ok else f"NO: seeds {np.flatnonzero(errors > tol).tolist()}"
+        print(f"{probe:<8} {errors.max():>24.1e} {tol:>10.0e}  {verdict}")
     return 1 if failed else 0
 
 
