@@ -180,7 +180,7 @@ def _config_from(payload: dict, path) -> DQNConfig:
     if not isinstance(fields, dict):
         raise CheckpointError(f"checkpoint {str(path)!r} holds no config")
     try:
-        return DQNConfig(**fields)
+        return DQNConfig.from_dict(fields)
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"checkpoint {str(path)!r} holds an invalid config: {e}") from None
 

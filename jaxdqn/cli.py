@@ -49,7 +49,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _method(config) -> str:
     """The method's name for titles and messages: DQN or Double DQN."""
-    return "Double DQN" if config.double_q else "DQN"
+    return {"dqn": "DQN", "double_dqn": "Double DQN"}.get(config.estimator, config.estimator)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -267,7 +267,7 @@ def resolve_config(preset_name: str, config_file: str | None, sets: Sequence[str
     Returns ``(config, run_settings)`` where ``run_settings`` holds ``seeds``/``seed`` when the
     file is a run's ``config.json``.
     """
-    from jaxdqn.config import preset
+    from jaxdqn.config import preset, upgrade_legacy_fields
     from jaxdqn.io import ConfigFileError, load_config_file
 
     try:
@@ -284,6 +284,10 @@ def resolve_config(preset_name: str, config_file: str | None, sets: Sequence[str
         if isinstance(data.get("config"), dict):  # a run folder's config.json
             run_settings = {k: data[k] for k in ("seeds", "seed") if k in data}
             data = data["config"]
+        try:
+            data = upgrade_legacy_fields(data)
+        except ValueError as e:
+            raise UserError(f"{config_file}: {e}") from None
         for name, value in data.items():
             if name not in _field_names():
                 raise _unknown_field(name, f"in {config_file}")

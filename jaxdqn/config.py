@@ -9,6 +9,18 @@ from typing import Any
 from jaxdqn.envs import known_env_ids
 
 LOSSES = ("mse", "huber")
+ESTIMATORS = ("dqn", "double_dqn", "double_q", "clipped_double", "maxmin", "averaged")
+OPTIMIZERS = ("adam", "sgd")
+NETWORKS = ("auto", "mlp", "cnn")
+# Members of each estimator: fixed, or (None) set by num_estimators with this default.
+_FIXED_MEMBERS = {"dqn": 1, "double_dqn": 1, "double_q": 2, "clipped_double": 2}
+_DEFAULT_ESTIMATORS = {"maxmin": 2, "averaged": 2}
+
+
+def _field(default: Any, description: str) -> Any:
+    """A config field with its one-line description (read by ``field_descriptions``, the CLI's
+    help, ``jaxdqn config`` and the field table in docs/cli.md)."""
+    return dataclasses.field(default=default, metadata={"description": description})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -16,37 +28,59 @@ class DQNConfig:
     """A DQN run. Names and defaults of the first ten fields are the seed's ``train_dqn`` signature.
 
     Step counts are in environment steps summed over the ``num_envs`` vectorised copies.
-    ``learning_starts=None`` resolves to ``buffer_size`` (the seed fills the buffer first) and
-    ``log_interval=None`` to about 100 metric rows per run.
+    ``learning_starts=None`` resolves to ``buffer_size`` (the seed fills the buffer first),
+    ``log_interval=None`` to about 100 metric rows per run and ``num_estimators=None`` to the
+    estimator's usual member count.
     """
 
-    env_id: str = "CartPole-v1"
-    total_timesteps: int = 500_000
-    buffer_size: int = 10_000
-    batch_size: int = 128
-    gamma: float = 0.99
-    learning_rate: float = 2.5e-4
-    target_update_freq: int = 1000
-    start_epsilon: float = 1.0
-    end_epsilon: float = 0.1
-    exploration_fraction: float = 0.2
-    learning_starts: int | None = None
-    train_frequency: int = 10
-    num_envs: int = 1
-    hidden_sizes: tuple[int, ...] = (120, 84)
-    double_q: bool = False
-    loss: str = "mse"
-    huber_delta: float = 1.0
-    max_grad_norm: float | None = None
-    tau: float = 1.0
-    anneal_lr: bool = False
-    max_episode_steps: int | None = None
-    log_interval: int | None = None
+    env_id: str = _field("CartPole-v1", "environment id: a gymnax id or one of jaxdqn's own envs")
+    total_timesteps: int = _field(500_000, "env steps of the whole run, summed over num_envs")
+    buffer_size: int = _field(10_000, "replay capacity in transitions (oldest overwritten)")
+    batch_size: int = _field(128, "transitions per gradient step, sampled uniformly")
+    gamma: float = _field(0.99, "discount factor of the TD target")
+    learning_rate: float = _field(2.5e-4, "optimizer step size (initial one with anneal_lr)")
+    target_update_freq: int = _field(1000, "env steps between target-network updates")
+    start_epsilon: float = _field(1.0, "exploration rate at step 0")
+    end_epsilon: float = _field(0.1, "exploration rate after the linear decay")
+    exploration_fraction: float = _field(
+        0.2, "fraction of total_timesteps over which epsilon decays linearly")
+    learning_starts: int | None = _field(
+        None, "env steps stored before the first gradient step (None: buffer_size)")
+    train_frequency: int = _field(10, "env steps per gradient step")
+    num_envs: int = _field(1, "vectorised env copies stepped together")
+    hidden_sizes: tuple[int, ...] = _field(
+        (120, 84), "dense hidden layers (after the convolutions for a CNN); () is a linear Q")
+    estimator: str = _field("dqn", "TD target estimator: " + ", ".join(
+        "dqn double_dqn double_q clipped_double maxmin averaged".split()))
+    num_estimators: int | None = _field(
+        None, "members (maxmin) or target snapshots (averaged); None: the estimator's usual count")
+    update_all_members: bool = _field(
+        False, "maxmin: every gradient step updates all members instead of one chosen at random")
+    optimizer: str = _field("adam", "adam, or sgd (plain gradient steps: exact tabular updates)")
+    network: str = _field("auto", "mlp, cnn, or auto (cnn for image observations, else mlp)")
+    conv_channels: tuple[int, ...] = _field(
+        (16,), "cnn: output channels of each convolution (stride 1, no padding)")
+    conv_kernel_size: int = _field(3, "cnn: height and width of each convolution kernel")
+    random_tie_break: bool = _field(
+        False, "greedy actions break ties among maximal Q-values at random (else lowest index)")
+    loss: str = _field("mse", "mse (the seed's squared TD error) or huber")
+    huber_delta: float = _field(1.0, "huber: where the loss turns from quadratic to linear")
+    max_grad_norm: float | None = _field(None, "clip gradients to this global norm (None: off)")
+    tau: float = _field(1.0, "target update rate: 1 copies, < 1 is a soft (Polyak) update")
+    anneal_lr: bool = _field(False, "decay the learning rate linearly to 0 over the run")
+    max_episode_steps: int | None = _field(
+        None, "override the env's time limit (None: the env's own)")
+    log_interval: int | None = _field(
+        None, "env steps per metric row (None: about 100 rows per run)")
+    eval_interval: int | None = _field(
+        None, "env steps between greedy evaluations during training (None: off)")
+    eval_episodes: int = _field(8, "greedy episodes per evaluation during training")
 
     def __post_init__(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
-        if isinstance(self.hidden_sizes, list):
-            set_("hidden_sizes", tuple(self.hidden_sizes))
+        for name in ("hidden_sizes", "conv_channels"):
+            if isinstance(getattr(self, name), list):
+                set_(name, tuple(getattr(self, name)))
         _check_types(self)
         if self.env_id not in known_env_ids():
             raise ValueError(f"DQNConfig.env_id={self.env_id!r} is invalid: unknown env; "
@@ -54,9 +88,37 @@ class DQNConfig:
         for name in ("total_timesteps", "buffer_size", "batch_size", "target_update_freq",
                      "train_frequency", "num_envs"):
             _require(name, getattr(self, name), getattr(self, name) > 0, "must be > 0")
-        _require("hidden_sizes", self.hidden_sizes,
-                 len(self.hidden_sizes) > 0 and all(h > 0 for h in self.hidden_sizes),
+        _require("hidden_sizes", self.hidden_sizes, all(h > 0 for h in self.hidden_sizes),
+                 "must be a sequence of positive ints (empty: a linear Q)")
+        _require("conv_channels", self.conv_channels,
+                 len(self.conv_channels) > 0 and all(c > 0 for c in self.conv_channels),
                  "must be a non-empty sequence of positive ints")
+        _require("conv_kernel_size", self.conv_kernel_size, self.conv_kernel_size > 0,
+                 "must be > 0")
+        _require("estimator", self.estimator, self.estimator in ESTIMATORS,
+                 f"must be one of {ESTIMATORS}")
+        _require("optimizer", self.optimizer, self.optimizer in OPTIMIZERS,
+                 f"must be one of {OPTIMIZERS}")
+        _require("network", self.network, self.network in NETWORKS, f"must be one of {NETWORKS}")
+        if self.estimator in _FIXED_MEMBERS:
+            fixed = _FIXED_MEMBERS[self.estimator]
+            if self.num_estimators is None:
+                set_("num_estimators", fixed)
+            _require("num_estimators", self.num_estimators, self.num_estimators == fixed,
+                     f"must be {fixed} (or None) with estimator={self.estimator!r}")
+        else:
+            if self.num_estimators is None:
+                set_("num_estimators", _DEFAULT_ESTIMATORS[self.estimator])
+            _require("num_estimators", self.num_estimators, self.num_estimators >= 1,
+                     f"must be >= 1 with estimator={self.estimator!r}")
+        _require("update_all_members", self.update_all_members,
+                 not self.update_all_members or self.estimator == "maxmin",
+                 f"applies to estimator='maxmin' only, not {self.estimator!r}")
+        _require("eval_episodes", self.eval_episodes, self.eval_episodes > 0, "must be > 0")
+        if self.eval_interval is not None:
+            _require("eval_interval", self.eval_interval,
+                     self.eval_interval > 0 and self.eval_interval <= self.total_timesteps,
+                     f"must be in [1, total_timesteps={self.total_timesteps}] or None")
         _require("batch_size", self.batch_size, self.batch_size <= self.buffer_size,
                  f"must be <= buffer_size={self.buffer_size}")
         _require("num_envs", self.num_envs, self.num_envs <= self.buffer_size,
@@ -132,6 +194,12 @@ class DQNConfig:
     def iterations_per_log_row(self) -> int:
         return self.log_interval // self.steps_per_iteration
 
+    @property
+    def num_members(self) -> int:
+        """Online Q-networks trained side by side (a leading member axis on the params when > 1);
+        Averaged-DQN has one online network and ``num_estimators`` target snapshots."""
+        return 1 if self.estimator == "averaged" else self.num_estimators
+
     def replace(self, **changes: Any) -> "DQNConfig":
         """A copy with ``changes``; a derived default (``learning_starts``, ``log_interval``) is
         re-derived unless given, so ``replace(buffer_size=...)`` behaves like a fresh config."""
@@ -139,6 +207,8 @@ class DQNConfig:
         for name in changes:
             if name not in fields:
                 raise ValueError(f"unknown DQNConfig field {name!r}")
+        if "estimator" in changes and "num_estimators" not in changes:
+            fields["num_estimators"] = None
         for derived in ("learning_starts", "log_interval"):
             if derived not in changes and _was_derived(self, derived):
                 fields[derived] = None
@@ -148,7 +218,36 @@ class DQNConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["hidden_sizes"] = list(self.hidden_sizes)
+        d["conv_channels"] = list(self.conv_channels)
         return d
+
+    @classmethod
+    def from_dict(cls, fields: dict[str, Any]) -> "DQNConfig":
+        """A config from ``to_dict``'s output, including files written before a field was renamed:
+        ``double_q=True`` (before ``estimator``) reads as ``estimator="double_dqn"``."""
+        fields = upgrade_legacy_fields(fields)
+        unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown DQNConfig field {unknown[0]!r}")
+        return cls(**fields)
+
+
+def upgrade_legacy_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``fields`` with renamed fields in today's names: ``double_q`` (before
+    ``estimator``) becomes ``estimator="double_dqn"`` when true, ``"dqn"`` when false."""
+    fields = dict(fields)
+    if "double_q" in fields:
+        legacy = fields.pop("double_q")
+        if not isinstance(legacy, bool):
+            raise ValueError(f"DQNConfig.double_q={legacy!r} is invalid: must be True or False "
+                             "(a legacy field, now estimator='double_dqn' or 'dqn')")
+        fields.setdefault("estimator", "double_dqn" if legacy else "dqn")
+    return fields
+
+
+def field_descriptions() -> dict[str, str]:
+    """Each ``DQNConfig`` field's one-line description, in field order."""
+    return {f.name: f.metadata["description"] for f in dataclasses.fields(DQNConfig)}
 
 
 def _was_derived(cfg: DQNConfig, name: str) -> bool:
@@ -173,7 +272,7 @@ def _require(name: str, value: Any, ok: bool, allowed: str) -> None:
 
 
 _INT_FIELDS = ("total_timesteps", "buffer_size", "batch_size", "target_update_freq",
-               "train_frequency", "num_envs")
+               "train_frequency", "num_envs", "conv_kernel_size", "eval_episodes")
 _FLOAT_FIELDS = ("gamma", "learning_rate", "start_epsilon", "end_epsilon",
                  "exploration_fraction", "huber_delta", "tau")
 
@@ -187,7 +286,8 @@ def _check_types(cfg: DQNConfig) -> None:
 
     for name in _INT_FIELDS:
         _require(name, getattr(cfg, name), is_int(getattr(cfg, name)), "must be an int")
-    for name in ("learning_starts", "max_episode_steps", "log_interval"):
+    for name in ("learning_starts", "max_episode_steps", "log_interval", "num_estimators",
+                 "eval_interval"):
         v = getattr(cfg, name)
         _require(name, v, v is None or is_int(v), "must be an int or None")
     for name in _FLOAT_FIELDS:
@@ -196,13 +296,17 @@ def _check_types(cfg: DQNConfig) -> None:
              cfg.max_grad_norm is None or is_real(cfg.max_grad_norm),
              "must be a finite number or None")
     _require("env_id", cfg.env_id, isinstance(cfg.env_id, str), "must be a string")
-    for name in ("double_q", "anneal_lr"):
+    for name in ("anneal_lr", "update_all_members", "random_tie_break"):
         _require(name, getattr(cfg, name), isinstance(getattr(cfg, name), bool),
                  "must be True or False")
-    _require("loss", cfg.loss, isinstance(cfg.loss, str), f"must be one of {LOSSES}")
-    _require("hidden_sizes", cfg.hidden_sizes,
-             isinstance(cfg.hidden_sizes, tuple) and all(is_int(h) for h in cfg.hidden_sizes),
-             "must be a sequence of positive ints")
+    for name, allowed in (("loss", LOSSES), ("estimator", ESTIMATORS), ("optimizer", OPTIMIZERS),
+                          ("network", NETWORKS)):
+        _require(name, getattr(cfg, name), isinstance(getattr(cfg, name), str),
+                 f"must be one of {allowed}")
+    for name in ("hidden_sizes", "conv_channels"):
+        v = getattr(cfg, name)
+        _require(name, v, isinstance(v, tuple) and all(is_int(h) for h in v),
+                 "must be a sequence of positive ints")
 
 
 # Presets. "cartpole" was chosen by a vmapped sweep; see docs/cartpole_preset.md. "probes" learns
@@ -235,7 +339,7 @@ _PRESETS: dict[str, dict[str, Any]] = {
         learning_rate=7e-3,
         anneal_lr=True,
         gamma=0.995,
-        double_q=True,
+        estimator="double_dqn",
         target_update_freq=200,
         exploration_fraction=0.2,
         end_epsilon=0.05,

@@ -91,7 +91,7 @@ def estimate_memory(config: DQNConfig, num_seeds: int, num_devices: int = 1,
     # reused for their gradients); the gradients and Adam's update (2 parameter-sized arrays;
     # the new moments overwrite the old in place). The env step's temporaries are about one
     # copy of the env-facing state.
-    passes = 3 if config.double_q else 2
+    passes = 3 if config.estimator == "double_dqn" else 2
     update = (config.batch_size * step_bytes
               + passes * config.batch_size * widths * 4
               + 2 * params)

@@ -1,4 +1,5 @@
-"""The Q-network: an MLP from an observation vector to one Q-value per action."""
+"""The Q-network: an MLP on vector observations or a CNN on image observations, one Q-value per
+action; optionally a stack of independently initialised members (ensemble estimators)."""
 
 from __future__ import annotations
 
@@ -16,17 +17,28 @@ QFn = Callable[[dict, jax.Array], jax.Array]
 
 
 class QNetwork(nn.Module):
-    """Linear-ReLU for each hidden size, then a linear head (no ReLU): the seed's ``QNetwork``.
+    """Convolutions (if any), then Linear-ReLU for each hidden size, then a linear head.
 
-    For CartPole (4 -> 120 -> 84 -> 2) it has 10,934 parameters.
+    With no convolutions it is the seed's ``QNetwork``: for CartPole (4 -> 120 -> 84 -> 2) it has
+    10,934 parameters; with ``hidden_sizes=()`` it is linear in the observation (a table on one-hot
+    observations). With ``conv_channels`` the observation is an image ``[..., H, W, C]``; each
+    convolution is ``conv_kernel_size`` square, stride 1, no padding, then ReLU (the MinAtar
+    paper's network is ``conv_channels=(16,)``, kernel 3, ``hidden_sizes=(128,)``).
     """
 
     num_actions: int
     hidden_sizes: Sequence[int] = (120, 84)
+    conv_channels: Sequence[int] = ()
+    conv_kernel_size: int = 3
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> jax.Array:
         x = obs.astype(jnp.float32)
+        if self.conv_channels:
+            k = self.conv_kernel_size
+            for channels in self.conv_channels:
+                x = nn.relu(nn.Conv(channels, (k, k), padding="VALID")(x))
+            x = x.reshape(*x.shape[:-3], -1)
         for size in self.hidden_sizes:
             x = nn.relu(nn.Dense(size)(x))
         return nn.Dense(self.num_actions)(x)
@@ -35,45 +47,73 @@ class QNetwork(nn.Module):
 def env_spec(config: DQNConfig) -> tuple[tuple[int, ...], int]:
     """``(obs_shape, num_actions)`` of the config's environment."""
     env, env_params = make_env(config.env_id, config.max_episode_steps)
-    obs_shape = tuple(env.observation_space(env_params).shape)
-    if len(obs_shape) != 1:
-        raise ValueError(f"env_id={config.env_id!r} has observation shape {obs_shape}; "
-                         "the MLP Q-network expects vector observations")
-    return obs_shape, int(env.num_actions)
+    return tuple(env.observation_space(env_params).shape), int(env.num_actions)
+
+
+def network_kind(config: DQNConfig) -> str:
+    """``"mlp"`` or ``"cnn"``: ``config.network``, or by observation rank when ``"auto"``."""
+    obs_shape, _ = env_spec(config)
+    kind = config.network
+    if kind == "auto":
+        kind = "cnn" if len(obs_shape) == 3 else "mlp"
+    want = 3 if kind == "cnn" else 1
+    if len(obs_shape) != want:
+        raise ValueError(f"DQNConfig.network={config.network!r} is invalid for env_id="
+                         f"{config.env_id!r}: observations have shape {obs_shape}, the {kind} "
+                         f"Q-network expects {'[H, W, C] images' if kind == 'cnn' else 'vectors'}")
+    return kind
 
 
 def make_q_network(config: DQNConfig) -> QNetwork:
-    return QNetwork(num_actions=env_spec(config)[1], hidden_sizes=tuple(config.hidden_sizes))
+    num_actions = env_spec(config)[1]
+    conv = tuple(config.conv_channels) if network_kind(config) == "cnn" else ()
+    return QNetwork(num_actions=num_actions, hidden_sizes=tuple(config.hidden_sizes),
+                    conv_channels=conv, conv_kernel_size=config.conv_kernel_size)
 
 
 def make_q_fn(config: DQNConfig) -> QFn:
-    """A pure ``q_fn(params, obs: f32[..., obs_dim]) -> f32[..., num_actions]``."""
+    """A pure ``q_fn(params, obs: [..., *obs_shape]) -> f32[..., num_actions]`` for one network.
+
+    Params with a member axis (``config.num_members > 1``) are applied with
+    ``jax.vmap(q_fn, in_axes=(0, None))``: ``f32[members, ..., num_actions]``.
+    """
     return make_q_network(config).apply
 
 
-def init_q_params(config: DQNConfig, key: jax.Array) -> dict:
-    """Fresh Q-network parameters drawn from ``key``: ``flax.linen.Dense``'s default distribution.
+def init_q_params(config: DQNConfig, key: jax.Array, num_members: int | None = None) -> dict:
+    """Fresh Q-network parameters drawn from ``key``: flax's default distribution for each layer.
 
-    Kernels are LeCun-normal (a normal truncated at 2 standard deviations, rescaled to variance
-    ``1 / fan_in``) and biases zero, as ``QNetwork.init`` would draw them, but from one draw for
-    all layers: each random call is a separate threefry loop that XLA:CPU compiles and runs on its
-    own, and ``QNetwork.init`` makes two per layer.
+    Kernels (dense and convolution alike) are LeCun-normal: a normal truncated at 2 standard
+    deviations, rescaled to variance ``1 / fan_in`` with ``fan_in`` the product of all kernel axes
+    but the last (``kh * kw * c_in`` for a convolution); biases are zero, as ``QNetwork.init``
+    would draw them. All layers of all members come from one draw: each random call is a separate
+    threefry loop that XLA:CPU compiles and runs on its own, and ``QNetwork.init`` makes two per
+    layer. With ``num_members`` (default ``config.num_members``) > 1 every leaf has a leading
+    member axis, and the members are independent draws.
     """
+    members = config.num_members if num_members is None else num_members
     obs_shape, _ = env_spec(config)
     shapes = jax.eval_shape(make_q_network(config).init, key, jnp.zeros(obs_shape, jnp.float32))
-    layers = shapes["params"]
-    names = sorted(layers, key=lambda n: int(n.rsplit("_", 1)[1]))  # Dense_0, Dense_1, ...
-    total = sum(layers[n]["kernel"].size for n in names)
-    z = jax.random.truncated_normal(key, -2.0, 2.0, (total,), jnp.float32)
-    params, offset = {}, 0
-    for name in names:
-        shape = layers[name]["kernel"].shape
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(shapes)
+    kernels = [(i, leaf.shape) for i, (path, leaf) in enumerate(leaves)
+               if _leaf_name(path) == "kernel"]
+    per_member = sum(math.prod(shape) for _, shape in kernels)
+    z = jax.random.truncated_normal(key, -2.0, 2.0, (members, per_member), jnp.float32)
+    values = [jnp.zeros((members, *leaf.shape), leaf.dtype) for _, leaf in leaves]
+    offset = 0
+    for i, shape in kernels:
         size = math.prod(shape)
-        std = 1.0 / math.sqrt(shape[0]) / _TRUNCATED_NORMAL_STD
-        params[name] = {"kernel": std * z[offset:offset + size].reshape(shape),
-                        "bias": jnp.zeros(layers[name]["bias"].shape, jnp.float32)}
+        std = 1.0 / math.sqrt(math.prod(shape[:-1])) / _TRUNCATED_NORMAL_STD
+        values[i] = std * z[:, offset:offset + size].reshape(members, *shape)
         offset += size
-    return {"params": params}
+    if members == 1:
+        values = [v[0] for v in values]
+    return jax.tree_util.tree_unflatten(treedef, values)
+
+
+def _leaf_name(path) -> str:
+    last = path[-1]
+    return str(getattr(last, "key", getattr(last, "name", last)))
 
 
 # Standard deviation of a unit normal truncated to [-2, 2] (the constant in flax's variance_scaling).

@@ -76,7 +76,7 @@ def make_td_update(
         q = q_fn(params, batch.obs)
         q_taken = jnp.take_along_axis(q, batch.action[:, None].astype(jnp.int32), axis=-1)[:, 0]
         next_q_target = q_fn(target_params, batch.next_obs)
-        next_q_online = q_fn(params, batch.next_obs) if config.double_q else None
+        next_q_online = q_fn(params, batch.next_obs) if config.estimator == "double_dqn" else None
         target = td_targets(batch.reward, batch.terminated, gamma, next_q_target, next_q_online)
         loss = td_loss(q_taken, target, config.loss, config.huber_delta)
         return loss, (q_taken.mean(), q.max(axis=-1).mean(), target.mean())

@@ -3,7 +3,7 @@
     python scripts/max_bias.py --seeds 8 --out runs/max_bias
 
 For each env and method it trains ``--seeds`` agents with jaxdqn's own loop (one ``jit(vmap)``
-program per method; DQN and Double DQN differ only in ``double_q`` and share the seed keys), and
+program per method; DQN and Double DQN differ only in ``estimator`` and share the seed keys), and
 after every chunk of training measures ``Q(s, a)`` against the realised discounted return ``G``
 over the states greedy evaluation episodes visit (``jaxdqn.bias``). It writes to ``--out``:
 
@@ -45,7 +45,7 @@ MDP_CONFIG = dict(env_id="MaxBiasMDP", buffer_size=200, batch_size=32, gamma=1.0
 # hundred within 100k steps.
 CARTPOLE_FALLBACK = dict(env_id="CartPole-v1", total_timesteps=100_000, num_envs=10,
                          learning_starts=1000, exploration_fraction=0.5, end_epsilon=0.05)
-METHODS = (("DQN", False), ("Double DQN", True))
+METHODS = (("DQN", "dqn"), ("Double DQN", "double_dqn"))
 COLORS = {"DQN": "tab:red", "Double DQN": "tab:blue"}
 
 
@@ -134,8 +134,8 @@ def run_methods(cfg, spec, chunks, seeds, key, probe):
 
     keys = jax.random.split(jax.random.key(key), seeds)
     results = {}
-    for method, double_q in METHODS:
-        method_cfg = cfg.replace(double_q=double_q)
+    for method, estimator in METHODS:
+        method_cfg = cfg.replace(estimator=estimator)
         study = make_value_study(method_cfg, spec, chunks,
                                  None if probe is None else probe(method_cfg))
         start = time.perf_counter()

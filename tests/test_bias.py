@@ -173,7 +173,7 @@ SEEDS = jax.random.split(jax.random.key(0), 8)
 def mdp_studies():
     out = {}
     for double_q in (False, True):
-        cfg = DQNConfig(double_q=double_q, **MDP)
+        cfg = DQNConfig(estimator="double_dqn" if double_q else "dqn", **MDP)
         spec = value_eval_spec(cfg, num_episodes=512, epsilon=0.1)
         study = make_value_study(cfg, spec, CHUNKS, make_max_bias_probe(cfg))
         out[double_q] = (cfg, jax.jit(jax.vmap(study))(SEEDS))

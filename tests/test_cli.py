@@ -51,7 +51,7 @@ def test_field_values_parse_to_the_fields_types():
     assert parse_field_value("total_timesteps", "5e5", "--set") == 500_000
     assert parse_field_value("total_timesteps", "500_000", "--set") == 500_000
     assert parse_field_value("gamma", "0.98", "--set") == 0.98
-    assert parse_field_value("double_q", "True", "--set") is True
+    assert parse_field_value("anneal_lr", "True", "--set") is True
     assert parse_field_value("anneal_lr", "off", "--set") is False
     assert parse_field_value("hidden_sizes", "64,64", "--set") == (64, 64)
     assert parse_field_value("hidden_sizes", "[128, 64, 32]", "--set") == (128, 64, 32)
@@ -76,7 +76,7 @@ def test_config_resolution_order_is_preset_file_set_env(tmp_path):
     js = tmp_path / "c.json"
     js.write_text(json.dumps({"max_grad_norm": None, "double_q": True, "tau": 0.5}))
     cfg, _ = resolve_config("seed", str(js), [], None)
-    assert (cfg.max_grad_norm, cfg.double_q, cfg.tau, cfg.env_id) == (None, True, 0.5,
+    assert (cfg.max_grad_norm, cfg.estimator, cfg.tau, cfg.env_id) == (None, "double_dqn", 0.5,
                                                                       "CartPole-v1")
 
 
@@ -101,7 +101,7 @@ def test_a_run_config_json_reproduces_config_and_seeds(tmp_path):
      "unknown DQNConfig field 'learning_rat' (--set); did you mean 'learning_rate'?"),
     (["train", "--set", "batch_size=12.5"],
      "--set: batch_size='12.5' is invalid: expected an integer"),
-    (["train", "--set", "double_q=maybe"], "double_q='maybe' is invalid: expected true or false"),
+    (["train", "--set", "anneal_lr=maybe"], "anneal_lr='maybe' is invalid: expected true or false"),
     (["train", "--set", "max_grad_norm=big"], "expected a number or none"),
     (["train", "--set", "hidden_sizes=64,abc"], "expected a comma-separated list of integers"),
     (["train", "--set", "gamma=1.5"], "DQNConfig.gamma=1.5 is invalid: must be in [0, 1]"),

@@ -14,7 +14,7 @@ def test_defaults_are_the_seeds_train_dqn_signature():
     assert (cfg.start_epsilon, cfg.end_epsilon, cfg.exploration_fraction) == (1.0, 0.1, 0.2)
     assert cfg.learning_starts == 10_000  # the seed fills the buffer before training
     assert (cfg.train_frequency, cfg.num_envs, cfg.hidden_sizes) == (10, 1, (120, 84))
-    assert cfg.double_q is False and cfg.loss == "mse" and cfg.max_grad_norm is None
+    assert cfg.estimator == "dqn" and cfg.loss == "mse" and cfg.max_grad_norm is None
     assert cfg.tau == 1.0 and cfg.anneal_lr is False
     assert jaxdqn.preset("seed") == cfg
 
@@ -72,7 +72,7 @@ def test_loop_sizes():
         (dict(log_interval=999), "log_interval", "multiple of 10"),
         (dict(total_timesteps="100"), "total_timesteps", "an int"),
         (dict(gamma=float("nan")), "gamma", "finite"),
-        (dict(double_q=1), "double_q", "True or False"),
+        (dict(anneal_lr=1), "anneal_lr", "True or False"),
     ],
 )
 def test_bad_values_raise_one_clear_error(changes, field, allowed):

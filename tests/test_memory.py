@@ -33,7 +33,7 @@ def test_buffer_is_exactly_capacity_times_transition_bytes(env_id, buffer_size, 
 
 @pytest.mark.parametrize("changes, seeds, chunk", [
     (dict(total_timesteps=2000, num_envs=4, train_frequency=4, buffer_size=5000), 4, None),
-    (dict(total_timesteps=2000, hidden_sizes=(64, 64), batch_size=256, double_q=True,
+    (dict(total_timesteps=2000, hidden_sizes=(64, 64), batch_size=256, estimator="double_dqn",
           buffer_size=2000), 6, 2),
 ])
 def test_estimate_bounds_what_xla_allocates_from_above_and_closely(changes, seeds, chunk):

@@ -106,7 +106,7 @@ def test_double_q_update_uses_online_argmax(probe_setup):
     cfg, q_fn, state, batch = probe_setup
     target_params = jax.tree.map(lambda x: -x, state.params)
     state = state._replace(target_params=target_params)
-    _, info = make_td_update(cfg.replace(double_q=True), q_fn, make_optimizer(cfg))(
+    _, info = make_td_update(cfg.replace(estimator="double_dqn"), q_fn, make_optimizer(cfg))(
         state, batch, 0.9)
     next_online = q_fn(state.params, batch.next_obs)
     next_target = q_fn(target_params, batch.next_obs)
