@@ -11,15 +11,16 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    "jaxdqn.agent": ("Agent", "load"),
     "jaxdqn.buffer": ("BufferState", "Transition", "buffer_add", "buffer_init", "buffer_sample"),
     "jaxdqn.config": ("DQNConfig", "preset"),
     "jaxdqn.envs": ("expected_q", "known_env_ids", "make_env"),
-    "jaxdqn.evaluation": ("evaluate",),
+    "jaxdqn.evaluation": ("EpisodeStats", "evaluate", "evaluate_episodes"),
     "jaxdqn.networks": ("QNetwork", "init_q_params", "make_q_fn"),
     "jaxdqn.parallel": ("train_seeds",),
-    "jaxdqn.policy": ("epsilon_at", "epsilon_greedy"),
-    "jaxdqn.train": ("HParams", "RunnerState", "TrainMetrics", "TrainOutput", "Trainer",
-                     "make_train", "make_trainer"),
+    "jaxdqn.policy": ("epsilon_at", "epsilon_greedy", "greedy_action", "make_acting_q_fn"),
+    "jaxdqn.train": ("BestParams", "HParams", "RunnerState", "TrainMetrics", "TrainOutput",
+                     "Trainer", "make_train", "make_trainer"),
     "jaxdqn.update": ("TrainState", "UpdateInfo", "make_optimizer", "make_td_update",
                       "sync_target", "td_loss", "td_targets"),
 }

@@ -34,6 +34,12 @@ from jaxdqn.networks import env_spec, init_q_params
 FORMAT = "jaxdqn-checkpoint"
 RESUME_FORMAT = "jaxdqn-resume-state"
 FORMAT_VERSION = 1
+FINAL_FILE = "checkpoint.msgpack"
+BEST_FILE = "best_checkpoint.msgpack"
+"""A run folder holds the final params in ``FINAL_FILE`` and, when it evaluated during training,
+the params of each seed's best evaluation in ``BEST_FILE`` (same format; metadata ``which``,
+``best_eval_return`` and ``best_env_steps`` per seed). Folders from before hold only the first."""
+CHECKPOINT_FILES = {"final": FINAL_FILE, "best": BEST_FILE}
 
 
 class CheckpointError(ValueError):
@@ -100,6 +106,29 @@ def load_checkpoint(path: str | os.PathLike, config: DQNConfig | None = None) ->
                       metadata=dict(payload.get("metadata") or {}))
 
 
+def run_checkpoint_path(run: str | os.PathLike, which: str = "final"):
+    """The checkpoint file of run folder ``run`` holding its ``which`` params ("final" or
+    "best"); ``run`` may also be a checkpoint file (then ``which`` must be "final" or match it).
+    Raises ``CheckpointError`` naming what is missing."""
+    from pathlib import Path
+
+    if which not in CHECKPOINT_FILES:
+        raise CheckpointError(f"which={which!r} is invalid: must be 'final' or 'best'")
+    path = Path(run)
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise CheckpointError(f"{str(path)!r} does not exist")
+    found = path / CHECKPOINT_FILES[which]
+    if found.is_file():
+        return found
+    if which == "best" and (path / FINAL_FILE).is_file():
+        raise CheckpointError(f"run folder {str(path)!r} holds no best params ({BEST_FILE}): it "
+                              "did not evaluate during training (eval_interval=None)")
+    raise CheckpointError(f"{str(path)!r} holds no {FINAL_FILE}: not a finished or interrupted "
+                          "jaxdqn run folder")
+
+
 def save_resume_state(path: str | os.PathLike, state, config: DQNConfig,
                       metadata: dict | None = None) -> None:
     """Writes a batched ``RunnerState`` (leading axis: seeds) so the run can continue later."""
@@ -122,8 +151,12 @@ def load_resume_state(path: str | os.PathLike, template, config: DQNConfig):
                 for k, v in stored.to_dict().items() if config.to_dict()[k] != v]
         raise CheckpointError(f"resume state {str(path)!r} was written for another config: "
                               + "; ".join(diff))
+    state_dict = payload.get("state")
+    if (isinstance(state_dict, dict) and "eval" not in state_dict
+            and getattr(template, "eval", 0) is None):
+        state_dict = {**state_dict, "eval": None}  # written before evaluation during training
     try:
-        state = serialization.from_state_dict(template, payload.get("state"))
+        state = serialization.from_state_dict(template, state_dict)
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise CheckpointError(f"resume state {str(path)!r} does not fit this run: {e}") from None
     for (where, got), want in zip(jax.tree_util.tree_leaves_with_path(state),

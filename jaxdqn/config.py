@@ -157,6 +157,11 @@ class DQNConfig:
                  self.log_interval > 0 and self.log_interval % chunk == 0
                  and self.total_timesteps % self.log_interval == 0,
                  f"must be a multiple of {chunk} that divides total_timesteps={self.total_timesteps}")
+        if self.eval_interval is not None:
+            _require("eval_interval", self.eval_interval,
+                     self.eval_interval % self.log_interval == 0,
+                     f"must be a multiple of log_interval={self.log_interval} (an evaluation ends "
+                     "a metric row), or None")
 
     # Derived loop sizes: one iteration = `env_steps_per_update` vector steps of all envs, then
     # `updates_per_iteration` gradient steps.

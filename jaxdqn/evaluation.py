@@ -1,41 +1,97 @@
-"""Greedy evaluation: full episodes of the argmax policy on vectorised env copies."""
+"""Greedy evaluation: full episodes of the greedy policy on vectorised env copies.
+
+One function serves both the evaluation after training (``evaluate``) and the one inside the
+training scan (``make_greedy_episodes``, used by ``jaxdqn.train``): ``num_episodes`` env copies
+step together in a ``lax.while_loop`` that stops when every episode has ended, or at the env's time
+limit, whichever comes first. Episodes are not reset when they end (``env.step_env``, not gymnax's
+auto-resetting ``step``), so a finished copy costs no reset draw and its later steps are masked.
+"""
 
 from __future__ import annotations
+
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from jaxdqn.config import DQNConfig
 from jaxdqn.envs import make_env
-from jaxdqn.networks import make_q_fn
+from jaxdqn.policy import greedy_action, make_acting_q_fn
+
+
+class EpisodeStats(NamedTuple):
+    """What greedy episodes did, one entry per episode."""
+
+    returns: jax.Array  # f32[num_episodes]: undiscounted return
+    lengths: jax.Array  # i32[num_episodes]: steps until the episode ended
+    truncated: jax.Array  # bool[num_episodes]: cut by the time limit (not terminated)
+
+
+def make_greedy_episodes(config: DQNConfig, num_episodes: int) -> Callable[..., EpisodeStats]:
+    """A pure ``episodes(params, key) -> EpisodeStats`` of ``num_episodes`` greedy episodes.
+
+    The policy is ``policy.greedy_action`` on ``policy.make_acting_q_fn(config)``: the same
+    Q-values the agent acts on in training and in ``jaxdqn.load(...)``. Keys: ``key`` splits into a
+    reset key and a step key; step ``t`` of episode ``e`` uses
+    ``split(split(split(step_key, max_steps)[t], num_episodes)[e])[0]``, the key gymnax's
+    ``step`` hands ``step_env`` (envs that draw nothing never compute it).
+    """
+    if not isinstance(num_episodes, int) or num_episodes <= 0:
+        raise ValueError(f"num_episodes={num_episodes!r} is invalid: must be an int > 0")
+    env, env_params = make_env(config.env_id, config.max_episode_steps)
+    q_fn = make_acting_q_fn(config)
+    max_steps = int(env_params.max_steps_in_episode)
+    step_env = jax.vmap(env.step_env, in_axes=(0, 0, 0, None))
+    is_truncated = jax.vmap(env.is_truncated, in_axes=(0, None))
+
+    def episodes(params, key: jax.Array) -> EpisodeStats:
+        reset_key, step_key = jax.random.split(key)
+        obs, state = jax.vmap(env.reset, in_axes=(0, None))(
+            jax.random.split(reset_key, num_episodes), env_params)
+        step_keys = jax.random.split(step_key, max_steps)
+
+        def running(carry):
+            t, *_, alive, _ = carry
+            return jnp.logical_and(t < max_steps, alive.any())
+
+        def step(carry):
+            t, obs, state, stats, alive, _ = carry
+            action = greedy_action(q_fn(params, obs))
+            keys = jax.vmap(lambda k: jax.random.split(k)[0])(
+                jax.random.split(step_keys[t], num_episodes))
+            obs, state, reward, terminated, _ = step_env(keys, state, action, env_params)
+            truncated = jnp.logical_and(is_truncated(state, env_params),
+                                        jnp.logical_not(terminated))
+            stats = EpisodeStats(
+                returns=stats.returns + jnp.where(alive, reward.astype(jnp.float32), 0.0),
+                lengths=stats.lengths + alive.astype(jnp.int32),
+                truncated=jnp.logical_or(stats.truncated, jnp.logical_and(alive, truncated)),
+            )
+            alive = jnp.logical_and(alive, jnp.logical_not(jnp.logical_or(terminated, truncated)))
+            return t + 1, obs, state, stats, alive, None
+
+        stats = EpisodeStats(jnp.zeros((num_episodes,), jnp.float32),
+                             jnp.zeros((num_episodes,), jnp.int32),
+                             jnp.zeros((num_episodes,), bool))
+        alive = jnp.ones((num_episodes,), bool)
+        carry = jax.lax.while_loop(running, step, (0, obs, state, stats, alive, None))
+        return carry[3]
+
+    return episodes
 
 
 def evaluate(config: DQNConfig, params, key: jax.Array, num_episodes: int = 100) -> jax.Array:
     """Returns ``f32[num_episodes]``: the undiscounted return of each greedy episode.
 
-    Runs ``num_episodes`` env copies for the env's time limit, so every episode ends; steps after
-    an episode's end (gymnax auto-resets) are masked out. Pure: jit or vmap over params and keys.
+    Every episode runs to its end (termination or the env's time limit). Pure: jit or vmap over
+    params and keys. ``evaluate_episodes`` also gives lengths and time-limit cuts.
     """
-    if num_episodes <= 0:
-        raise ValueError(f"num_episodes={num_episodes!r} is invalid: must be > 0")
-    env, env_params = make_env(config.env_id, config.max_episode_steps)
-    q_fn = make_q_fn(config)
-    reset_key, step_key = jax.random.split(key)
-    obs, state = jax.vmap(env.reset, in_axes=(0, None))(
-        jax.random.split(reset_key, num_episodes), env_params
-    )
+    return evaluate_episodes(config, params, key, num_episodes).returns
 
-    def step(carry, key):
-        obs, state, returns, alive = carry
-        action = jnp.argmax(q_fn(params, obs), axis=-1)
-        obs, state, reward, terminated, truncated, _ = jax.vmap(
-            env.step, in_axes=(0, 0, 0, None)
-        )(jax.random.split(key, num_episodes), state, action, env_params)
-        returns = returns + jnp.where(alive, reward, 0.0)
-        alive = jnp.logical_and(alive, jnp.logical_not(jnp.logical_or(terminated, truncated)))
-        return (obs, state, returns, alive), None
 
-    init = (obs, state, jnp.zeros((num_episodes,), jnp.float32), jnp.ones((num_episodes,), bool))
-    keys = jax.random.split(step_key, int(env_params.max_steps_in_episode))
-    (_, _, returns, _), _ = jax.lax.scan(step, init, keys)
-    return returns
+def evaluate_episodes(config: DQNConfig, params, key: jax.Array,
+                      num_episodes: int = 100) -> EpisodeStats:
+    """``EpisodeStats`` of ``num_episodes`` greedy episodes (see ``make_greedy_episodes``)."""
+    if not isinstance(num_episodes, int) or num_episodes <= 0:
+        raise ValueError(f"num_episodes={num_episodes!r} is invalid: must be an int > 0")
+    return make_greedy_episodes(config, num_episodes)(params, key)

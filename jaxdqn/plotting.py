@@ -68,9 +68,17 @@ def _steps_axis(ax):
     ax.grid(alpha=0.3)
 
 
+def _evaluated_rows(metrics: TrainMetrics) -> np.ndarray:
+    """``bool[num_rows]``: rows that end with an evaluation during training (any seed)."""
+    values = np.asarray(getattr(metrics, "eval_return", np.full(np.shape(metrics.env_steps),
+                                                                 np.nan)), np.float64)
+    return np.isfinite(values.reshape(-1, values.shape[-1])).any(axis=0)
+
+
 def plot_learning_curves(metrics: TrainMetrics, path: str | os.PathLike, title: str,
                          solve_threshold: float | None = None) -> None:
-    """Writes a 2x2 PNG: episode return, TD loss, Q-values and epsilon against env steps.
+    """Writes a 2x2 PNG: episode return (and greedy evaluation return, on the rows that evaluated
+    during training), TD loss, Q-values and epsilon against env steps.
 
     ``metrics`` holds numpy arrays ``[num_seeds, num_rows]``.
     """
@@ -80,10 +88,18 @@ def plot_learning_curves(metrics: TrainMetrics, path: str | os.PathLike, title: 
     axes = fig.subplots(2, 2)
     ax = axes[0, 0]
     _band(ax, x, metrics.episode_return, "C0", "episode return", show_seeds=True)
+    evaluated = _evaluated_rows(metrics)
+    if evaluated.any():
+        _band(ax, x[evaluated], np.asarray(metrics.eval_return)[..., evaluated], "C5",
+              "greedy eval return")
+        ax.plot(x[evaluated], np.nanmedian(np.asarray(metrics.eval_return, np.float64)
+                                           .reshape(-1, x.size)[:, evaluated], axis=0),
+                ls="none", marker="o", ms=4, color="C5")
     if solve_threshold is not None:
         ax.axhline(solve_threshold, color="k", ls="--", lw=1,
                    label=f"solved threshold ({solve_threshold:g})")
-    ax.set_title("Training episode return (epsilon-greedy)")
+    ax.set_title("Episode return: training (epsilon-greedy)"
+                 + (" and greedy evaluation" if evaluated.any() else ""))
     ax.set_ylabel("return per episode")
 
     ax = axes[0, 1]

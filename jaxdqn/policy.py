@@ -30,3 +30,31 @@ def epsilon_greedy(key: jax.Array, q_values: jax.Array, epsilon) -> jax.Array:
     u = jax.random.uniform(key, (2, *batch_shape))
     random = jnp.minimum((u[1] * num_actions).astype(jnp.int32), num_actions - 1)
     return jnp.where(u[0] < epsilon, random, greedy)
+
+
+def greedy_action(q_values: jax.Array) -> jax.Array:
+    """``i32[...]``: the action of highest Q-value in each row of ``q_values: f32[..., A]``
+    (lowest index among ties, as ``argmax``)."""
+    return jnp.argmax(q_values, axis=-1).astype(jnp.int32)
+
+
+def make_acting_q_fn(config):
+    """The Q-values the agent acts on: ``q(params, obs[..., *obs_shape]) -> f32[..., A]``.
+
+    The one place that turns a run's params into acting Q-values, used by training's
+    epsilon-greedy, greedy evaluation (during and after training) and ``jaxdqn.load``. One network
+    acts on its own Q-values; params with a member axis (``config.num_members > 1``) act on the
+    members combined: the minimum for maxmin, else the mean (the sum's argmax, as Double
+    Q-learning acts on Q_A + Q_B).
+    """
+    from jaxdqn.networks import make_q_fn  # networks imports config and envs; keep this light
+
+    q_fn = make_q_fn(config)
+    if config.num_members == 1:
+        return q_fn
+    combine = jnp.min if config.estimator == "maxmin" else jnp.mean
+
+    def acting_q(params, obs):
+        return combine(jax.vmap(q_fn, in_axes=(0, None))(params, obs), axis=0)
+
+    return acting_q

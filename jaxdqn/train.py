@@ -9,6 +9,12 @@ trains one independent agent per key. Layout of the scan (sizes from ``DQNConfig
           epsilon-greedy act -> env.step on num_envs copies -> buffer_add
         updates_per_iteration x (buffer_sample -> td_update)   once learning has started
         target sync when the env-step count crosses a multiple of target_update_freq
+      every eval_interval env steps (if set): eval_episodes greedy episodes; keep the best params
+
+Evaluation during training draws from a key of its own (``fold_in(key, EVAL_STREAM)`` of the run's
+key, then ``fold_in(., row)``), never from the training key, so turning it on leaves the training
+trajectory bit for bit unchanged. Its metric columns are NaN on rows without an evaluation
+(``eval_interval`` is a multiple of ``log_interval``: an evaluation ends a metric row).
 
 Iteration indices come from the scan's ``xs``, which ``vmap`` leaves unbatched, so "has learning
 started?" stays a real branch under ``vmap`` instead of becoming a select that runs both sides.
@@ -24,8 +30,12 @@ import jax.numpy as jnp
 from jaxdqn.buffer import BufferState, Transition, buffer_add, buffer_init, buffer_sample
 from jaxdqn.config import DQNConfig
 from jaxdqn.envs import make_env
+from jaxdqn.evaluation import make_greedy_episodes
 from jaxdqn.networks import init_q_params, make_q_fn
-from jaxdqn.policy import epsilon_at, epsilon_greedy
+from jaxdqn.policy import epsilon_at, epsilon_greedy, make_acting_q_fn
+
+EVAL_STREAM = 0x6576616C
+"""Evaluation during training draws from ``fold_in(run_key, EVAL_STREAM)``, apart from training."""
 from jaxdqn.update import TrainState, UpdateInfo, make_optimizer, make_td_update, sync_target
 
 
@@ -45,8 +55,17 @@ class HParams(NamedTuple):
         return cls(**{name: getattr(config, name) for name in cls._fields})
 
 
+class EvalState(NamedTuple):
+    """Evaluation during training: its own key, and the best evaluation so far with its params."""
+
+    key: jax.Array  # fold_in(run key, EVAL_STREAM); each evaluation folds in its row index
+    best_params: dict  # online params at the best evaluation (the latest among equal means)
+    best_return: jax.Array  # f32[]: mean greedy return of that evaluation (-inf before any)
+    best_env_steps: jax.Array  # i32[]: env steps done when it ran (-1 before any)
+
+
 class RunnerState(NamedTuple):
-    """Everything the loop carries between iterations."""
+    """Everything the loop carries between iterations (``eval`` is None without evaluation)."""
 
     train: TrainState
     buffer: BufferState
@@ -55,13 +74,15 @@ class RunnerState(NamedTuple):
     episode_return: jax.Array  # f32[num_envs]: return so far of each env's running episode
     episode_length: jax.Array  # i32[num_envs]
     key: jax.Array
+    eval: EvalState | None = None
 
 
 # vmap axes for a batch of runs held outside one fused program (chunked runs, sweeps): the buffer's
 # write position and fill level are the same in every run, and keeping them unbatched keeps
 # buffer_add a dynamic-update-slice instead of a per-run scatter (~8% of a small run).
 RUNNER_STATE_AXES = RunnerState(train=0, buffer=BufferState(data=0, pos=None, size=None),
-                                env_state=0, obs=0, episode_return=0, episode_length=0, key=0)
+                                env_state=0, obs=0, episode_return=0, episode_length=0, key=0,
+                                eval=0)
 
 
 class TrainMetrics(NamedTuple):
@@ -80,11 +101,23 @@ class TrainMetrics(NamedTuple):
     q_taken: jax.Array  # mean Q(s, a) of the sampled action
     q_max: jax.Array  # mean max_a Q(s, a)
     epsilon: jax.Array  # epsilon at the end of the row
+    eval_return: jax.Array  # mean greedy return of the evaluation ending the row (NaN: none)
+    eval_truncated: jax.Array  # fraction of those episodes cut by the time limit (NaN: none)
+
+
+class BestParams(NamedTuple):
+    """The params of a run's best evaluation during training."""
+
+    params: dict
+    eval_return: jax.Array  # f32[]: their mean greedy return in that evaluation (biased upwards:
+    # chosen as the maximum over evaluations; score them again on fresh keys)
+    env_steps: jax.Array  # i32[]: env steps done when they were evaluated
 
 
 class TrainOutput(NamedTuple):
-    params: dict  # online Q-network params
+    params: dict  # online Q-network params at the end
     metrics: TrainMetrics
+    best: BestParams | None = None  # with eval_interval set
 
 
 class _RowSums(NamedTuple):
@@ -122,15 +155,24 @@ def make_trainer(config: DQNConfig) -> Trainer:
     chunk = config.steps_per_iteration
     iterations_per_row = config.iterations_per_log_row
     first_learning_iteration = config.first_learning_iteration
+    acting_q_fn = make_acting_q_fn(config)
+    evaluating = config.eval_interval is not None
+    rows_per_eval = config.eval_interval // config.log_interval if evaluating else 0
+    greedy_episodes = make_greedy_episodes(config, config.eval_episodes) if evaluating else None
     vmap_reset = jax.vmap(env.reset, in_axes=(0, None))
     vmap_step = jax.vmap(env.step, in_axes=(0, 0, 0, None))
 
     def init(key: jax.Array, hparams: HParams | None = None) -> RunnerState:
         hp = HParams.from_config(config) if hparams is None else hparams
+        run_key = key
         key, init_key, reset_key = jax.random.split(key, 3)
         params = init_q_params(config, init_key)
         opt_state = make_optimizer(config, hp.learning_rate).init(params)
         obs, env_state = vmap_reset(jax.random.split(reset_key, num_envs), env_params)
+        eval_state = None
+        if evaluating:
+            eval_state = EvalState(key=jax.random.fold_in(run_key, EVAL_STREAM), best_params=params,
+                                   best_return=jnp.float32(-jnp.inf), best_env_steps=jnp.int32(-1))
         return RunnerState(
             train=TrainState(params=params, target_params=params, opt_state=opt_state),
             buffer=buffer_init(config.buffer_size, obs.shape[1:], obs.dtype),
@@ -139,6 +181,7 @@ def make_trainer(config: DQNConfig) -> Trainer:
             episode_return=jnp.zeros((num_envs,), jnp.float32),
             episode_length=jnp.zeros((num_envs,), jnp.int32),
             key=key,
+            eval=eval_state,
         )
 
     def act_and_store(hp: HParams, runner: RunnerState, sums: _RowSums, step):
@@ -147,7 +190,7 @@ def make_trainer(config: DQNConfig) -> Trainer:
         key, act_key, env_keys = keys[0], keys[1], keys[2:]
         epsilon = epsilon_at(step, hp.start_epsilon, hp.end_epsilon, hp.exploration_fraction,
                              config.total_timesteps)
-        action = epsilon_greedy(act_key, q_fn(runner.train.params, runner.obs), epsilon)
+        action = epsilon_greedy(act_key, acting_q_fn(runner.train.params, runner.obs), epsilon)
         next_obs, env_state, reward, terminated, truncated, info = vmap_step(
             env_keys, runner.env_state, action, env_params
         )
@@ -193,6 +236,34 @@ def make_trainer(config: DQNConfig) -> Trainer:
         )
         return runner._replace(train=train_state, key=key), sums
 
+    def evaluate_and_keep_best(eval_state: EvalState, params, row_index, env_steps):
+        """One evaluation: ``(eval_state, mean return, fraction cut by the time limit)``."""
+        stats = greedy_episodes(params, jax.random.fold_in(eval_state.key, row_index))
+        mean = stats.returns.mean()
+        better = mean >= eval_state.best_return
+        eval_state = eval_state._replace(
+            best_params=jax.tree.map(lambda new, old: jnp.where(better, new, old), params,
+                                     eval_state.best_params),
+            best_return=jnp.where(better, mean, eval_state.best_return),
+            best_env_steps=jnp.where(better, jnp.asarray(env_steps, jnp.int32),
+                                     eval_state.best_env_steps),
+        )
+        return eval_state, mean, stats.truncated.mean(dtype=jnp.float32)
+
+    def maybe_evaluate(runner: RunnerState, row_index, env_steps):
+        """Evaluates at the end of every ``rows_per_eval``-th row: a real branch under vmap, since
+        ``row_index`` comes from the scan's unbatched ``xs``."""
+        nan = jnp.float32(jnp.nan)
+        if not evaluating:
+            return runner, nan, nan
+        eval_state, mean, truncated = jax.lax.cond(
+            (row_index + 1) % rows_per_eval == 0,
+            evaluate_and_keep_best,
+            lambda e, *_: (e, nan, nan),
+            runner.eval, runner.train.params, row_index, env_steps,
+        )
+        return runner._replace(eval=eval_state), mean, truncated
+
     def run(runner: RunnerState, hparams: HParams | None, first_row, num_rows: int):
         hp = HParams.from_config(config) if hparams is None else hparams
         td_update = make_td_update(config, q_fn, make_optimizer(config, hp.learning_rate))
@@ -225,6 +296,7 @@ def make_trainer(config: DQNConfig) -> Trainer:
             env_steps = iterations_done * chunk
             nan = jnp.float32(jnp.nan)
             mean = lambda total, n: jnp.where(n > 0, total / jnp.maximum(n, 1), nan)  # noqa: E731
+            runner, eval_return, eval_truncated = maybe_evaluate(runner, row_index, env_steps)
             metrics = TrainMetrics(
                 env_steps=env_steps,
                 updates=jnp.maximum(iterations_done - first_learning_iteration, 0)
@@ -238,6 +310,8 @@ def make_trainer(config: DQNConfig) -> Trainer:
                 epsilon=jnp.asarray(
                     epsilon_at(env_steps, hp.start_epsilon, hp.end_epsilon,
                                hp.exploration_fraction, config.total_timesteps), jnp.float32),
+                eval_return=eval_return,
+                eval_truncated=eval_truncated,
             )
             return runner, metrics
 
@@ -245,9 +319,17 @@ def make_trainer(config: DQNConfig) -> Trainer:
 
     def train(key: jax.Array, hparams: HParams | None = None) -> TrainOutput:
         runner, metrics = run(init(key, hparams), hparams, 0, config.num_log_rows)
-        return TrainOutput(params=runner.train.params, metrics=metrics)
+        return TrainOutput(params=runner.train.params, metrics=metrics, best=best_params(runner))
 
     return Trainer(init=init, run=run, train=train)
+
+
+def best_params(runner: RunnerState) -> BestParams | None:
+    """The best evaluation's params kept in ``runner`` (None without evaluation during training)."""
+    if runner.eval is None:
+        return None
+    return BestParams(params=runner.eval.best_params, eval_return=runner.eval.best_return,
+                      env_steps=runner.eval.best_env_steps)
 
 
 def make_train(config: DQNConfig) -> Callable[..., TrainOutput]:

@@ -142,7 +142,7 @@ def test_max_bias_probe_on_hand_set_q_values():
 
 def test_realised_left_fraction_from_episode_lengths():
     nan = float("nan")
-    metrics = TrainMetrics(*[jnp.zeros(4)] * 9)._replace(
+    metrics = TrainMetrics(*[jnp.zeros(4)] * len(TrainMetrics._fields))._replace(
         episodes=jnp.asarray([2, 3, 0, 4]), episode_length=jnp.asarray([1.5, 2.0, nan, 1.0]))
     np.testing.assert_allclose(realised_left_fraction(metrics, 2), [4 / 5, 0.0])
     with pytest.raises(ValueError, match="num_chunks=3"):

@@ -126,7 +126,7 @@ def _result(group_index, combos, finals):
     cs = tuple(Combination(i, {"gamma": g}, TINY.replace(gamma=g)) for i, g in combos)
     group = ShapeGroup(TINY, cs, HParams(*(np.zeros(len(cs)),) * 7))
     returns = np.asarray(finals, np.float32)[..., None]  # one evaluation episode per seed
-    metrics = TrainMetrics(*(np.zeros((len(cs), 2, 1)),) * 9)
+    metrics = TrainMetrics(*(np.zeros((len(cs), 2, 1)),) * len(TrainMetrics._fields))
     return GroupResult(group_index, group, metrics, {}, returns)
 
 
