@@ -15,7 +15,7 @@ _EXPORTS = {
     "jaxdqn.buffer": ("BufferState", "Transition", "buffer_add", "buffer_init", "buffer_sample"),
     "jaxdqn.config": ("DQNConfig", "preset"),
     "jaxdqn.envs": ("expected_q", "known_env_ids", "make_env"),
-    "jaxdqn.evaluation": ("EpisodeStats", "evaluate", "evaluate_episodes"),
+    "jaxdqn.evaluation": ("EpisodeStats", "evaluate", "evaluate_episodes", "start_state_value"),
     "jaxdqn.networks": ("QNetwork", "init_q_params", "make_q_fn"),
     "jaxdqn.parallel": ("train_seeds",),
     "jaxdqn.policy": ("epsilon_at", "epsilon_greedy", "greedy_action", "make_acting_q_fn"),

@@ -674,7 +674,7 @@ def _write_run_files(out: Path, config, num_seeds, seed, metrics, params, summar
 
     from jaxdqn.checkpoint import save_checkpoint
     from jaxdqn.io import atomic_save_npz, atomic_write_csv, atomic_write_json
-    from jaxdqn.plotting import plot_learning_curves
+    from jaxdqn.plotting import plot_learning_curves, value_ceiling
     from jaxdqn.train import TrainMetrics
 
     save_checkpoint(out / "checkpoint.msgpack", params, config,
@@ -690,7 +690,8 @@ def _write_run_files(out: Path, config, num_seeds, seed, metrics, params, summar
         if not summary["complete"]:
             title += (f" (interrupted at {summary['env_steps_done']} of "
                       f"{config.total_timesteps} steps)")
-        plot_learning_curves(metrics, out / "learning_curve.png", title, solve_threshold(config))
+        plot_learning_curves(metrics, out / "learning_curve.png", title, solve_threshold(config),
+                             value_ceiling(config.env_id, config.gamma))
     atomic_write_json(out / "summary.json", summary)
 
 

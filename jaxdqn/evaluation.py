@@ -95,3 +95,18 @@ def evaluate_episodes(config: DQNConfig, params, key: jax.Array,
     if not isinstance(num_episodes, int) or num_episodes <= 0:
         raise ValueError(f"num_episodes={num_episodes!r} is invalid: must be an int > 0")
     return make_greedy_episodes(config, num_episodes)(params, key)
+
+
+def start_state_value(config: DQNConfig, params, key: jax.Array, num_states: int = 1000) -> jax.Array:
+    """``f32[]``: the mean over ``num_states`` reset states of ``max_a Q(s, a)``.
+
+    What the network claims a fresh episode is worth (the Q-values the agent acts on). On an env that pays 1 per step and is
+    bootstrapped through its time limit (CartPole-v1), no policy is worth more than
+    ``1 / (1 - gamma)``, and a policy that never fails is worth exactly that, so the ratio to it
+    shows over- or under-estimation at a glance. Pure: jit or vmap over params and keys.
+    """
+    if num_states <= 0:
+        raise ValueError(f"num_states={num_states!r} is invalid: must be > 0")
+    env, env_params = make_env(config.env_id, config.max_episode_steps)
+    obs, _ = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(key, num_states), env_params)
+    return jnp.max(make_acting_q_fn(config)(params, obs), axis=-1).mean()

@@ -75,12 +75,28 @@ def _evaluated_rows(metrics: TrainMetrics) -> np.ndarray:
     return np.isfinite(values.reshape(-1, values.shape[-1])).any(axis=0)
 
 
+# Envs that pay exactly 1 per step until they terminate, and whose time limit does not cut
+# bootstrapping: no state is worth more than 1 / (1 - gamma), and a policy that never fails is worth
+# exactly that.
+_ONE_PER_STEP_ENVS = ("CartPole-v1",)
+
+
+def value_ceiling(env_id: str, gamma: float) -> float | None:
+    """``1 / (1 - gamma)`` for an env that pays 1 per step (the most any state is worth, and what a
+    never-failing policy is worth); None for other envs or ``gamma == 1``."""
+    if env_id not in _ONE_PER_STEP_ENVS or gamma >= 1.0:
+        return None
+    return 1.0 / (1.0 - gamma)
+
+
 def plot_learning_curves(metrics: TrainMetrics, path: str | os.PathLike, title: str,
-                         solve_threshold: float | None = None) -> None:
+                         solve_threshold: float | None = None,
+                         value_line: float | None = None) -> None:
     """Writes a 2x2 PNG: episode return (and greedy evaluation return, on the rows that evaluated
     during training), TD loss, Q-values and epsilon against env steps.
 
-    ``metrics`` holds numpy arrays ``[num_seeds, num_rows]``.
+    ``metrics`` holds numpy arrays ``[num_seeds, num_rows]``. ``value_line`` (``value_ceiling``)
+    is drawn on the Q panel, so Q-values above it show over-estimation at a glance.
     """
     x = np.asarray(metrics.env_steps)[0]
     num_seeds = np.shape(metrics.env_steps)[0]
@@ -113,6 +129,9 @@ def plot_learning_curves(metrics: TrainMetrics, path: str | os.PathLike, title: 
     ax = axes[1, 0]
     _band(ax, x, metrics.q_max, "C2", "max_a Q(s, a)")
     _band(ax, x, metrics.q_taken, "C1", "Q(s, a) of the stored action")
+    if value_line is not None:
+        ax.axhline(value_line, color="k", ls="--", lw=1,
+                   label=f"1/(1-gamma) = {value_line:g}: value of never failing")
     ax.set_title("Mean Q-value on replayed batches")
     ax.set_ylabel("Q-value")
 

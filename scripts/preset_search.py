@@ -1,22 +1,36 @@
 """The vmapped grid search that chose ``preset("cartpole")`` (see docs/cartpole_preset.md).
 
-    python scripts/preset_search.py BASE GRID [SEEDS] [KEY]
-    python scripts/preset_search.py "dict(total_timesteps=80000, num_envs=4, train_frequency=4, \
-        batch_size=64, buffer_size=50000, learning_starts=1000, exploration_fraction=0.2, \
-        end_epsilon=0.02, anneal_lr=True)" "dict(learning_rate=[2.5e-3, 5e-3], \
-        target_update_freq=[100, 200, 400])" 6 0
+    python scripts/preset_search.py BASE GRID [SEEDS] [KEY] [--out FILE]
+    python scripts/preset_search.py "dict(preset='cartpole')" \
+        "dict(gamma=[0.99, 0.995], learning_rate=[3.5e-3, 7e-3], loss=['mse', 'huber'])" 16 seq0
 
-BASE fixes the compiled program (a ``DQNConfig``); GRID varies traced ``HParams`` fields, so every
-combination x every seed runs in one compiled, vmapped program, split across the devices (each CPU
-core is one). Seeds are
-``jax.random.split(jax.random.key(KEY), SEEDS)``, or with KEY=seqN the keys ``key(N), key(N+1), ...``
-that ``solve_cartpole.py --first-seed N`` uses; each agent is evaluated with 100 greedy episodes.
+BASE is a ``DQNConfig`` as ``dict(field=value, ...)``, optionally starting from a preset
+(``preset='cartpole'``). GRID is every combination of its values. Combinations that differ only in
+traced ``HParams`` fields (learning rate, gamma, epsilons, target period, tau) form one shape
+group: every combination x every seed of a group trains in one compiled, vmapped program, split
+across the devices (each CPU core is one). Any other field (loss, estimator, num_envs, steps...)
+starts a new group, compiled apart. Seeds are ``jax.random.split(jax.random.key(KEY), SEEDS)``,
+or with KEY=seqN the keys ``key(N), key(N+1), ...`` that ``solve_cartpole.py --first-seed N`` uses.
+
+Each agent is judged by its final params on two things:
+  * solved: mean return over 100 greedy episodes > 475;
+  * calibration: its start-state value (``jaxdqn.start_state_value``, mean of max_a Q over 1000
+    reset states) as a ratio to 1/(1-gamma), the value of a policy that never fails (CartPole pays
+    1 per step and bootstraps through the time limit). The target is a median ratio in
+    [0.95, 1.10] with no seed above 1.2.
+Combinations are ranked by the objective ``solved fraction - calibration penalty``, the penalty
+being how far the median ratio lies outside [0.95, 1.10] plus the fraction of seeds above 1.2.
 The ``jaxdqn sweep`` command is the user-facing version of this.
 """
 
+from __future__ import annotations
+
+import argparse
 import ast
-import itertools
+import json
+import os
 import sys
+import tempfile
 import time
 
 from jaxdqn.runtime import fast_cpu_compile, use_all_cpu_cores
@@ -30,7 +44,11 @@ import numpy as np  # noqa: E402
 
 import jaxdqn  # noqa: E402
 from jaxdqn.parallel import devices_for, seed_mesh, sharded_vmap  # noqa: E402
-from jaxdqn.train import HParams  # noqa: E402
+from jaxdqn.sweep import expand_grid, shape_groups  # noqa: E402
+
+SOLVED = 475.0
+CALIBRATED = (0.95, 1.10)  # the median start-state value ratio wanted
+WORST_RATIO = 1.2  # no seed above this
 
 
 def _literal_call(text: str) -> dict:
@@ -41,44 +59,117 @@ def _literal_call(text: str) -> dict:
     return {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords}
 
 
-def main() -> int:
-    if len(sys.argv) < 3 or sys.argv[1] in ("-h", "--help"):
-        print(__doc__)
-        return 0 if len(sys.argv) > 1 and sys.argv[1] in ("-h", "--help") else 2
-    base, grid = _literal_call(sys.argv[1]), _literal_call(sys.argv[2])
-    num_seeds = int(sys.argv[3]) if len(sys.argv) > 3 else 16
-    key_arg = sys.argv[4] if len(sys.argv) > 4 else "0"
-    if key_arg.startswith("seq"):
-        seed_keys = jnp.stack([jax.random.key(int(key_arg[3:]) + i) for i in range(num_seeds)])
-    else:
-        seed_keys = jax.random.split(jax.random.key(int(key_arg)), num_seeds)
-    config = jaxdqn.DQNConfig(**base)
-    unknown = set(grid) - set(HParams._fields)
-    if unknown:
-        raise SystemExit(f"preset_search: {sorted(unknown)} change the program; put them in BASE")
-    combos = list(itertools.product(*grid.values()))
-    defaults = HParams.from_config(config)._asdict()
-    rows = [{**defaults, **dict(zip(grid, c))} for c in combos]
-    hparams = HParams(**{
-        f: jnp.repeat(jnp.asarray([r[f] for r in rows],
-                                  jnp.int32 if f == "target_update_freq" else jnp.float32),
-                      num_seeds)
-        for f in HParams._fields})
-    keys = jnp.tile(seed_keys, (len(combos),))
+def base_config(fields: dict) -> jaxdqn.DQNConfig:
+    """``dict(preset='cartpole', gamma=0.99)`` -> ``preset('cartpole').replace(gamma=0.99)``."""
+    fields = dict(fields)
+    name = fields.pop("preset", None)
+    if name is None:
+        return jaxdqn.DQNConfig(**fields)
+    return jaxdqn.preset(name).replace(**fields)
+
+
+def calibration_penalty(ratios: np.ndarray) -> float:
+    """How far the median ratio lies outside ``CALIBRATED``, plus the fraction above the worst."""
+    med = float(np.median(ratios))
+    lo, hi = CALIBRATED
+    return max(0.0, med - hi) + max(0.0, lo - med) + float(np.mean(ratios > WORST_RATIO))
+
+
+def summarise(values: dict, means: np.ndarray, ratios: np.ndarray) -> dict:
+    solved = float(np.mean(means > SOLVED))
+    penalty = calibration_penalty(ratios)
+    return {
+        "values": values,
+        "solved": solved,
+        "median_return": float(np.median(means)),
+        "min_return": float(means.min()),
+        "median_ratio": float(np.median(ratios)),
+        "min_ratio": float(ratios.min()),
+        "max_ratio": float(ratios.max()),
+        "calibrated": bool(CALIBRATED[0] <= np.median(ratios) <= CALIBRATED[1]
+                           and ratios.max() <= WORST_RATIO),
+        "objective": solved - penalty,
+        "mean_return": np.round(means, 1).tolist(),
+        "ratio": np.round(ratios, 3).tolist(),
+    }
+
+
+def search_group(group, seed_keys: jax.Array) -> tuple[np.ndarray, np.ndarray, float]:
+    """Trains and judges every combination x seed of one shape group in one program.
+
+    Returns ``(mean_return f32[combos, seeds], ratio f32[combos, seeds], seconds)``.
+    """
+    config = group.config
+    num_combos, num_seeds = len(group.combinations), seed_keys.shape[0]
     train = jaxdqn.make_train(config)
 
     def one(k, hp):
-        out = train(k, hp)
-        return jaxdqn.evaluate(config, out.params, jax.random.fold_in(k, 1), 100).mean()
+        params = train(k, hp).params
+        mean = jaxdqn.evaluate(config, params, jax.random.fold_in(k, 1), 100).mean()
+        value = jaxdqn.start_state_value(config, params, jax.random.fold_in(k, 2))
+        return mean, value * (1.0 - hp.gamma)
 
+    hparams = jax.tree.map(lambda col: jnp.repeat(jnp.asarray(col), num_seeds), group.hparams)
+    keys = jnp.tile(seed_keys, (num_combos,))
     t = time.perf_counter()
-    mesh = seed_mesh(devices_for(len(combos) * num_seeds))  # agents split across devices (cores)
-    means = np.asarray(jax.jit(sharded_vmap(one, mesh))(keys, hparams))
-    means = means.reshape(len(combos), num_seeds)
-    print(f"base={base} seeds={num_seeds} time={time.perf_counter() - t:.1f}s")
-    for combo, m in zip(combos, means):
-        print(dict(zip(grid, combo)), f"solved {np.mean(m > 475):.2f} median {np.median(m):.0f} "
-              f"min {m.min():.0f}", np.round(m).astype(int).tolist())
+    mesh = seed_mesh(devices_for(num_combos * num_seeds))  # agents split across devices (cores)
+    means, ratios = jax.jit(sharded_vmap(one, mesh))(keys, hparams)
+    means = np.asarray(means).reshape(num_combos, num_seeds)
+    ratios = np.asarray(ratios).reshape(num_combos, num_seeds)
+    return means, ratios, time.perf_counter() - t
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(usage=__doc__.splitlines()[2].strip(), description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("base", metavar="BASE")
+    p.add_argument("grid", metavar="GRID")
+    p.add_argument("seeds", metavar="SEEDS", nargs="?", type=int, default=16)
+    p.add_argument("key", metavar="KEY", nargs="?", default="0")
+    p.add_argument("--out", help="write every combination's figures as JSON here")
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        print(__doc__)
+        return 2
+    args = p.parse_args(argv)
+    base_fields, grid = _literal_call(args.base), _literal_call(args.grid)
+    try:
+        groups = shape_groups(expand_grid(base_config(base_fields), grid))
+    except ValueError as err:
+        raise SystemExit(f"preset_search: {err}") from None
+    num_seeds = args.seeds
+    if args.key.startswith("seq"):
+        first = int(args.key[3:])
+        seed_keys = jnp.stack([jax.random.key(first + i) for i in range(num_seeds)])
+    else:
+        seed_keys = jax.random.split(jax.random.key(int(args.key)), num_seeds)
+
+    rows, timings = [], []
+    for group in groups:
+        means, ratios, seconds = search_group(group, seed_keys)
+        timings.append(seconds)
+        fixed = {k: v for k, v in group.static_values(list(grid)).items()}
+        print(f"group {fixed or '(one program)'}: {len(group.combinations)} combination(s) x "
+              f"{num_seeds} seeds in {seconds:.1f} s (compile + run + evaluation)", flush=True)
+        rows += [summarise(c.values, m, r) for c, m, r in zip(group.combinations, means, ratios)]
+
+    print(f"base={base_fields} seeds={num_seeds} key={args.key}")
+    print("ranked by objective = solved - calibration penalty; ratio = start-state value x (1 - gamma)")
+    for row in sorted(rows, key=lambda r: -r["objective"]):
+        print(f"{row['values']}  solved {row['solved']:.2f}  return median {row['median_return']:.0f} "
+              f"min {row['min_return']:.0f}  ratio median {row['median_ratio']:.3f} "
+              f"[{row['min_ratio']:.2f}, {row['max_ratio']:.2f}]"
+              f"{' calibrated' if row['calibrated'] else ''}  objective {row['objective']:+.3f}")
+    if args.out:
+        result = {"base": base_fields, "grid": grid, "seeds": num_seeds, "key": args.key,
+                  "group_seconds": timings, "combinations": rows}
+        directory = os.path.dirname(os.path.abspath(args.out))
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            json.dump(result, f, indent=1)
+        os.replace(tmp, args.out)
+        print(f"wrote {args.out}")
     return 0
 
 

@@ -1,6 +1,12 @@
 """Train N seeds of a preset (vmapped), evaluate each with 100 greedy episodes, time it all.
 
     python scripts/solve_cartpole.py --preset cartpole --seeds 16 --out runs/solve.json
+    python scripts/solve_cartpole.py --seeds 64 --first-seed 1000 --gymnasium   # also in Gymnasium
+
+Beside each seed's greedy return it reports the start-state value (``jaxdqn.start_state_value``:
+the mean of max_a Q over 1000 reset states) and its ratio to 1/(1-gamma), the value of a policy
+that never fails when rewards are 1 per step and the time limit does not cut bootstrapping (as in
+CartPole-v1): a ratio above 1 is over-estimation no policy can justify.
 
 Seed i uses ``jax.random.key(first_seed + i)``. The seeds run as ``jaxdqn.parallel.train_seeds``
 runs them: one program, split across all devices (each CPU core is a device here, see
@@ -41,12 +47,16 @@ def parse_args(argv=None):
     p.add_argument("--seeds", type=int, default=16, help="number of seeds trained in one vmap")
     p.add_argument("--first-seed", type=int, default=0, help="seed i uses key(first_seed + i)")
     p.add_argument("--episodes", type=int, default=100, help="greedy evaluation episodes per seed")
+    p.add_argument("--value-states", type=int, default=1000,
+                   help="reset states averaged for the start-state value (default 1000)")
+    p.add_argument("--gymnasium", action="store_true",
+                   help="also evaluate every seed in Gymnasium's own env (same episode count)")
     p.add_argument("--out", default=None, help="write the results as JSON here")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a DQNConfig field of the preset (Python literal), repeatable")
     args = p.parse_args(argv)
-    if args.seeds <= 0 or args.episodes <= 0:
-        p.error("--seeds and --episodes must be > 0")
+    if args.seeds <= 0 or args.episodes <= 0 or args.value_states <= 0:
+        p.error("--seeds, --episodes and --value-states must be > 0")
     return args
 
 
@@ -83,9 +93,24 @@ def main(argv=None) -> int:
     t = time.perf_counter()
     returns = np.asarray(jax.block_until_ready(evaluate(params, eval_keys)))
     eval_s = time.perf_counter() - t
+    value_keys = jax.vmap(lambda k: jax.random.fold_in(k, 2))(keys)
+    values = np.asarray(jax.jit(jax.vmap(
+        lambda p, k: jaxdqn.start_state_value(config, p, k, args.value_states)))(params, value_keys))
+    ideal = 1.0 / (1.0 - config.gamma) if config.gamma < 1 else float("nan")
+    ratios = values / ideal
 
     means = returns.mean(axis=1)
     solved = means > SOLVED
+    gym_means = None
+    if args.gymnasium:
+        from jaxdqn.cli import gymnasium_returns  # the `jaxdqn evaluate --gymnasium` replay
+
+        t = time.perf_counter()
+        gym_means = np.asarray([
+            gymnasium_returns(config, jax.tree.map(lambda x: np.asarray(x)[i], params),
+                              args.episodes, args.first_seed, i).mean()
+            for i in range(args.seeds)])
+        gym_s = time.perf_counter() - t
     env_steps = config.total_timesteps * args.seeds
     result = {
         "preset": args.preset,
@@ -96,6 +121,11 @@ def main(argv=None) -> int:
         "min_return": [float(r.min()) for r in returns],
         "solved": [bool(s) for s in solved],
         "fraction_solved": float(solved.mean()),
+        "start_state_value": [round(float(v), 3) for v in values],
+        "start_state_value_ratio": [round(float(r), 4) for r in ratios],
+        "value_of_never_failing": ideal,
+        "median_ratio": float(np.median(ratios)),
+        "max_ratio": float(ratios.max()),
         "compile_s": round(compile_s, 3),
         "run_s": round(run_s, 3),
         "train_s": round(compile_s + run_s, 3),
@@ -111,11 +141,24 @@ def main(argv=None) -> int:
     }
     print(f"preset={args.preset} seeds={args.seeds} (first {args.first_seed}) "
           f"env={config.env_id} steps/seed={config.total_timesteps:,}")
-    print(f"{'seed':>6} {'mean':>8} {'min':>6}  solved")
-    for s, m, r, ok in zip(result["seeds"], means, returns, solved):
-        print(f"{s:>6} {m:8.1f} {r.min():6.0f}  {'yes' if ok else 'no'}")
+    if gym_means is not None:
+        result["gymnasium_mean_return"] = [round(float(m), 2) for m in gym_means]
+        result["gymnasium_solved"] = [bool(m > SOLVED) for m in gym_means]
+        result["gymnasium_fraction_solved"] = float(np.mean(gym_means > SOLVED))
+        result["gymnasium_s"] = round(gym_s, 3)
+        result["gymnasium_keys"] = "env.reset(seed=SeedSequence([first_seed, seed_index, episode]))"
+    print(f"{'seed':>6} {'mean':>8} {'min':>6}  solved  {'V(start)':>8} {'ratio':>6}"
+          + ("  gymnasium" if gym_means is not None else ""))
+    for i, (s, m, r, ok) in enumerate(zip(result["seeds"], means, returns, solved)):
+        gym = f"  {gym_means[i]:9.1f}" if gym_means is not None else ""
+        print(f"{s:>6} {m:8.1f} {r.min():6.0f}  {'yes' if ok else 'no':>6}  {values[i]:8.1f} "
+              f"{ratios[i]:6.3f}{gym}")
     print(f"solved (mean > {SOLVED:.0f} over {args.episodes} episodes): "
-          f"{int(solved.sum())}/{args.seeds} = {solved.mean():.0%}")
+          f"{int(solved.sum())}/{args.seeds} = {solved.mean():.0%}"
+          + (f"; in Gymnasium {int((gym_means > SOLVED).sum())}/{args.seeds}"
+             if gym_means is not None else ""))
+    print(f"start-state value / (1/(1-gamma) = {ideal:g}): median {np.median(ratios):.3f}, "
+          f"min {ratios.min():.3f}, max {ratios.max():.3f}")
     print(f"compile {compile_s:.2f} s, run {run_s:.2f} s, train total {compile_s + run_s:.2f} s; "
           f"evaluation {eval_s:.2f} s; wall since start {result['wall_s_since_start']:.2f} s")
     print(f"{result['env_steps_per_s']:,} env steps/s, {result['updates_per_s']:,} updates/s "
