@@ -97,13 +97,15 @@ def evaluate_episodes(config: DQNConfig, params, key: jax.Array,
     return make_greedy_episodes(config, num_episodes)(params, key)
 
 
-def start_state_value(config: DQNConfig, params, key: jax.Array, num_states: int = 1000) -> jax.Array:
+def start_state_value(config: DQNConfig, params, key: jax.Array,
+                      num_states: int = 1000) -> jax.Array:
     """``f32[]``: the mean over ``num_states`` reset states of ``max_a Q(s, a)``.
 
-    What the network claims a fresh episode is worth (the Q-values the agent acts on). On an env that pays 1 per step and is
-    bootstrapped through its time limit (CartPole-v1), no policy is worth more than
-    ``1 / (1 - gamma)``, and a policy that never fails is worth exactly that, so the ratio to it
-    shows over- or under-estimation at a glance. Pure: jit or vmap over params and keys.
+    What the network claims a fresh episode is worth, from the Q-values the agent acts on. On an
+    env that pays 1 per step and is bootstrapped through its time limit (CartPole-v1), no policy
+    is worth more than ``1 / (1 - gamma)``, and a policy that never fails is worth exactly that,
+    so the ratio to it shows over- or under-estimation at a glance. Pure: jit or vmap over params
+    and keys; reset state ``i`` comes from ``split(key, num_states)[i]``.
     """
     if num_states <= 0:
         raise ValueError(f"num_states={num_states!r} is invalid: must be > 0")

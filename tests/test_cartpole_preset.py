@@ -1,0 +1,51 @@
+"""preset("cartpole")'s definition and the start-state value that judges its calibration.
+
+How reliably the preset solves CartPole and how well its values are calibrated are statistical
+facts measured by scripts/solve_cartpole.py (docs/cartpole_preset.md), not tested here.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxdqn
+from jaxdqn.plotting import value_ceiling
+
+
+def _linear_params(kernel, bias):
+    return {"params": {"Dense_0": {"kernel": jnp.asarray(kernel, jnp.float32),
+                                   "bias": jnp.asarray(bias, jnp.float32)}}}
+
+
+def test_start_state_value_is_the_mean_max_q_over_reset_states():
+    config = jaxdqn.DQNConfig(hidden_sizes=())  # a linear Q: obs @ kernel + bias
+    kernel = np.array([[1.0, -1.0], [2.0, 0.5], [-3.0, 1.0], [0.0, 4.0]])
+    bias = np.array([10.0, 10.2])
+    params = _linear_params(kernel, bias)
+    assert jax.tree.map(jnp.shape, params) == jax.tree.map(
+        jnp.shape, jaxdqn.init_q_params(config, jax.random.key(0)))
+    key = jax.random.key(3)
+    value = jaxdqn.start_state_value(config, params, key, num_states=50)
+    env, env_params = jaxdqn.make_env("CartPole-v1")
+    obs = np.stack([np.asarray(env.reset(k, env_params)[0]) for k in jax.random.split(key, 50)])
+    assert np.all(np.abs(obs) <= 0.05)  # CartPole's reset states
+    expected = np.mean(np.max(obs @ kernel + bias, axis=1))
+    np.testing.assert_allclose(float(value), expected, rtol=1e-6)
+    # A constant Q is worth its larger action value from every reset state.
+    constant = _linear_params(np.zeros((4, 2)), [3.0, 7.5])
+    assert float(jaxdqn.start_state_value(config, constant, key, 7)) == pytest.approx(7.5, rel=1e-6)
+
+
+def test_start_state_value_refuses_no_states():
+    config = jaxdqn.DQNConfig(hidden_sizes=())
+    with pytest.raises(ValueError, match="num_states=0 is invalid"):
+        jaxdqn.start_state_value(config, _linear_params(np.zeros((4, 2)), [0, 0]),
+                                 jax.random.key(0), 0)
+
+
+def test_value_ceiling_is_one_over_one_minus_gamma_for_one_reward_per_step():
+    assert value_ceiling("CartPole-v1", 0.99) == pytest.approx(100.0)
+    assert value_ceiling("CartPole-v1", 0.995) == pytest.approx(200.0)
+    assert value_ceiling("CartPole-v1", 1.0) is None  # no finite ceiling
+    assert value_ceiling("Acrobot-v1", 0.99) is None  # pays -1 per step: 1/(1-gamma) means nothing
