@@ -19,6 +19,7 @@ import numpy as np
 
 from jaxdqn.checkpoint import load_checkpoint, run_checkpoint_path
 from jaxdqn.config import DQNConfig
+from jaxdqn.envs import legal_actions_fn, make_env
 from jaxdqn.networks import env_spec
 from jaxdqn.policy import epsilon_greedy, greedy_action, make_acting_q_fn
 
@@ -42,9 +43,13 @@ class Agent:
         self.obs_shape: tuple[int, ...] = tuple(obs_shape)
         self.num_actions: int = num_actions
         q = make_acting_q_fn(config)
+        env, env_params = make_env(config.env_id, config.max_episode_steps)
+        legal_fn = legal_actions_fn(env, env_params)
+        legal = (lambda obs: None) if legal_fn is None else legal_fn  # noqa: E731
         self._q_values = jax.jit(q)
-        self._greedy = jax.jit(lambda p, obs: greedy_action(q(p, obs)))
-        self._explore = jax.jit(lambda p, obs, key, eps: epsilon_greedy(key, q(p, obs), eps))
+        self._greedy = jax.jit(lambda p, obs: greedy_action(q(p, obs), legal(obs)))
+        self._explore = jax.jit(lambda p, obs, key, eps: epsilon_greedy(
+            key, q(p, obs), eps, legal(obs), config.random_tie_break))
 
     def _obs(self, obs) -> tuple[jax.Array, bool]:
         """``obs`` as a JAX array, and whether it is one observation (else a batch)."""

@@ -25,10 +25,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdqn.config import DQNConfig
-from jaxdqn.envs import make_env
-from jaxdqn.envs.max_bias import STATE_A, is_left, left_action_fraction
-from jaxdqn.networks import make_q_fn
-from jaxdqn.policy import epsilon_greedy
+from jaxdqn.envs import legal_actions_fn, make_env
+from jaxdqn.envs.max_bias import MAX_BIAS_ENV_IDS, STATE_A, is_left, left_action_fraction
+from jaxdqn.policy import epsilon_greedy, make_acting_q_fn
 from jaxdqn.train import HParams, TrainMetrics, make_trainer
 
 
@@ -189,13 +188,17 @@ def make_value_estimator(
 ) -> Callable[[Any, jax.Array, Any], ValueEstimate]:
     """A pure ``estimate(params, key, gamma) -> ValueEstimate`` for the config's env and network.
 
+    ``Q`` is the estimator's acting value (``make_acting_q_fn``: e.g. the mean of Double
+    Q-learning's two members, the minimum of Maxmin's), the value its policy is built on.
+
     Each of ``spec.num_episodes`` env copies plays one episode from reset under a time limit of
     ``spec.horizon`` steps; steps after its end are masked out, and states at ``t >=
     spec.measure_steps`` are not measured (their ``G`` would miss more of the tail).
     """
     check_spec(spec)
     env, env_params = make_env(config.env_id, spec.horizon)
-    q_fn = make_q_fn(config)
+    q_fn = make_acting_q_fn(config)
+    legal_fn = legal_actions_fn(env, env_params)
     n = spec.num_episodes
     vmap_step = jax.vmap(env.step, in_axes=(0, 0, 0, None))
 
@@ -208,7 +211,8 @@ def make_value_estimator(
             obs, state, alive = carry
             act_key, env_key = jax.random.split(key)
             q = q_fn(params, obs)
-            action = epsilon_greedy(act_key, q, spec.epsilon)
+            legal = None if legal_fn is None else legal_fn(obs)
+            action = epsilon_greedy(act_key, q, spec.epsilon, legal)
             q_taken = jnp.take_along_axis(q, action[:, None], axis=-1)[:, 0]
             obs, state, reward, terminated, truncated, _ = vmap_step(
                 jax.random.split(env_key, n), state, action, env_params)
@@ -245,23 +249,26 @@ def make_max_bias_probe(config: DQNConfig) -> Callable[[Any, Any], MaxBiasProbe]
     behaviour policy, with the epsilon it acts with at that moment, sends an episode left.
     """
     env, env_params = make_env(config.env_id, config.max_episode_steps)
-    if config.env_id != "MaxBiasMDP":
+    if config.env_id not in MAX_BIAS_ENV_IDS:
         raise ValueError(f"DQNConfig.env_id={config.env_id!r} is invalid here: the max-bias probe "
-                         "needs 'MaxBiasMDP'")
-    q_fn = make_q_fn(config)
+                         f"needs one of {MAX_BIAS_ENV_IDS}")
+    q_fn = make_acting_q_fn(config)
     num_actions = int(env.num_actions)
-    left = is_left(jnp.arange(num_actions))
-    f_left = left_action_fraction(num_actions)
     obs_a = jnp.eye(2, dtype=jnp.float32)[STATE_A]
     obs_b = jnp.eye(2, dtype=jnp.float32)[1 - STATE_A]
+    legal_fn = legal_actions_fn(env, env_params)
+    legal_a = jnp.ones(num_actions, bool) if legal_fn is None else legal_fn(obs_a)
+    left = jnp.logical_and(is_left(jnp.arange(num_actions)), legal_a)
+    right = jnp.logical_and(jnp.logical_not(left), legal_a)
+    f_left = left_action_fraction(num_actions, env.layout)
 
     def probe(params, epsilon) -> MaxBiasProbe:
         q_a, q_b = q_fn(params, obs_a), q_fn(params, obs_b)
-        greedy_left = left[jnp.argmax(q_a)].astype(jnp.float32)
+        greedy_left = left[jnp.argmax(jnp.where(legal_a, q_a, -jnp.inf))].astype(jnp.float32)
         return MaxBiasProbe(
             left_prob=(1.0 - epsilon) * greedy_left + epsilon * f_left,
             q_a_left=jnp.max(jnp.where(left, q_a, -jnp.inf)),
-            q_a_right=jnp.max(jnp.where(left, -jnp.inf, q_a)),
+            q_a_right=jnp.max(jnp.where(right, q_a, -jnp.inf)),
             q_b_max=jnp.max(q_b),
         )
 

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxdqn.config import DQNConfig
-from jaxdqn.envs import make_env
+from jaxdqn.envs import legal_actions_fn, make_env
 from jaxdqn.policy import greedy_action, make_acting_q_fn
 
 
@@ -31,7 +31,8 @@ def make_greedy_episodes(config: DQNConfig, num_episodes: int) -> Callable[..., 
     """A pure ``episodes(params, key) -> EpisodeStats`` of ``num_episodes`` greedy episodes.
 
     The policy is ``policy.greedy_action`` on ``policy.make_acting_q_fn(config)``: the same
-    Q-values the agent acts on in training and in ``jaxdqn.load(...)``. Keys: ``key`` splits into a
+    Q-values the agent acts on in training and in ``jaxdqn.load(...)``, over legal actions only.
+    Keys: ``key`` splits into a
     reset key and a step key; step ``t`` of episode ``e`` uses
     ``split(split(split(step_key, max_steps)[t], num_episodes)[e])[0]``, the key gymnax's
     ``step`` hands ``step_env`` (envs that draw nothing never compute it).
@@ -40,6 +41,7 @@ def make_greedy_episodes(config: DQNConfig, num_episodes: int) -> Callable[..., 
         raise ValueError(f"num_episodes={num_episodes!r} is invalid: must be an int > 0")
     env, env_params = make_env(config.env_id, config.max_episode_steps)
     q_fn = make_acting_q_fn(config)
+    legal_fn = legal_actions_fn(env, env_params)  # None: every action legal
     max_steps = int(env_params.max_steps_in_episode)
     step_env = jax.vmap(env.step_env, in_axes=(0, 0, 0, None))
     is_truncated = jax.vmap(env.is_truncated, in_axes=(0, None))
@@ -56,7 +58,8 @@ def make_greedy_episodes(config: DQNConfig, num_episodes: int) -> Callable[..., 
 
         def step(carry):
             t, obs, state, stats, alive, _ = carry
-            action = greedy_action(q_fn(params, obs))
+            legal = None if legal_fn is None else legal_fn(obs)
+            action = greedy_action(q_fn(params, obs), legal)
             keys = jax.vmap(lambda k: jax.random.split(k)[0])(
                 jax.random.split(step_keys[t], num_episodes))
             obs, state, reward, terminated, _ = step_env(keys, state, action, env_params)

@@ -20,8 +20,9 @@ class QNetwork(nn.Module):
     """Convolutions (if any), then Linear-ReLU for each hidden size, then a linear head.
 
     With no convolutions it is the seed's ``QNetwork``: for CartPole (4 -> 120 -> 84 -> 2) it has
-    10,934 parameters; with ``hidden_sizes=()`` it is linear in the observation (a table on one-hot
-    observations). With ``conv_channels`` the observation is an image ``[..., H, W, C]``; each
+    10,934 parameters. With neither hidden layers nor convolutions it is ``Q(s) = s @ W``, linear
+    in the observation and without a bias: on one-hot observations ``W`` is exactly a table (a
+    bias would be shared by all states and couple their entries). With ``conv_channels`` the observation is an image ``[..., H, W, C]``; each
     convolution is ``conv_kernel_size`` square, stride 1, no padding, then ReLU (the MinAtar
     paper's network is ``conv_channels=(16,)``, kernel 3, ``hidden_sizes=(128,)``).
     """
@@ -41,7 +42,12 @@ class QNetwork(nn.Module):
             x = x.reshape(*x.shape[:-3], -1)
         for size in self.hidden_sizes:
             x = nn.relu(nn.Dense(size)(x))
-        return nn.Dense(self.num_actions)(x)
+        return nn.Dense(self.num_actions, use_bias=not is_linear(self))(x)
+
+
+def is_linear(network: QNetwork) -> bool:
+    """Whether ``network`` is linear in the observation: no convolutions, no hidden layers."""
+    return not network.hidden_sizes and not network.conv_channels
 
 
 def env_spec(config: DQNConfig) -> tuple[tuple[int, ...], int]:
@@ -90,10 +96,17 @@ def init_q_params(config: DQNConfig, key: jax.Array, num_members: int | None = N
     threefry loop that XLA:CPU compiles and runs on its own, and ``QNetwork.init`` makes two per
     layer. With ``num_members`` (default ``config.num_members``) > 1 every leaf has a leading
     member axis, and the members are independent draws.
+
+    A linear Q (``is_linear``) starts at zero, as tables do (Sutton and Barto initialise Q to 0):
+    without a hidden layer there is no symmetry for random weights to break.
     """
     members = config.num_members if num_members is None else num_members
     obs_shape, _ = env_spec(config)
-    shapes = jax.eval_shape(make_q_network(config).init, key, jnp.zeros(obs_shape, jnp.float32))
+    network = make_q_network(config)
+    shapes = jax.eval_shape(network.init, key, jnp.zeros(obs_shape, jnp.float32))
+    if is_linear(network):
+        return jax.tree.map(
+            lambda x: jnp.zeros((members, *x.shape) if members > 1 else x.shape, x.dtype), shapes)
     leaves, treedef = jax.tree_util.tree_flatten_with_path(shapes)
     kernels = [(i, leaf.shape) for i, (path, leaf) in enumerate(leaves)
                if _leaf_name(path) == "kernel"]

@@ -1,4 +1,5 @@
-"""Exploration: where epsilon decays (the seed's linear schedule) and epsilon-greedy actions."""
+"""Exploration: where epsilon decays (the seed's linear schedule) and actions are chosen
+(epsilon-greedy and greedy, over legal actions only when the env has a mask)."""
 
 from __future__ import annotations
 
@@ -17,41 +18,73 @@ def epsilon_at(step, start_epsilon, end_epsilon, exploration_fraction, total_tim
     return start_epsilon + (end_epsilon - start_epsilon) * progress
 
 
-def epsilon_greedy(key: jax.Array, q_values: jax.Array, epsilon) -> jax.Array:
+def epsilon_greedy(key: jax.Array, q_values: jax.Array, epsilon, legal: jax.Array | None = None,
+                   random_tie_break: bool = False) -> jax.Array:
     """Actions ``i32[...]`` for ``q_values: f32[..., num_actions]``.
 
-    Each row independently takes a uniformly random action with probability ``epsilon`` and the
-    greedy one (lowest index among ties, as ``argmax``) otherwise.
+    Each row independently takes, with probability ``epsilon``, an action uniform over its legal
+    actions (``legal: bool[..., num_actions]``; None: all legal), and otherwise the greedy one:
+    the legal action of largest Q, the lowest index among ties, or with ``random_tie_break`` one
+    of the tied actions uniformly at random (as Sutton and Barto's experiments do; it matters
+    when values start equal, as tables at zero do). Every row needs a legal action.
     """
     batch_shape, num_actions = q_values.shape[:-1], q_values.shape[-1]
-    greedy = jnp.argmax(q_values, axis=-1).astype(jnp.int32)
-    # One draw for both coins (each random call is its own threefry loop on XLA:CPU). u has 2^23
-    # equally likely values, so floor(u * n) is exactly uniform when n is a power of two.
-    u = jax.random.uniform(key, (2, *batch_shape))
-    random = jnp.minimum((u[1] * num_actions).astype(jnp.int32), num_actions - 1)
-    return jnp.where(u[0] < epsilon, random, greedy)
+    if legal is None and not random_tie_break:  # the original program, draw for draw
+        greedy = jnp.argmax(q_values, axis=-1).astype(jnp.int32)
+        # One draw for both coins (each random call is its own threefry loop on XLA:CPU). u has
+        # 2^23 equally likely values, so floor(u * n) is exactly uniform when n is a power of two.
+        u = jax.random.uniform(key, (2, *batch_shape))
+        random = jnp.minimum((u[1] * num_actions).astype(jnp.int32), num_actions - 1)
+        return jnp.where(u[0] < epsilon, random, greedy)
+    u = jax.random.uniform(key, (3 if random_tie_break else 2, *batch_shape))
+    legal = jnp.ones(q_values.shape, bool) if legal is None else legal
+    if random_tie_break:
+        masked = jnp.where(legal, q_values, -jnp.inf)
+        ties = jnp.logical_and(legal, masked == masked.max(axis=-1, keepdims=True))
+        greedy = kth_true(ties, u[2])
+    else:
+        greedy = greedy_action(q_values, legal)
+    return jnp.where(u[0] < epsilon, kth_true(legal, u[1]), greedy)
 
 
-def greedy_action(q_values: jax.Array) -> jax.Array:
-    """``i32[...]``: the action of highest Q-value in each row of ``q_values: f32[..., A]``
-    (lowest index among ties, as ``argmax``)."""
+def greedy_action(q_values: jax.Array, legal: jax.Array | None = None) -> jax.Array:
+    """``i32[...]``: the legal action of largest Q (lowest index among ties)."""
+    if legal is not None:
+        q_values = jnp.where(legal, q_values, -jnp.inf)
     return jnp.argmax(q_values, axis=-1).astype(jnp.int32)
+
+
+def kth_true(mask: jax.Array, u: jax.Array) -> jax.Array:
+    """``i32[...]``: for ``mask: bool[..., n]`` and ``u: f32[...]`` in [0, 1), the index of the
+    ``floor(u * count)``-th true entry of each row: uniform over the true entries when ``u`` is."""
+    count = mask.sum(axis=-1, dtype=jnp.int32)
+    k = jnp.minimum((u * count).astype(jnp.int32), count - 1)
+    return jnp.argmax(jnp.cumsum(mask, axis=-1, dtype=jnp.int32) > k[..., None],
+                      axis=-1).astype(jnp.int32)
 
 
 def make_acting_q_fn(config):
     """The Q-values the agent acts on: ``q(params, obs[..., *obs_shape]) -> f32[..., A]``.
 
     The one place that turns a run's params into acting Q-values, used by training's
-    epsilon-greedy, greedy evaluation (during and after training) and ``jaxdqn.load``. One network
-    acts on its own Q-values; params with a member axis (``config.num_members > 1``) act on the
-    members combined: the minimum for maxmin, else the mean (the sum's argmax, as Double
-    Q-learning acts on Q_A + Q_B).
+    epsilon-greedy, greedy evaluation (during and after training), the bias study and
+    ``jaxdqn.load``. One network (``dqn``, ``double_dqn``, ``averaged``) acts on its own Q-values;
+    for Averaged-DQN that is the online network, the newest estimate (the snapshot average lags
+    it by up to ``N`` target periods and serves to denoise the target). Members:
+
+    - ``double_q``: the mean of the two (van Hasselt 2010 acts on ``Q_A + Q_B``; the mean has the
+      same argmax and the same ties);
+    - ``maxmin``: the minimum over members (Lan et al. 2020);
+    - ``clipped_double``: the first member, whose argmax also picks the target's action, so that
+      acting and the target follow one greedy policy (TD3's actor follows ``Q_1`` alone).
     """
     from jaxdqn.networks import make_q_fn  # networks imports config and envs; keep this light
 
     q_fn = make_q_fn(config)
     if config.num_members == 1:
         return q_fn
+    if config.estimator == "clipped_double":
+        return lambda params, obs: q_fn(jax.tree.map(lambda x: x[0], params), obs)
     combine = jnp.min if config.estimator == "maxmin" else jnp.mean
 
     def acting_q(params, obs):

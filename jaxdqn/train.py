@@ -6,7 +6,7 @@ trains one independent agent per key. Layout of the scan (sizes from ``DQNConfig
     scan over metric rows                      (num_log_rows, one TrainMetrics row each)
       scan over iterations                     (iterations_per_log_row)
         scan over vector steps                 (vector_steps_per_iteration)
-          epsilon-greedy act -> env.step on num_envs copies -> buffer_add
+          epsilon-greedy act (legal actions only) -> env.step on num_envs copies -> buffer_add
         updates_per_iteration x (buffer_sample -> td_update)   once learning has started
         target sync when the env-step count crosses a multiple of target_update_freq
       every eval_interval env steps (if set): eval_episodes greedy episodes; keep the best params
@@ -29,14 +29,15 @@ import jax.numpy as jnp
 
 from jaxdqn.buffer import BufferState, Transition, buffer_add, buffer_init, buffer_sample
 from jaxdqn.config import DQNConfig
-from jaxdqn.envs import make_env
+from jaxdqn.envs import legal_actions_fn, make_env
 from jaxdqn.evaluation import make_greedy_episodes
 from jaxdqn.networks import init_q_params, make_q_fn
 from jaxdqn.policy import epsilon_at, epsilon_greedy, make_acting_q_fn
+from jaxdqn.update import (TrainState, UpdateInfo, init_train_state, make_optimizer,
+                           make_td_update, member_choice_needed, sync_target)
 
 EVAL_STREAM = 0x6576616C
 """Evaluation during training draws from ``fold_in(run_key, EVAL_STREAM)``, apart from training."""
-from jaxdqn.update import TrainState, UpdateInfo, make_optimizer, make_td_update, sync_target
 
 
 class HParams(NamedTuple):
@@ -151,6 +152,8 @@ class Trainer(NamedTuple):
 def make_trainer(config: DQNConfig) -> Trainer:
     env, env_params = make_env(config.env_id, config.max_episode_steps)
     q_fn = make_q_fn(config)
+    legal_fn = legal_actions_fn(env, env_params)  # None: every action legal in every state
+    choose_member = member_choice_needed(config)
     num_envs = config.num_envs
     chunk = config.steps_per_iteration
     iterations_per_row = config.iterations_per_log_row
@@ -167,14 +170,14 @@ def make_trainer(config: DQNConfig) -> Trainer:
         run_key = key
         key, init_key, reset_key = jax.random.split(key, 3)
         params = init_q_params(config, init_key)
-        opt_state = make_optimizer(config, hp.learning_rate).init(params)
+        train_state = init_train_state(config, params, make_optimizer(config, hp.learning_rate))
         obs, env_state = vmap_reset(jax.random.split(reset_key, num_envs), env_params)
         eval_state = None
         if evaluating:
             eval_state = EvalState(key=jax.random.fold_in(run_key, EVAL_STREAM), best_params=params,
                                    best_return=jnp.float32(-jnp.inf), best_env_steps=jnp.int32(-1))
         return RunnerState(
-            train=TrainState(params=params, target_params=params, opt_state=opt_state),
+            train=train_state,
             buffer=buffer_init(config.buffer_size, obs.shape[1:], obs.dtype),
             env_state=env_state,
             obs=obs,
@@ -190,7 +193,9 @@ def make_trainer(config: DQNConfig) -> Trainer:
         key, act_key, env_keys = keys[0], keys[1], keys[2:]
         epsilon = epsilon_at(step, hp.start_epsilon, hp.end_epsilon, hp.exploration_fraction,
                              config.total_timesteps)
-        action = epsilon_greedy(act_key, acting_q_fn(runner.train.params, runner.obs), epsilon)
+        legal = None if legal_fn is None else legal_fn(runner.obs)
+        action = epsilon_greedy(act_key, acting_q_fn(runner.train.params, runner.obs), epsilon,
+                                legal, config.random_tie_break)
         next_obs, env_state, reward, terminated, truncated, info = vmap_step(
             env_keys, runner.env_state, action, env_params
         )
@@ -220,9 +225,12 @@ def make_trainer(config: DQNConfig) -> Trainer:
     def learn(hp: HParams, td_update, runner: RunnerState, sums: _RowSums):
         def one_update(_, carry):
             train_state, key, sums = carry
-            key, sample_key = jax.random.split(key)
+            if choose_member:
+                key, sample_key, member_key = jax.random.split(key, 3)
+            else:
+                (key, sample_key), member_key = jax.random.split(key), None
             batch = buffer_sample(runner.buffer, sample_key, config.batch_size)
-            train_state, info = td_update(train_state, batch, hp.gamma)
+            train_state, info = td_update(train_state, batch, hp.gamma, member_key)
             sums = sums._replace(
                 updates=sums.updates + 1,
                 loss_sum=sums.loss_sum + info.loss,
@@ -266,7 +274,8 @@ def make_trainer(config: DQNConfig) -> Trainer:
 
     def run(runner: RunnerState, hparams: HParams | None, first_row, num_rows: int):
         hp = HParams.from_config(config) if hparams is None else hparams
-        td_update = make_td_update(config, q_fn, make_optimizer(config, hp.learning_rate))
+        td_update = make_td_update(config, q_fn, make_optimizer(config, hp.learning_rate),
+                                   legal_fn)
 
         def iteration(carry, it):
             runner, sums = carry
@@ -286,7 +295,8 @@ def make_trainer(config: DQNConfig) -> Trainer:
             )
             crossed = (step0 + chunk) // hp.target_update_freq > step0 // hp.target_update_freq
             do_sync = jnp.logical_and(it >= first_learning_iteration, crossed)
-            runner = runner._replace(train=sync_target(runner.train, do_sync, hp.tau))
+            runner = runner._replace(train=sync_target(runner.train, do_sync, hp.tau,
+                                                       snapshots=config.estimator == "averaged"))
             return (runner, sums), None
 
         def row(runner, row_index):

@@ -13,16 +13,14 @@ import jaxdqn
 from jaxdqn.plotting import value_ceiling
 
 
-def _linear_params(kernel, bias):
-    return {"params": {"Dense_0": {"kernel": jnp.asarray(kernel, jnp.float32),
-                                   "bias": jnp.asarray(bias, jnp.float32)}}}
+def _linear_params(kernel):
+    return {"params": {"Dense_0": {"kernel": jnp.asarray(kernel, jnp.float32)}}}
 
 
 def test_start_state_value_is_the_mean_max_q_over_reset_states():
-    config = jaxdqn.DQNConfig(hidden_sizes=())  # a linear Q: obs @ kernel + bias
+    config = jaxdqn.DQNConfig(hidden_sizes=())  # a linear Q: obs @ kernel (no bias)
     kernel = np.array([[1.0, -1.0], [2.0, 0.5], [-3.0, 1.0], [0.0, 4.0]])
-    bias = np.array([10.0, 10.2])
-    params = _linear_params(kernel, bias)
+    params = _linear_params(kernel)
     assert jax.tree.map(jnp.shape, params) == jax.tree.map(
         jnp.shape, jaxdqn.init_q_params(config, jax.random.key(0)))
     key = jax.random.key(3)
@@ -30,17 +28,18 @@ def test_start_state_value_is_the_mean_max_q_over_reset_states():
     env, env_params = jaxdqn.make_env("CartPole-v1")
     obs = np.stack([np.asarray(env.reset(k, env_params)[0]) for k in jax.random.split(key, 50)])
     assert np.all(np.abs(obs) <= 0.05)  # CartPole's reset states
-    expected = np.mean(np.max(obs @ kernel + bias, axis=1))
+    expected = np.mean(np.max(obs @ kernel, axis=1))
     np.testing.assert_allclose(float(value), expected, rtol=1e-6)
-    # A constant Q is worth its larger action value from every reset state.
-    constant = _linear_params(np.zeros((4, 2)), [3.0, 7.5])
-    assert float(jaxdqn.start_state_value(config, constant, key, 7)) == pytest.approx(7.5, rel=1e-6)
+    # A Q that depends on the pole's angle alone, equal for both actions: the mean angle.
+    angle = _linear_params(np.array([[0.0, 0.0], [0.0, 0.0], [1.0, 1.0], [0.0, 0.0]]))
+    assert float(jaxdqn.start_state_value(config, angle, key, 50)) == pytest.approx(
+        obs[:, 2].mean(), rel=1e-5)
 
 
 def test_start_state_value_refuses_no_states():
     config = jaxdqn.DQNConfig(hidden_sizes=())
     with pytest.raises(ValueError, match="num_states=0 is invalid"):
-        jaxdqn.start_state_value(config, _linear_params(np.zeros((4, 2)), [0, 0]),
+        jaxdqn.start_state_value(config, _linear_params(np.zeros((4, 2))),
                                  jax.random.key(0), 0)
 
 

@@ -10,6 +10,7 @@ from jaxdqn.envs.probes import PROBES, expected_q
 # Discrete-action gymnax environments with flat vector observations: what an MLP Q-network fits.
 GYMNAX_ENV_IDS = ("CartPole-v1", "Acrobot-v1", "MountainCar-v0")
 _OWN_ENVS = dict(PROBES, MaxBiasMDP=MaxBiasMDP)
+_OWN_ENVS["MaxBiasMDP-book"] = lambda: MaxBiasMDP(layout="book")
 
 
 def register(env_id: str, factory) -> None:
@@ -35,4 +36,20 @@ def make_env(env_id: str, max_episode_steps: int | None = None):
     return env, params
 
 
-__all__ = ["GYMNAX_ENV_IDS", "MaxBiasMDP", "PROBES", "expected_q", "known_env_ids", "make_env", "register"]
+def legal_actions_fn(env, env_params):
+    """``legal(obs: [..., *obs_shape]) -> bool[..., num_actions]`` for ``env``, or None.
+
+    The interface: an env whose legal actions depend on the state defines a method
+    ``legal_actions(obs, params) -> bool[..., num_actions]`` (any leading axes). It is a function
+    of the observation so that the replay buffer, which stores observations, can recompute the
+    mask of ``s'`` for the targets without storing it (and without the state, which gymnax has
+    already reset at an episode's end). An env without the method, or with ``legal_actions =
+    None``, allows every action everywhere, and jaxdqn then builds the program without masks.
+    """
+    fn = getattr(env, "legal_actions", None)
+    if fn is None:
+        return None
+    return lambda obs: fn(obs, env_params)
+
+
+__all__ = ["legal_actions_fn", "GYMNAX_ENV_IDS", "MaxBiasMDP", "PROBES", "expected_q", "known_env_ids", "make_env", "register"]

@@ -10,11 +10,18 @@ Every action's true value is known: ``Q(A, left) = gamma * reward_mean``, ``Q(A,
 (its expected return is -0.1), yet an agent that bootstraps from ``max_b Q(B, b)`` over noisy
 estimates sees ``max`` of ``num_actions`` noisy values, which is positive, and prefers left.
 
-A gymnax env has one action count for all states; in A the ``num_actions`` actions (default 10)
-are split by parity: **even actions go left, odd actions go right**. A uniformly random action
-then goes left with probability 1/2 (for even ``num_actions``), as in the book's two-action state
-A, so an epsilon-greedy agent that has learnt "right" still goes left ``epsilon / 2`` of the time
-(5% at the book's epsilon = 0.1).
+A gymnax env has one action count for all states. Two layouts of A's actions:
+
+- ``layout="parity"`` (the default, env id ``"MaxBiasMDP"``): all ``num_actions`` actions (default
+  10) are legal in A, split by parity: **even actions go left, odd actions go right**. A
+  uniformly random action goes left with probability 1/2 (for even ``num_actions``), so an
+  epsilon-greedy agent that has learnt "right" still goes left ``epsilon / 2`` of the time (5% at
+  the book's epsilon = 0.1). It needs no legal-action mask, so any agent runs on it unchanged;
+  it is the default because the measured studies in docs/max_bias.md were made on it.
+- ``layout="book"`` (env id ``"MaxBiasMDP-book"``): the book's, with two legal actions in A,
+  0 = left and 1 = right (the parity rule again), and all ``num_actions`` legal in B; the env
+  exposes ``legal_actions`` (see ``jaxdqn.envs.legal_actions_fn``) and an agent must act and
+  bootstrap over legal actions only. An illegal action in A would still move by its parity.
 
 Observations are one-hot ``f32[2]``: ``[1, 0]`` in A, ``[0, 1]`` in B, ``[0, 0]`` after the end
 (only ever seen as ``info["final_observation"]``, since gymnax resets on termination).
@@ -31,6 +38,8 @@ from gymnax.environments import environment, spaces
 
 STATE_A, STATE_B, STATE_END = 0, 1, 2
 DEFAULT_NUM_ACTIONS = 10
+LAYOUTS = ("parity", "book")
+MAX_BIAS_ENV_IDS = ("MaxBiasMDP", "MaxBiasMDP-book")
 
 
 @struct.dataclass
@@ -52,25 +61,37 @@ def is_left(action: jax.Array) -> jax.Array:
     return jnp.asarray(action) % 2 == 0
 
 
-def left_action_fraction(num_actions: int) -> float:
-    """The fraction of the ``num_actions`` actions that go left in A (``ceil(n / 2) / n``)."""
-    return (num_actions + 1) // 2 / num_actions
+def left_action_fraction(num_actions: int, layout: str = "parity") -> float:
+    """The fraction of A's legal actions that go left: ``ceil(n / 2) / n`` of the ``n =
+    num_actions`` in the parity layout, 1/2 in the book's."""
+    return 0.5 if layout == "book" else (num_actions + 1) // 2 / num_actions
 
 
 class MaxBiasMDP(environment.Environment[MaxBiasState, MaxBiasParams]):
     """Sutton and Barto's Example 6.7 with ``num_actions`` actions in B (and in A, by parity)."""
 
-    def __init__(self, num_actions: int = DEFAULT_NUM_ACTIONS):
+    def __init__(self, num_actions: int = DEFAULT_NUM_ACTIONS, layout: str = "parity"):
         super().__init__()
         if not isinstance(num_actions, int) or isinstance(num_actions, bool) or num_actions < 2:
             raise ValueError(f"MaxBiasMDP num_actions={num_actions!r} is invalid: must be an int "
                              ">= 2 (at least one left and one right action in A)")
+        if layout not in LAYOUTS:
+            raise ValueError(f"MaxBiasMDP layout={layout!r} is invalid: must be one of {LAYOUTS}")
         self.n_actions = num_actions
+        self.layout = layout
         self.obs_shape = (2,)
+        if layout == "parity":
+            self.legal_actions = None  # every action is legal everywhere: no mask
+
+    def legal_actions(self, obs: jax.Array, params: MaxBiasParams | None = None) -> jax.Array:
+        """``bool[..., num_actions]`` for ``obs: f32[..., 2]`` (book layout): actions 0 (left)
+        and 1 (right) in A, every action in B (and after the end)."""
+        in_a = obs[..., STATE_A] > 0.5
+        return jnp.where(in_a[..., None], jnp.arange(self.n_actions) < 2, True)
 
     @property
     def name(self) -> str:
-        return "MaxBiasMDP"
+        return "MaxBiasMDP" if self.layout == "parity" else "MaxBiasMDP-book"
 
     @property
     def default_params(self) -> MaxBiasParams:

@@ -1,0 +1,252 @@
+"""The estimator family: targets by hand, members, legal-action masks, and the tabular mode."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxdqn import DQNConfig, init_q_params, make_q_fn, make_trainer
+from jaxdqn.policy import epsilon_greedy
+from jaxdqn.update import (averaged_target, clipped_double_target, double_dqn_target,
+                           double_q_target, dqn_target, init_train_state, make_optimizer,
+                           make_td_update, maxmin_target, sync_target)
+from jaxdqn.buffer import Transition
+
+# Three rows, three actions, gamma 0.5; row 1 is terminal (its large next values must not count).
+# Ties: online member 0 row 0 (actions 1, 2), row 2 (actions 0, 1); online member 1 row 0 (0, 1).
+R = jnp.array([1.0, 2.0, -1.0])
+TERM = jnp.array([False, True, False])
+GAMMA = 0.5
+TARGET = jnp.array([[[1.0, 3.0, 3.0], [5.0, 0.0, 0.0], [0.0, -2.0, 4.0]],
+                    [[2.0, 0.0, 1.0], [1.0, 1.0, 1.0], [3.0, 1.0, -1.0]]])
+ONLINE = jnp.array([[[0.0, 2.0, 2.0], [0.0, 0.0, 9.0], [1.0, 1.0, 0.0]],
+                    [[4.0, 4.0, 0.0], [0.0, 0.0, 0.0], [0.0, 5.0, 1.0]]])
+# Row 0 allows action 0 only, row 2 actions 0 and 1: the illegal 3s and 4 must never be maxed.
+LEGAL = jnp.array([[True, False, False], [True, True, True], [True, True, False]])
+
+# (name, target function of (next_legal), by-hand values without a mask, with LEGAL)
+CASES = [
+    ("dqn", lambda m: dqn_target(R, TERM, GAMMA, TARGET[0], m),
+     # max target0: row 0 -> 3, row 2 -> 4 | masked: row 0 -> 1, row 2 -> max(0, -2) = 0
+     [1 + 0.5 * 3, 2, -1 + 0.5 * 4], [1 + 0.5 * 1, 2, -1 + 0]),
+    ("double_dqn", lambda m: double_dqn_target(R, TERM, GAMMA, TARGET[0], ONLINE[0], m),
+     # online0 argmax (lowest of ties): row 0 -> 1 (target 3), row 2 -> 0 (target 0)
+     [1 + 0.5 * 3, 2, -1 + 0], [1 + 0.5 * 1, 2, -1 + 0]),
+    ("double_q", lambda m: double_q_target(R, TERM, GAMMA, TARGET, ONLINE, m),
+     # member 0: argmax online0 valued by target1: row 0 a=1 -> 0, row 2 a=0 -> 3
+     # member 1: argmax online1 valued by target0: row 0 a=0 -> 1, row 2 a=1 -> -2
+     [[1 + 0, 2, -1 + 1.5], [1 + 0.5, 2, -1 - 1]],
+     # masked: member 0 row 0 a=0 -> target1 2, row 2 a=0 -> 3; member 1 row 0 a=0 -> 1,
+     # row 2 a=1 -> -2
+     [[1 + 1, 2, -1 + 1.5], [1 + 0.5, 2, -1 - 1]]),
+    ("clipped_double", lambda m: clipped_double_target(R, TERM, GAMMA, TARGET, ONLINE[0], m),
+     # a* by online0 (row 0: 1, row 2: 0); min over targets: row 0 min(3, 0), row 2 min(0, 3)
+     [1 + 0, 2, -1 + 0], [1 + 0.5 * 1, 2, -1 + 0]),
+    ("maxmin", lambda m: maxmin_target(R, TERM, GAMMA, TARGET, m),
+     # min over members: row 0 [1, 0, 1] -> 1; row 2 [0, -2, -1] -> 0
+     [1 + 0.5, 2, -1 + 0], [1 + 0.5, 2, -1 + 0]),
+    ("averaged", lambda m: averaged_target(R, TERM, GAMMA, TARGET, m),
+     # mean over snapshots: row 0 [1.5, 1.5, 2] -> 2; row 2 [1.5, -0.5, 1.5] -> 1.5
+     [1 + 1, 2, -1 + 0.75], [1 + 0.75, 2, -1 + 0.75]),
+]
+
+
+@pytest.mark.parametrize("name, fn, plain, masked", CASES, ids=[c[0] for c in CASES])
+def test_targets_by_hand_with_ties_terminal_rows_and_masks(name, fn, plain, masked):
+    np.testing.assert_allclose(fn(None), plain, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(fn(LEGAL), masked, rtol=0, atol=1e-6)
+    g = jax.grad(lambda t: dqn_target(R, TERM, GAMMA, t).sum())(TARGET[0])
+    np.testing.assert_array_equal(g, 0.0)  # targets are constants for the gradient
+
+
+def test_a_state_without_legal_actions_is_worth_zero():
+    none = jnp.zeros((3, 3), bool)
+    np.testing.assert_array_equal(maxmin_target(R, TERM, GAMMA, TARGET, none), R)
+
+
+def test_maxmin_with_one_member_is_dqn_and_lower_with_more():
+    one = maxmin_target(R, TERM, GAMMA, TARGET[:1])
+    np.testing.assert_array_equal(one, dqn_target(R, TERM, GAMMA, TARGET[0]))
+    assert np.all(maxmin_target(R, TERM, GAMMA, TARGET) <= one)
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(estimator="dqn_x"), "DQNConfig.estimator='dqn_x' is invalid"),
+    (dict(estimator="double_q", num_estimators=3), "DQNConfig.num_estimators=3 is invalid"),
+    (dict(estimator="maxmin", num_estimators=0), "DQNConfig.num_estimators=0 is invalid"),
+    (dict(estimator="dqn", update_all_members=True), "DQNConfig.update_all_members=True"),
+])
+def test_bad_estimator_combinations_are_one_clear_value_error(fields, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        DQNConfig(**fields)
+
+
+# ---- members ------------------------------------------------------------------------------------
+
+def _probe_batch():
+    return Transition(obs=jnp.array([[0.0], [1.0], [-1.0], [0.5]]), action=jnp.array([0, 1, 1, 0]),
+                      reward=jnp.array([1.0, -1.0, 0.0, 2.0]),
+                      terminated=jnp.array([True, False, True, False]),
+                      next_obs=jnp.array([[0.0], [2.0], [-1.0], [1.5]]))
+
+
+def _changed(a, b, member):
+    return any(not np.array_equal(x[member], y[member])
+               for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+@pytest.mark.parametrize("estimator, extra, updated", [
+    ("double_q", {}, 1), ("maxmin", dict(num_estimators=3), 1),
+    ("maxmin", dict(num_estimators=3, update_all_members=True), 3),
+    ("clipped_double", {}, 2),
+])
+def test_members_are_independent_and_only_the_chosen_ones_learn(estimator, extra, updated):
+    cfg = DQNConfig(env_id="Probe4", hidden_sizes=(8,), buffer_size=256, learning_starts=128,
+                    learning_rate=1e-2, batch_size=4, estimator=estimator, **extra)
+    params = init_q_params(cfg, jax.random.key(0))
+    m = cfg.num_members
+    assert jax.tree.leaves(params)[0].shape[0] == m
+    kernels = np.asarray(params["params"]["Dense_0"]["kernel"])
+    assert all(not np.allclose(kernels[i], kernels[j]) for i in range(m) for j in range(i))
+    opt = make_optimizer(cfg)
+    state = init_train_state(cfg, params, opt)
+    td_update = make_td_update(cfg, make_q_fn(cfg), opt)
+    seen = set()
+    for k in range(12):
+        new, info = td_update(state, _probe_batch(), 0.9, jax.random.key(k))
+        changed = [i for i in range(m) if _changed(new.params, state.params, i)]
+        opt_changed = [i for i in range(m) if _changed(new.opt_state, state.opt_state, i)]
+        assert len(changed) == updated and opt_changed == changed
+        assert np.isfinite(float(info.loss))
+        seen.update(changed)
+    assert seen == set(range(m))  # every member gets chosen
+
+
+def test_averaged_sync_pushes_the_newest_snapshot_and_drops_the_oldest():
+    cfg = DQNConfig(env_id="Probe4", hidden_sizes=(4,), buffer_size=256, learning_starts=128,
+                    estimator="averaged", num_estimators=3)
+    params = init_q_params(cfg, jax.random.key(0))
+    state = init_train_state(cfg, params, make_optimizer(cfg))
+    for step in (1.0, 2.0):
+        state = state._replace(params=jax.tree.map(lambda x: x + 1.0, state.params))
+        state = sync_target(state, jnp.bool_(True), 1.0, snapshots=True)
+    bias = np.asarray(state.target_params["params"]["Dense_1"]["bias"])
+    np.testing.assert_array_equal(bias[:, 0], [2.0, 1.0, 0.0])  # newest first
+    kept = sync_target(state, jnp.bool_(False), 1.0, snapshots=True)
+    jax.tree.map(np.testing.assert_array_equal, kept.target_params, state.target_params)
+
+
+# ---- legal actions and tie-breaking --------------------------------------------------------------
+
+def test_epsilon_greedy_never_takes_an_illegal_action_and_breaks_ties_uniformly():
+    q = jnp.array([[9.0, 1.0, 1.0, 0.0], [0.0, 0.0, 0.0, 5.0]])
+    legal = jnp.array([[False, True, True, True], [True, True, True, False]])
+    keys = jax.random.split(jax.random.key(0), 4000)
+    for eps in (0.0, 0.5, 1.0):
+        acts = np.asarray(jax.vmap(lambda k: epsilon_greedy(k, q, eps, legal, True))(keys))
+        assert legal[0, acts[:, 0]].all() and legal[1, acts[:, 1]].all()
+    greedy = np.asarray(jax.vmap(lambda k: epsilon_greedy(k, q, 0.0, legal, True))(keys))
+    # row 0: the tied legal maxima 1 and 2; row 1: 0, 1, 2 tied; each about equally often
+    assert set(greedy[:, 0]) == {1, 2} and abs(np.mean(greedy[:, 0] == 1) - 0.5) < 0.04
+    assert set(greedy[:, 1]) == {0, 1, 2}
+    np.testing.assert_allclose(np.bincount(greedy[:, 1]) / 4000, 1 / 3, atol=0.04)
+    random = np.asarray(jax.vmap(lambda k: epsilon_greedy(k, q, 1.0, legal))(keys))
+    np.testing.assert_allclose(np.bincount(random[:, 0], minlength=4)[1:] / 4000, 1 / 3,
+                               atol=0.04)
+    lowest = epsilon_greedy(jax.random.key(1), q, 0.0, legal)  # no tie-break: lowest index
+    np.testing.assert_array_equal(lowest, [1, 0])
+
+
+@pytest.fixture(scope="module")
+def book_runs():
+    """Every estimator trained briefly on the book layout, every transition kept."""
+    out = {}
+    for estimator, n in (("dqn", None), ("double_dqn", None), ("double_q", None),
+                         ("clipped_double", None), ("maxmin", 3), ("averaged", 3)):
+        cfg = DQNConfig(env_id="MaxBiasMDP-book", total_timesteps=400, buffer_size=400,
+                        learning_starts=32, batch_size=8, train_frequency=1, hidden_sizes=(8,),
+                        target_update_freq=20, learning_rate=1e-2, gamma=1.0,
+                        exploration_fraction=0.5, end_epsilon=0.2, estimator=estimator,
+                        num_estimators=n, log_interval=400)
+        trainer = make_trainer(cfg)
+        run = jax.jit(jax.vmap(lambda k: trainer.run(trainer.init(k), None, 0, 1)))
+        out[estimator] = run(jax.random.split(jax.random.key(5), 2))
+    return out
+
+
+@pytest.mark.parametrize("estimator", ["dqn", "double_dqn", "double_q", "clipped_double",
+                                       "maxmin", "averaged"])
+def test_training_never_takes_an_illegal_action(book_runs, estimator):
+    state, metrics = book_runs[estimator]
+    data = jax.tree.map(np.asarray, state.buffer.data)
+    in_a = data.obs[..., 0] == 1.0
+    assert in_a.sum() > 200 and (data.obs[..., 1] == 1.0).sum() > 20
+    assert set(np.unique(data.action[in_a])) == {0, 1}  # both of A's actions, nothing else
+    assert len(np.unique(data.action[~in_a])) > 2  # B's ten actions are used
+    assert np.isfinite(metrics.td_loss).all()
+
+
+# ---- the tabular mode ----------------------------------------------------------------------------
+
+def _tabular_config(estimator):
+    return DQNConfig(env_id="MaxBiasMDP-book", hidden_sizes=(), optimizer="sgd",
+                     learning_rate=0.1, gamma=1.0, buffer_size=1, batch_size=1, learning_starts=1,
+                     train_frequency=1, target_update_freq=1, start_epsilon=0.3, end_epsilon=0.3,
+                     exploration_fraction=1.0, total_timesteps=300, log_interval=1,
+                     random_tie_break=True, estimator=estimator)
+
+
+def _close(actual, desired, step):
+    """Equal up to the rounding of ``Q + alpha * (y - Q)``: XLA:CPU fuses SGD's ``p - lr * g``
+    into one multiply-add, which rounds once, where the book's update rounds the product
+    ``step`` and then the sum (they differ by at most an ulp of each)."""
+    tol = np.spacing(np.abs(desired)) + np.spacing(np.float32(abs(step)))
+    return np.all(np.abs(actual - desired) <= tol)
+
+
+@pytest.mark.parametrize("estimator", ["dqn", "double_q"])
+def test_tabular_mode_is_tabular_q_learning_step_for_step(estimator):
+    """One-hot MaxBiasMDP, linear Q, SGD, online updates: every step is the book's update of a
+    float32 table (Double Q-learning: of exactly one of the two tables, the other unchanged)."""
+    cfg = _tabular_config(estimator)
+    trainer = make_trainer(cfg)
+    run = jax.jit(trainer.run, static_argnums=3)
+    state = trainer.init(jax.random.key(11))
+    alpha = np.float32(0.1)
+    legal = np.array([[True, True] + [False] * 8, [True] * 10])  # A, B
+    tables = lambda s: np.asarray(s.train.params["params"]["Dense_0"]["kernel"])  # noqa: E731
+    # [states, actions] (members first for double_q); zero at the start, as the book's
+    np.testing.assert_array_equal(tables(state), 0.0)
+    chosen = []
+    for row in range(cfg.num_log_rows):
+        before = tables(state)
+        state, _ = run(state, None, row, 1)
+        t = jax.tree.map(lambda x: np.asarray(x)[0], state.buffer.data)
+        s, a = int(np.argmax(t.obs)), int(t.action)
+        assert legal[s, a]
+        nxt = None if t.terminated else int(np.argmax(t.next_obs))
+
+        def updated(table, value_of_next):
+            y = np.float32(t.reward) + (np.float32(0) if nxt is None else value_of_next)
+            new = table.copy()
+            new[s, a] = table[s, a] + alpha * (y - table[s, a])
+            return new, alpha * (y - table[s, a])
+
+        after = tables(state)
+        if estimator == "dqn":
+            v = None if nxt is None else np.max(before[nxt][legal[nxt]])
+            assert _close(after, *updated(before, v)), (row, before, after)
+        else:
+            q1, q2 = before
+
+            def pick(qa, qb):
+                if nxt is None:
+                    return None
+                return qb[nxt, np.argmax(np.where(legal[nxt], qa[nxt], -np.inf))]
+
+            first = np.array_equal(after[1], q2) and _close(after[0], *updated(q1, pick(q1, q2)))
+            second = np.array_equal(after[0], q1) and _close(after[1], *updated(q2, pick(q2, q1)))
+            assert first or second, (row, before, after)
+            chosen.append(0 if not second else 1 if not first else -1)
+    if estimator == "double_q":
+        assert chosen.count(0) > 30 and chosen.count(1) > 30  # both tables learn, at random
