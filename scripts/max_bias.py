@@ -1,15 +1,21 @@
-"""DQN against Double DQN: measured maximization bias on CartPole-v1 and MaxBiasMDP, one command.
+"""Measured maximization bias of any set of estimators on CartPole-v1 and MaxBiasMDP, one command.
 
     python scripts/max_bias.py --seeds 8 --out runs/max_bias
+    python scripts/max_bias.py --estimators dqn,double_dqn,double_q,clipped_double,maxmin:4,averaged:4
 
-For each env and method it trains ``--seeds`` agents with jaxdqn's own loop (one ``jit(vmap)``
-program per method; DQN and Double DQN differ only in ``estimator`` and share the seed keys), and
-after every chunk of training measures ``Q(s, a)`` against the realised discounted return ``G``
-over the states greedy evaluation episodes visit (``jaxdqn.bias``). It writes to ``--out``:
+For each env and estimator (``name`` or ``name:N`` for ``num_estimators``; default ``dqn,double_dqn``)
+it trains ``--seeds`` agents with jaxdqn's own loop (one ``jit(vmap)`` program per estimator; the
+estimators differ only in ``estimator``/``num_estimators`` and share the seed keys, so differences
+are paired by seed), and after every chunk of training measures ``Q(s, a)`` (the estimator's acting
+values) against the realised discounted return ``G`` over the states evaluation episodes visit
+(``jaxdqn.bias``). It writes to ``--out``:
 
-- ``bias.json``: per env and method the mean bias ``Q - G`` (and mean ``Q``, mean ``G``, late and
-  final bias, the DQN minus Double DQN difference) with 95% bootstrap intervals over seeds;
-  on MaxBiasMDP also the fraction of episodes that went left; configs, eval specs, timings.
+- ``bias.json``: per env and estimator the mean bias ``Q - G`` (and mean ``Q``, mean ``G``, late
+  and final bias, each estimator minus DQN, paired by seed) with 95% bootstrap intervals over
+  seeds; on MaxBiasMDP the fraction of episodes that went left; on CartPole the final greedy
+  return (100 episodes per seed), the solve rate (mean > 475) and the IQM over seeds with a 95%
+  stratified-bootstrap interval from ``rliable`` (``pip install jaxdqn[study]``); configs, eval
+  specs, timings.
 - ``max_bias_cartpole.png``, ``max_bias_mdp.png``: estimated value (mean ``Q``) and true value
   (mean ``G``) against training steps, the bias, and a third panel (greedy return; Q of A's and
   B's actions against their exact values), medians with interquartile bands over seeds.
@@ -30,6 +36,7 @@ import os
 import sys
 import tempfile
 import time
+import warnings
 
 from jaxdqn.runtime import fast_cpu_compile
 
@@ -45,8 +52,47 @@ MDP_CONFIG = dict(env_id="MaxBiasMDP", buffer_size=200, batch_size=32, gamma=1.0
 # hundred within 100k steps.
 CARTPOLE_FALLBACK = dict(env_id="CartPole-v1", total_timesteps=100_000, num_envs=10,
                          learning_starts=1000, exploration_fraction=0.5, end_epsilon=0.05)
-METHODS = (("DQN", "dqn"), ("Double DQN", "double_dqn"))
-COLORS = {"DQN": "tab:red", "Double DQN": "tab:blue"}
+LABELS = {"dqn": "DQN", "double_dqn": "Double DQN", "double_q": "Double Q",
+          "clipped_double": "Clipped double Q", "maxmin": "Maxmin", "averaged": "Averaged"}
+PALETTE = ("tab:red", "tab:blue", "tab:green", "tab:purple", "tab:orange", "tab:brown",
+           "tab:pink", "tab:olive", "tab:cyan", "tab:gray")
+SOLVED = 475.0  # CartPole-v1 is solved by a mean greedy return above this (solve_cartpole.py)
+FINAL_EVAL_EPISODES = 100
+COLORS: dict = {}  # label -> color, filled by parse_estimators
+
+
+def parse_estimators(text: str) -> list[tuple[str, dict]]:
+    """``"dqn,maxmin:4"`` -> ``[("DQN", {"estimator": "dqn"}), ("Maxmin N=4", {...})]``, each
+    validated by ``DQNConfig`` before anything compiles."""
+    from jaxdqn import DQNConfig
+    from jaxdqn.config import ESTIMATORS
+
+    methods = []
+    for item in text.split(","):
+        name, _, n = item.strip().partition(":")
+        if name not in ESTIMATORS:
+            raise ValueError(f"--estimators item {item!r} is invalid: the estimator must be one "
+                             f"of {', '.join(ESTIMATORS)}, optionally ':N'")
+        fields = {"estimator": name}
+        if n:
+            if not n.isdigit():
+                raise ValueError(f"--estimators item {item!r} is invalid: N must be an int")
+            fields["num_estimators"] = int(n)
+        cfg = DQNConfig(**fields)  # one clear ValueError for a bad combination
+        label = LABELS[name] + (f" N={cfg.num_estimators}" if name in ("maxmin", "averaged")
+                                else "")
+        if label in dict(methods):
+            raise ValueError(f"--estimators repeats {item!r}")
+        methods.append((label, fields))
+    for i, (label, _) in enumerate(methods):
+        COLORS[label] = PALETTE[i % len(PALETTE)]
+    return methods
+
+
+def baseline_of(methods) -> str:
+    """The label differences are taken against: DQN if studied, else the first estimator."""
+    labels = [label for label, _ in methods]
+    return "DQN" if "DQN" in labels else labels[0]
 
 
 class CliError(Exception):
@@ -72,6 +118,8 @@ def parse_args(argv):
     p = _Parser(prog="max_bias.py", description=__doc__.split("\n")[0])
     p.add_argument("--out", default="runs/max_bias", help="output folder (created)")
     p.add_argument("--env", choices=("both", "cartpole", "mdp"), default="both")
+    p.add_argument("--estimators", default="dqn,double_dqn",
+                   help="comma-separated estimators, each name or name:N (num_estimators)")
     p.add_argument("--seeds", type=positive_int, default=8, help="CartPole seeds per method")
     p.add_argument("--mdp-seeds", type=positive_int, default=64, help="MaxBiasMDP seeds per method")
     p.add_argument("--cartpole-steps", type=positive_int, default=None,
@@ -125,17 +173,21 @@ def with_chunks(cfg, chunks: int, flag: str):
     return cfg.replace(log_interval=per_chunk * cfg.steps_per_iteration)
 
 
-def run_methods(cfg, spec, chunks, seeds, key, probe):
-    """Trains both methods on the same seed keys; numpy results per method."""
+def run_methods(cfg, spec, chunks, seeds, key, probe, methods, final_eval=False):
+    """Trains every method on the same seed keys; numpy results per method. With
+    ``final_eval``, each seed's final params also play ``FINAL_EVAL_EPISODES`` greedy episodes
+    (the env's own time limit) on keys shared by all methods."""
     import jax
     import numpy as np
 
     from jaxdqn.bias import make_value_study
+    from jaxdqn.evaluation import evaluate
 
     keys = jax.random.split(jax.random.key(key), seeds)
+    eval_keys = jax.random.split(jax.random.fold_in(jax.random.key(key), 1), seeds)
     results = {}
-    for method, estimator in METHODS:
-        method_cfg = cfg.replace(estimator=estimator)
+    for method, fields in methods:
+        method_cfg = cfg.replace(**fields)
         study = make_value_study(method_cfg, spec, chunks,
                                  None if probe is None else probe(method_cfg))
         start = time.perf_counter()
@@ -143,7 +195,12 @@ def run_methods(cfg, spec, chunks, seeds, key, probe):
         seconds = time.perf_counter() - start
         results[method] = {"points": jax.tree.map(np.asarray, out.points),
                            "metrics": jax.tree.map(np.asarray, out.metrics),
-                           "seconds": seconds}
+                           "seconds": seconds, "config": method_cfg.to_dict()}
+        if final_eval:
+            returns = jax.jit(jax.vmap(lambda p, k: evaluate(method_cfg, p, k,
+                                                             FINAL_EVAL_EPISODES)))(
+                out.params, eval_keys)
+            results[method]["final_returns"] = np.asarray(returns)  # [seeds, episodes]
         print(f"  {cfg.env_id} {method}: {seeds} seeds x {cfg.total_timesteps} steps in "
               f"{seconds:.1f} s (compile included)", flush=True)
     return results
@@ -156,8 +213,30 @@ def ci_dict(values, resamples, seed=0):
     return {"mean": mean, "ci95": [low, high]}
 
 
-def summarize(results, resamples, left=None):
-    """Per method: bias and values with bootstrap CIs over seeds; the paired DQN - DDQN gap."""
+def iqm_ci(scores_by_method, resamples, seed=0):
+    """Per method ``{"iqm", "ci95"}``: the interquartile mean of per-seed scores with rliable's
+    95% stratified-bootstrap interval (one task, so strata are the one task's seeds)."""
+    import numpy as np
+    try:
+        from rliable import library as rly
+        from rliable import metrics
+    except ImportError as e:
+        raise ImportError(f"the CartPole IQM needs rliable: pip install 'jaxdqn[study]' ({e})"
+                          ) from None
+
+    scores = {m: np.asarray(v, np.float64).reshape(-1, 1) for m, v in scores_by_method.items()}
+    with warnings.catch_warnings():  # arch 7 deprecates the random_state that rliable passes
+        warnings.simplefilter("ignore", FutureWarning)
+        point, interval = rly.get_interval_estimates(
+            scores, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=resamples,
+            random_state=np.random.RandomState(seed))
+    return {m: {"iqm": float(point[m][0]), "ci95": [float(interval[m][0, 0]),
+                                                    float(interval[m][1, 0])]} for m in scores}
+
+
+def summarize(results, resamples, left=None, baseline="DQN"):
+    """Per method: bias and values with bootstrap CIs over seeds; each method minus ``baseline``,
+    paired by seed; on CartPole (``final_returns``) the final return, solve rate and IQM."""
     import numpy as np
 
     summary, per_seed = {}, {}
@@ -190,11 +269,22 @@ def summarize(results, resamples, left=None):
             entry["final_q_a_left"] = ci_dict(probe.q_a_left[:, -1], resamples)
             entry["final_q_b_max"] = ci_dict(probe.q_b_max[:, -1], resamples)
         summary[method] = entry
-    summary["DQN minus Double DQN"] = {
-        "mean_bias": ci_dict(per_seed["DQN"] - per_seed["Double DQN"], resamples)}
-    if left is not None:
-        summary["DQN minus Double DQN"]["left_fraction"] = ci_dict(
-            np.nanmean(left["DQN"], 1) - np.nanmean(left["Double DQN"], 1), resamples)
+    finals = {m: r["final_returns"].mean(1) for m, r in results.items() if "final_returns" in r}
+    if finals:
+        iqm = iqm_ci(finals, resamples)
+        for method, final in finals.items():
+            summary[method]["final_return"] = ci_dict(final, resamples)
+            summary[method]["per_seed_final_return"] = final.tolist()
+            summary[method]["solve_rate"] = float(np.mean(final > SOLVED))
+            summary[method]["final_return_iqm"] = iqm[method]
+    for method in results:
+        if method == baseline:
+            continue
+        diff = {"mean_bias": ci_dict(per_seed[method] - per_seed[baseline], resamples)}
+        if left is not None:
+            diff["left_fraction"] = ci_dict(
+                np.nanmean(left[method], 1) - np.nanmean(left[baseline], 1), resamples)
+        summary[f"{method} minus {baseline}"] = diff
     return summary
 
 
@@ -322,18 +412,24 @@ def fmt_ci(entry, digits=3):
 
 
 def print_table(report):
-    print(f"\n{'env':<12} {'method':<20} {'mean bias Q-G [95% CI]':<30} {'mean Q':>9} "
-          f"{'mean G':>9} {'left fraction':>14}")
+    print(f"\n{'env':<12} {'method':<24} {'mean bias Q-G [95% CI]':<30} {'mean Q':>9} "
+          f"{'mean G':>9} {'left fraction':>30} {'solved':>7} {'IQM final return [95% CI]':>28}")
     for env_id, env_report in report["envs"].items():
         for method, s in env_report["summary"].items():
-            if method == "DQN minus Double DQN":
+            if " minus " in method:
                 left = fmt_ci(s["left_fraction"]) if "left_fraction" in s else ""
-                print(f"{env_id:<12} {'DQN - Double DQN':<20} {fmt_ci(s['mean_bias']):<30} "
-                      f"{'':>9} {'':>9} {left:>14}")
+                print(f"{env_id:<12} {method.replace(' minus ', ' - '):<24} "
+                      f"{fmt_ci(s['mean_bias']):<30} {'':>9} {'':>9} {left:>30}")
                 continue
-            left = f"{s['left_fraction']['mean']:.3f}" if "left_fraction" in s else ""
-            print(f"{env_id:<12} {method:<20} {fmt_ci(s['mean_bias']):<30} "
-                  f"{s['mean_q']['mean']:>9.3f} {s['mean_g']['mean']:>9.3f} {left:>14}")
+            left = fmt_ci(s["left_fraction"]) if "left_fraction" in s else ""
+            solved = f"{s['solve_rate']:.0%}" if "solve_rate" in s else ""
+            iqm = ""
+            if "final_return_iqm" in s:
+                e = s["final_return_iqm"]
+                iqm = f"{e['iqm']:.1f} [{e['ci95'][0]:.1f}, {e['ci95'][1]:.1f}]"
+            print(f"{env_id:<12} {method:<24} {fmt_ci(s['mean_bias']):<30} "
+                  f"{s['mean_q']['mean']:>9.3f} {s['mean_g']['mean']:>9.3f} {left:>30} "
+                  f"{solved:>7} {iqm:>28}")
 
 
 def noisy_max_report():
@@ -350,6 +446,9 @@ def study(args):
     from jaxdqn.envs.max_bias import left_action_fraction, true_q_values
 
     # Everything that can be wrong with the arguments is found before the first compilation.
+    methods = parse_estimators(args.estimators)
+    baseline = baseline_of(methods)
+    names = ", ".join(label for label, _ in methods)
     plan = []
     if args.env in ("both", "mdp"):
         cfg = mdp_config(args)
@@ -360,14 +459,16 @@ def study(args):
     if args.env in ("both", "cartpole"):
         cfg, source = cartpole_config(args)
         spec = value_eval_spec(cfg, num_episodes=args.eval_episodes, epsilon=0.0)
+        iqm_ci({"check": [0.0]}, 10)  # rliable is there (else one line naming the extra)
         plan.append(("CartPole-v1", cfg, spec, args.chunks, args.seeds, source))
     os.makedirs(args.out, exist_ok=True)
 
     report = {"command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]), "envs": {}}
     for env_id, cfg, spec, chunks, seeds, source in plan:
-        print(f"{env_id}: training DQN and Double DQN, {seeds} seeds each ...", flush=True)
+        print(f"{env_id}: training {names}, {seeds} seeds each ...", flush=True)
         probe = make_max_bias_probe if env_id == "MaxBiasMDP" else None
-        results = run_methods(cfg, spec, chunks, seeds, args.key, probe)
+        results = run_methods(cfg, spec, chunks, seeds, args.key, probe, methods,
+                              final_eval=env_id != "MaxBiasMDP")
         env_report = {
             "config": cfg.to_dict(), "config_source": source, "seeds": seeds,
             "eval_spec": spec._asdict(), "measurements_per_run": chunks,
@@ -378,33 +479,33 @@ def study(args):
         if env_id == "MaxBiasMDP":
             left = {m: np.asarray(realised_left_fraction(r["metrics"], chunks))
                     for m, r in results.items()}
-            env_report["summary"] = summarize(results, args.resamples, left)
+            env_report["summary"] = summarize(results, args.resamples, left, baseline)
             env_report["true_q"] = true_q_values(cfg.gamma)
             truth = env_report["true_q"]
 
             def q_panel(ax, method, res, x, c):
                 band(ax, x, res["points"].probe.q_a_left, c, f"{method}: max Q(A, left)")
                 band(ax, x, res["points"].probe.q_b_max, c, f"{method}: max_b Q(B, b)", "--")
-                if method == METHODS[-1][0]:
+                if method == methods[-1][0]:
                     ax.axhline(truth["A_left"], color="k", lw=0.8, label="true Q(A, left)")
                     ax.axhline(truth["B"], color="k", ls="--", lw=0.8, label="true Q(B, b)")
                 ax.set(title="Q of A's left actions and B's best action",
                        xlabel="training env steps")
 
-            save_figure(value_figure(results, f"MaxBiasMDP: DQN vs Double DQN, {seeds} seeds",
+            save_figure(value_figure(results, f"MaxBiasMDP: {names}, {seeds} seeds",
                                      q_panel), os.path.join(args.out, "max_bias_mdp.png"))
             f_left = left_action_fraction(_mdp_actions())
             save_figure(left_figure(results, left, cfg.end_epsilon, f_left),
                         os.path.join(args.out, "max_bias_mdp_left.png"))
         else:
-            env_report["summary"] = summarize(results, args.resamples)
+            env_report["summary"] = summarize(results, args.resamples, baseline=baseline)
 
             def return_panel(ax, method, res, x, c):
                 band(ax, x, res["points"].value.eval_return, c, method)
                 ax.set(title=f"Greedy return of the measured episodes (limit {spec.horizon})",
                        xlabel="training env steps", ylabel="return")
 
-            title = f"CartPole-v1: DQN vs Double DQN, {seeds} seeds"
+            title = f"CartPole-v1: {names}, {seeds} seeds"
             ceiling = 1.0 / (1.0 - cfg.gamma) if cfg.gamma < 1 else None  # rewards are 1 a step
             save_figure(value_figure(results, title, return_panel, ceiling),
                         os.path.join(args.out, "max_bias_cartpole.png"))
@@ -427,7 +528,7 @@ def main(argv=None) -> int:
     try:
         args = parse_args(sys.argv[1:] if argv is None else argv)
         study(args)
-    except (CliError, ValueError, OSError) as e:
+    except (CliError, ValueError, OSError, ImportError) as e:
         print(f"max_bias.py: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -1,0 +1,38 @@
+"""scripts/max_bias.py: the estimator list and the rliable aggregate."""
+
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+
+_PATH = os.path.join(os.path.dirname(__file__), os.pardir, "scripts", "max_bias.py")
+_spec = importlib.util.spec_from_file_location("max_bias_study", _PATH)
+study = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(study)
+
+
+def test_estimator_list_parses_names_and_member_counts():
+    methods = study.parse_estimators("dqn,double_dqn,double_q,clipped_double,maxmin:4,averaged:4")
+    assert [m for m, _ in methods] == ["DQN", "Double DQN", "Double Q", "Clipped double Q",
+                                       "Maxmin N=4", "Averaged N=4"]
+    assert methods[4][1] == {"estimator": "maxmin", "num_estimators": 4}
+    assert study.baseline_of(methods) == "DQN"
+    assert study.baseline_of(study.parse_estimators("maxmin,averaged:3")) == "Maxmin N=2"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("dqn,foo", "'foo' is invalid"), ("maxmin:x", "N must be an int"),
+    ("double_q:3", "num_estimators=3 is invalid"), ("dqn,dqn", "repeats"),
+])
+def test_bad_estimator_lists_are_one_value_error(text, message):
+    with pytest.raises(ValueError, match=message):
+        study.parse_estimators(text)
+
+
+def test_iqm_is_the_mean_of_the_middle_half_with_an_interval_around_it():
+    out = study.iqm_ci({"a": np.arange(1.0, 9.0), "b": np.full(8, 3.0)}, resamples=500)
+    assert out["a"]["iqm"] == pytest.approx(4.5)  # mean of 3, 4, 5, 6
+    low, high = out["a"]["ci95"]
+    assert low < 4.5 < high
+    assert out["b"] == {"iqm": 3.0, "ci95": [3.0, 3.0]}
