@@ -20,6 +20,7 @@ import numpy as np
 from jaxdqn.checkpoint import load_checkpoint, run_checkpoint_path
 from jaxdqn.config import DQNConfig
 from jaxdqn.envs import legal_actions_fn, make_env
+from jaxdqn.envs import legal_actions_fn, make_env
 from jaxdqn.networks import env_spec
 from jaxdqn.policy import epsilon_greedy, greedy_action, make_acting_q_fn
 
@@ -68,8 +69,8 @@ class Agent:
         return np.asarray(self._q_values(self.params, obs))
 
     def act(self, obs, epsilon: float = 0.0, key: jax.Array | None = None):
-        """The greedy action (lowest index among ties), or epsilon-greedy with ``epsilon > 0``,
-        which needs a JAX ``key``. One observation gives a numpy int32 scalar; a batch ``i32[B]``."""
+        """The greedy action (the legal action of largest Q, lowest index among ties), or
+        epsilon-greedy as in training with ``epsilon > 0``, which needs a JAX ``key``. One observation gives a numpy int32 scalar; a batch ``i32[B]``."""
         obs, single = self._obs(obs)
         if not 0.0 <= float(epsilon) <= 1.0:
             raise ValueError(f"epsilon={epsilon!r} is invalid: must be in [0, 1]")
