@@ -52,4 +52,19 @@ def legal_actions_fn(env, env_params):
     return lambda obs: fn(obs, env_params)
 
 
-__all__ = ["legal_actions_fn", "GYMNAX_ENV_IDS", "MaxBiasMDP", "PROBES", "expected_q", "known_env_ids", "make_env", "register"]
+def solve_threshold(config) -> float | None:
+    """The return above which an env counts as solved: Gymnasium's ``reward_threshold`` (475 for
+    CartPole-v1), at the env's standard time limit only; None for envs without one (probes)."""
+    try:
+        import gymnasium
+
+        spec = gymnasium.spec(config.env_id)
+    except Exception:  # noqa: BLE001 - not a Gymnasium env (probes, registered extras)
+        return None
+    if config.max_episode_steps not in (None, spec.max_episode_steps):
+        return None
+    return None if spec.reward_threshold is None else float(spec.reward_threshold)
+
+
+__all__ = ["legal_actions_fn", "GYMNAX_ENV_IDS", "MaxBiasMDP", "PROBES", "expected_q", "known_env_ids", "make_env", "register",
+           "solve_threshold"]

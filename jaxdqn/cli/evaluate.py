@@ -1,0 +1,166 @@
+"""``jaxdqn evaluate``: a run's greedy policies, in gymnax and optionally in Gymnasium itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from jaxdqn.cli.options import make_config
+from jaxdqn.cli.parser import UserError, say
+from jaxdqn.cli.reports import eval_rows, eval_summary, format_eval_table
+
+GYMNASIUM_ENV_IDS = ("CartPole-v1", "Acrobot-v1", "MountainCar-v0")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "evaluate", help="evaluate a run's greedy policies",
+        description="Load a run's checkpoint and evaluate each seed's greedy policy. With "
+                    "--gymnasium, also run it in Gymnasium's own implementation of the "
+                    "environment (numpy on the host) as a cross-check.",
+    )
+    p.add_argument("run", metavar="RUN_DIR", help="a run folder, or a checkpoint.msgpack file")
+    p.add_argument("--episodes", type=int, default=100, metavar="E",
+                   help="episodes per seed (default 100)")
+    p.add_argument("--seed", type=int, default=None, metavar="S",
+                   help="evaluation seed (default: the run's base seed, which reproduces the "
+                        "evaluation printed at the end of training)")
+    p.add_argument("--gymnasium", action="store_true",
+                   help="also evaluate in gymnasium.make(env_id) (CartPole-v1, Acrobot-v1, "
+                        "MountainCar-v0)")
+    p.add_argument("--json", metavar="FILE", default=None,
+                   help="also write the results to FILE as JSON")
+    p.set_defaults(handler=run)
+
+
+def run(args, argv) -> int:
+    import jax
+
+    from jaxdqn.checkpoint import CheckpointError, load_checkpoint
+    from jaxdqn.config import DQNConfig
+    from jaxdqn.envs import solve_threshold
+    from jaxdqn.io import ConfigFileError, atomic_write_json, load_config_file
+    from jaxdqn.sweep import evaluation_keys, make_run_batch
+
+    if args.episodes < 1:
+        raise UserError(f"--episodes={args.episodes} is invalid: must be >= 1")
+    path = Path(args.run)
+    run_config = None
+    if path.is_dir():
+        ckpt_path = path / "checkpoint.msgpack"
+        if not ckpt_path.exists():
+            raise UserError(f"{str(path)!r} holds no checkpoint.msgpack: not a finished or "
+                            "interrupted jaxdqn run folder")
+        if (path / "config.json").exists():
+            try:
+                data = load_config_file(path / "config.json")
+            except ConfigFileError as e:
+                raise UserError(str(e)) from None
+            run_config = make_config(DQNConfig(), dict(data.get("config") or {}))
+    elif path.exists():
+        ckpt_path = path
+    else:
+        raise UserError(f"{str(path)!r} does not exist")
+    try:
+        ckpt = load_checkpoint(ckpt_path, config=run_config)
+    except CheckpointError as e:
+        raise UserError(str(e)) from None
+    config = ckpt.config
+    if ckpt.metadata.get("complete") is False:
+        say(f"note: {str(ckpt_path)!r} holds the params of an interrupted run, after "
+            f"{ckpt.metadata.get('env_steps_done')} of {config.total_timesteps} env steps")
+    seed = args.seed if args.seed is not None else int(ckpt.metadata.get("seed", 0))
+    if not 0 <= seed < 2**32:
+        raise UserError(f"--seed={seed} is invalid: must be in [0, 2**32)")
+    if args.gymnasium:
+        _check_gymnasium_env(config)
+
+    threshold = solve_threshold(config)
+    batch = make_run_batch(config)
+    returns = jax.device_get(batch.evaluate(ckpt.params, evaluation_keys(seed, ckpt.num_seeds),
+                                            args.episodes))
+    rows = eval_rows(returns, threshold)
+    result = {"checkpoint": str(ckpt_path), "env_id": config.env_id,
+              "jax": eval_summary(rows, threshold, args.episodes, seed)}
+    extra = None
+    if args.gymnasium:
+        import numpy as np
+
+        gym = [gymnasium_returns(config, jax.tree.map(lambda x: np.asarray(x)[i], ckpt.params),
+                                 args.episodes, seed, i) for i in range(ckpt.num_seeds)]
+        gym_rows = eval_rows(np.stack(gym), threshold)
+        result["gymnasium"] = eval_summary(gym_rows, threshold, args.episodes, seed)
+        result["gymnasium"]["keys"] = "env.reset(seed=SeedSequence([seed, seed_index, episode]))"
+        # The table's "solved" column is Gymnasium's verdict in this mode.
+        extra = {"gymnax mean": [r["mean"] for r in rows]}
+        rows = gym_rows
+        print(f"{config.env_id}: {ckpt.num_seeds} seed(s) in Gymnasium {_gym_version()} "
+              f"(numpy forward pass), {args.episodes} episodes each")
+    print(format_eval_table(rows, threshold, extra,
+                            "gymnasium mean" if args.gymnasium else "mean return"))
+    if args.json:
+        try:
+            atomic_write_json(args.json, result)
+        except OSError as e:
+            raise UserError(f"cannot write --json {args.json!r}: {e.strerror or e}") from None
+    return 0
+
+
+def _check_gymnasium_env(config) -> None:
+    if config.env_id not in GYMNASIUM_ENV_IDS:
+        raise UserError(f"--gymnasium cross-checks {', '.join(GYMNASIUM_ENV_IDS)} only; this run "
+                        f"is on {config.env_id!r}")
+    import gymnasium
+
+    limit = gymnasium.spec(config.env_id).max_episode_steps
+    if config.max_episode_steps not in (None, limit):
+        raise UserError(f"--gymnasium uses {config.env_id}'s standard time limit of {limit} steps;"
+                        f" this run uses max_episode_steps={config.max_episode_steps}")
+
+
+def _gym_version() -> str:
+    import gymnasium
+
+    return gymnasium.__version__
+
+
+def numpy_q_values(params, obs):
+    """Q-values of ``QNetwork`` params (one seed) in numpy: ReLU after every layer but the last."""
+    import numpy as np
+
+    layers = params["params"]
+    names = sorted(layers, key=lambda n: int(n.rsplit("_", 1)[1]))
+    x = np.asarray(obs, np.float32)
+    for i, name in enumerate(names):
+        x = x @ np.asarray(layers[name]["kernel"]) + np.asarray(layers[name]["bias"])
+        if i < len(names) - 1:
+            x = np.maximum(x, 0.0)
+    return x
+
+
+def gymnasium_returns(config, params, num_episodes: int, seed: int, seed_index: int):
+    """``f64[num_episodes]``: greedy returns in ``gymnasium.make(config.env_id)``.
+
+    All episodes run in lockstep so each step needs one batched forward pass; episode ``e`` is
+    reset with a seed drawn from ``SeedSequence([seed, seed_index, e])``.
+    """
+    import gymnasium
+    import numpy as np
+
+    envs = [gymnasium.make(config.env_id) for _ in range(num_episodes)]
+    obs = np.stack([
+        env.reset(seed=int(np.random.SeedSequence([seed, seed_index, e]).generate_state(1)[0]))[0]
+        for e, env in enumerate(envs)
+    ])
+    returns = np.zeros(num_episodes)
+    alive = np.ones(num_episodes, bool)
+    while alive.any():
+        idx = np.flatnonzero(alive)
+        actions = np.argmax(numpy_q_values(params, obs[idx]), axis=-1)
+        for i, a in zip(idx, actions):
+            o, r, terminated, truncated, _ = envs[i].step(int(a))
+            obs[i] = o
+            returns[i] += r
+            alive[i] = not (terminated or truncated)
+    for env in envs:
+        env.close()
+    return returns

@@ -1,0 +1,163 @@
+"""Options shared by the commands and the run's ``DQNConfig`` from presets, files and ``--set``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import types
+import typing
+from typing import Any, Sequence
+
+from jaxdqn.cli.parser import UserError
+
+
+def add_config_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--env", default=None, metavar="ENV_ID",
+                   help="environment id, e.g. CartPole-v1, Acrobot-v1, Probe1..Probe5")
+    p.add_argument("--preset", default="seed", metavar="NAME",
+                   help="named starting config (default 'seed': the seed's train_dqn defaults)")
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="TOML or JSON file of DQNConfig fields (a run's config.json works too)")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="sets",
+                   help="override one DQNConfig field, e.g. --set gamma=0.98 (repeatable)")
+
+
+def add_out_options(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument("--out", default=None, metavar="DIR", help=f"output folder (default {default})")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the results already in --out instead of refusing")
+
+
+def traced_fields() -> tuple[str, ...]:
+    """The hyperparameters a sweep batches into one compiled program."""
+    from jaxdqn.train import HParams
+
+    return HParams._fields
+
+
+def field_names() -> list[str]:
+    from jaxdqn.config import DQNConfig
+
+    return [f.name for f in dataclasses.fields(DQNConfig)]
+
+
+def unknown_field(name: str, where: str) -> UserError:
+    close = difflib.get_close_matches(name, field_names(), n=1, cutoff=0.5)
+    hint = (f"; did you mean {close[0]!r}?" if close
+            else f"; fields are: {', '.join(field_names())}")
+    return UserError(f"unknown DQNConfig field {name!r} ({where}){hint}")
+
+
+def parse_field_value(name: str, text: str, where: str) -> Any:
+    """Converts ``text`` to the type of DQNConfig field ``name`` (int, float, bool, str, a tuple
+    of ints, or None where allowed); a text that does not fit raises ``UserError``."""
+    from jaxdqn.config import DQNConfig
+
+    if name not in field_names():
+        raise unknown_field(name, where)
+    hint = typing.get_type_hints(DQNConfig)[name]
+    args = typing.get_args(hint)
+    optional = typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in args
+    kind = next(a for a in args if a is not type(None)) if optional else hint
+    t = text.strip()
+    if optional and t.lower() in ("none", "null"):
+        return None
+    expected = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+    try:
+        if kind is bool:
+            words = {"true": True, "yes": True, "on": True, "1": True,
+                     "false": False, "no": False, "off": False, "0": False}
+            return words[t.lower()]
+        if kind is int:
+            return _to_int(t)
+        if kind is float:
+            return float(t)
+        if kind is str:
+            return t
+        if typing.get_origin(kind) is tuple:
+            inner = t.strip("[]() ")
+            values = tuple(_to_int(v) for v in inner.replace("x", ",").split(",") if v.strip())
+            if not values:
+                raise ValueError
+            return values
+    except (KeyError, ValueError):
+        what = expected.get(kind, "a comma-separated list of integers, e.g. 64,64")
+        none = " or none" if optional else ""
+        raise UserError(f"{where}: {name}={text!r} is invalid: expected {what}{none}") from None
+    raise UserError(f"{where}: field {name!r} cannot be set from text")
+
+
+def _to_int(text: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        value = float(text)  # "5e5": an integer written in float notation
+        if not value.is_integer():
+            raise
+        return int(value)
+
+
+def parse_assignment(text: str, option: str) -> tuple[str, str]:
+    """``"gamma=0.9"`` -> ``("gamma", "0.9")``; ``option`` names the flag in the error."""
+    if "=" not in text:
+        raise UserError(f"{option} {text!r} is invalid: expected FIELD=VALUE")
+    name, value = text.split("=", 1)
+    return name.strip(), value
+
+
+def resolve_config(preset_name: str, config_file: str | None, sets: Sequence[str],
+                   env: str | None):
+    """The run's ``DQNConfig``: preset, then the file, then ``--set``s, then ``--env``.
+
+    Returns ``(config, run_settings)`` where ``run_settings`` holds ``seeds``/``seed`` when the
+    file is a run's ``config.json``.
+    """
+    from jaxdqn.config import preset, upgrade_legacy_fields
+    from jaxdqn.io import ConfigFileError, load_config_file
+
+    try:
+        base = preset(preset_name)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    changes: dict[str, Any] = {}
+    run_settings: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            data = load_config_file(config_file)
+        except ConfigFileError as e:
+            raise UserError(str(e)) from None
+        if isinstance(data.get("config"), dict):  # a run folder's config.json
+            run_settings = {k: data[k] for k in ("seeds", "seed") if k in data}
+            data = data["config"]
+        try:
+            data = upgrade_legacy_fields(data)
+        except ValueError as e:
+            raise UserError(f"{config_file}: {e}") from None
+        for name, value in data.items():
+            if name not in field_names():
+                raise unknown_field(name, f"in {config_file}")
+            changes[name] = tuple(value) if isinstance(value, list) else value
+    for text in sets:
+        name, value = parse_assignment(text, "--set")
+        changes[name] = parse_field_value(name, value, "--set")
+    if env is not None:
+        changes["env_id"] = env
+    return make_config(base, changes), run_settings
+
+
+def make_config(base, changes: dict):
+    """``base.replace(**changes)``, an invalid value raising ``UserError``."""
+    try:
+        return base.replace(**changes)
+    except (TypeError, ValueError) as e:
+        raise UserError(str(e)) from None
+
+
+def check_counts(args, num_seeds: int, seed: int) -> None:
+    if num_seeds < 1:
+        raise UserError(f"--seeds={num_seeds} is invalid: must be >= 1")
+    if not 0 <= seed < 2**32:
+        raise UserError(f"--seed={seed} is invalid: must be in [0, 2**32)")
+    if args.episodes < 1:
+        raise UserError(f"--episodes={args.episodes} is invalid: must be >= 1")

@@ -1,0 +1,30 @@
+"""The one-line-error argument parser shared by the ``jaxdqn`` command and the scripts.
+
+argparse prints the usage and the message and exits on a bad argument; jaxdqn's commands report
+every user mistake as one line instead, so the parser raises ``UserError`` and the entry point
+prints it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+PROG = "jaxdqn"
+EXIT_USAGE, EXIT_FAILURE, EXIT_INTERRUPTED = 2, 1, 130
+
+
+class UserError(Exception):
+    """A mistake in the command line or its inputs, shown as one line (exit code 2)."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors raise ``UserError("... (see 'PROG --help')")``."""
+
+    def error(self, message):
+        raise UserError(f"{message} (see '{self.prog} --help')")
+
+
+def say(message: str, prog: str = PROG) -> None:
+    """Prints ``prog: message`` on stderr at once (progress, notes and errors)."""
+    print(f"{prog}: {message}", file=sys.stderr, flush=True)

@@ -1,0 +1,90 @@
+"""What the commands print and summarise: evaluation rows and tables, latest returns."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+
+def method_name(config) -> str:
+    """The method's name for titles and messages: DQN or Double DQN."""
+    return {"dqn": "DQN", "double_dqn": "Double DQN"}.get(config.estimator, config.estimator)
+
+
+def eval_rows(returns, threshold: float | None) -> list[dict[str, Any]]:
+    """Per-seed statistics of ``returns: [num_seeds, num_episodes]``."""
+    import numpy as np
+
+    rows = []
+    for i, r in enumerate(np.asarray(returns, np.float64)):
+        rows.append({"seed_index": i, "mean": float(r.mean()), "std": float(r.std()),
+                     "min": float(r.min()), "max": float(r.max()),
+                     "solved": None if threshold is None else bool(r.mean() > threshold)})
+    return rows
+
+
+def eval_summary(rows: list[dict[str, Any]], threshold, num_episodes: int, seed: int) -> dict:
+    import numpy as np
+
+    solved = [r["solved"] for r in rows]
+    return {
+        "num_episodes": num_episodes,
+        "seed": seed,
+        "keys": f"jax.random.split(jax.random.fold_in(PRNGKey({seed}), 1), num_seeds)",
+        "solve_threshold": threshold,
+        "mean_over_seeds": float(np.mean([r["mean"] for r in rows])),
+        "solved_seeds": None if threshold is None else int(sum(solved)),
+        "per_seed": rows,
+    }
+
+
+def format_eval_table(rows, threshold, extra: dict[str, list[float]] | None = None,
+                      mean_label: str = "mean return") -> str:
+    extra = extra or {}
+    head = ["seed", mean_label, "std", "min", "max", *extra, "solved"]
+    lines = []
+    for i, r in enumerate(rows):
+        solved = "-" if r["solved"] is None else ("yes" if r["solved"] else "no")
+        lines.append([str(r["seed_index"]), f"{r['mean']:.2f}", f"{r['std']:.2f}",
+                      f"{r['min']:.1f}", f"{r['max']:.1f}",
+                      *(f"{v[i]:.2f}" for v in extra.values()), solved])
+    means = [r["mean"] for r in rows]
+    solved = [r["solved"] for r in rows]
+    total = "-" if threshold is None else f"{sum(solved)}/{len(rows)}"
+    lines.append(["all", f"{sum(means) / len(means):.2f}", "", "", "",
+                  *(f"{sum(v) / len(v):.2f}" for v in extra.values()), total])
+    title = "greedy evaluation" + ("" if threshold is None else f" (solved: mean > {threshold:g})")
+    return title + "\n" + table(head, lines)
+
+
+def table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Right-aligned columns under a rule; the last row (a total) gets a rule above it too."""
+    widths = [max(len(str(c)) for c in col) for col in zip(head, *rows)]
+    fmt = lambda row: "  ".join(str(c).rjust(w) for c, w in zip(row, widths))  # noqa: E731
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([fmt(head), rule, *(fmt(r) for r in rows[:-1]), rule, fmt(rows[-1])]) \
+        if len(rows) > 1 else "\n".join([fmt(head), rule, *(fmt(r) for r in rows)])
+
+
+def latest_returns(metrics) -> Any:
+    """Each run's return in the last metric row (of ``metrics``) that finished an episode."""
+    import numpy as np
+
+    r = np.asarray(metrics.episode_return, np.float64)
+    r = r.reshape(-1, r.shape[-1])
+    out = np.full(r.shape[0], np.nan)
+    for i, row in enumerate(r):
+        finite = np.flatnonzero(np.isfinite(row))
+        if finite.size:
+            out[i] = row[finite[-1]]
+    return out
+
+
+def show(v) -> str:
+    """A grid value for labels: tuples as lists, floats in ``%g``."""
+    if isinstance(v, tuple):
+        return str(list(v))
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def csv_value(v):
+    return str(list(v)) if isinstance(v, tuple) else v

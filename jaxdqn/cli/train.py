@@ -1,0 +1,236 @@
+"""``jaxdqn train``: seeds vmapped in one compiled program, progress, Ctrl-C and ``--resume``,
+then a greedy evaluation; writes a run folder."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from jaxdqn.cli.options import add_config_options, add_out_options, check_counts, resolve_config
+from jaxdqn.cli.outputs import RUN_FILES, default_out, prepare_out, provenance
+from jaxdqn.cli.parser import EXIT_INTERRUPTED, PROG, UserError, say
+from jaxdqn.cli.progress import PROGRESS_SEGMENTS, Progress
+from jaxdqn.cli.reports import (eval_rows, eval_summary, format_eval_table, latest_returns,
+                                method_name)
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "train", help="train DQN on several seeds at once and write a run folder",
+        description="Train DQN with every seed vmapped in one compiled program; show progress; "
+                    "evaluate the greedy policy of each seed; write config, metrics, plot and "
+                    "checkpoint to --out.",
+        epilog="Config resolution: --preset, then --config FILE, then each --set, then --env. "
+               f"Example: {PROG} train --env CartPole-v1 --seeds 8 --out runs/cp "
+               "--set learning_rate=1e-3 --set hidden_sizes=64,64",
+    )
+    add_config_options(p)
+    p.add_argument("--seeds", type=int, default=None, metavar="N",
+                   help="number of independent runs, vmapped together (default 1, or the "
+                        "value stored in a run's config.json given to --config)")
+    p.add_argument("--seed", type=int, default=None, metavar="S",
+                   help="base seed: run i uses jax.random.split(PRNGKey(S), N)[i] (default 0)")
+    p.add_argument("--episodes", type=int, default=100, metavar="E",
+                   help="greedy evaluation episodes per seed at the end (default 100)")
+    add_out_options(p, "runs/<env>-<time>")
+    p.add_argument("--resume", metavar="RUN_DIR", default=None,
+                   help="continue an interrupted run in RUN_DIR (settings come from its "
+                        "config.json); the result is the same as an uninterrupted run")
+    p.add_argument("--no-progress", action="store_true",
+                   help="run the whole training as one compiled call, without progress output")
+    p.set_defaults(handler=run)
+
+
+def run(args, argv) -> int:
+    if args.resume is not None:
+        return _resume(args, argv)
+    config, run_settings = resolve_config(args.preset, args.config, args.sets, args.env)
+    num_seeds = args.seeds if args.seeds is not None else int(run_settings.get("seeds", 1))
+    seed = args.seed if args.seed is not None else int(run_settings.get("seed", 0))
+    check_counts(args, num_seeds, seed)
+    check_memory(config, num_seeds)
+    out = prepare_out(args.out, default_out("", config.env_id), RUN_FILES, args.overwrite)
+    from jaxdqn.io import atomic_write_json
+
+    atomic_write_json(out / "config.json", {
+        "config": config.to_dict(), "seeds": num_seeds, "seed": seed,
+        "eval_episodes": args.episodes, **provenance(argv),
+    })
+    return _train(config, num_seeds, seed, args.episodes, out, args.no_progress)
+
+
+def check_memory(config, num_seeds: int) -> None:
+    """Refuses, before anything is written or compiled, runs that will not fit in memory."""
+    from jaxdqn.memory import check_fits
+    from jaxdqn.parallel import devices_for
+
+    try:
+        check_fits(config, num_seeds, devices_for(num_seeds), can_chunk=False)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
+def _resume(args, argv) -> int:
+    given = [opt for opt, v in (("--env", args.env), ("--config", args.config),
+                                ("--set", args.sets), ("--seeds", args.seeds),
+                                ("--seed", args.seed), ("--out", args.out)) if v]
+    if args.preset != "seed":
+        given.append("--preset")
+    if given:
+        raise UserError("--resume takes every setting from the run folder; "
+                        f"drop {', '.join(given)}")
+    out = Path(args.resume)
+    if not (out / "config.json").is_file():
+        raise UserError(f"--resume {str(out)!r}: no config.json there, so it is not a run folder")
+    if not (out / "resume_state.msgpack").is_file():
+        done = (out / "summary.json").is_file() and (out / "checkpoint.msgpack").is_file()
+        raise UserError(f"--resume {str(out)!r}: no resume_state.msgpack there"
+                        + ("; the run is already complete" if done else ""))
+    config, settings = resolve_config("seed", str(out / "config.json"), [], None)
+    with open(out / "config.json", encoding="utf-8") as f:
+        episodes = int(json.load(f).get("eval_episodes", args.episodes))
+    check_memory(config, int(settings["seeds"]))
+    return _train(config, int(settings["seeds"]), int(settings["seed"]), episodes, out,
+                  args.no_progress, resume=True)
+
+
+def _train(config, num_seeds: int, seed: int, num_episodes: int, out: Path, no_progress: bool,
+           resume: bool = False) -> int:
+    import jax
+    import numpy as np
+
+    from jaxdqn.checkpoint import CheckpointError, load_resume_state
+    from jaxdqn.envs import solve_threshold
+    from jaxdqn.parallel import devices_for
+    from jaxdqn.sweep import (chunk_rows_for, concat_metrics, evaluation_keys, make_run_batch,
+                              run_in_chunks, seed_keys)
+
+    run_devices = devices_for(num_seeds)
+    batch = make_run_batch(config)
+    keys = seed_keys(seed, num_seeds)
+    first_row, done_segments, prior = 0, [], {}
+    if resume:
+        template = jax.eval_shape(batch.init, keys, None)
+        try:
+            state, meta = load_resume_state(out / "resume_state.msgpack", template, config)
+        except CheckpointError as e:
+            raise UserError(str(e)) from None
+        first_row = int(meta["rows_done"])
+        prior = {"train_seconds": float(meta.get("train_seconds", 0.0))}
+        done_segments = [_metrics_from(meta["metrics"])] if first_row else []
+    num_rows = config.num_log_rows
+    left = num_rows - first_row
+    segment_rows = left if no_progress else chunk_rows_for(left, PROGRESS_SEGMENTS)
+    num_devices = len(run_devices)
+    on_devices = f" split across {num_devices} devices" if num_devices > 1 else ""
+    say(f"{'resuming' if resume else 'training'} {num_seeds} seed{'s' * (num_seeds != 1)} of "
+        f"{method_name(config)} on {config.env_id}, {config.total_timesteps} env steps each"
+        f"{on_devices} -> {out}")
+    t_compile = time.perf_counter()
+    if not resume:
+        state = batch.init(keys, None)
+    if left:
+        say("compiling the training program ...")
+        batch.run.lower(state, None, first_row, segment_rows).compile()
+    compile_seconds = time.perf_counter() - t_compile
+
+    steps_per_row = config.log_interval
+    progress = Progress(f"{config.env_id} x{num_seeds}", config.total_timesteps, num_seeds,
+                        first_row * steps_per_row, enabled=not no_progress)
+    done, interrupted = [], False  # appending a finished segment is the loop's only mutation
+    t_train = time.perf_counter()
+    try:
+        for segment in run_in_chunks(batch, state, None, first_row, segment_rows):
+            done.append(segment)
+            progress.update(segment.rows_done * steps_per_row, latest_returns(segment.metrics))
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        progress.close()
+    session_seconds = time.perf_counter() - t_train
+    train_seconds = prior.get("train_seconds", 0.0) + session_seconds
+    segments = [s.metrics for s in done]
+    if done:
+        state, rows_done = done[-1].state, done[-1].rows_done
+    else:
+        rows_done = first_row
+    if interrupted:
+        say(f"interrupted: saving the {rows_done * steps_per_row} env steps per run done so far")
+
+    all_segments = done_segments + segments
+    metrics = concat_metrics(all_segments, 1) if all_segments else None
+    params = state.train.params
+    summary = {
+        "env_id": config.env_id, "num_seeds": num_seeds, "seed": seed,
+        "total_timesteps": config.total_timesteps, "env_steps_done": rows_done * steps_per_row,
+        "rows_done": rows_done, "num_log_rows": num_rows,
+        "complete": rows_done == num_rows, "interrupted": interrupted,
+        "compile_seconds": compile_seconds, "train_seconds": train_seconds,
+        "env_steps_per_second": (rows_done - first_row) * steps_per_row * num_seeds
+        / max(session_seconds, 1e-9),
+        "final_training_return": None if metrics is None
+        else [None if np.isnan(v) else float(v) for v in latest_returns(metrics)],
+    }
+    from jaxdqn.checkpoint import save_resume_state
+
+    resume_path = out / "resume_state.msgpack"
+    if interrupted:  # first what --resume needs: the state and the metric rows so far
+        save_resume_state(resume_path, state, config, {
+            "rows_done": rows_done, "train_seconds": train_seconds,
+            "metrics": None if metrics is None else metrics._asdict()})
+    write_run_files(out, config, num_seeds, seed, metrics, params, summary)
+    if interrupted:
+        say(f"partial run saved in {out}; continue it with: {PROG} train --resume {out}")
+        return EXIT_INTERRUPTED
+    if resume_path.exists():
+        resume_path.unlink()
+
+    say(f"trained in {train_seconds:.1f} s (+{compile_seconds:.1f} s compile); "
+        f"evaluating {num_episodes} greedy episodes per seed ...")
+    returns = batch.evaluate(params, evaluation_keys(seed, num_seeds), num_episodes)
+    threshold = solve_threshold(config)
+    rows = eval_rows(jax.device_get(returns), threshold)
+    summary["evaluation"] = eval_summary(rows, threshold, num_episodes, seed)
+    from jaxdqn.io import atomic_write_json
+
+    atomic_write_json(out / "summary.json", summary)
+    print(format_eval_table(rows, threshold))
+    print(f"run folder: {out}")
+    return 0
+
+
+def _metrics_from(stored: dict):
+    import numpy as np
+
+    from jaxdqn.train import TrainMetrics
+
+    return TrainMetrics(*(np.asarray(stored[f]) for f in TrainMetrics._fields))
+
+
+def write_run_files(out: Path, config, num_seeds, seed, metrics, params, summary) -> None:
+    """Checkpoint, metrics (npz and csv), learning curve and summary of a finished or stopped run."""
+    import numpy as np
+
+    from jaxdqn.checkpoint import save_checkpoint
+    from jaxdqn.envs import solve_threshold
+    from jaxdqn.io import atomic_save_npz, atomic_write_csv, atomic_write_json
+    from jaxdqn.plotting import plot_learning_curves, value_ceiling
+    from jaxdqn.train import TrainMetrics
+
+    save_checkpoint(out / "checkpoint.msgpack", params, config,
+                    {"seed": seed, "env_steps_done": summary["env_steps_done"],
+                     "complete": summary["complete"]})
+    if metrics is not None:
+        arrays = {f: np.asarray(getattr(metrics, f)) for f in TrainMetrics._fields}
+        atomic_save_npz(out / "metrics.npz", {**arrays, "seed_index": np.arange(num_seeds)})
+        rows = ([s, r, *(arrays[f][s, r].item() for f in TrainMetrics._fields)]
+                for s in range(num_seeds) for r in range(arrays["env_steps"].shape[1]))
+        atomic_write_csv(out / "metrics.csv", ["seed_index", "row", *TrainMetrics._fields], rows)
+        title = f"{method_name(config)} on {config.env_id}"
+        if not summary["complete"]:
+            title += (f" (interrupted at {summary['env_steps_done']} of "
+                      f"{config.total_timesteps} steps)")
+        plot_learning_curves(metrics, out / "learning_curve.png", title, solve_threshold(config),
+                             value_ceiling(config.env_id, config.gamma))
+    atomic_write_json(out / "summary.json", summary)
