@@ -94,6 +94,13 @@ def summarise(values: dict, means: np.ndarray, ratios: np.ndarray) -> dict:
     }
 
 
+def _row_line(row: dict) -> str:
+    return (f"{row['values']}  solved {row['solved']:.2f}  return median {row['median_return']:.0f} "
+            f"min {row['min_return']:.0f}  ratio median {row['median_ratio']:.3f} "
+            f"[{row['min_ratio']:.2f}, {row['max_ratio']:.2f}]"
+            f"{' calibrated' if row['calibrated'] else ''}  objective {row['objective']:+.3f}")
+
+
 def search_group(group, seed_keys: jax.Array) -> tuple[np.ndarray, np.ndarray, float]:
     """Trains and judges every combination x seed of one shape group in one program.
 
@@ -151,15 +158,16 @@ def main(argv=None) -> int:
         fixed = {k: v for k, v in group.static_values(list(grid)).items()}
         print(f"group {fixed or '(one program)'}: {len(group.combinations)} combination(s) x "
               f"{num_seeds} seeds in {seconds:.1f} s (compile + run + evaluation)", flush=True)
-        rows += [summarise(c.values, m, r) for c, m, r in zip(group.combinations, means, ratios)]
+        group_rows = [summarise(c.values, m, r)
+                      for c, m, r in zip(group.combinations, means, ratios)]
+        for row in group_rows:  # as each group finishes: a long search shows figures early
+            print(f"  {_row_line(row)}", flush=True)
+        rows += group_rows
 
     print(f"base={base_fields} seeds={num_seeds} key={args.key}")
     print("ranked by objective = solved - calibration penalty; ratio = start-state value x (1 - gamma)")
     for row in sorted(rows, key=lambda r: -r["objective"]):
-        print(f"{row['values']}  solved {row['solved']:.2f}  return median {row['median_return']:.0f} "
-              f"min {row['min_return']:.0f}  ratio median {row['median_ratio']:.3f} "
-              f"[{row['min_ratio']:.2f}, {row['max_ratio']:.2f}]"
-              f"{' calibrated' if row['calibrated'] else ''}  objective {row['objective']:+.3f}")
+        print(_row_line(row))
     if args.out:
         result = {"base": base_fields, "grid": grid, "seeds": num_seeds, "key": args.key,
                   "group_seconds": timings, "combinations": rows}
