@@ -9,6 +9,7 @@ import pytest
 import jaxdqn
 from jaxdqn import DQNConfig, init_q_params
 from jaxdqn.checkpoint import BEST_FILE, FINAL_FILE, CheckpointError, save_checkpoint
+from trees import assert_trees_equal
 
 CFG = DQNConfig(total_timesteps=400, buffer_size=200, learning_starts=64, batch_size=32,
                 hidden_sizes=(16,), log_interval=200, eval_interval=200)
@@ -33,13 +34,11 @@ def test_load_picks_the_seed_and_the_params_asked_for(run_dir):
     final, best = _params(3, 0), _params(3, 1)
     agent = jaxdqn.load(run_dir, seed_index=2)
     assert agent.config == CFG and agent.which == "final" and agent.seed_index == 2
-    for got, want in zip(jax.tree.leaves(agent.params), jax.tree.leaves(final)):
-        np.testing.assert_array_equal(got, want[2])
+    assert_trees_equal(agent.params, jax.tree.map(lambda x: x[2], final))
     agent = jaxdqn.load(run_dir, seed_index=1, which="best")
     assert agent.which == "best"
     assert agent.metadata["best_eval_return"] == 20.0 and agent.metadata["best_env_steps"] == 400
-    for got, want in zip(jax.tree.leaves(agent.params), jax.tree.leaves(best)):
-        np.testing.assert_array_equal(got, want[1])
+    assert_trees_equal(agent.params, jax.tree.map(lambda x: x[1], best))
     file_agent = jaxdqn.load(run_dir / BEST_FILE, seed_index=1)  # a checkpoint file works too
     np.testing.assert_array_equal(file_agent.q_values(np.ones(4)), agent.q_values(np.ones(4)))
 

@@ -14,6 +14,7 @@ from jaxdqn.bias import (BiasStats, Trajectory, ValueEvalSpec, bootstrap_ci, mak
                          realised_left_fraction, return_was_cut, returns_to_go, tail_bound,
                          tail_steps, value_eval_spec)
 from jaxdqn.train import TrainMetrics
+from trees import assert_trees_close
 
 # Two episodes and a piece of a third in one column, gamma = 0.5 (exact in float32):
 #   t:        0    1    2  |  3    4  |  5
@@ -202,8 +203,8 @@ def test_study_trains_exactly_the_agent_the_trainer_trains(mdp_studies):
     cfg, out = mdp_studies[False]
     train_key, _ = jax.random.split(SEEDS[3])
     direct = jax.jit(make_trainer(cfg).train)(train_key)
-    for a, b in zip(jax.tree.leaves(direct.params), jax.tree.leaves(out.params)):
-        np.testing.assert_allclose(a, b[3], rtol=1e-5, atol=1e-6)
+    assert_trees_close(direct.params, jax.tree.map(lambda x: x[3], out.params), rtol=1e-5,
+                       atol=1e-6)
     np.testing.assert_array_equal(direct.metrics.episodes, out.metrics.episodes[3])
     with pytest.raises(ValueError, match="num_chunks=3"):
         make_value_study(cfg, value_eval_spec(cfg), 3)

@@ -16,6 +16,7 @@ import jaxdqn.sweep
 from jaxdqn import DQNConfig, init_q_params
 from jaxdqn.checkpoint import load_checkpoint, save_checkpoint
 from jaxdqn.cli import main, parse_field_value, resolve_config, split_values
+from trees import assert_trees_equal
 
 TINY_SETS = ["--set", "total_timesteps=400", "--set", "buffer_size=200",
              "--set", "learning_starts=64", "--set", "batch_size=32"]
@@ -117,6 +118,11 @@ def test_a_run_config_json_reproduces_config_and_seeds(tmp_path):
      "--resume takes every setting from the run folder; drop --set"),
     (["evaluate", "/nonexistent/run"], "'/nonexistent/run' does not exist"),
     (["evaluate", "/tmp", "--episodes", "0"], "--episodes=0 is invalid"),
+    (["train", "--set", "total_timesteps=1000"],
+     "total_timesteps=1000 takes no gradient step: learning starts after learning_starts=10000 "
+     "env steps (whole iterations of 10); set total_timesteps >= 10000 or learning_starts <= 1000"),
+    (["sweep", *TINY_SETS, "--grid", "learning_starts=64,800"],
+     "grid combination learning_starts=800: total_timesteps=400 takes no gradient step"),
     (["sweep"], "sweep needs at least one --grid FIELD=V1,V2,..."),
     (["sweep", "--grid", "gama=0.9,0.99"], "unknown DQNConfig field 'gama' (--grid); did you mean"),
     (["sweep", "--grid", "batch_size=32,big"], "--grid: batch_size='big' is invalid"),
@@ -348,8 +354,7 @@ def test_resuming_an_interrupted_run_gives_the_uninterrupted_run_bit_for_bit(run
         for name in ma.files:
             np.testing.assert_array_equal(mb[name], ma[name], err_msg=name)
     pa, pb = load_checkpoint(a / "checkpoint.msgpack"), load_checkpoint(b / "checkpoint.msgpack")
-    for x, y in zip(jax.tree.leaves(pa.params), jax.tree.leaves(pb.params)):
-        np.testing.assert_array_equal(x, y)
+    assert_trees_equal(pa.params, pb.params)
     sa, sb = (json.loads((d / "summary.json").read_text()) for d in (a, b))
     assert sb["complete"] and sb["evaluation"] == sa["evaluation"]
     assert runs["resumed"].stdout == runs["train_stdout"].replace(str(a), str(b))

@@ -11,6 +11,7 @@ from jaxdqn.update import (averaged_target, clipped_double_target, double_dqn_ta
                            double_q_target, dqn_target, init_train_state, make_optimizer,
                            make_td_update, maxmin_target, sync_target)
 from jaxdqn.buffer import Transition
+from trees import assert_same_structure
 
 # Three rows, three actions, gamma 0.5; row 1 is terminal (its large next values must not count).
 # Ties: online member 0 row 0 (actions 1, 2), row 2 (actions 0, 1); online member 1 row 0 (0, 1).
@@ -91,6 +92,7 @@ def _probe_batch():
 
 
 def _changed(a, b, member):
+    assert_same_structure(a, b)
     return any(not np.array_equal(x[member], y[member])
                for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 

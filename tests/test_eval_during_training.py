@@ -12,6 +12,7 @@ from jaxdqn.checkpoint import load_resume_state, save_resume_state
 from jaxdqn.evaluation import make_greedy_episodes
 from jaxdqn.sweep import make_run_batch
 from jaxdqn.train import EVAL_STREAM, TrainMetrics, TrainOutput, best_params
+from trees import assert_trees_equal
 
 CFG = DQNConfig(total_timesteps=4000, buffer_size=2000, learning_starts=500, batch_size=32,
                 train_frequency=4, num_envs=4, target_update_freq=200, log_interval=400,
@@ -46,16 +47,14 @@ def test_training_trajectory_is_bit_identical_with_evaluation_on(runs):
     plain, whole, *_ = runs
     whole_at_once = jax.jit(jax.vmap(jaxdqn.make_train(EVAL)))(KEYS)  # one fused program too
     plain_at_once = jax.jit(jax.vmap(jaxdqn.make_train(CFG)))(KEYS)
-    for a, b in zip(jax.tree.leaves((plain_at_once.params, plain_at_once.metrics[:-2])),
-                    jax.tree.leaves((whole_at_once.params, whole_at_once.metrics[:-2]))):
-        np.testing.assert_array_equal(a, b)
+    assert_trees_equal((plain_at_once.params, plain_at_once.metrics[:-2]),
+                       (whole_at_once.params, whole_at_once.metrics[:-2]))
     assert plain.best is None and whole.best is not None
     for field in TrainMetrics._fields:
         if not field.startswith("eval_"):
             np.testing.assert_array_equal(getattr(plain.metrics, field),
                                           getattr(whole.metrics, field), err_msg=field)
-    for a, b in zip(jax.tree.leaves(plain.params), jax.tree.leaves(whole.params)):
-        np.testing.assert_array_equal(a, b)
+    assert_trees_equal(plain.params, whole.params)
     assert np.isnan(plain.metrics.eval_return).all() and np.isnan(plain.metrics.eval_truncated).all()
 
 
@@ -84,9 +83,8 @@ def test_best_params_are_those_of_the_latest_best_evaluation(runs):
         best = np.flatnonzero(returns == returns.max())[-1]  # ties: the later evaluation
         assert whole.best.eval_return[seed] == returns.max()
         assert whole.best.env_steps[seed] == whole.metrics.env_steps[seed, rows[best]]
-        for got, want in zip(jax.tree.leaves(whole.best.params),
-                             jax.tree.leaves(params_at[best])):
-            np.testing.assert_array_equal(got[seed], want[seed])
+        assert_trees_equal(jax.tree.map(lambda x: x[seed], whole.best.params),
+                           jax.tree.map(lambda x: x[seed], params_at[best]))
 
 
 def test_eval_interval_must_be_a_multiple_of_log_interval():

@@ -7,12 +7,13 @@ import pytest
 
 import jaxdqn
 from jaxdqn import DQNConfig, expected_q, make_q_fn, make_train, make_trainer
+from jaxdqn.envs.probes import PROBE_TOLERANCES
+from trees import assert_trees_equal
 
 SEEDS = jax.random.split(jax.random.key(42), 4)
 
 
-@pytest.mark.parametrize("probe, tol", [("Probe1", 5e-4), ("Probe2", 5e-4), ("Probe3", 5e-4),
-                                        ("Probe4", 5e-4), ("Probe5", 1e-3)])
+@pytest.mark.parametrize("probe, tol", PROBE_TOLERANCES.items())
 def test_every_probe_learns_its_exact_q_values_for_every_seed(probe, tol):
     cfg = jaxdqn.preset("probes").replace(env_id=probe)
     out = jax.jit(jax.vmap(make_train(cfg)))(SEEDS)
@@ -36,9 +37,8 @@ def test_same_key_same_result_bit_for_bit_and_legacy_keys_match(cartpole_small):
     a = train(jax.random.key(7))
     b = train(jax.random.key(7))
     c = jax.jit(make_train(cfg))(jax.random.PRNGKey(7))  # legacy uint32 key, same stream
-    for x, y, z in zip(jax.tree.leaves(a), jax.tree.leaves(b), jax.tree.leaves(c)):
-        np.testing.assert_array_equal(x, y)
-        np.testing.assert_array_equal(x, z)
+    assert_trees_equal(a, b)
+    assert_trees_equal(a, c)
 
 
 def test_vmapped_seeds_really_differ():
