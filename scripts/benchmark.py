@@ -365,13 +365,8 @@ def worker_main(spec_json: str) -> int:
 # The driver (parent side: never initialises a JAX backend, so each worker gets the device whole)
 
 
-class UsageError(Exception):
-    """A mistake on the command line: one line on stderr, exit code 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # argparse would print the usage too; one line is enough
-        raise UsageError(f"{message} (see 'benchmark.py --help')")
+from jaxdqn.cli.parser import OneLineParser as _Parser  # noqa: E402
+from jaxdqn.cli.parser import UserError as UsageError  # noqa: E402
 
 
 def parse_args(argv):
@@ -413,12 +408,9 @@ def parse_args(argv):
 
 
 def _config(args):
-    from jaxdqn.cli import UserError, resolve_config
+    from jaxdqn.cli import resolve_config
 
-    try:
-        config, _ = resolve_config(args.preset, None, args.sets, None)
-    except UserError as e:
-        raise UsageError(str(e)) from None
+    config, _ = resolve_config(args.preset, None, args.sets, None)  # raises UsageError
     return config
 
 

@@ -29,15 +29,14 @@ See docs/max_bias.md for the method, the configs and the measured results.
 from __future__ import annotations
 
 import argparse
-import io
-import json
 import math
 import os
 import sys
-import tempfile
 import time
 import warnings
 
+from jaxdqn.cli.parser import OneLineParser as _Parser
+from jaxdqn.cli.parser import UserError as CliError
 from jaxdqn.runtime import fast_cpu_compile
 
 # The MaxBiasMDP study: a small network and a small replay buffer (about 17 samples per B action,
@@ -56,7 +55,6 @@ LABELS = {"dqn": "DQN", "double_dqn": "Double DQN", "double_q": "Double Q",
           "clipped_double": "Clipped double Q", "maxmin": "Maxmin", "averaged": "Averaged"}
 PALETTE = ("tab:red", "tab:blue", "tab:green", "tab:purple", "tab:orange", "tab:brown",
            "tab:pink", "tab:olive", "tab:cyan", "tab:gray")
-SOLVED = 475.0  # CartPole-v1 is solved by a mean greedy return above this (solve_cartpole.py)
 FINAL_EVAL_EPISODES = 100
 COLORS: dict = {}  # label -> color, filled by parse_estimators
 
@@ -95,13 +93,6 @@ def baseline_of(methods) -> str:
     return "DQN" if "DQN" in labels else labels[0]
 
 
-class CliError(Exception):
-    """A bad argument: reported as one line on stderr."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, not usage + message
-        raise CliError(message)
 
 
 def positive_int(text: str) -> int:
@@ -237,6 +228,8 @@ def iqm_ci(scores_by_method, resamples, seed=0):
 def summarize(results, resamples, left=None, baseline="DQN"):
     """Per method: bias and values with bootstrap CIs over seeds; each method minus ``baseline``,
     paired by seed; on CartPole (``final_returns``) the final return, solve rate and IQM."""
+    from jaxdqn.envs import solve_threshold
+
     import numpy as np
 
     summary, per_seed = {}, {}
@@ -275,7 +268,7 @@ def summarize(results, resamples, left=None, baseline="DQN"):
         for method, final in finals.items():
             summary[method]["final_return"] = ci_dict(final, resamples)
             summary[method]["per_seed_final_return"] = final.tolist()
-            summary[method]["solve_rate"] = float(np.mean(final > SOLVED))
+            summary[method]["solve_rate"] = float(np.mean(final > solve_threshold("CartPole-v1")))
             summary[method]["final_return_iqm"] = iqm[method]
     for method in results:
         if method == baseline:
@@ -368,42 +361,13 @@ def left_figure(results, left, epsilon, f_left):
     return fig
 
 
-def write_atomic(path, data: bytes):
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def save_figure(fig, path):
     import matplotlib.pyplot as plt
 
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
+    from jaxdqn.io import atomic_savefig
+
+    atomic_savefig(fig, path, dpi=110)
     plt.close(fig)
-    write_atomic(path, buf.getvalue())
-
-
-def finite_or_none(obj):
-    """``obj`` with every non-finite float replaced by None, so the JSON is strict."""
-    if isinstance(obj, dict):
-        return {k: finite_or_none(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [finite_or_none(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
-def write_json(path, obj):
-    text = json.dumps(finite_or_none(obj), indent=2, allow_nan=False)
-    write_atomic(path, (text + "\n").encode())
 
 
 def fmt_ci(entry, digits=3):
@@ -444,6 +408,7 @@ def study(args):
     from jaxdqn.bias import (make_max_bias_probe, realised_left_fraction, tail_bound,
                              value_eval_spec)
     from jaxdqn.envs.max_bias import left_action_fraction, true_q_values
+    from jaxdqn.io import atomic_write_json
 
     # Everything that can be wrong with the arguments is found before the first compilation.
     methods = parse_estimators(args.estimators)
@@ -511,8 +476,8 @@ def study(args):
                         os.path.join(args.out, "max_bias_cartpole.png"))
         report["envs"][env_id] = env_report
     report["noisy_max"] = noisy_max_report()
-    write_json(os.path.join(args.out, "bias.json"), report)
-    write_json(os.path.join(args.out, "noisy_max.json"), report["noisy_max"])
+    atomic_write_json(os.path.join(args.out, "bias.json"), report)
+    atomic_write_json(os.path.join(args.out, "noisy_max.json"), report["noisy_max"])
     print_table(report)
     print(f"\nwrote {args.out}/bias.json, noisy_max.json and the figures")
 

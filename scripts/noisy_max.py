@@ -8,22 +8,12 @@ Pure numpy (no JAX); see jaxdqn/noisy_max.py and docs/max_bias.md.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import sys
-import tempfile
 
+from jaxdqn.cli.parser import OneLineParser as _Parser
+from jaxdqn.cli.parser import UserError as CliError
+from jaxdqn.io import atomic_write_json
 from jaxdqn.noisy_max import compounding_table, noisy_max_table
-
-
-class CliError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise CliError(message)
 
 
 def main(argv=None) -> int:
@@ -57,27 +47,12 @@ def main(argv=None) -> int:
               f"{r['fixed_point']:>12.4f} {r['simulated']:>10.4f}")
     if args.out:
         try:
-            write_json_atomic(args.out, {"expected_max": rows, "compounding": compounding})
+            atomic_write_json(args.out, {"expected_max": rows, "compounding": compounding})
         except OSError as e:
             print(f"noisy_max.py: error: cannot write --out={args.out!r}: {e}", file=sys.stderr)
             return 2
         print(f"\nwrote {args.out}")
     return 0
-
-
-def write_json_atomic(path: str, obj) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_noisy_max")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 if __name__ == "__main__":

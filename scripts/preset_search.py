@@ -27,10 +27,8 @@ from __future__ import annotations
 
 import argparse
 import ast
-import json
 import os
 import sys
-import tempfile
 import time
 
 from jaxdqn.runtime import fast_cpu_compile, use_all_cpu_cores
@@ -43,10 +41,12 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import jaxdqn  # noqa: E402
+from jaxdqn.envs import solve_threshold  # noqa: E402
+from jaxdqn.io import atomic_write_json  # noqa: E402
 from jaxdqn.parallel import devices_for, seed_mesh, sharded_vmap  # noqa: E402
 from jaxdqn.sweep import expand_grid, shape_groups  # noqa: E402
 
-SOLVED = 475.0
+SOLVED = solve_threshold("CartPole-v1")  # 475
 CALIBRATED = (0.95, 1.10)  # the median start-state value ratio wanted
 WORST_RATIO = 1.2  # no seed above this
 
@@ -171,12 +171,8 @@ def main(argv=None) -> int:
     if args.out:
         result = {"base": base_fields, "grid": grid, "seeds": num_seeds, "key": args.key,
                   "group_seconds": timings, "combinations": rows}
-        directory = os.path.dirname(os.path.abspath(args.out))
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(result, f, indent=1)
-        os.replace(tmp, args.out)
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        atomic_write_json(args.out, result)
         print(f"wrote {args.out}")
     return 0
 

@@ -23,8 +23,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import jaxdqn  # noqa: E402
-
-TOLERANCE = {"Probe1": 5e-4, "Probe2": 5e-4, "Probe3": 5e-4, "Probe4": 5e-4, "Probe5": 1e-3}
+from jaxdqn.envs.probes import PROBE_TOLERANCES  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -37,7 +36,7 @@ def main(argv=None) -> int:
     keys = jax.random.split(jax.random.key(args.key), args.seeds)
     failed = False
     print(f"{'probe':<8} {'max |Q - Q*| over seeds':>24} {'tolerance':>10}  pass")
-    for probe, tol in TOLERANCE.items():
+    for probe, tol in PROBE_TOLERANCES.items():
         cfg = jaxdqn.preset("probes").replace(env_id=probe)
         params = jax.jit(jax.vmap(jaxdqn.make_train(cfg)))(keys).params
         q_fn = jaxdqn.make_q_fn(cfg)

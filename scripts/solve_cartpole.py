@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import argparse
 import ast
-import json
 import os
 import sys
-import tempfile
 import time
 
 T_START = time.perf_counter()
@@ -36,9 +34,11 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import jaxdqn  # noqa: E402
+from jaxdqn.envs import solve_threshold  # noqa: E402
+from jaxdqn.io import atomic_write_json  # noqa: E402
 from jaxdqn.parallel import plan_train_seeds  # noqa: E402
 
-SOLVED = 475.0
+SOLVED = solve_threshold("CartPole-v1")  # 475
 
 
 def parse_args(argv=None):
@@ -165,10 +165,7 @@ def main(argv=None) -> int:
           f"on {runs.num_devices} x {result['device']} ({result['backend']}), jax {jax.__version__}")
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(args.out)), suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(result, f, indent=2)
-        os.replace(tmp, args.out)
+        atomic_write_json(args.out, result)
         print(f"wrote {args.out}")
     return 0
 

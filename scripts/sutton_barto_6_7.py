@@ -28,21 +28,14 @@ import os
 import sys
 import time
 
+from jaxdqn.cli.parser import OneLineParser as _Parser
+from jaxdqn.cli.parser import UserError as CliError
 from jaxdqn.runtime import fast_cpu_compile
 
 METHODS = (("q_learning", "Q-learning", "dqn", "tab:red"),
            ("double_q_learning", "Double Q-learning", "double_q", "tab:green"))
 REPORT_EPISODES = (1, 10, 20, 50, 100, 200, 300)
 EPSILON, ALPHA = 0.1, 0.1
-
-
-class CliError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, not usage + message
-        raise CliError(message)
 
 
 def positive_int(text: str) -> int:

@@ -54,14 +54,17 @@ def legal_actions_fn(env, env_params):
 
 def solve_threshold(config) -> float | None:
     """The return above which an env counts as solved: Gymnasium's ``reward_threshold`` (475 for
-    CartPole-v1), at the env's standard time limit only; None for envs without one (probes)."""
+    CartPole-v1), at the env's standard time limit only; None for envs without one (probes).
+    ``config``: a ``DQNConfig``, or an env id (at its standard time limit)."""
+    env_id = config if isinstance(config, str) else config.env_id
+    max_steps = None if isinstance(config, str) else config.max_episode_steps
     try:
         import gymnasium
 
-        spec = gymnasium.spec(config.env_id)
+        spec = gymnasium.spec(env_id)
     except Exception:  # noqa: BLE001 - not a Gymnasium env (probes, registered extras)
         return None
-    if config.max_episode_steps not in (None, spec.max_episode_steps):
+    if max_steps not in (None, spec.max_episode_steps):
         return None
     return None if spec.reward_threshold is None else float(spec.reward_threshold)
 

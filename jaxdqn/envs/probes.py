@@ -173,3 +173,6 @@ def expected_q(env_id: str, gamma: float) -> dict[tuple[float, ...], tuple[float
 
 
 PROBES = {cls.__name__: cls for cls in (Probe1, Probe2, Probe3, Probe4, Probe5)}
+# How close trained Q-values must come to ``expected_q`` (the course's tolerances): the probe
+# ladder's pass mark in tests/test_train.py and scripts/probe_check.py.
+PROBE_TOLERANCES = {"Probe1": 5e-4, "Probe2": 5e-4, "Probe3": 5e-4, "Probe4": 5e-4, "Probe5": 1e-3}
