@@ -154,6 +154,19 @@ def make_config(base, changes: dict):
         raise UserError(str(e)) from None
 
 
+def check_learns(config, where: str = "") -> None:
+    """Refuses a config that would take no gradient step (``total_timesteps`` ends before
+    ``learning_starts``), naming the numbers and the smallest ``total_timesteps`` that learns."""
+    if config.num_updates > 0:
+        return
+    s = config.steps_per_iteration
+    need = (config.first_learning_iteration + 1) * s
+    raise UserError(
+        f"{where}total_timesteps={config.total_timesteps} takes no gradient step: learning starts "
+        f"after learning_starts={config.learning_starts} env steps (whole iterations of {s}); "
+        f"set total_timesteps >= {need} or learning_starts <= {config.total_timesteps}")
+
+
 def check_counts(args, num_seeds: int, seed: int) -> None:
     if num_seeds < 1:
         raise UserError(f"--seeds={num_seeds} is invalid: must be >= 1")

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from jaxdqn.cli.options import (add_config_options, add_out_options, check_counts,
+from jaxdqn.cli.options import (add_config_options, add_out_options, check_counts, check_learns,
                                 parse_assignment, parse_field_value, resolve_config,
                                 traced_fields)
 from jaxdqn.cli.outputs import SWEEP_FILES, default_out, prepare_out, provenance
@@ -84,7 +84,11 @@ def run(args, argv) -> int:
     grid = parse_grid(args.grid)
     check_counts(args, args.seeds, args.seed)
     try:
-        groups = shape_groups(expand_grid(base, grid))
+        combinations = expand_grid(base, grid)
+        for c in combinations:
+            where = ", ".join(f"{k}={show(v)}" for k, v in c.values.items())
+            check_learns(c.config, f"grid combination {where}: ")
+        groups = shape_groups(combinations)
         check_sweep_fits(groups, args.seeds)
     except ValueError as e:
         raise UserError(str(e)) from None

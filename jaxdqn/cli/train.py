@@ -7,7 +7,8 @@ import json
 import time
 from pathlib import Path
 
-from jaxdqn.cli.options import add_config_options, add_out_options, check_counts, resolve_config
+from jaxdqn.cli.options import (add_config_options, add_out_options, check_counts, check_learns,
+                                resolve_config)
 from jaxdqn.cli.outputs import RUN_FILES, default_out, prepare_out, provenance
 from jaxdqn.cli.parser import EXIT_INTERRUPTED, PROG, UserError, say
 from jaxdqn.cli.progress import PROGRESS_SEGMENTS, Progress
@@ -49,6 +50,7 @@ def run(args, argv) -> int:
     num_seeds = args.seeds if args.seeds is not None else int(run_settings.get("seeds", 1))
     seed = args.seed if args.seed is not None else int(run_settings.get("seed", 0))
     check_counts(args, num_seeds, seed)
+    check_learns(config)
     check_memory(config, num_seeds)
     out = prepare_out(args.out, default_out("", config.env_id), RUN_FILES, args.overwrite)
     from jaxdqn.io import atomic_write_json
