@@ -252,3 +252,18 @@ def test_tabular_mode_is_tabular_q_learning_step_for_step(estimator):
             chosen.append(0 if not second else 1 if not first else -1)
     if estimator == "double_q":
         assert chosen.count(0) > 30 and chosen.count(1) > 30  # both tables learn, at random
+
+
+def test_a_sweep_over_estimators_makes_one_compiled_group_per_shape():
+    from jaxdqn.sweep import expand_grid, shape_groups
+
+    base = DQNConfig(env_id="MaxBiasMDP-book", total_timesteps=400, buffer_size=200,
+                     learning_starts=32, batch_size=8, hidden_sizes=(8,))
+    combos = expand_grid(base, {"estimator": ["maxmin", "averaged"], "num_estimators": [2, 3],
+                                "learning_rate": [1e-3, 1e-2]})
+    groups = shape_groups(combos)
+    assert len(groups) == 4 and all(len(g.combinations) == 2 for g in groups)
+    assert {(g.config.estimator, g.config.num_estimators) for g in groups} == {
+        ("maxmin", 2), ("maxmin", 3), ("averaged", 2), ("averaged", 3)}
+    with pytest.raises(ValueError, match="num_estimators=4 is invalid"):
+        expand_grid(base, {"estimator": ["dqn"], "num_estimators": [4]})
