@@ -141,17 +141,20 @@ class RunLoggers:
     def __init__(self, writers: Sequence[Any]):
         self.writers = list(writers)
 
-    def log_chunk(self, metrics: Any, env_steps_per_second: float | None = None) -> None:
-        """Writes every row of ``metrics`` (numpy ``[num_runs, num_rows]``), and the chunk's
-        throughput at its last row."""
+    def log_chunk(self, metrics: Any, env_steps_per_second: float | None = None,
+                  runs: Sequence[int] | None = None) -> None:
+        """Writes every row of ``metrics`` (numpy ``[n, num_rows]``) to runs ``runs`` (default
+        ``0..n-1``: metrics row ``i`` is logged run ``runs[i]``), and the chunk's throughput at its
+        last row."""
         if not self.writers:
             return
+        runs = list(range(np.shape(metrics.env_steps)[0])) if runs is None else list(runs)
         last = int(np.asarray(metrics.env_steps)[0, -1])
-        for run, step, values in scalar_rows(metrics):
+        for i, step, values in scalar_rows(metrics):
             for w in self.writers:
-                w.log(run, step, values)
+                w.log(runs[i], step, values)
         if env_steps_per_second is not None and math.isfinite(env_steps_per_second):
-            for run in range(np.shape(metrics.env_steps)[0]):
+            for run in runs:
                 for w in self.writers:
                     w.log(run, last, {THROUGHPUT_TAG: float(env_steps_per_second)})
         for w in self.writers:
