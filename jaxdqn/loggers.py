@@ -52,6 +52,16 @@ def _require(module: str, extra: str):
                              f"'jaxdqn[{extra}]'") from None
 
 
+EXTRA_PACKAGES = {"tensorboard": "tensorboardX", "wandb": "wandb"}
+"""Each logging extra and the package it needs."""
+
+
+def require_extra(extra: str) -> None:
+    """Raises ``MissingPackage`` (naming ``pip install 'jaxdqn[extra]'``) unless the package of
+    logging extra ``extra`` ("tensorboard" or "wandb") imports."""
+    _require(EXTRA_PACKAGES[extra], extra)
+
+
 def scalar_rows(metrics: Any) -> Iterator[tuple[int, int, dict[str, float]]]:
     """``(run_index, env_steps, {tag: value})`` for every run and row of ``metrics`` (a
     ``TrainMetrics`` of numpy arrays ``[num_runs, num_rows]``), NaNs left out."""
@@ -171,10 +181,9 @@ def make_loggers(out: str | os.PathLike, run_names: Sequence[str], *, tensorboar
     """``RunLoggers`` writing TensorBoard files under ``out/tensorboard/<run name>`` and/or a W&B
     run under ``out/wandb``. Raises ``MissingPackage`` before anything is written when a package
     is absent."""
-    if tensorboard:
-        _require("tensorboardX", "tensorboard")
-    if wandb:
-        _require("wandb", "wandb")
+    for extra, wanted in (("tensorboard", tensorboard), ("wandb", wandb)):
+        if wanted:
+            require_extra(extra)
     writers = []
     if tensorboard:
         writers.append(TensorBoardWriter(Path(out) / "tensorboard", run_names))

@@ -27,10 +27,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import jaxdqn  # noqa: E402
-try:  # noqa: E402
-    from jaxdqn.envs import solve_threshold
-except ImportError:  # before the CLI package moved it
-    from jaxdqn.cli import solve_threshold
+from jaxdqn.envs import solve_threshold  # noqa: E402
 from jaxdqn.parallel import train_seeds  # noqa: E402
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from jaxdqn.cli.options import make_config
 from jaxdqn.cli.parser import UserError, say
-from jaxdqn.cli.reports import eval_rows, eval_summary, format_eval_table
+from jaxdqn.cli.reports import eval_rows, eval_summary, format_eval_table, format_final_vs_best
 
 GYMNASIUM_ENV_IDS = ("CartPole-v1", "Acrobot-v1", "MountainCar-v0")
 
@@ -29,13 +29,21 @@ def add_parser(sub) -> None:
                         "MountainCar-v0)")
     p.add_argument("--json", metavar="FILE", default=None,
                    help="also write the results to FILE as JSON")
+    p.add_argument("--video", metavar="FILE", default=None,
+                   help="also write one greedy episode of Gymnasium's rendered env to FILE "
+                        "(.mp4 or .gif; CartPole-v1, Acrobot-v1, MountainCar-v0; needs "
+                        "pip install 'jaxdqn[video]')")
+    p.add_argument("--video-seed-index", type=int, default=0, metavar="I",
+                   help="which seed of the run plays the video (default 0)")
+    p.add_argument("--video-params", choices=("final", "best"), default="final",
+                   help="the final params, or the best kept during training (default final)")
     p.set_defaults(handler=run)
 
 
 def run(args, argv) -> int:
     import jax
 
-    from jaxdqn.checkpoint import CheckpointError, load_checkpoint
+    from jaxdqn.checkpoint import BEST_FILE, CheckpointError, load_checkpoint
     from jaxdqn.config import DQNConfig
     from jaxdqn.envs import solve_threshold
     from jaxdqn.io import ConfigFileError, atomic_write_json, load_config_file
@@ -73,6 +81,9 @@ def run(args, argv) -> int:
         raise UserError(f"--seed={seed} is invalid: must be in [0, 2**32)")
     if args.gymnasium:
         _check_gymnasium_env(config)
+    best = _load_best(path, run_config) if path.is_dir() else None
+    if args.video is not None:
+        _check_video(args, config, ckpt.num_seeds, best is not None)
 
     threshold = solve_threshold(config)
     batch = make_run_batch(config)
@@ -81,6 +92,16 @@ def run(args, argv) -> int:
     rows = eval_rows(returns, threshold)
     result = {"checkpoint": str(ckpt_path), "env_id": config.env_id,
               "jax": eval_summary(rows, threshold, args.episodes, seed)}
+    jax_rows, best_rows, best_info = rows, None, None
+    if best is not None:  # the same fresh episodes as the final params
+        best_rows = eval_rows(jax.device_get(batch.evaluate(
+            best.params, evaluation_keys(seed, ckpt.num_seeds), args.episodes)), threshold)
+        best_info = {"eval_return": list(best.metadata.get("best_eval_return") or []),
+                     "env_steps": list(best.metadata.get("best_env_steps") or [])}
+        result["jax_best"] = {**eval_summary(best_rows, threshold, args.episodes, seed),
+                              "checkpoint": str(path / BEST_FILE),
+                              "selection_score": best_info["eval_return"],
+                              "selected_at_env_steps": best_info["env_steps"]}
     extra = None
     if args.gymnasium:
         import numpy as np
@@ -97,12 +118,70 @@ def run(args, argv) -> int:
               f"(numpy forward pass), {args.episodes} episodes each")
     print(format_eval_table(rows, threshold, extra,
                             "gymnasium mean" if args.gymnasium else "mean return"))
+    if best is not None:
+        print(format_final_vs_best(jax_rows, best_rows, best_info, threshold, args.episodes))
+    if args.video is not None:
+        result["video"] = _write_video(args, ckpt, best, seed)
     if args.json:
         try:
             atomic_write_json(args.json, result)
         except OSError as e:
             raise UserError(f"cannot write --json {args.json!r}: {e.strerror or e}") from None
     return 0
+
+
+def _load_best(run_dir: Path, run_config):
+    """The run folder's best-params checkpoint, or None when it kept none."""
+    from jaxdqn.checkpoint import BEST_FILE, CheckpointError, load_checkpoint
+
+    if not (run_dir / BEST_FILE).is_file():
+        return None
+    try:
+        return load_checkpoint(run_dir / BEST_FILE, config=run_config)
+    except CheckpointError as e:
+        raise UserError(str(e)) from None
+
+
+def _check_video(args, config, num_seeds: int, has_best: bool) -> None:
+    from jaxdqn.video import check_video_request
+
+    try:
+        check_video_request(config, args.video)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    if not 0 <= args.video_seed_index < num_seeds:
+        raise UserError(f"--video-seed-index={args.video_seed_index} is invalid: the run has "
+                        f"{num_seeds} seed(s), index 0..{num_seeds - 1}")
+    if args.video_params == "best" and not has_best:
+        raise UserError("--video-params best: this run kept no best params (it did not evaluate "
+                        "during training; set eval_interval)")
+
+
+def _write_video(args, ckpt, best, seed: int) -> dict:
+    from jaxdqn.agent import Agent
+    from jaxdqn.video import record_episode
+
+    source = best if args.video_params == "best" else ckpt
+    i = args.video_seed_index
+    agent = Agent(source.config, jax_tree_index(source.params, i), which=args.video_params,
+                  seed_index=i)
+    try:
+        video = record_episode(agent, args.video, seed=seed)
+    except OSError as e:
+        raise UserError(f"cannot write --video {args.video!r}: {e.strerror or e}") from None
+    print(f"video: {video.path} ({args.video_params} params of seed {i}, Gymnasium reset seed "
+          f"{seed}): return {video.episode_return:g} in {video.length} steps"
+          + (", cut by the time limit" if video.truncated else ""))
+    return {"path": str(video.path), "params": args.video_params, "seed_index": i,
+            "reset_seed": seed, "return": video.episode_return, "length": video.length,
+            "fps": video.fps, "frames": video.length + 1}
+
+
+def jax_tree_index(tree, i: int):
+    import jax
+    import numpy as np
+
+    return jax.tree.map(lambda x: np.asarray(x)[i], tree)
 
 
 def _check_gymnasium_env(config) -> None:

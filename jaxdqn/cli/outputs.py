@@ -12,7 +12,7 @@ from typing import Any, Sequence
 from jaxdqn.cli.parser import PROG, UserError
 
 RUN_FILES = ("config.json", "metrics.csv", "metrics.npz", "summary.json", "learning_curve.png",
-             "checkpoint.msgpack", "resume_state.msgpack")
+             "checkpoint.msgpack", "best_checkpoint.msgpack", "resume_state.msgpack")
 SWEEP_FILES = ("config.json", "sweep.csv", "sweep_runs.csv", "sweep.png", "sweep_metrics.npz",
                "summary.json")
 

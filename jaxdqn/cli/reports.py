@@ -56,6 +56,37 @@ def format_eval_table(rows, threshold, extra: dict[str, list[float]] | None = No
     return title + "\n" + table(head, lines)
 
 
+def format_final_vs_best(final_rows, best_rows, best_info: dict, threshold,
+                         num_episodes: int) -> str:
+    """Final and best-kept params of each seed on the same fresh episodes, beside the score that
+    selected the best params during training (biased upwards: a maximum over evaluations)."""
+    def solved(r):
+        return "-" if r["solved"] is None else ("yes" if r["solved"] else "no")
+
+    head = ["seed", "final mean", "solved", "best mean", "solved", "best at step",
+            "best's score in training"]
+    lines = []
+    for f, b, score, step in zip(final_rows, best_rows, best_info["eval_return"],
+                                 best_info["env_steps"]):
+        lines.append([str(f["seed_index"]), f"{f['mean']:.2f}", solved(f), f"{b['mean']:.2f}",
+                      solved(b), str(step), f"{score:.2f}"])
+    n = len(final_rows)
+
+    def count(rows):
+        return "-" if threshold is None else f"{sum(r['solved'] for r in rows)}/{n}"
+
+    def mean(values):
+        return f"{sum(values) / n:.2f}"
+
+    lines.append(["all", mean([r["mean"] for r in final_rows]), count(final_rows),
+                  mean([r["mean"] for r in best_rows]), count(best_rows), "",
+                  mean(best_info["eval_return"])])
+    title = (f"final vs best params (best: kept at the best of the evaluations during training), "
+             f"both on the same {num_episodes} fresh greedy episodes per seed; the score that "
+             f"picked the best params overstates them")
+    return title + "\n" + table(head, lines)
+
+
 def table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """Right-aligned columns under a rule; the last row (a total) gets a rule above it too."""
     widths = [max(len(str(c)) for c in col) for col in zip(head, *rows)]

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from jaxdqn.cli.loggers import add_logging_options, open_loggers
 from jaxdqn.cli.options import (add_config_options, add_out_options, check_counts, check_learns,
                                 parse_assignment, parse_field_value, resolve_config,
                                 traced_fields)
@@ -39,6 +40,7 @@ def add_parser(sub) -> None:
                    help="greedy evaluation episodes per run (default 100)")
     add_out_options(p, "runs/sweep-<env>-<time>")
     p.add_argument("--no-progress", action="store_true", help="no progress output")
+    add_logging_options(p, "grid point (the mean over its seeds)")
     p.set_defaults(handler=run)
 
 
@@ -105,6 +107,14 @@ def run(args, argv) -> int:
         f"in {len(groups)} compiled group{'s' * (len(groups) != 1)} -> {out}")
 
     results, progress = [], None
+    combos = sorted((c for g in groups for c in g.combinations), key=lambda c: c.index)
+    position = {c.index: i for i, c in enumerate(combos)}  # logged run of each combination
+    names = [f"c{c.index}_" + ",".join(f"{k}={show(v)}" for k, v in c.values.items())
+             .replace("/", "_").replace(" ", "") for c in combos]
+    chunk_log = open_loggers(args.tensorboard, args.wandb, out, names, out.name,
+                             {**base.to_dict(), "grid": grid, "seeds": args.seeds},
+                             args.seeds, base.log_interval) \
+        if args.tensorboard or args.wandb else None
 
     def describe(gi, group):
         static = ", ".join(f"{k}={show(v)}" for k, v in group.static_values(list(grid)).items())
@@ -123,10 +133,19 @@ def run(args, argv) -> int:
         nonlocal progress
         progress = Progress(describe(gi, group), group.config.total_timesteps,
                             len(group.combinations) * args.seeds, enabled=not args.no_progress)
+        if chunk_log is not None:
+            chunk_log.restart_clock()
 
     def on_segment(gi, segment):
         progress.update(segment.rows_done * groups[gi].config.log_interval,
                         latest_returns(segment.metrics))
+        if chunk_log is not None:  # each grid point: the mean over its seeds
+            from jaxdqn.loggers import mean_over_seeds
+
+            group_combos = groups[gi].combinations
+            chunk_log.steps_per_row = groups[gi].config.log_interval
+            chunk_log.log(mean_over_seeds(segment.metrics), segment.metrics.env_steps.shape[-1],
+                          [position[c.index] for c in group_combos], len(group_combos))
 
     t0 = time.perf_counter()
     try:
@@ -138,11 +157,15 @@ def run(args, argv) -> int:
     except KeyboardInterrupt:
         if progress is not None:
             progress.close()
+        if chunk_log is not None:
+            chunk_log.close()
         say(f"interrupted after {len(results)} of {len(groups)} groups; results of finished "
             f"groups are in {out}")
         return EXIT_INTERRUPTED
     if progress is not None:
         progress.close()
+    if chunk_log is not None:
+        chunk_log.close()
     ranked = write_sweep_files(out, grid, groups, results, args, time.perf_counter() - t0)
     print(format_sweep_table(ranked, grid, solve_threshold(base)))
     print(f"sweep folder: {out}")

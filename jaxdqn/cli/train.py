@@ -7,13 +7,14 @@ import json
 import time
 from pathlib import Path
 
+from jaxdqn.cli.loggers import add_logging_options, open_loggers
 from jaxdqn.cli.options import (add_config_options, add_out_options, check_counts, check_learns,
                                 resolve_config)
 from jaxdqn.cli.outputs import RUN_FILES, default_out, prepare_out, provenance
 from jaxdqn.cli.parser import EXIT_INTERRUPTED, PROG, UserError, say
 from jaxdqn.cli.progress import PROGRESS_SEGMENTS, Progress
-from jaxdqn.cli.reports import (eval_rows, eval_summary, format_eval_table, latest_returns,
-                                method_name)
+from jaxdqn.cli.reports import (eval_rows, eval_summary, format_eval_table,
+                                format_final_vs_best, latest_returns, method_name)
 
 
 def add_parser(sub) -> None:
@@ -40,6 +41,7 @@ def add_parser(sub) -> None:
                         "config.json); the result is the same as an uninterrupted run")
     p.add_argument("--no-progress", action="store_true",
                    help="run the whole training as one compiled call, without progress output")
+    add_logging_options(p, "seed")
     p.set_defaults(handler=run)
 
 
@@ -59,7 +61,8 @@ def run(args, argv) -> int:
         "config": config.to_dict(), "seeds": num_seeds, "seed": seed,
         "eval_episodes": args.episodes, **provenance(argv),
     })
-    return _train(config, num_seeds, seed, args.episodes, out, args.no_progress)
+    return _train(config, num_seeds, seed, args.episodes, out, args.no_progress,
+                  loggers=(args.tensorboard, args.wandb))
 
 
 def check_memory(config, num_seeds: int) -> None:
@@ -94,11 +97,11 @@ def _resume(args, argv) -> int:
         episodes = int(json.load(f).get("eval_episodes", args.episodes))
     check_memory(config, int(settings["seeds"]))
     return _train(config, int(settings["seeds"]), int(settings["seed"]), episodes, out,
-                  args.no_progress, resume=True)
+                  args.no_progress, resume=True, loggers=(args.tensorboard, args.wandb))
 
 
 def _train(config, num_seeds: int, seed: int, num_episodes: int, out: Path, no_progress: bool,
-           resume: bool = False) -> int:
+           resume: bool = False, loggers: tuple[bool, bool] = (False, False)) -> int:
     import jax
     import numpy as np
 
@@ -107,6 +110,7 @@ def _train(config, num_seeds: int, seed: int, num_episodes: int, out: Path, no_p
     from jaxdqn.parallel import devices_for
     from jaxdqn.sweep import (chunk_rows_for, concat_metrics, evaluation_keys, make_run_batch,
                               run_in_chunks, seed_keys)
+    from jaxdqn.train import best_params
 
     run_devices = devices_for(num_seeds)
     batch = make_run_batch(config)
@@ -136,20 +140,29 @@ def _train(config, num_seeds: int, seed: int, num_episodes: int, out: Path, no_p
         say("compiling the training program ...")
         batch.run.lower(state, None, first_row, segment_rows).compile()
     compile_seconds = time.perf_counter() - t_compile
+    chunk_log = open_loggers(*loggers, out, [f"seed_{i}" for i in range(num_seeds)],
+                             f"{out.name}", {**config.to_dict(), "seeds": num_seeds, "seed": seed},
+                             num_seeds, config.log_interval) if any(loggers) else None
 
     steps_per_row = config.log_interval
     progress = Progress(f"{config.env_id} x{num_seeds}", config.total_timesteps, num_seeds,
                         first_row * steps_per_row, enabled=not no_progress)
     done, interrupted = [], False  # appending a finished segment is the loop's only mutation
     t_train = time.perf_counter()
+    if chunk_log is not None:
+        chunk_log.restart_clock()
     try:
         for segment in run_in_chunks(batch, state, None, first_row, segment_rows):
             done.append(segment)
             progress.update(segment.rows_done * steps_per_row, latest_returns(segment.metrics))
+            if chunk_log is not None:  # on the host, while the next segment runs
+                chunk_log.log(segment.metrics, segment_rows)
     except KeyboardInterrupt:
         interrupted = True
     finally:
         progress.close()
+        if chunk_log is not None:
+            chunk_log.close()
     session_seconds = time.perf_counter() - t_train
     train_seconds = prior.get("train_seconds", 0.0) + session_seconds
     segments = [s.metrics for s in done]
@@ -163,6 +176,7 @@ def _train(config, num_seeds: int, seed: int, num_episodes: int, out: Path, no_p
     all_segments = done_segments + segments
     metrics = concat_metrics(all_segments, 1) if all_segments else None
     params = state.train.params
+    best = best_params(state)
     summary = {
         "env_id": config.env_id, "num_seeds": num_seeds, "seed": seed,
         "total_timesteps": config.total_timesteps, "env_steps_done": rows_done * steps_per_row,
@@ -174,6 +188,8 @@ def _train(config, num_seeds: int, seed: int, num_episodes: int, out: Path, no_p
         "final_training_return": None if metrics is None
         else [None if np.isnan(v) else float(v) for v in latest_returns(metrics)],
     }
+    if best is not None:
+        summary["best_during_training"] = _best_summary(best, config)
     from jaxdqn.checkpoint import save_resume_state
 
     resume_path = out / "resume_state.msgpack"
@@ -181,7 +197,7 @@ def _train(config, num_seeds: int, seed: int, num_episodes: int, out: Path, no_p
         save_resume_state(resume_path, state, config, {
             "rows_done": rows_done, "train_seconds": train_seconds,
             "metrics": None if metrics is None else metrics._asdict()})
-    write_run_files(out, config, num_seeds, seed, metrics, params, summary)
+    write_run_files(out, config, num_seeds, seed, metrics, params, summary, best)
     if interrupted:
         say(f"partial run saved in {out}; continue it with: {PROG} train --resume {out}")
         return EXIT_INTERRUPTED
@@ -190,14 +206,22 @@ def _train(config, num_seeds: int, seed: int, num_episodes: int, out: Path, no_p
 
     say(f"trained in {train_seconds:.1f} s (+{compile_seconds:.1f} s compile); "
         f"evaluating {num_episodes} greedy episodes per seed ...")
-    returns = batch.evaluate(params, evaluation_keys(seed, num_seeds), num_episodes)
+    eval_keys = evaluation_keys(seed, num_seeds)
+    returns = batch.evaluate(params, eval_keys, num_episodes)
     threshold = solve_threshold(config)
     rows = eval_rows(jax.device_get(returns), threshold)
     summary["evaluation"] = eval_summary(rows, threshold, num_episodes, seed)
+    if best is not None:  # the same fresh episodes for the best params
+        best_rows = eval_rows(jax.device_get(batch.evaluate(best.params, eval_keys,
+                                                            num_episodes)), threshold)
+        summary["evaluation_best"] = eval_summary(best_rows, threshold, num_episodes, seed)
     from jaxdqn.io import atomic_write_json
 
     atomic_write_json(out / "summary.json", summary)
     print(format_eval_table(rows, threshold))
+    if best is not None:
+        print(format_final_vs_best(rows, best_rows, summary["best_during_training"], threshold,
+                                   num_episodes))
     print(f"run folder: {out}")
     return 0
 
@@ -207,22 +231,43 @@ def _metrics_from(stored: dict):
 
     from jaxdqn.train import TrainMetrics
 
-    return TrainMetrics(*(np.asarray(stored[f]) for f in TrainMetrics._fields))
+    rows = np.shape(stored["env_steps"])
+    missing = np.full(rows, np.nan, np.float32)  # eval columns of runs stored before they existed
+    return TrainMetrics(*(np.asarray(stored[f]) if f in stored else missing
+                          for f in TrainMetrics._fields))
 
 
-def write_run_files(out: Path, config, num_seeds, seed, metrics, params, summary) -> None:
-    """Checkpoint, metrics (npz and csv), learning curve and summary of a finished or stopped run."""
+def _best_summary(best, config) -> dict:
+    """Each seed's best evaluation during training: its selection score and when it ran."""
     import numpy as np
 
-    from jaxdqn.checkpoint import save_checkpoint
+    return {"eval_interval": config.eval_interval, "eval_episodes": config.eval_episodes,
+            "eval_return": np.asarray(best.eval_return, np.float64).tolist(),
+            "env_steps": np.asarray(best.env_steps).tolist(),
+            "note": "eval_return is the maximum over evaluations of a few episodes each: it "
+                    "overstates the params it picked; see evaluation_best for fresh episodes"}
+
+
+def write_run_files(out: Path, config, num_seeds, seed, metrics, params, summary,
+                    best=None) -> None:
+    """Checkpoints (final, and with evaluation during training the best), metrics (npz and csv),
+    learning curve and summary of a finished or stopped run."""
+    import numpy as np
+
+    from jaxdqn.checkpoint import BEST_FILE, FINAL_FILE, save_checkpoint
     from jaxdqn.envs import solve_threshold
     from jaxdqn.io import atomic_save_npz, atomic_write_csv, atomic_write_json
     from jaxdqn.plotting import plot_learning_curves, value_ceiling
     from jaxdqn.train import TrainMetrics
 
-    save_checkpoint(out / "checkpoint.msgpack", params, config,
-                    {"seed": seed, "env_steps_done": summary["env_steps_done"],
-                     "complete": summary["complete"]})
+    meta = {"seed": seed, "env_steps_done": summary["env_steps_done"],
+            "complete": summary["complete"]}
+    save_checkpoint(out / FINAL_FILE, params, config, {**meta, "which": "final"})
+    if best is not None:
+        best_info = summary["best_during_training"]
+        save_checkpoint(out / BEST_FILE, best.params, config,
+                        {**meta, "which": "best", "best_eval_return": best_info["eval_return"],
+                         "best_env_steps": best_info["env_steps"]})
     if metrics is not None:
         arrays = {f: np.asarray(getattr(metrics, f)) for f in TrainMetrics._fields}
         atomic_save_npz(out / "metrics.npz", {**arrays, "seed_index": np.arange(num_seeds)})

@@ -1,0 +1,68 @@
+"""``--tensorboard`` and ``--wandb`` for ``jaxdqn train`` and ``jaxdqn sweep``: options, and the
+loggers they open (``jaxdqn.loggers``), fed between chunks of the run."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from jaxdqn.cli.parser import say
+
+
+def add_logging_options(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--tensorboard", action="store_true",
+                   help=f"write TensorBoard event files to OUT/tensorboard/, one run per {what} "
+                        "(needs tensorboardX: pip install 'jaxdqn[tensorboard]'); view with "
+                        "'tensorboard --logdir OUT/tensorboard'")
+    p.add_argument("--wandb", action="store_true",
+                   help="log to Weights & Biases, offline (OUT/wandb/; 'wandb sync' uploads) "
+                        "unless WANDB_MODE or WANDB_API_KEY is set (pip install 'jaxdqn[wandb]')")
+
+
+class ChunkLogger:
+    """The loggers asked for, and the wall clock between chunks for the throughput scalar."""
+
+    def __init__(self, loggers, num_runs_per_row: int, steps_per_row: int):
+        self.loggers = loggers
+        self.runs_per_row = num_runs_per_row  # training runs behind each logged row
+        self.steps_per_row = steps_per_row
+        self.t = time.perf_counter()
+
+    def restart_clock(self) -> None:
+        self.t = time.perf_counter()
+
+    def log(self, metrics: Any, num_rows: int, runs: Sequence[int] | None = None,
+            num_runs: int | None = None) -> None:
+        """Logs a chunk of ``num_rows`` rows per run; ``num_runs`` training runs ran it."""
+        now = time.perf_counter()
+        n = self.runs_per_row * (num_runs or 1)
+        rate = num_rows * self.steps_per_row * n / max(now - self.t, 1e-9)
+        self.loggers.log_chunk(metrics, rate, runs)
+        self.t = now
+
+    def close(self) -> None:
+        self.loggers.close()
+
+
+def open_loggers(tensorboard: bool, wandb: bool, out: Path, run_names: Sequence[str], name: str,
+                 config: Mapping[str, Any], runs_per_row: int, steps_per_row: int):
+    """A ``ChunkLogger`` for the loggers asked for, or None. A missing package skips its logger
+    with one line on stderr (training goes on)."""
+    from jaxdqn.loggers import MissingPackage, make_loggers, require_extra
+
+    wanted = {"tensorboard": tensorboard, "wandb": wandb}
+    for extra in [k for k, v in wanted.items() if v]:
+        try:
+            require_extra(extra)
+        except MissingPackage as e:
+            say(f"note: {e}; continuing without it")
+            wanted[extra] = False
+    if not any(wanted.values()):
+        return None
+    loggers = make_loggers(out, run_names, name=name, config=config, **wanted)
+    if wanted["tensorboard"]:
+        say(f"TensorBoard: tensorboard --logdir {out / 'tensorboard'}")
+    return ChunkLogger(loggers, runs_per_row, steps_per_row)
+
