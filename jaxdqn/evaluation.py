@@ -28,7 +28,8 @@ class EpisodeStats(NamedTuple):
 
 
 def make_greedy_episodes(config: DQNConfig, num_episodes: int) -> Callable[..., EpisodeStats]:
-    """A pure ``episodes(params, key) -> EpisodeStats`` of ``num_episodes`` greedy episodes.
+    """A pure ``episodes(params, key, active=True) -> EpisodeStats`` of ``num_episodes`` greedy
+    episodes; with ``active`` false (a traced bool) the episodes take no step (all zeros).
 
     The policy is ``policy.greedy_action`` on ``policy.make_acting_q_fn(config)``: the same
     Q-values the agent acts on in training and in ``jaxdqn.load(...)``, over legal actions only.
@@ -46,7 +47,7 @@ def make_greedy_episodes(config: DQNConfig, num_episodes: int) -> Callable[..., 
     step_env = jax.vmap(env.step_env, in_axes=(0, 0, 0, None))
     is_truncated = jax.vmap(env.is_truncated, in_axes=(0, None))
 
-    def episodes(params, key: jax.Array) -> EpisodeStats:
+    def episodes(params, key: jax.Array, active=True) -> EpisodeStats:
         reset_key, step_key = jax.random.split(key)
         obs, state = jax.vmap(env.reset, in_axes=(0, None))(
             jax.random.split(reset_key, num_episodes), env_params)
@@ -54,7 +55,7 @@ def make_greedy_episodes(config: DQNConfig, num_episodes: int) -> Callable[..., 
 
         def running(carry):
             t, *_, alive, _ = carry
-            return jnp.logical_and(t < max_steps, alive.any())
+            return jnp.logical_and(jnp.logical_and(t < max_steps, alive.any()), active)
 
         def step(carry):
             t, obs, state, stats, alive, _ = carry
