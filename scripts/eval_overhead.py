@@ -5,7 +5,8 @@ from compilation, and checked to follow the same training trajectory bit for bit
 
 Runs go through ``jaxdqn.parallel.train_seeds``'s program (seeds split across all devices; each
 CPU core is a device here). The two programs alternate, ``--repeats`` times each, and the median
-wall time of each is reported; the first call of each is a warm-up and not counted.
+wall time of each is reported (with the minima and the process CPU time, steadier on a shared
+machine); the first call of each is a warm-up and not counted.
 """
 
 from __future__ import annotations
@@ -49,19 +50,21 @@ def main(argv=None) -> int:
         t = time.perf_counter()
         compiled = runs.fn.lower(*runs.args).compile()
         programs[name] = (runs, compiled, time.perf_counter() - t)
-    outputs, times = {}, {"off": [], "on": []}
+    outputs, times, cpu = {}, {"off": [], "on": []}, {"off": [], "on": []}
     for repeat in range(args.repeats + 1):
         for name, (runs, compiled, _) in programs.items():
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             out = jax.block_until_ready(compiled(*runs.args))
             if repeat:
                 times[name].append(time.perf_counter() - t)
+                cpu[name].append(time.process_time() - c)
             outputs[name] = runs.finish(out)
     a, b = outputs["off"], outputs["on"]
     identical = all(np.array_equal(x, y, equal_nan=True) for x, y in zip(
         jax.tree.leaves((a.params, a.metrics[:-2])), jax.tree.leaves((b.params, b.metrics[:-2]))))
     med = {name: statistics.median(ts) for name, ts in times.items()}
     best = {name: min(ts) for name, ts in times.items()}
+    cpu_med = {name: statistics.median(ts) for name, ts in cpu.items()}
     result = {
         "preset": args.preset, "seeds": args.seeds, "total_timesteps": off.total_timesteps,
         "eval_interval": on.eval_interval, "eval_episodes": on.eval_episodes,
@@ -71,13 +74,15 @@ def main(argv=None) -> int:
         "run_seconds": times, "median_seconds": med, "min_seconds": best,
         "overhead": med["on"] / med["off"] - 1.0,
         "overhead_of_minima": best["on"] / best["off"] - 1.0,
+        "cpu_seconds": cpu, "cpu_overhead": cpu_med["on"] / cpu_med["off"] - 1.0,
         "training_bit_identical": bool(identical),
         "final_eval_return": np.asarray(b.metrics.eval_return[:, -1]).tolist(),
     }
     print(f"{args.preset}, {args.seeds} seed(s), {on.eval_episodes} episodes every "
           f"{on.eval_interval} env steps: median {med['off']:.2f} s without evaluation, "
           f"{med['on']:.2f} s with ({100 * result['overhead']:+.1f}%; minima {best['off']:.2f} / "
-          f"{best['on']:.2f} s, {100 * result['overhead_of_minima']:+.1f}%); compile "
+          f"{best['on']:.2f} s, {100 * result['overhead_of_minima']:+.1f}%; CPU time "
+          f"{100 * result['cpu_overhead']:+.1f}%); compile "
           f"{result['compile_seconds']['off']:.1f} / {result['compile_seconds']['on']:.1f} s; "
           f"training trajectory bit-identical: {identical}")
     if args.json:
