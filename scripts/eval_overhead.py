@@ -11,8 +11,6 @@ machine); the first call of each is a warm-up and not counted.
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import sys
 import time
@@ -27,11 +25,21 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import jaxdqn  # noqa: E402
+from jaxdqn.cli.parser import OneLineParser, UserError, say  # noqa: E402
+from jaxdqn.io import atomic_write_json  # noqa: E402
 from jaxdqn.parallel import plan_train_seeds  # noqa: E402
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    try:
+        return _main(argv)
+    except (UserError, ValueError) as e:
+        say(f"error: {e}", prog="eval_overhead")
+        return 2
+
+
+def _main(argv) -> int:
+    p = OneLineParser(prog="eval_overhead.py", description=__doc__.splitlines()[0])
     p.add_argument("--preset", default="cartpole")
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--eval-interval", type=int, default=None,
@@ -40,6 +48,9 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--json", default=None, help="also write the results here")
     args = p.parse_args(argv)
+    if args.seeds < 1 or args.eval_episodes < 1:
+        raise UserError(f"--seeds={args.seeds} and --eval-episodes={args.eval_episodes} "
+                        "must be >= 1")
     off = jaxdqn.preset(args.preset)
     on = off.replace(eval_interval=args.eval_interval or off.total_timesteps // 10,
                      eval_episodes=args.eval_episodes)
@@ -86,8 +97,7 @@ def main(argv=None) -> int:
           f"{result['compile_seconds']['off']:.1f} / {result['compile_seconds']['on']:.1f} s; "
           f"training trajectory bit-identical: {identical}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
+        atomic_write_json(args.json, result)
     return 0 if identical else 1
 
 

@@ -12,8 +12,6 @@ params it picked.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
 
@@ -27,12 +25,22 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import jaxdqn  # noqa: E402
+from jaxdqn.cli.parser import OneLineParser, UserError, say  # noqa: E402
+from jaxdqn.io import atomic_write_json  # noqa: E402
 from jaxdqn.envs import solve_threshold  # noqa: E402
 from jaxdqn.parallel import train_seeds  # noqa: E402
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    try:
+        return _main(argv)
+    except (UserError, ValueError) as e:
+        say(f"error: {e}", prog="final_vs_best")
+        return 2
+
+
+def _main(argv) -> int:
+    p = OneLineParser(prog="final_vs_best.py", description=__doc__.splitlines()[0])
     p.add_argument("--preset", default="cartpole")
     p.add_argument("--seeds", type=int, default=32)
     p.add_argument("--first-seed", type=int, default=0)
@@ -41,6 +49,9 @@ def main(argv=None) -> int:
     p.add_argument("--episodes", type=int, default=100, help="fresh greedy episodes per params")
     p.add_argument("--out", default=None, help="write the results as JSON here")
     args = p.parse_args(argv)
+    if args.seeds < 1 or args.eval_episodes < 1:
+        raise UserError(f"--seeds={args.seeds} and --eval-episodes={args.eval_episodes} "
+                        "must be >= 1")
     config = jaxdqn.preset(args.preset).replace(eval_interval=args.eval_interval,
                                                 eval_episodes=args.eval_episodes)
     keys = jnp.stack([jax.random.key(args.first_seed + i) for i in range(args.seeds)])
@@ -71,8 +82,7 @@ def main(argv=None) -> int:
     print(f"  best params' selection score (in training, biased upwards): mean "
           f"{selected.mean():.1f}; fresh minus selection: {np.mean(best - selected):+.1f}")
     if args.out:
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=1)
+        atomic_write_json(args.out, result)
     return 0
 
 
