@@ -60,8 +60,9 @@ class Agent:
             return obs, True
         if len(shape) == len(self.obs_shape) + 1 and shape[1:] == self.obs_shape:
             return obs, False
+        batch = ", ".join(map(str, ("batch", *self.obs_shape)))
         raise ValueError(f"obs has shape {shape}; {self.config.env_id} observations have shape "
-                         f"{self.obs_shape} (one) or (batch, {', '.join(map(str, self.obs_shape))})")
+                         f"{self.obs_shape} (one) or ({batch})")
 
     def q_values(self, obs) -> np.ndarray:
         """``f32[num_actions]`` for one observation, ``f32[B, num_actions]`` for a batch."""
@@ -70,7 +71,8 @@ class Agent:
 
     def act(self, obs, epsilon: float = 0.0, key: jax.Array | None = None):
         """The greedy action (the legal action of largest Q, lowest index among ties), or
-        epsilon-greedy as in training with ``epsilon > 0``, which needs a JAX ``key``. One observation gives a numpy int32 scalar; a batch ``i32[B]``."""
+        epsilon-greedy as in training with ``epsilon > 0``, which needs a JAX ``key``. One
+        observation gives a numpy int32 scalar; a batch ``i32[B]``."""
         obs, single = self._obs(obs)
         if not 0.0 <= float(epsilon) <= 1.0:
             raise ValueError(f"epsilon={epsilon!r} is invalid: must be in [0, 1]")

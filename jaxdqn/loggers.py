@@ -212,5 +212,6 @@ def read_scalars(path: str | os.PathLike) -> dict[str, list[tuple[int, float]]]:
             pos += 12 + length + 4
             event = event_pb2.Event.FromString(record)
             for value in event.summary.value:
-                scalars.setdefault(value.tag, []).append((int(event.step), float(value.simple_value)))
+                scalars.setdefault(value.tag, []).append((int(event.step),
+                                                          float(value.simple_value)))
     return scalars

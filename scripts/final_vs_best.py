@@ -71,7 +71,8 @@ def _main(argv) -> int:
         "final_mean_return": final.tolist(), "best_mean_return": best.tolist(),
         "best_selection_score": selected.tolist(),
         "best_env_steps": np.asarray(out.best.env_steps).tolist(),
-        "final_solved": int((final > threshold).sum()), "best_solved": int((best > threshold).sum()),
+        "final_solved": int((final > threshold).sum()),
+        "best_solved": int((best > threshold).sum()),
     }
     print(f"{args.preset} x {args.seeds} seeds (key({args.first_seed})..), {args.eval_episodes} "
           f"episodes every {args.eval_interval} env steps; {args.episodes} fresh episodes each:")

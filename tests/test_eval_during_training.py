@@ -55,13 +55,15 @@ def test_training_trajectory_is_bit_identical_with_evaluation_on(runs):
             np.testing.assert_array_equal(getattr(plain.metrics, field),
                                           getattr(whole.metrics, field), err_msg=field)
     assert_trees_equal(plain.params, whole.params)
-    assert np.isnan(plain.metrics.eval_return).all() and np.isnan(plain.metrics.eval_truncated).all()
+    assert np.isnan(plain.metrics.eval_return).all()
+    assert np.isnan(plain.metrics.eval_truncated).all()
 
 
 def test_eval_rows_hold_the_greedy_episodes_of_their_own_keys_and_nan_elsewhere(runs):
     _, whole, chunked, params_at = runs
     for field in TrainMetrics._fields:  # chunking changes nothing, evaluation included
-        np.testing.assert_array_equal(getattr(whole.metrics, field), getattr(chunked.metrics, field))
+        np.testing.assert_array_equal(getattr(whole.metrics, field),
+                                      getattr(chunked.metrics, field))
     evaluated = (np.arange(EVAL.num_log_rows) + 1) % 2 == 0
     assert np.isnan(whole.metrics.eval_return[:, ~evaluated]).all()
     assert np.isnan(whole.metrics.eval_truncated[:, ~evaluated]).all()
