@@ -17,10 +17,12 @@ _FIXED_MEMBERS = {"dqn": 1, "double_dqn": 1, "double_q": 2, "clipped_double": 2}
 _DEFAULT_ESTIMATORS = {"maxmin": 2, "averaged": 2}
 
 
-def _field(default: Any, description: str) -> Any:
-    """A config field with its one-line description (read by ``field_descriptions``, the CLI's
-    help, ``jaxdqn config`` and the field table in docs/cli.md)."""
-    return dataclasses.field(default=default, metadata={"description": description})
+def _field(default: Any, description: str, allowed: str = "") -> Any:
+    """A config field with its one-line description and the values it allows (read by
+    ``field_descriptions``/``field_allowed``, validation messages, ``jaxdqn config`` and the field
+    table in docs/cli.md)."""
+    return dataclasses.field(default=default,
+                             metadata={"description": description, "allowed": allowed})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,48 +35,75 @@ class DQNConfig:
     estimator's usual member count.
     """
 
-    env_id: str = _field("CartPole-v1", "environment id: a gymnax id or one of jaxdqn's own envs")
-    total_timesteps: int = _field(500_000, "env steps of the whole run, summed over num_envs")
-    buffer_size: int = _field(10_000, "replay capacity in transitions (oldest overwritten)")
-    batch_size: int = _field(128, "transitions per gradient step, sampled uniformly")
-    gamma: float = _field(0.99, "discount factor of the TD target")
-    learning_rate: float = _field(2.5e-4, "optimizer step size (initial one with anneal_lr)")
-    target_update_freq: int = _field(1000, "env steps between target-network updates")
-    start_epsilon: float = _field(1.0, "exploration rate at step 0")
-    end_epsilon: float = _field(0.1, "exploration rate after the linear decay")
+    env_id: str = _field("CartPole-v1", "environment id: a gymnax id or one of jaxdqn's own envs",
+        "a known env id (jaxdqn.known_env_ids())")
+    total_timesteps: int = _field(500_000, "env steps of the whole run, summed over num_envs",
+        "> 0, a multiple of max(train_frequency, num_envs)")
+    buffer_size: int = _field(10_000, "replay capacity in transitions (oldest overwritten)",
+                                  "> 0")
+    batch_size: int = _field(128, "transitions per gradient step, sampled uniformly",
+                                "> 0, <= buffer_size")
+    gamma: float = _field(0.99, "discount factor of the TD target", "in [0, 1]")
+    learning_rate: float = _field(2.5e-4, "optimizer step size (initial one with anneal_lr)",
+                                    "> 0")
+    target_update_freq: int = _field(1000, "env steps between target-network updates",
+                                     "> 0")
+    start_epsilon: float = _field(1.0, "exploration rate at step 0", "in [0, 1]")
+    end_epsilon: float = _field(0.1, "exploration rate after the linear decay",
+                                  "in [0, 1]")
     exploration_fraction: float = _field(
-        0.2, "fraction of total_timesteps over which epsilon decays linearly")
+        0.2, "fraction of total_timesteps over which epsilon decays linearly", "in (0, 1]")
     learning_starts: int | None = _field(
-        None, "env steps stored before the first gradient step (None: buffer_size)")
-    train_frequency: int = _field(10, "env steps per gradient step")
-    num_envs: int = _field(1, "vectorised env copies stepped together")
+        None, "env steps stored before the first gradient step (None: buffer_size)",
+        ">= batch_size, or None")
+    train_frequency: int = _field(10, "env steps per gradient step",
+                                 "> 0, a multiple or a divisor of num_envs")
+    num_envs: int = _field(1, "vectorised env copies stepped together",
+                          "> 0, <= buffer_size")
     hidden_sizes: tuple[int, ...] = _field(
-        (120, 84), "dense hidden layers (after the convolutions for a CNN); () is a linear Q")
+        (120, 84), "dense hidden layers (after the convolutions for a CNN); () is a linear Q",
+        "positive ints, or () for a linear Q")
     estimator: str = _field("dqn", "TD target estimator: " + ", ".join(
-        "dqn double_dqn double_q clipped_double maxmin averaged".split()))
+        "dqn double_dqn double_q clipped_double maxmin averaged".split()),
+        f"one of {ESTIMATORS}")
     num_estimators: int | None = _field(
-        None, "members (maxmin) or target snapshots (averaged); None: the estimator's usual count")
+        None, "members (maxmin) or target snapshots (averaged); None: the estimator's usual count",
+        ">= 1 (1 for dqn/double_dqn, 2 for double_q/clipped_double), or None")
     update_all_members: bool = _field(
-        False, "maxmin: every gradient step updates all members instead of one chosen at random")
-    optimizer: str = _field("adam", "adam, or sgd (plain gradient steps: exact tabular updates)")
-    network: str = _field("auto", "mlp, cnn, or auto (cnn for image observations, else mlp)")
+        False, "maxmin: every gradient step updates all members instead of one chosen at random",
+        "true or false (true with estimator maxmin only)")
+    optimizer: str = _field("adam", "adam, or sgd (plain gradient steps: exact tabular updates)",
+                            f"one of {OPTIMIZERS}")
+    network: str = _field("auto", "mlp, cnn, or auto (cnn for image observations, else mlp)",
+                          f"one of {NETWORKS}")
     conv_channels: tuple[int, ...] = _field(
-        (16,), "cnn: output channels of each convolution (stride 1, no padding)")
-    conv_kernel_size: int = _field(3, "cnn: height and width of each convolution kernel")
+        (16,), "cnn: output channels of each convolution (stride 1, no padding)",
+        "one or more positive ints")
+    conv_kernel_size: int = _field(3, "cnn: height and width of each convolution kernel",
+                                   "> 0")
     random_tie_break: bool = _field(
-        False, "greedy actions break ties among maximal Q-values at random (else lowest index)")
-    loss: str = _field("mse", "mse (the seed's squared TD error) or huber")
-    huber_delta: float = _field(1.0, "huber: where the loss turns from quadratic to linear")
-    max_grad_norm: float | None = _field(None, "clip gradients to this global norm (None: off)")
-    tau: float = _field(1.0, "target update rate: 1 copies, < 1 is a soft (Polyak) update")
-    anneal_lr: bool = _field(False, "decay the learning rate linearly to 0 over the run")
+        False, "greedy actions break ties among maximal Q-values at random (else lowest index)",
+        "true or false")
+    loss: str = _field("mse", "mse (the seed's squared TD error) or huber",
+                       f"one of {LOSSES}")
+    huber_delta: float = _field(1.0, "huber: where the loss turns from quadratic to linear",
+                                "> 0")
+    max_grad_norm: float | None = _field(None, "clip gradients to this global norm (None: off)",
+                                             "> 0 or None")
+    tau: float = _field(1.0, "target update rate: 1 copies, < 1 is a soft (Polyak) update",
+                       "in (0, 1]")
+    anneal_lr: bool = _field(False, "decay the learning rate linearly to 0 over the run",
+                             "true or false")
     max_episode_steps: int | None = _field(
-        None, "override the env's time limit (None: the env's own)")
+        None, "override the env's time limit (None: the env's own)", "> 0 or None")
     log_interval: int | None = _field(
-        None, "env steps per metric row (None: about 100 rows per run)")
+        None, "env steps per metric row (None: about 100 rows per run)",
+        "a multiple of the env steps per iteration dividing total_timesteps, or None")
     eval_interval: int | None = _field(
-        None, "env steps between greedy evaluations during training (None: off)")
-    eval_episodes: int = _field(8, "greedy episodes per evaluation during training")
+        None, "env steps between greedy evaluations during training (None: off)",
+        "a multiple of log_interval, <= total_timesteps, or None")
+    eval_episodes: int = _field(8, "greedy episodes per evaluation during training",
+                                "> 0")
 
     def __post_init__(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
@@ -93,13 +122,10 @@ class DQNConfig:
         _require("conv_channels", self.conv_channels,
                  len(self.conv_channels) > 0 and all(c > 0 for c in self.conv_channels),
                  "must be a non-empty sequence of positive ints")
-        _require("conv_kernel_size", self.conv_kernel_size, self.conv_kernel_size > 0,
-                 "must be > 0")
-        _require("estimator", self.estimator, self.estimator in ESTIMATORS,
-                 f"must be one of {ESTIMATORS}")
-        _require("optimizer", self.optimizer, self.optimizer in OPTIMIZERS,
-                 f"must be one of {OPTIMIZERS}")
-        _require("network", self.network, self.network in NETWORKS, f"must be one of {NETWORKS}")
+        _check("conv_kernel_size", self.conv_kernel_size, self.conv_kernel_size > 0)
+        _check("estimator", self.estimator, self.estimator in ESTIMATORS)
+        _check("optimizer", self.optimizer, self.optimizer in OPTIMIZERS)
+        _check("network", self.network, self.network in NETWORKS)
         if self.estimator in _FIXED_MEMBERS:
             fixed = _FIXED_MEMBERS[self.estimator]
             if self.num_estimators is None:
@@ -114,7 +140,7 @@ class DQNConfig:
         _require("update_all_members", self.update_all_members,
                  not self.update_all_members or self.estimator == "maxmin",
                  f"applies to estimator='maxmin' only, not {self.estimator!r}")
-        _require("eval_episodes", self.eval_episodes, self.eval_episodes > 0, "must be > 0")
+        _check("eval_episodes", self.eval_episodes, self.eval_episodes > 0)
         if self.eval_interval is not None:
             _require("eval_interval", self.eval_interval,
                      self.eval_interval > 0 and self.eval_interval <= self.total_timesteps,
@@ -123,22 +149,19 @@ class DQNConfig:
                  f"must be <= buffer_size={self.buffer_size}")
         _require("num_envs", self.num_envs, self.num_envs <= self.buffer_size,
                  f"must be <= buffer_size={self.buffer_size}")
-        _require("gamma", self.gamma, 0.0 <= self.gamma <= 1.0, "must be in [0, 1]")
-        _require("learning_rate", self.learning_rate, self.learning_rate > 0, "must be > 0")
+        _check("gamma", self.gamma, 0.0 <= self.gamma <= 1.0)
+        _check("learning_rate", self.learning_rate, self.learning_rate > 0)
         for name in ("start_epsilon", "end_epsilon"):
-            _require(name, getattr(self, name), 0.0 <= getattr(self, name) <= 1.0,
-                     "must be in [0, 1]")
-        _require("exploration_fraction", self.exploration_fraction,
-                 0.0 < self.exploration_fraction <= 1.0, "must be in (0, 1]")
-        _require("loss", self.loss, self.loss in LOSSES, f"must be one of {LOSSES}")
-        _require("huber_delta", self.huber_delta, self.huber_delta > 0, "must be > 0")
-        if self.max_grad_norm is not None:
-            _require("max_grad_norm", self.max_grad_norm, self.max_grad_norm > 0,
-                     "must be > 0 or None")
-        _require("tau", self.tau, 0.0 < self.tau <= 1.0, "must be in (0, 1]")
-        if self.max_episode_steps is not None:
-            _require("max_episode_steps", self.max_episode_steps, self.max_episode_steps > 0,
-                     "must be > 0 or None")
+            _check(name, getattr(self, name), 0.0 <= getattr(self, name) <= 1.0)
+        _check("exploration_fraction", self.exploration_fraction,
+               0.0 < self.exploration_fraction <= 1.0)
+        _check("loss", self.loss, self.loss in LOSSES)
+        _check("huber_delta", self.huber_delta, self.huber_delta > 0)
+        _check("max_grad_norm", self.max_grad_norm,
+               self.max_grad_norm is None or self.max_grad_norm > 0)
+        _check("tau", self.tau, 0.0 < self.tau <= 1.0)
+        _check("max_episode_steps", self.max_episode_steps,
+               self.max_episode_steps is None or self.max_episode_steps > 0)
         f, e = self.train_frequency, self.num_envs
         _require("train_frequency", f, f % e == 0 or e % f == 0,
                  f"must be a multiple or a divisor of num_envs={e}")
@@ -255,6 +278,23 @@ def field_descriptions() -> dict[str, str]:
     return {f.name: f.metadata["description"] for f in dataclasses.fields(DQNConfig)}
 
 
+def field_allowed() -> dict[str, str]:
+    """Each ``DQNConfig`` field's allowed values as text (``"> 0"``, ``"in [0, 1]"``, ...)."""
+    return {f.name: f.metadata["allowed"] for f in dataclasses.fields(DQNConfig)}
+
+
+def field_types() -> dict[str, str]:
+    """Each ``DQNConfig`` field's type as text (``"int"``, ``"float | None"``, ...)."""
+    import typing
+
+    hints = typing.get_type_hints(DQNConfig)
+    out = {}
+    for f in dataclasses.fields(DQNConfig):
+        text = str(hints[f.name]) if not isinstance(hints[f.name], type) else hints[f.name].__name__
+        out[f.name] = text.replace("typing.", "").replace("NoneType", "None")
+    return out
+
+
 def _was_derived(cfg: DQNConfig, name: str) -> bool:
     if name == "learning_starts":
         return cfg.learning_starts == cfg.buffer_size
@@ -274,6 +314,13 @@ def _largest_divisor_at_most(n: int, k: int) -> int:
 def _require(name: str, value: Any, ok: bool, allowed: str) -> None:
     if not ok:
         raise ValueError(f"DQNConfig.{name}={value!r} is invalid: {allowed}")
+
+
+def _check(name: str, value: Any, ok: bool) -> None:
+    """``_require`` with the field's own allowed text: ``must be <allowed>``."""
+    if not ok:
+        allowed = DQNConfig.__dataclass_fields__[name].metadata["allowed"]
+        raise ValueError(f"DQNConfig.{name}={value!r} is invalid: must be {allowed}")
 
 
 _INT_FIELDS = ("total_timesteps", "buffer_size", "batch_size", "target_update_freq",
@@ -350,6 +397,19 @@ _PRESETS: dict[str, dict[str, Any]] = {
         end_epsilon=0.05,
     ),
 }
+
+
+# One line per preset, for `jaxdqn train --help` and `jaxdqn config`.
+_PRESET_DESCRIPTIONS = {
+    "seed": "the seed's train_dqn defaults (CartPole-v1, 500k steps)",
+    "probes": "learns each probe's exact Q-values in 3k steps (set env_id to Probe1..Probe5)",
+    "cartpole": "solves CartPole-v1 in 80k steps (8 envs, Double DQN; docs/cartpole_preset.md)",
+}
+
+
+def preset_descriptions() -> dict[str, str]:
+    """Each preset's one-line description, in preset order."""
+    return {name: _PRESET_DESCRIPTIONS.get(name, "") for name in _PRESETS}
 
 
 def preset(name: str) -> DQNConfig:

@@ -92,7 +92,7 @@ def test_a_run_config_json_reproduces_config_and_seeds(tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    ([], "choose a command: train, evaluate or sweep"),
+    ([], "choose a command: train, evaluate, sweep or config"),
     (["fly"], "argument COMMAND: invalid choice: 'fly'"),
     (["train", "--bogus"], "unrecognized arguments: --bogus"),
     (["train", "--seeds", "two"], "argument --seeds: invalid int value: 'two'"),
@@ -146,7 +146,8 @@ def test_config_file_errors_name_the_file_and_the_problem(tmp_path, capsys, no_c
         "broken.toml": ('gamma = = 0.9\n', "is not valid TOML"),
         "broken.json": ('{"gamma": 0.9,', "is not valid JSON"),
         "list.json": ('[1, 2]', "must hold a table of settings (field = value), not a list"),
-        "type.toml": ('gamma = "high"\n', "DQNConfig.gamma='high' is invalid: must be a finite"),
+        "type.toml": ('gamma = "high"\n', "type.toml: DQNConfig.gamma='high' is invalid: must be a"),
+        "range.json": ('{"gamma": 2.0}', "range.json: DQNConfig.gamma=2.0 is invalid: must be in"),
     }
     for name, (text, message) in cases.items():
         (tmp_path / name).write_text(text)
@@ -204,7 +205,7 @@ def test_unreadable_mismatched_or_unsuitable_checkpoints_are_one_line_errors(tmp
 
 
 def test_help_works_for_every_command(capsys):
-    for argv in ([], ["train"], ["evaluate"], ["sweep"]):
+    for argv in ([], ["train"], ["evaluate"], ["sweep"], ["config"]):
         code, out, _ = _cli([*argv, "--help"], capsys)
         assert code == 0 and out.startswith("usage: jaxdqn")
     assert "--gymnasium" in _cli(["evaluate", "--help"], capsys)[1]

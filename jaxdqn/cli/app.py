@@ -8,12 +8,12 @@ import os
 import sys
 from typing import Sequence
 
-from jaxdqn.cli import evaluate, sweep, train
+from jaxdqn.cli import config, evaluate, sweep, train
 from jaxdqn.cli.parser import (EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, PROG, OneLineParser,
                                UserError, say)
 from jaxdqn.runtime import fast_cpu_compile, use_all_cpu_cores
 
-COMMANDS = (train, evaluate, sweep)
+COMMANDS = (train, evaluate, sweep, config)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -25,7 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         if args.command is None:
-            raise UserError(f"choose a command: train, evaluate or sweep (see '{PROG} --help')")
+            raise UserError(f"choose a command: train, evaluate, sweep or config (see '{PROG} --help')")
         return args.handler(args, argv)
     except UserError as e:
         say(f"error: {e}")
@@ -33,6 +33,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         say("interrupted")
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # output piped into a reader that stopped (| head): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except SystemExit as e:  # --help and --version
         return e.code if isinstance(e.code, int) else 0
     except Exception as e:  # noqa: BLE001 - the one place that turns bugs into one line

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from typing import Any, Sequence
@@ -16,7 +17,7 @@ def add_config_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--env", default=None, metavar="ENV_ID",
                    help="environment id, e.g. CartPole-v1, Acrobot-v1, Probe1..Probe5")
     p.add_argument("--preset", default="seed", metavar="NAME",
-                   help="named starting config (default 'seed': the seed's train_dqn defaults)")
+                   help="named starting config (default 'seed'; listed below)")
     p.add_argument("--config", default=None, metavar="FILE",
                    help="TOML or JSON file of DQNConfig fields (a run's config.json works too)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="sets",
@@ -138,12 +139,20 @@ def resolve_config(preset_name: str, config_file: str | None, sets: Sequence[str
             if name not in field_names():
                 raise unknown_field(name, f"in {config_file}")
             changes[name] = tuple(value) if isinstance(value, list) else value
+    file_changes = dict(changes)
     for text in sets:
         name, value = parse_assignment(text, "--set")
         changes[name] = parse_field_value(name, value, "--set")
     if env is not None:
         changes["env_id"] = env
-    return make_config(base, changes), run_settings
+    try:
+        return base.replace(**changes), run_settings
+    except (TypeError, ValueError) as e:
+        bad = re.match(r"DQNConfig\.(\w+)=", str(e))
+        if bad and bad.group(1) in file_changes and changes[bad.group(1)] == file_changes[
+                bad.group(1)]:  # the file's own value is the invalid one: name the file
+            raise UserError(f"{config_file}: {e}") from None
+        raise UserError(str(e)) from None
 
 
 def make_config(base, changes: dict):

@@ -96,6 +96,13 @@ def table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
         if len(rows) > 1 else "\n".join([fmt(head), rule, *(fmt(r) for r in rows)])
 
 
+def plain_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned columns under a rule (for text columns: names, descriptions)."""
+    widths = [max(len(str(c)) for c in col) for col in zip(head, *rows)]
+    fmt = lambda row: "  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip()  # noqa: E731
+    return "\n".join([fmt(head), fmt(["-" * w for w in widths]), *(fmt(r) for r in rows)])
+
+
 def latest_returns(metrics) -> Any:
     """Each run's return in the last metric row (of ``metrics``) that finished an episode."""
     import numpy as np

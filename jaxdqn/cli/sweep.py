@@ -3,10 +3,12 @@ folder."""
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from jaxdqn.cli.config import presets_epilog, wrap
 from jaxdqn.cli.loggers import add_logging_options, open_loggers
 from jaxdqn.cli.options import (add_config_options, add_out_options, check_counts, check_learns,
                                 parse_assignment, parse_field_value, resolve_config,
@@ -20,14 +22,17 @@ from jaxdqn.cli.reports import csv_value, latest_returns, show
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "sweep", help="train every combination of a hyperparameter grid x seeds",
-        description="Train every combination of the --grid values times every seed. "
-                    "Hyperparameters that keep array shapes (" + ", ".join(traced_fields())
-                    + ") are batched into one compiled, vmapped program; every other field "
-                    "(buffer_size, batch_size, hidden_sizes, ...) makes its own compiled group. "
-                    "Prints a ranked table and writes sweep.csv, sweep_runs.csv and sweep.png.",
-        epilog=f"Example: {PROG} sweep --env CartPole-v1 --seeds 16 "
-               "--grid learning_rate=1e-4,2.5e-4,1e-3 --grid gamma=0.98,0.99 --out runs/lr-gamma."
-               " Tuple values are bracketed: --grid hidden_sizes=[64,64],[120,84]",
+        description=wrap(
+            "Train every combination of the --grid values times every seed. Hyperparameters "
+            "that keep array shapes (" + ", ".join(traced_fields()) + ") are batched into one "
+            "compiled, vmapped program; every other field (buffer_size, batch_size, "
+            "hidden_sizes, ...) makes its own compiled group. Prints a ranked table and writes "
+            "sweep.csv, sweep_runs.csv and sweep.png."),
+        epilog=wrap(f"Example: {PROG} sweep --env CartPole-v1 --seeds 16 "
+                    "--grid learning_rate=1e-4,2.5e-4,1e-3 --grid gamma=0.98,0.99 "
+                    "--out runs/lr-gamma. Tuple values are bracketed: "
+                    "--grid hidden_sizes=[64,64],[120,84]") + "\n\n" + presets_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_config_options(p)
     p.add_argument("--grid", action="append", default=[], metavar="FIELD=V1,V2,...",

@@ -3,10 +3,12 @@ then a greedy evaluation; writes a run folder."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from pathlib import Path
 
+from jaxdqn.cli.config import presets_epilog, wrap
 from jaxdqn.cli.loggers import add_logging_options, open_loggers
 from jaxdqn.cli.options import (add_config_options, add_out_options, check_counts, check_learns,
                                 resolve_config)
@@ -20,12 +22,14 @@ from jaxdqn.cli.reports import (eval_rows, eval_summary, format_eval_table,
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "train", help="train DQN on several seeds at once and write a run folder",
-        description="Train DQN with every seed vmapped in one compiled program; show progress; "
-                    "evaluate the greedy policy of each seed; write config, metrics, plot and "
-                    "checkpoint to --out.",
-        epilog="Config resolution: --preset, then --config FILE, then each --set, then --env. "
-               f"Example: {PROG} train --env CartPole-v1 --seeds 8 --out runs/cp "
-               "--set learning_rate=1e-3 --set hidden_sizes=64,64",
+        description=wrap("Train DQN with every seed vmapped in one compiled program; show "
+                         "progress; evaluate the greedy policy of each seed; write config, "
+                         "metrics, plot and checkpoint to --out."),
+        epilog=wrap("Config resolution: --preset, then --config FILE, then each --set, then "
+                    f"--env; '{PROG} config' shows every field. Example: {PROG} train --env "
+                    "CartPole-v1 --seeds 8 --out runs/cp --set learning_rate=1e-3 "
+                    "--set hidden_sizes=64,64") + "\n\n" + presets_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_config_options(p)
     p.add_argument("--seeds", type=int, default=None, metavar="N",

@@ -1,0 +1,63 @@
+"""Descriptions live once: ``jaxdqn config``, the presets in ``--help`` and the field table of
+docs/cli.md all come from config.py."""
+
+import dataclasses
+import pathlib
+
+import pytest
+
+from jaxdqn import DQNConfig
+from jaxdqn.cli import main
+from jaxdqn.cli.config import markdown_field_table
+from jaxdqn.config import field_allowed, field_descriptions, field_types, preset_descriptions
+
+DOC = pathlib.Path(__file__).parent.parent / "docs" / "cli.md"
+
+
+def test_every_field_and_preset_is_described():
+    names = [f.name for f in dataclasses.fields(DQNConfig)]
+    for table in (field_descriptions(), field_allowed(), field_types()):
+        assert list(table) == names and all(table.values())
+    assert all(preset_descriptions().values())
+    assert field_types()["learning_starts"] == "int | None"
+    assert field_types()["hidden_sizes"] == "tuple[int, ...]"
+
+
+def test_validation_messages_quote_the_allowed_text():
+    for name, value in (("gamma", 1.5), ("tau", 0.0), ("max_grad_norm", -1.0), ("loss", "l1")):
+        with pytest.raises(ValueError) as err:
+            DQNConfig(**{name: value})
+        assert str(err.value).endswith(f"is invalid: must be {field_allowed()[name]}")
+
+
+def test_the_doc_field_table_is_current():
+    doc = DOC.read_text()
+    start, end = "<!-- field table: start -->\n", "\n<!-- field table: end -->"
+    table = doc[doc.index(start) + len(start):doc.index(end)]
+    assert table == markdown_field_table(), (
+        "docs/cli.md's field table is stale: replace it with `jaxdqn config --markdown`")
+
+
+def test_config_prints_the_resolved_value_of_every_field(capsys):
+    assert main(["config", "--preset", "cartpole", "--set", "gamma=0.98"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["field", "value", "type", "allowed", "description"]
+    rows = {line.split()[0]: line for line in lines[2:]}
+    assert list(rows) == [f.name for f in dataclasses.fields(DQNConfig)]
+    assert rows["gamma"].split()[1:3] == ["0.98", "float"]
+    assert rows["total_timesteps"].split()[1] == "80000"  # the preset's
+    assert field_descriptions()["tau"] in rows["tau"] and field_allowed()["tau"] in rows["tau"]
+
+
+def test_train_help_lists_every_preset_with_its_line(capsys):
+    assert main(["train", "--help"]) == 0
+    out = capsys.readouterr().out
+    for name, text in preset_descriptions().items():
+        assert any(line.split()[:1] == [name] and line.endswith(text)
+                   for line in out.splitlines()), name
+
+
+def test_config_errors_are_one_line(capsys):
+    assert main(["config", "--set", "gamma=2"]) == 2
+    err = capsys.readouterr().err
+    assert err == "jaxdqn: error: DQNConfig.gamma=2.0 is invalid: must be in [0, 1]\n"
