@@ -165,10 +165,13 @@ def max_runs_at_once(estimate: MemoryEstimate, free: int) -> int:
 
 
 def check_fits(config: DQNConfig, num_seeds: int, devices: Sequence[jax.Device] | None = None,
-               seeds_per_chunk: int | None = None, can_chunk: bool = True) -> MemoryEstimate:
+               seeds_per_chunk: int | None = None, can_chunk: bool = True,
+               runs_per_seed: int = 1) -> MemoryEstimate:
     """The estimate of ``num_seeds`` runs over ``devices`` (default: all); raises ``ValueError``
-    with what fits instead when it exceeds ``USABLE_FRACTION`` of the free memory.
-    ``can_chunk=False`` leaves ``seeds_per_chunk`` out of the advice (callers without it)."""
+    (one line, figures per device) with what fits instead when it exceeds ``USABLE_FRACTION`` of
+    the free memory. ``can_chunk=False`` leaves ``seeds_per_chunk`` out of the advice (callers
+    without it) and names the most seeds that fit, ``runs_per_seed`` runs each (a sweep's
+    combinations)."""
     devices = jax.devices() if devices is None else list(devices)
     est = estimate_memory(config, num_seeds, len(devices), seeds_per_chunk)
     free, where = free_bytes(devices)
@@ -179,17 +182,18 @@ def check_fits(config: DQNConfig, num_seeds: int, devices: Sequence[jax.Device] 
         advice = (f"run at most {fit} seeds at once per device (seeds_per_chunk={fit}), use "
                   f"fewer seeds, or a smaller buffer_size")
     elif fit >= 1:
-        advice = (f"at most {fit * len(devices)} runs fit at once ({fit} per device): use fewer "
-                  f"seeds or combinations, or a smaller buffer_size")
+        seeds = fit * len(devices) // runs_per_seed
+        advice = (f"at most {fit * len(devices)} runs fit at once ({fit} per device): "
+                  + (f"use at most {seeds} seeds" if seeds >= 1 else "use fewer combinations")
+                  + (" per combination" if runs_per_seed > 1 and seeds >= 1 else "")
+                  + " or a smaller buffer_size")
     else:
         advice = "not even one run fits: reduce buffer_size, batch_size or hidden_sizes"
     raise ValueError(
-        f"{num_seeds} runs of this config need about {_fmt(est.device_bytes)} on each of "
-        f"{len(devices)} {devices[0].platform} device(s) ({est.concurrent_runs} at once x "
-        f"{_fmt(est.run_bytes)}: replay buffer {_fmt(est.buffer_bytes)} = buffer_size "
-        f"{config.buffer_size} x {est.transition_bytes} B per transition, plus networks, "
-        f"optimizer and workspace), but only {_fmt(free)} of {where} is free "
-        f"({USABLE_FRACTION:.0%} usable); {advice}")
+        f"{num_seeds} runs need about {_fmt(est.device_bytes)} per device ({est.concurrent_runs}"
+        f" at once x {_fmt(est.run_bytes)}, replay buffer {_fmt(est.buffer_bytes)} each) on "
+        f"{len(devices)} {devices[0].platform} device{'s' * (len(devices) != 1)}, but only "
+        f"{_fmt(free)} of {where} is free per device ({USABLE_FRACTION:.0%} usable); {advice}")
 
 
 def _fmt(n: int | float) -> str:

@@ -240,7 +240,7 @@ def check_sweep_fits(groups: Sequence[ShapeGroup], num_seeds: int,
     for gi, group in enumerate(groups):
         try:
             check_fits(group.config, len(group.combinations) * num_seeds, run_devices,
-                       can_chunk=False)
+                       can_chunk=False, runs_per_seed=len(group.combinations))
         except ValueError as e:
             where = f"group {gi + 1}/{len(groups)}: " if len(groups) > 1 else ""
             raise ValueError(f"{where}{e}") from None
