@@ -375,4 +375,5 @@ def test_runs_that_do_not_fit_are_refused_before_writing_or_compiling(no_compile
         lines = err.strip().splitlines()
         assert len(lines) == 1 and "only 3.8 MiB of test memory is free" in lines[0], err
         assert "runs fit at once" in lines[0] and "seeds_per_chunk" not in lines[0]
+        assert "is free per device" in lines[0] and "seeds" in lines[0].rsplit("fit at once", 1)[1]
     assert not (tmp_path / "t").exists() and not (tmp_path / "s").exists()

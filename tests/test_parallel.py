@@ -41,14 +41,15 @@ def test_chunked_sweep_equals_plain_vmap_bit_for_bit():
     hp = HParams.from_config(cfg)._replace(learning_rate=lr)
     axes = HParams(0, *(None,) * 6)
     expected = jax.jit(jax.vmap(make_train(cfg), in_axes=(0, axes)))(keys, hp)
-    out = train_seeds(cfg, keys, hp, seeds_per_chunk=2)
+    one = jax.devices()[:1]  # chunking on one device: bit for bit (across devices: rounding)
+    out = train_seeds(cfg, keys, hp, seeds_per_chunk=2, devices=one)
     assert out.metrics.env_steps.shape == (5, cfg.num_log_rows)
     _assert_trees_equal(out, expected, "chunked train_seeds vs jit(vmap(train))")
     # The learning rates really were used per run: final params differ between runs.
     kernels = np.asarray(out.params["params"]["Dense_0"]["kernel"])
     assert not np.allclose(kernels[0], kernels[4])
     # Legacy uint32 keys name the same runs as typed keys (same compiled program, no recompile).
-    legacy = train_seeds(cfg, jax.random.key_data(keys), hp, seeds_per_chunk=2)
+    legacy = train_seeds(cfg, jax.random.key_data(keys), hp, seeds_per_chunk=2, devices=one)
     _assert_trees_equal(legacy, expected, "legacy uint32 keys vs typed keys")
 
 
@@ -128,10 +129,11 @@ def test_bad_arguments_are_refused_before_compiling(kwargs, match):
 
 
 def test_shard_batch_places_leading_axes_and_refuses_scalars():
-    placed = shard_batch({"a": jnp.zeros((3, 2))}, seed_mesh())  # one device: any size splits
+    one = seed_mesh(jax.devices()[:1])
+    placed = shard_batch({"a": jnp.zeros((3, 2))}, one)  # one device: any size splits
     assert placed["a"].shape == (3, 2)
     with pytest.raises(ValueError, match="leading axis"):
-        shard_batch(jnp.float32(1.0), seed_mesh())
+        shard_batch(jnp.float32(1.0), one)
 
 
 # ---------------------------------------------------------------------------------------------
