@@ -1,10 +1,11 @@
-"""Environment registry: gymnax ids plus jaxdqn's own probe environments."""
+"""Environment registry: gymnax ids (classic control, MinAtar) plus jaxdqn's own environments."""
 
 from __future__ import annotations
 
 import gymnax
 
 from jaxdqn.envs.max_bias import MaxBiasMDP
+from jaxdqn.envs.minatar import MINATAR_ENV_IDS, make_minatar
 from jaxdqn.envs.probes import PROBES, expected_q
 
 # Discrete-action gymnax environments with flat vector observations: what an MLP Q-network fits.
@@ -19,7 +20,7 @@ def register(env_id: str, factory) -> None:
 
 
 def known_env_ids() -> tuple[str, ...]:
-    return GYMNAX_ENV_IDS + tuple(_OWN_ENVS)
+    return GYMNAX_ENV_IDS + MINATAR_ENV_IDS + tuple(_OWN_ENVS)
 
 
 def make_env(env_id: str, max_episode_steps: int | None = None):
@@ -27,6 +28,8 @@ def make_env(env_id: str, max_episode_steps: int | None = None):
     if env_id in _OWN_ENVS:
         env = _OWN_ENVS[env_id]()
         params = env.default_params
+    elif env_id in MINATAR_ENV_IDS:
+        env, params = make_minatar(env_id)
     elif env_id in GYMNAX_ENV_IDS:
         env, params = gymnax.make(env_id)
     else:
@@ -69,5 +72,5 @@ def solve_threshold(config) -> float | None:
     return None if spec.reward_threshold is None else float(spec.reward_threshold)
 
 
-__all__ = ["legal_actions_fn", "GYMNAX_ENV_IDS", "MaxBiasMDP", "PROBES", "expected_q", "known_env_ids", "make_env", "register",
+__all__ = ["legal_actions_fn", "GYMNAX_ENV_IDS", "MINATAR_ENV_IDS", "MaxBiasMDP", "PROBES", "expected_q", "known_env_ids", "make_env", "register",
            "solve_threshold"]
