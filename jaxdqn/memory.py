@@ -19,7 +19,8 @@ import jax.numpy as jnp
 
 from jaxdqn.buffer import buffer_init
 from jaxdqn.config import DQNConfig
-from jaxdqn.networks import env_spec
+from jaxdqn.envs import make_env
+from jaxdqn.networks import env_spec, network_kind
 from jaxdqn.train import make_trainer
 
 # Only this fraction of a device's free memory is planned for: allocator fragmentation, the
@@ -58,10 +59,24 @@ def _nbytes(tree) -> int:
 
 
 def transition_bytes(config: DQNConfig) -> int:
-    """Bytes of one stored transition: obs, action, reward, terminated and next obs."""
-    obs_shape, _ = env_spec(config)
-    one = jax.eval_shape(lambda: buffer_init(1, obs_shape))
+    """Bytes of one stored transition: obs, action, reward, terminated and next obs, the
+    observations in the env's own dtype (1 byte per cell for MinAtar's booleans)."""
+    env, env_params = make_env(config.env_id, config.max_episode_steps)
+    obs, _ = jax.eval_shape(env.reset, jax.ShapeDtypeStruct((2,), jnp.uint32), env_params)
+    one = jax.eval_shape(lambda: buffer_init(1, obs.shape, obs.dtype))
     return _nbytes(one.data)
+
+
+def _conv_widths(config: DQNConfig, obs_shape: tuple[int, ...]) -> int:
+    """Per-sample activations of the CNN's convolutions: each one's patches and outputs."""
+    if len(obs_shape) != 3 or network_kind(config) != "cnn":
+        return 0
+    (h, w, c), k, total = obs_shape, config.conv_kernel_size, 0
+    for c_out in config.conv_channels:
+        h, w = h - k + 1, w - k + 1
+        total += h * w * (k * k * c + c_out)
+        c = c_out
+    return total
 
 
 def estimate_memory(config: DQNConfig, num_seeds: int, num_devices: int = 1,
@@ -85,7 +100,7 @@ def estimate_memory(config: DQNConfig, num_seeds: int, num_devices: int = 1,
     buffer = _nbytes(state.buffer.data)
     params = _nbytes(state.train.params)
     obs_dim = math.prod(obs_shape)
-    widths = obs_dim + sum(config.hidden_sizes) + num_actions
+    widths = obs_dim + _conv_widths(config, obs_shape) + sum(config.hidden_sizes) + num_actions
     # A gradient step: the sampled minibatch; per network pass (online on s, target on s', and
     # online on s' for Double DQN) one set of activations (kept for the backward pass, then
     # reused for their gradients); the gradients and Adam's update (2 parameter-sized arrays;

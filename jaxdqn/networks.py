@@ -82,8 +82,42 @@ def make_q_fn(config: DQNConfig) -> QFn:
 
     Params with a member axis (``config.num_members > 1``) are applied with
     ``jax.vmap(q_fn, in_axes=(0, None))``: ``f32[members, ..., num_actions]``.
+    A CNN is applied by ``cnn_apply`` (the same function as ``QNetwork.apply`` on the same
+    params, computed faster on a CPU).
     """
-    return make_q_network(config).apply
+    network = make_q_network(config)
+    if network.conv_channels:
+        return lambda params, obs: cnn_apply(params, obs, len(network.conv_channels))
+    return network.apply
+
+
+def cnn_apply(params: dict, obs: jax.Array, num_convs: int) -> jax.Array:
+    """``QNetwork.apply`` for a CNN, each convolution computed as one matrix product (im2col).
+
+    ``obs: [..., H, W, C]`` (any dtype; cast to f32) -> ``f32[..., num_actions]``. For every
+    kernel offset ``(i, j)`` the input's ``[i : i + H - k + 1, j : j + W - k + 1]`` window is a
+    slice; the ``k * k`` slices concatenated along channels are the patches ``[..., H', W',
+    k * k * C]`` in the order of the flax kernel ``[k, k, C, C']`` flattened, so one matmul with
+    it is the VALID, stride-1 convolution. XLA:CPU runs its convolution and, above all, the
+    convolution's kernel gradient as slow generic loops at these sizes (a 10x10x4 image, batch
+    32); as matmuls the gradient step is about 3x faster. Sums are taken in another order than
+    ``nn.Conv``'s, so outputs agree to float rounding (tests/test_networks.py).
+    """
+    p = params["params"]
+    x = obs.astype(jnp.float32)
+    for n in range(num_convs):
+        kernel, bias = p[f"Conv_{n}"]["kernel"], p[f"Conv_{n}"]["bias"]
+        kh, kw, c_in, c_out = kernel.shape
+        oh, ow = x.shape[-3] - kh + 1, x.shape[-2] - kw + 1
+        patches = jnp.concatenate(
+            [x[..., i:i + oh, j:j + ow, :] for i in range(kh) for j in range(kw)], axis=-1)
+        x = jax.nn.relu(patches @ kernel.reshape(kh * kw * c_in, c_out) + bias)
+    x = x.reshape(*x.shape[:-3], -1)
+    dense = sorted((k for k in p if k.startswith("Dense_")), key=lambda k: int(k.split("_")[1]))
+    for name in dense[:-1]:
+        x = jax.nn.relu(x @ p[name]["kernel"] + p[name]["bias"])
+    head = p[dense[-1]]
+    return x @ head["kernel"] + head["bias"]
 
 
 def init_q_params(config: DQNConfig, key: jax.Array, num_members: int | None = None) -> dict:

@@ -19,8 +19,8 @@ MINATAR_ENV_IDS = ("Asterix-MinAtar", "Breakout-MinAtar", "Freeway-MinAtar",
 
 
 class BoolObservations:
-    """A gymnax env whose observations (from ``reset``, ``step`` and ``info["final_observation"]``)
-    are ``bool``; everything else is the wrapped env's."""
+    """A gymnax env whose observations (from ``reset``, ``step``, ``info["final_observation"]``,
+    ``reset_env`` and ``step_env``) are ``bool``; everything else is the wrapped env's."""
 
     def __init__(self, env):
         self._env = env
@@ -36,6 +36,14 @@ class BoolObservations:
         obs, state, reward, terminated, truncated, info = self._env.step(key, state, action, params)
         info = dict(info, final_observation=info["final_observation"].astype(jnp.bool_))
         return obs.astype(jnp.bool_), state, reward, terminated, truncated, info
+
+    def reset_env(self, key, params):
+        obs, state = self._env.reset_env(key, params)
+        return obs.astype(jnp.bool_), state
+
+    def step_env(self, key, state, action, params):
+        obs, state, reward, done, info = self._env.step_env(key, state, action, params)
+        return obs.astype(jnp.bool_), state, reward, done, info
 
     def observation_space(self, params):
         space = self._env.observation_space(params)
