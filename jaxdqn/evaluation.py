@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 from jaxdqn.config import DQNConfig
 from jaxdqn.envs import legal_actions_fn, make_env
-from jaxdqn.policy import greedy_action, make_acting_q_fn
+from jaxdqn.policy import epsilon_greedy, greedy_action, make_acting_q_fn
 
 
 class EpisodeStats(NamedTuple):
@@ -27,9 +27,14 @@ class EpisodeStats(NamedTuple):
     truncated: jax.Array  # bool[num_episodes]: cut by the time limit (not terminated)
 
 
-def make_greedy_episodes(config: DQNConfig, num_episodes: int) -> Callable[..., EpisodeStats]:
+def make_greedy_episodes(config: DQNConfig, num_episodes: int,
+                         epsilon: float = 0.0) -> Callable[..., EpisodeStats]:
     """A pure ``episodes(params, key, active=True) -> EpisodeStats`` of ``num_episodes`` greedy
     episodes; with ``active`` false (a traced bool) the episodes take no step (all zeros).
+
+    With ``epsilon > 0`` (0.05 is the usual Atari/MinAtar test protocol) each action is instead
+    uniform over the legal actions with probability ``epsilon``, drawn at step ``t`` from
+    ``fold_in(split(step_key, max_steps)[t], 1)``; ``epsilon=0`` is the greedy program, unchanged.
 
     The policy is ``policy.greedy_action`` on ``policy.make_acting_q_fn(config)``: the same
     Q-values the agent acts on in training and in ``jaxdqn.load(...)``, over legal actions only.
@@ -40,6 +45,8 @@ def make_greedy_episodes(config: DQNConfig, num_episodes: int) -> Callable[..., 
     """
     if not isinstance(num_episodes, int) or num_episodes <= 0:
         raise ValueError(f"num_episodes={num_episodes!r} is invalid: must be an int > 0")
+    if not 0.0 <= epsilon <= 1.0:
+        raise ValueError(f"epsilon={epsilon!r} is invalid: must be in [0, 1]")
     env, env_params = make_env(config.env_id, config.max_episode_steps)
     q_fn = make_acting_q_fn(config)
     legal_fn = legal_actions_fn(env, env_params)  # None: every action legal
@@ -60,7 +67,11 @@ def make_greedy_episodes(config: DQNConfig, num_episodes: int) -> Callable[..., 
         def step(carry):
             t, obs, state, stats, alive, _ = carry
             legal = None if legal_fn is None else legal_fn(obs)
-            action = greedy_action(q_fn(params, obs), legal)
+            if epsilon > 0:
+                action = epsilon_greedy(jax.random.fold_in(step_keys[t], 1), q_fn(params, obs),
+                                        epsilon, legal)
+            else:
+                action = greedy_action(q_fn(params, obs), legal)
             keys = jax.vmap(lambda k: jax.random.split(k)[0])(
                 jax.random.split(step_keys[t], num_episodes))
             obs, state, reward, terminated, _ = step_env(keys, state, action, env_params)

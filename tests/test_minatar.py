@@ -2,6 +2,8 @@
 its im2col form against flax's), bool observations in the replay buffer and the memory estimate,
 and a short vmapped run."""
 
+import json
+
 import gymnax
 import jax
 import jax.numpy as jnp
@@ -14,6 +16,10 @@ from jaxdqn.config import preset
 from jaxdqn.envs import MINATAR_ENV_IDS, make_env
 from jaxdqn.memory import estimate_memory, transition_bytes
 from jaxdqn.networks import env_spec, network_kind, num_params
+from jaxdqn.checkpoint import save_checkpoint
+from jaxdqn.cli import main
+from jaxdqn.original_minatar import original_env, original_returns
+from jaxdqn.policy import make_acting_q_fn
 from jaxdqn.parallel import make_train_seeds
 
 CHANNELS = {"Asterix-MinAtar": (4, 5), "Breakout-MinAtar": (4, 3), "Freeway-MinAtar": (7, 3),
@@ -21,27 +27,57 @@ CHANNELS = {"Asterix-MinAtar": (4, 5), "Breakout-MinAtar": (4, 3), "Freeway-MinA
 
 
 @pytest.mark.parametrize("env_id", MINATAR_ENV_IDS)
-def test_every_minatar_id_resets_and_steps_with_gymnax_frames_as_bools(env_id):
+def test_every_minatar_id_resets_to_gymnax_frames_as_bools(env_id):
     env, params = make_env(env_id)
     raw_env, raw_params = gymnax.make(env_id)
     channels, actions = CHANNELS[env_id]
     assert env.num_actions == actions
     assert env.observation_space(params).shape == (10, 10, channels)
     assert env.observation_space(params).dtype == jnp.bool_
-    key = jax.random.key(0)
-    obs, state = env.reset(key, params)
-    raw_obs, _ = raw_env.reset(key, raw_params)
-    assert obs.dtype == jnp.bool_ and obs.shape == (10, 10, channels)
-    np.testing.assert_array_equal(obs, raw_obs.astype(bool))
+    keys = jax.random.split(jax.random.key(0), 4)
+    obs, _ = jax.vmap(env.reset, in_axes=(0, None))(keys, params)
+    raw_obs, _ = jax.vmap(raw_env.reset, in_axes=(0, None))(keys, raw_params)
+    assert obs.dtype == jnp.bool_ and obs.shape == (4, 10, 10, channels)
     assert set(np.unique(np.asarray(raw_obs))) <= {0.0, 1.0}  # the cast loses nothing
-    for t in range(5):
-        k = jax.random.fold_in(key, t)
-        out = env.step(k, state, t % actions, params)
-        raw = raw_env.step(k, state, t % actions, raw_params)
-        assert out[0].dtype == jnp.bool_ and out[5]["final_observation"].dtype == jnp.bool_
-        np.testing.assert_array_equal(out[0], raw[0])
-        np.testing.assert_array_equal(out[5]["final_observation"], raw[5]["final_observation"])
-        state = out[1]
+    np.testing.assert_array_equal(obs, raw_obs)
+
+
+@pytest.mark.parametrize("env_id", ["Breakout-MinAtar", "SpaceInvaders-MinAtar"])
+def test_gymnax_games_play_frame_by_frame_like_the_original_minatar(env_id):
+    """Same start, same actions (no sticky actions): the same bool frames, rewards and ends in
+    gymnax (through make_env) and in the original numpy game, including the channel order. These
+    two games draw no random numbers after the reset; Breakout's reset coin is copied over."""
+    env, params = make_env(env_id)
+    orig = original_env(env_id, seed=3, sticky_action_prob=0.0)
+    step = jax.jit(env.step_env)
+    reset = jax.jit(env.reset)
+    minimal = orig.minimal_action_set()  # n, l, r (+ u, d, f in Space Invaders)
+    rng = np.random.default_rng(0)
+    steps, total = 0, 0.0
+    for episode in range(4):
+        if episode:
+            orig.reset()
+        _, state = reset(jax.random.key(episode), params)
+        if env_id == "Breakout-MinAtar":
+            g = orig.env
+            state = state.replace(ball_x=jnp.asarray(g.ball_x),
+                                  ball_dir=jnp.asarray(g.ball_dir), last_x=jnp.asarray(g.last_x))
+        for t in range(200):
+            a = int(rng.integers(len(minimal)))
+            if env_id == "Breakout-MinAtar" and rng.random() < 0.9:
+                g = orig.env  # aim where the ball will come down (walls ignored)
+                dx = 1 if g.ball_dir in (1, 2) else -1
+                aim = np.clip(g.ball_x + dx * (9 - g.ball_y), 0, 9)
+                a = 0 if g.pos == aim else (1 if aim < g.pos else 2)
+            obs, state, reward, done, _ = step(jax.random.key(t), state, a, params)
+            r, terminal = orig.act(minimal[a])
+            assert obs.dtype == jnp.bool_
+            np.testing.assert_array_equal(obs, orig.state(), err_msg=f"step {t}")
+            assert (float(reward), bool(done)) == (r, terminal), t
+            steps, total = steps + 1, total + r
+            if terminal:
+                break
+    assert steps > 100 and total >= 5, (steps, total)
 
 
 def test_minatar_picks_the_papers_cnn_with_132179_parameters():
@@ -58,9 +94,8 @@ def test_minatar_picks_the_papers_cnn_with_132179_parameters():
         network_kind(cfg.replace(network="mlp"))
 
 
-@pytest.mark.parametrize("env_id, conv_channels, kernel", [
-    ("Breakout-MinAtar", (16,), 3), ("Seaquest-MinAtar", (8, 5), 2)])
-def test_cnn_q_fn_equals_flax_qnetwork_and_its_gradients(env_id, conv_channels, kernel):
+def test_cnn_q_fn_equals_flax_qnetwork_and_its_gradients():
+    env_id, conv_channels, kernel = "Breakout-MinAtar", (6, 5), 3  # two convolutions
     cfg = DQNConfig(env_id=env_id, hidden_sizes=(32, 16), conv_channels=conv_channels,
                     conv_kernel_size=kernel)
     obs_shape, num_actions = env_spec(cfg)
@@ -118,3 +153,28 @@ def test_a_short_minatar_run_compiles_and_runs_vmapped_within_its_memory_estimat
     assert np.isfinite(np.asarray(out.metrics.td_loss)).all()
     assert not np.allclose(out.params["params"]["Conv_0"]["kernel"][0],
                            out.params["params"]["Conv_0"]["kernel"][1])
+
+
+def test_evaluate_minatar_replays_each_seed_in_the_original_beside_gymnax(tmp_path, capsys):
+    cfg = preset("minatar-fast").replace(buffer_size=1000, learning_starts=100)
+    params = jax.vmap(lambda k: init_q_params(cfg, k))(jax.random.split(jax.random.key(0), 2))
+    save_checkpoint(tmp_path / "checkpoint.msgpack", params, cfg, {"seed": 0})
+    argv = ["evaluate", str(tmp_path), "--episodes", "3", "--minatar", "--epsilon", "0.05",
+            "--json", str(tmp_path / "eval.json")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "original MinAtar" in out and "minatar mean" in out and "gymnax mean" in out
+    assert "epsilon-greedy (0.05) evaluation" in out
+    result = json.loads((tmp_path / "eval.json").read_text())
+    assert result["jax"]["epsilon"] == result["minatar"]["epsilon"] == 0.05
+    q_fn = jax.jit(make_acting_q_fn(cfg))
+    for i in range(2):  # the same episodes again, from the documented seeds
+        returns, _ = original_returns(cfg, q_fn, jax.tree.map(lambda x: x[i], params), 3, 0, i,
+                                      epsilon=0.05)
+        assert result["minatar"]["per_seed"][i]["mean"] == pytest.approx(returns.mean())
+    # CartPole has no original MinAtar game: one line, exit 2, before any compilation.
+    cp = DQNConfig()
+    save_checkpoint(tmp_path / "cp.msgpack", jax.vmap(lambda k: init_q_params(cp, k))(
+        jax.random.split(jax.random.key(0), 1)), cp, {"seed": 0})
+    assert main(["evaluate", str(tmp_path / "cp.msgpack"), "--minatar"]) == 2
+    assert "--minatar cross-checks the MinAtar games" in capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""``jaxdqn evaluate``: a run's greedy policies, in gymnax and optionally in Gymnasium itself."""
+"""``jaxdqn evaluate``: a run's greedy (or epsilon-greedy) policies, in gymnax and optionally in
+Gymnasium itself (CartPole and friends) or the original MinAtar (MinAtar games)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,13 @@ def add_parser(sub) -> None:
     p.add_argument("--gymnasium", action="store_true",
                    help="also evaluate in gymnasium.make(env_id) (CartPole-v1, Acrobot-v1, "
                         "MountainCar-v0)")
+    p.add_argument("--minatar", action="store_true",
+                   help="also evaluate in the original MinAtar (pip install 'jaxdqn[minatar]'), "
+                        "with its sticky actions (0.1) and difficulty ramping, episodes cut at "
+                        "the gymnax time limit")
+    p.add_argument("--epsilon", type=float, default=0.0, metavar="EPS",
+                   help="act epsilon-greedily with EPS in both evaluations (default 0: greedy; "
+                        "0.05 is the usual MinAtar/Atari protocol)")
     p.add_argument("--json", metavar="FILE", default=None,
                    help="also write the results to FILE as JSON")
     p.add_argument("--video", metavar="FILE", default=None,
@@ -79,23 +87,41 @@ def run(args, argv) -> int:
     seed = args.seed if args.seed is not None else int(ckpt.metadata.get("seed", 0))
     if not 0 <= seed < 2**32:
         raise UserError(f"--seed={seed} is invalid: must be in [0, 2**32)")
+    if not 0.0 <= args.epsilon <= 1.0:
+        raise UserError(f"--epsilon={args.epsilon} is invalid: must be in [0, 1]")
+    if args.gymnasium and args.minatar:
+        raise UserError("--gymnasium and --minatar cross-check different games; give one")
+    if args.gymnasium and args.epsilon:
+        raise UserError("--epsilon applies to gymnax and --minatar evaluations, not --gymnasium")
     if args.gymnasium:
         _check_gymnasium_env(config)
+    if args.minatar:
+        _check_minatar_env(config)
     best = _load_best(path, run_config) if path.is_dir() else None
     if args.video is not None:
         _check_video(args, config, ckpt.num_seeds, best is not None)
 
     threshold = solve_threshold(config)
-    batch = make_run_batch(config)
-    returns = jax.device_get(batch.evaluate(ckpt.params, evaluation_keys(seed, ckpt.num_seeds),
-                                            args.episodes))
-    rows = eval_rows(returns, threshold)
+    keys = evaluation_keys(seed, ckpt.num_seeds)
+    if args.epsilon:
+        from jaxdqn.evaluation import make_greedy_episodes
+
+        episodes = make_greedy_episodes(config, args.episodes, args.epsilon)
+        evaluate_all = jax.jit(jax.vmap(lambda p, k: episodes(p, k).returns))
+
+        def jax_returns(params):
+            return jax.device_get(evaluate_all(params, keys))
+    else:
+        batch = make_run_batch(config)
+
+        def jax_returns(params):
+            return jax.device_get(batch.evaluate(params, keys, args.episodes))
+    rows = eval_rows(jax_returns(ckpt.params), threshold)
     result = {"checkpoint": str(ckpt_path), "env_id": config.env_id,
               "jax": eval_summary(rows, threshold, args.episodes, seed)}
     jax_rows, best_rows, best_info = rows, None, None
     if best is not None:  # the same fresh episodes as the final params
-        best_rows = eval_rows(jax.device_get(batch.evaluate(
-            best.params, evaluation_keys(seed, ckpt.num_seeds), args.episodes)), threshold)
+        best_rows = eval_rows(jax_returns(best.params), threshold)
         best_info = {"eval_return": list(best.metadata.get("best_eval_return") or []),
                      "env_steps": list(best.metadata.get("best_env_steps") or [])}
         result["jax_best"] = {**eval_summary(best_rows, threshold, args.episodes, seed),
@@ -116,8 +142,32 @@ def run(args, argv) -> int:
         rows = gym_rows
         print(f"{config.env_id}: {ckpt.num_seeds} seed(s) in Gymnasium {_gym_version()} "
               f"(numpy forward pass), {args.episodes} episodes each")
-    print(format_eval_table(rows, threshold, extra,
-                            "gymnasium mean" if args.gymnasium else "mean return"))
+    if args.minatar:
+        import numpy as np
+
+        from jaxdqn.original_minatar import STICKY_ACTION_PROB, original_returns
+        from jaxdqn.policy import make_acting_q_fn
+
+        q_fn = jax.jit(make_acting_q_fn(config))
+        runs = [original_returns(config, q_fn, jax.tree.map(lambda x: x[i], ckpt.params),
+                                 args.episodes, seed, i, args.epsilon)
+                for i in range(ckpt.num_seeds)]
+        orig_rows = eval_rows(np.stack([r for r, _ in runs]), threshold)
+        result["minatar"] = eval_summary(orig_rows, threshold, args.episodes, seed)
+        result["minatar"].update(
+            sticky_action_prob=STICKY_ACTION_PROB, epsilon=args.epsilon,
+            truncated=[int(t.sum()) for _, t in runs],
+            keys="minatar.Environment.seed(SeedSequence([seed, seed_index, episode]))")
+        extra = {"gymnax mean": [r["mean"] for r in rows]}
+        rows = orig_rows
+        print(f"{config.env_id}: {ckpt.num_seeds} seed(s) in the original MinAtar "
+              f"{_minatar_version()} (sticky actions {STICKY_ACTION_PROB}, "
+              f"epsilon {args.epsilon}), {args.episodes} episodes each")
+    result["jax"]["epsilon"] = args.epsilon
+    label = ("gymnasium mean" if args.gymnasium else "minatar mean" if args.minatar
+             else "mean return")
+    policy = f"epsilon-greedy ({args.epsilon:g})" if args.epsilon else "greedy"
+    print(format_eval_table(rows, threshold, extra, label, policy))
     if best is not None:
         print(format_final_vs_best(jax_rows, best_rows, best_info, threshold, args.episodes))
     if args.video is not None:
@@ -194,6 +244,24 @@ def _check_gymnasium_env(config) -> None:
     if config.max_episode_steps not in (None, limit):
         raise UserError(f"--gymnasium uses {config.env_id}'s standard time limit of {limit} steps;"
                         f" this run uses max_episode_steps={config.max_episode_steps}")
+
+
+def _check_minatar_env(config) -> None:
+    from jaxdqn.original_minatar import ORIGINAL_GAMES, require_minatar
+
+    if config.env_id not in ORIGINAL_GAMES:
+        raise UserError(f"--minatar cross-checks the MinAtar games ({', '.join(ORIGINAL_GAMES)})"
+                        f" only; this run is on {config.env_id!r}")
+    try:
+        require_minatar()
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
+def _minatar_version() -> str:
+    from importlib.metadata import version
+
+    return version("MinAtar")
 
 
 def _gym_version() -> str:

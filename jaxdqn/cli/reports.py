@@ -38,7 +38,7 @@ def eval_summary(rows: list[dict[str, Any]], threshold, num_episodes: int, seed:
 
 
 def format_eval_table(rows, threshold, extra: dict[str, list[float]] | None = None,
-                      mean_label: str = "mean return") -> str:
+                      mean_label: str = "mean return", policy: str = "greedy") -> str:
     extra = extra or {}
     head = ["seed", mean_label, "std", "min", "max", *extra, "solved"]
     lines = []
@@ -52,7 +52,7 @@ def format_eval_table(rows, threshold, extra: dict[str, list[float]] | None = No
     total = "-" if threshold is None else f"{sum(solved)}/{len(rows)}"
     lines.append(["all", f"{sum(means) / len(means):.2f}", "", "", "",
                   *(f"{sum(v) / len(v):.2f}" for v in extra.values()), total])
-    title = "greedy evaluation" + ("" if threshold is None else f" (solved: mean > {threshold:g})")
+    title = f"{policy} evaluation" + ("" if threshold is None else f" (solved: mean > {threshold:g})")
     return title + "\n" + table(head, lines)
 
 
