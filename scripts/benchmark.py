@@ -72,6 +72,11 @@ def updates_only(config):
     first = config.first_learning_iteration
     learning_iterations = config.num_iterations - first
 
+    def random_obs(key, like):  # normal floats; for bool frames (MinAtar) about 10% set
+        if like.dtype == jnp.bool_:
+            return jax.random.bernoulli(key, 0.1, like.shape)
+        return jax.random.normal(key, like.shape, like.dtype)
+
     def fn(key):
         key, buffer_key = jax.random.split(key)
         runner = trainer.init(key)
@@ -81,11 +86,11 @@ def updates_only(config):
         num_actions = q_fn(runner.train.params, runner.obs).shape[-1]
         buffer = BufferState(
             data=Transition(
-                obs=jax.random.normal(k1, data.obs.shape, data.obs.dtype),
+                obs=random_obs(k1, data.obs),
                 action=jax.random.randint(k2, (capacity,), 0, num_actions, jnp.int32),
                 reward=jnp.ones((capacity,), jnp.float32),
                 terminated=jax.random.uniform(k3, (capacity,)) < 0.05,
-                next_obs=jax.random.normal(k4, data.next_obs.shape, data.next_obs.dtype),
+                next_obs=random_obs(k4, data.next_obs),
             ),
             pos=jnp.int32(0), size=jnp.int32(capacity))
 

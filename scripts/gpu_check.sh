@@ -9,7 +9,9 @@
 #   3. scripts/benchmark.py on the cartpole preset for 1, 256 and 4096 seeds (pieces timed alone
 #      at 1 and 4096 seeds);
 #   4. scripts/benchmark.py on DQNConfig() (500k env steps, 49k gradient steps), 1 seed, full loop;
-#   5. scripts/solve_cartpole.py: the cartpole preset for 64 seeds, 100 greedy episodes each.
+#   5. scripts/benchmark.py on Breakout-MinAtar (preset minatar-fast: CNN, batch 32, 100k
+#      buffer of bool frames), 50k env steps, for 1, 64 and 512 seeds (pieces at 1 seed);
+#   6. scripts/solve_cartpole.py: the cartpole preset for 64 seeds, 100 greedy episodes each.
 # Results: OUT_DIR/*.json and OUT_DIR/gpu_check.log. Needs jaxdqn installed with its cuda extra
 # (pip install -e ".[cuda]") and, for step 5, scripts/solve_cartpole.py.
 set -u
@@ -57,12 +59,15 @@ except ValueError as e:
 else:
     raise SystemExit("check_fits accepted a sweep that cannot fit")
 print("4096 runs of DQNConfig() fit:", check_fits(jaxdqn.DQNConfig(), 4096).device_bytes / 2**30, "GiB")'
-step "benchmark cartpole 1 256 4096" 150 python scripts/benchmark.py --preset cartpole \
+step "benchmark cartpole 1 256 4096" 120 python scripts/benchmark.py --preset cartpole \
   --seeds 1 256 4096 --pieces-seeds 1 4096 --repeats 1 --budget 30 --timeout 75 \
   --out "$out/benchmark_gpu_cartpole.json"
-step "benchmark DQNConfig() 1 seed" 70 python scripts/benchmark.py --seeds 1 --pieces-seeds \
+step "benchmark DQNConfig() 1 seed" 55 python scripts/benchmark.py --seeds 1 --pieces-seeds \
   --repeats 1 --budget 30 --out "$out/benchmark_gpu_default.json"
-step "solve cartpole 64 seeds" 60 python scripts/solve_cartpole.py --preset cartpole --seeds 64 \
+step "benchmark minatar 1 64 512" 70 python scripts/benchmark.py --preset minatar-fast \
+  --set total_timesteps=50000 --seeds 1 64 512 --pieces-seeds 1 --repeats 1 --budget 20 \
+  --timeout 45 --out "$out/benchmark_gpu_minatar.json"
+step "solve cartpole 64 seeds" 45 python scripts/solve_cartpole.py --preset cartpole --seeds 64 \
   --out "$out/solve_cartpole_gpu.json"
 echo "== total $(( $(date +%s) - start ))s, status $status" | tee -a "$log"
 exit $status
