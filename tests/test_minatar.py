@@ -160,6 +160,7 @@ def test_evaluate_minatar_replays_each_seed_in_the_original_beside_gymnax(tmp_pa
     params = jax.vmap(lambda k: init_q_params(cfg, k))(jax.random.split(jax.random.key(0), 2))
     save_checkpoint(tmp_path / "checkpoint.msgpack", params, cfg, {"seed": 0})
     argv = ["evaluate", str(tmp_path), "--episodes", "3", "--minatar", "--epsilon", "0.05",
+            "--sticky-action-prob", "0.2",
             "--json", str(tmp_path / "eval.json")]
     assert main(argv) == 0
     out = capsys.readouterr().out
@@ -167,10 +168,11 @@ def test_evaluate_minatar_replays_each_seed_in_the_original_beside_gymnax(tmp_pa
     assert "epsilon-greedy (0.05) evaluation" in out
     result = json.loads((tmp_path / "eval.json").read_text())
     assert result["jax"]["epsilon"] == result["minatar"]["epsilon"] == 0.05
+    assert result["minatar"]["sticky_action_prob"] == 0.2
     q_fn = jax.jit(make_acting_q_fn(cfg))
     for i in range(2):  # the same episodes again, from the documented seeds
         returns, _ = original_returns(cfg, q_fn, jax.tree.map(lambda x: x[i], params), 3, 0, i,
-                                      epsilon=0.05)
+                                      epsilon=0.05, sticky_action_prob=0.2)
         assert result["minatar"]["per_seed"][i]["mean"] == pytest.approx(returns.mean())
     # CartPole has no original MinAtar game: one line, exit 2, before any compilation.
     cp = DQNConfig()

@@ -32,6 +32,9 @@ def add_parser(sub) -> None:
                    help="also evaluate in the original MinAtar (pip install 'jaxdqn[minatar]'), "
                         "with its sticky actions (0.1) and difficulty ramping, episodes cut at "
                         "the gymnax time limit")
+    p.add_argument("--sticky-action-prob", type=float, default=None, metavar="P",
+                   help="--minatar: the original's sticky-action probability (default 0.1, the "
+                        "paper's; 0 plays as gymnax does)")
     p.add_argument("--epsilon", type=float, default=0.0, metavar="EPS",
                    help="act epsilon-greedily with EPS in both evaluations (default 0: greedy; "
                         "0.05 is the usual MinAtar/Atari protocol)")
@@ -97,6 +100,11 @@ def run(args, argv) -> int:
         _check_gymnasium_env(config)
     if args.minatar:
         _check_minatar_env(config)
+    sticky = args.sticky_action_prob
+    if sticky is not None and not args.minatar:
+        raise UserError("--sticky-action-prob applies to --minatar only")
+    if sticky is not None and not 0.0 <= sticky <= 1.0:
+        raise UserError(f"--sticky-action-prob={sticky} is invalid: must be in [0, 1]")
     best = _load_best(path, run_config) if path.is_dir() else None
     if args.video is not None:
         _check_video(args, config, ckpt.num_seeds, best is not None)
@@ -149,19 +157,20 @@ def run(args, argv) -> int:
         from jaxdqn.policy import make_acting_q_fn
 
         q_fn = jax.jit(make_acting_q_fn(config))
+        sticky = STICKY_ACTION_PROB if sticky is None else sticky
         runs = [original_returns(config, q_fn, jax.tree.map(lambda x: x[i], ckpt.params),
-                                 args.episodes, seed, i, args.epsilon)
+                                 args.episodes, seed, i, args.epsilon, sticky)
                 for i in range(ckpt.num_seeds)]
         orig_rows = eval_rows(np.stack([r for r, _ in runs]), threshold)
         result["minatar"] = eval_summary(orig_rows, threshold, args.episodes, seed)
         result["minatar"].update(
-            sticky_action_prob=STICKY_ACTION_PROB, epsilon=args.epsilon,
+            sticky_action_prob=sticky, epsilon=args.epsilon,
             truncated=[int(t.sum()) for _, t in runs],
             keys="minatar.Environment.seed(SeedSequence([seed, seed_index, episode]))")
         extra = {"gymnax mean": [r["mean"] for r in rows]}
         rows = orig_rows
         print(f"{config.env_id}: {ckpt.num_seeds} seed(s) in the original MinAtar "
-              f"{_minatar_version()} (sticky actions {STICKY_ACTION_PROB}, "
+              f"{_minatar_version()} (sticky actions {sticky}, "
               f"epsilon {args.epsilon}), {args.episodes} episodes each")
     result["jax"]["epsilon"] = args.epsilon
     label = ("gymnasium mean" if args.gymnasium else "minatar mean" if args.minatar
