@@ -61,3 +61,23 @@ def test_config_errors_are_one_line(capsys):
     assert main(["config", "--set", "gamma=2"]) == 2
     err = capsys.readouterr().err
     assert err == "jaxdqn: error: DQNConfig.gamma=2.0 is invalid: must be in [0, 1]\n"
+
+
+def test_a_diverging_seed_is_flagged_in_the_table_summary_and_plot_title(tmp_path, capsys):
+    """An absurd learning rate on one run: TD loss and Q-values overflow to inf/NaN."""
+    import json
+
+    out = tmp_path / "run"
+    code = main(["train", "--env", "CartPole-v1", "--seeds", "2", "--episodes", "2",
+                 "--no-progress", "--out", str(out),
+                 "--set", "total_timesteps=2000", "--set", "buffer_size=500",
+                 "--set", "learning_starts=100", "--set", "batch_size=32",
+                 "--set", "hidden_sizes=16", "--set", "learning_rate=1e12",
+                 "--set", "optimizer=sgd"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["diverged"] == [True, True]
+    assert "warning: diverged (TD loss or Q-values not finite): seeds 0, 1 of 2" in captured.err
+    head = captured.out.splitlines()[1].split()
+    assert head[-1] == "diverged" and captured.out.splitlines()[-2].split()[-1] == "2/2"

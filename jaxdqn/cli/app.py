@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from typing import Sequence
 
-from jaxdqn.cli import config, evaluate, sweep, train
+from jaxdqn.cli import config, evaluate, interrupts, sweep, train
 from jaxdqn.cli.parser import (EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, PROG, OneLineParser,
                                UserError, say)
 from jaxdqn.runtime import fast_cpu_compile, use_all_cpu_cores
@@ -22,11 +24,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         fast_cpu_compile()
         use_all_cpu_cores()  # seeds split across cores: jaxdqn.sweep.make_run_batch
     argv = list(sys.argv[1:] if argv is None else argv)
+    previous = signal.getsignal(signal.SIGINT)
+    interrupts.install()  # Ctrl-C acts at the commands' safe points, never inside JAX
     try:
         args = build_parser().parse_args(argv)
         if args.command is None:
             raise UserError(f"choose a command: train, evaluate, sweep or config (see '{PROG} --help')")
-        return args.handler(args, argv)
+        code = args.handler(args, argv)
+        if interrupts.requested() and code == 0:  # Ctrl-C after the last safe point
+            say("interrupted (after the command had finished its work)")
+            return EXIT_INTERRUPTED
+        return code
     except UserError as e:
         say(f"error: {e}")
         return EXIT_USAGE
@@ -44,6 +52,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
         say(f"error: {type(e).__name__}: {msg} (set JAXDQN_DEBUG=1 for the traceback)")
         return EXIT_FAILURE
+    finally:
+        interrupts.reset()
+        if threading.current_thread() is threading.main_thread() and previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -38,20 +38,25 @@ def eval_summary(rows: list[dict[str, Any]], threshold, num_episodes: int, seed:
 
 
 def format_eval_table(rows, threshold, extra: dict[str, list[float]] | None = None,
-                      mean_label: str = "mean return", policy: str = "greedy") -> str:
+                      mean_label: str = "mean return", policy: str = "greedy",
+                      diverged: list[bool] | None = None) -> str:
+    """The per-seed evaluation table; a ``diverged`` column when any seed diverged."""
     extra = extra or {}
-    head = ["seed", mean_label, "std", "min", "max", *extra, "solved"]
+    flag = diverged is not None and any(diverged)
+    head = ["seed", mean_label, "std", "min", "max", *extra, "solved", *(["diverged"] * flag)]
     lines = []
     for i, r in enumerate(rows):
         solved = "-" if r["solved"] is None else ("yes" if r["solved"] else "no")
         lines.append([str(r["seed_index"]), f"{r['mean']:.2f}", f"{r['std']:.2f}",
                       f"{r['min']:.1f}", f"{r['max']:.1f}",
-                      *(f"{v[i]:.2f}" for v in extra.values()), solved])
+                      *(f"{v[i]:.2f}" for v in extra.values()), solved,
+                      *(["yes" if diverged[i] else "no"] * flag)])
     means = [r["mean"] for r in rows]
     solved = [r["solved"] for r in rows]
     total = "-" if threshold is None else f"{sum(solved)}/{len(rows)}"
     lines.append(["all", f"{sum(means) / len(means):.2f}", "", "", "",
-                  *(f"{sum(v) / len(v):.2f}" for v in extra.values()), total])
+                  *(f"{sum(v) / len(v):.2f}" for v in extra.values()), total,
+                  *([f"{sum(diverged)}/{len(rows)}"] * flag)])
     title = f"{policy} evaluation" + ("" if threshold is None else f" (solved: mean > {threshold:g})")
     return title + "\n" + table(head, lines)
 

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from jaxdqn.cli import interrupts
 from jaxdqn.cli.config import presets_epilog, wrap
 from jaxdqn.cli.loggers import add_logging_options, open_loggers
 from jaxdqn.cli.options import (add_config_options, add_out_options, check_counts, check_learns,
@@ -99,6 +100,7 @@ def run(args, argv) -> int:
         check_sweep_fits(groups, args.seeds)
     except ValueError as e:
         raise UserError(str(e)) from None
+    interrupts.check()
     out = prepare_out(args.out, default_out("sweep-", base.env_id), SWEEP_FILES, args.overwrite)
     atomic_write_json(out / "config.json", {
         "config": base.to_dict(), "grid": grid, "seeds": args.seeds, "seed": args.seed,
@@ -136,6 +138,7 @@ def run(args, argv) -> int:
 
     def on_group_start(gi, group):
         nonlocal progress
+        interrupts.check()  # after compiling: a safe point
         progress = Progress(describe(gi, group), group.config.total_timesteps,
                             len(group.combinations) * args.seeds, enabled=not args.no_progress)
         if chunk_log is not None:
@@ -144,6 +147,7 @@ def run(args, argv) -> int:
     def on_segment(gi, segment):
         progress.update(segment.rows_done * groups[gi].config.log_interval,
                         latest_returns(segment.metrics))
+        interrupts.check()
         if chunk_log is not None:  # each grid point: the mean over its seeds
             from jaxdqn.loggers import mean_over_seeds
 
@@ -164,8 +168,13 @@ def run(args, argv) -> int:
             progress.close()
         if chunk_log is not None:
             chunk_log.close()
-        say(f"interrupted after {len(results)} of {len(groups)} groups; results of finished "
-            f"groups are in {out}")
+        if not results:
+            (out / "config.json").unlink(missing_ok=True)
+            say(f"interrupted before any group finished: nothing saved; {out} holds no sweep and "
+                "can be used again as --out")
+        else:
+            say(f"interrupted after {len(results)} of {len(groups)} groups; results of finished "
+                f"groups are in {out}")
         return EXIT_INTERRUPTED
     if progress is not None:
         progress.close()

@@ -8,6 +8,7 @@ import json
 import time
 from pathlib import Path
 
+from jaxdqn.cli import interrupts
 from jaxdqn.cli.config import presets_epilog, wrap
 from jaxdqn.cli.loggers import add_logging_options, open_loggers
 from jaxdqn.cli.options import (add_config_options, add_out_options, check_counts, check_learns,
@@ -58,6 +59,7 @@ def run(args, argv) -> int:
     check_counts(args, num_seeds, seed)
     check_learns(config)
     check_memory(config, num_seeds)
+    interrupts.check()
     out = prepare_out(args.out, default_out("", config.env_id), RUN_FILES, args.overwrite)
     from jaxdqn.io import atomic_write_json
 
@@ -144,6 +146,15 @@ def _train(config, num_seeds: int, seed: int, num_episodes: int, out: Path, no_p
         say("compiling the training program ...")
         batch.run.lower(state, None, first_row, segment_rows).compile()
     compile_seconds = time.perf_counter() - t_compile
+    if interrupts.requested():  # Ctrl-C while setting up or compiling: nothing trained yet
+        if resume:
+            say(f"interrupted before training resumed: {out} is as it was; continue it with: "
+                f"{PROG} train --resume {out}")
+        else:
+            (out / "config.json").unlink(missing_ok=True)
+            say(f"interrupted before training: nothing saved; {out} holds no run and can be "
+                "used again as --out")
+        return EXIT_INTERRUPTED
     chunk_log = open_loggers(*loggers, out, [f"seed_{i}" for i in range(num_seeds)],
                              f"{out.name}", {**config.to_dict(), "seeds": num_seeds, "seed": seed},
                              num_seeds, config.log_interval) if any(loggers) else None
@@ -161,6 +172,7 @@ def _train(config, num_seeds: int, seed: int, num_episodes: int, out: Path, no_p
             progress.update(segment.rows_done * steps_per_row, latest_returns(segment.metrics))
             if chunk_log is not None:  # on the host, while the next segment runs
                 chunk_log.log(segment.metrics, segment_rows)
+            interrupts.check()  # a safe point: the state after this segment is saved
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -191,7 +203,12 @@ def _train(config, num_seeds: int, seed: int, num_episodes: int, out: Path, no_p
         / max(session_seconds, 1e-9),
         "final_training_return": None if metrics is None
         else [None if np.isnan(v) else float(v) for v in latest_returns(metrics)],
+        # Per seed: did its TD loss or Q-values stop being finite (or its params)?
+        "diverged": diverged_seeds(metrics, params, num_seeds),
     }
+    if any(summary["diverged"]):
+        say(f"warning: diverged (TD loss or Q-values not finite): "
+            f"{_seed_list(summary['diverged'])}; lower learning_rate or set max_grad_norm")
     if best is not None:
         summary["best_during_training"] = _best_summary(best, config)
     from jaxdqn.checkpoint import save_resume_state
@@ -207,6 +224,10 @@ def _train(config, num_seeds: int, seed: int, num_episodes: int, out: Path, no_p
         return EXIT_INTERRUPTED
     if resume_path.exists():
         resume_path.unlink()
+    if interrupts.requested():
+        say(f"interrupted before the evaluation: the run is complete in {out}; evaluate it "
+            f"with: {PROG} evaluate {out}")
+        return EXIT_INTERRUPTED
 
     say(f"trained in {train_seconds:.1f} s (+{compile_seconds:.1f} s compile); "
         f"evaluating {num_episodes} greedy episodes per seed ...")
@@ -222,12 +243,40 @@ def _train(config, num_seeds: int, seed: int, num_episodes: int, out: Path, no_p
     from jaxdqn.io import atomic_write_json
 
     atomic_write_json(out / "summary.json", summary)
-    print(format_eval_table(rows, threshold))
+    print(format_eval_table(rows, threshold, diverged=summary["diverged"]))
     if best is not None:
         print(format_final_vs_best(rows, best_rows, summary["best_during_training"], threshold,
                                    num_episodes))
     print(f"run folder: {out}")
+    if interrupts.requested():
+        say("interrupted during the evaluation, which finished: the run folder is complete")
+        return EXIT_INTERRUPTED
     return 0
+
+
+def diverged_seeds(metrics, params, num_seeds: int) -> list[bool]:
+    """Per seed: a row with gradient steps whose mean TD loss or Q-values is not finite, or final
+    params that are not. (Rows without a gradient step hold NaN by design.)"""
+    import jax
+    import numpy as np
+
+    bad = np.zeros(num_seeds, bool)
+    for leaf in jax.tree.leaves(params):
+        leaf = np.asarray(leaf).reshape(num_seeds, -1)
+        bad |= ~np.isfinite(leaf).all(axis=1)
+    if metrics is not None:
+        updates = np.asarray(metrics.updates)
+        stepped = np.diff(updates, axis=-1, prepend=0) > 0
+        with np.errstate(invalid="ignore"):
+            for name in ("td_loss", "q_taken", "q_max"):
+                values = np.asarray(getattr(metrics, name))
+                bad |= (stepped & ~np.isfinite(values)).any(axis=-1)
+    return bad.tolist()
+
+
+def _seed_list(flags) -> str:
+    seeds = [str(i) for i, f in enumerate(flags) if f]
+    return f"seed{'s' * (len(seeds) != 1)} {', '.join(seeds)} of {len(flags)}"
 
 
 def _metrics_from(stored: dict):
@@ -282,6 +331,8 @@ def write_run_files(out: Path, config, num_seeds, seed, metrics, params, summary
         if not summary["complete"]:
             title += (f" (interrupted at {summary['env_steps_done']} of "
                       f"{config.total_timesteps} steps)")
+        if any(summary.get("diverged", ())):
+            title += f" - diverged: {_seed_list(summary['diverged'])}"
         plot_learning_curves(metrics, out / "learning_curve.png", title, solve_threshold(config),
                              value_ceiling(config.env_id, config.gamma))
     atomic_write_json(out / "summary.json", summary)
