@@ -50,13 +50,13 @@ def format_eval_table(rows, threshold, extra: dict[str, list[float]] | None = No
         lines.append([str(r["seed_index"]), f"{r['mean']:.2f}", f"{r['std']:.2f}",
                       f"{r['min']:.1f}", f"{r['max']:.1f}",
                       *(f"{v[i]:.2f}" for v in extra.values()), solved,
-                      *(["yes" if diverged[i] else "no"] * flag)])
+                      *((["yes" if diverged[i] else "no"]) if flag else [])])
     means = [r["mean"] for r in rows]
     solved = [r["solved"] for r in rows]
     total = "-" if threshold is None else f"{sum(solved)}/{len(rows)}"
     lines.append(["all", f"{sum(means) / len(means):.2f}", "", "", "",
                   *(f"{sum(v) / len(v):.2f}" for v in extra.values()), total,
-                  *([f"{sum(diverged)}/{len(rows)}"] * flag)])
+                  *([f"{sum(diverged)}/{len(rows)}"] if flag else [])])
     title = f"{policy} evaluation" + ("" if threshold is None else f" (solved: mean > {threshold:g})")
     return title + "\n" + table(head, lines)
 
