@@ -300,8 +300,12 @@ def gymnasium_returns(config, params, num_episodes: int, seed: int, seed_index: 
     reset with a seed drawn from ``SeedSequence([seed, seed_index, e])``.
     """
     import gymnasium
+    import jax
     import numpy as np
 
+    from jaxdqn.policy import make_acting_q_fn
+
+    acting_q = jax.jit(make_acting_q_fn(config))  # members, linear Q: what training acts on
     envs = [gymnasium.make(config.env_id) for _ in range(num_episodes)]
     obs = np.stack([
         env.reset(seed=int(np.random.SeedSequence([seed, seed_index, e]).generate_state(1)[0]))[0]
@@ -311,7 +315,8 @@ def gymnasium_returns(config, params, num_episodes: int, seed: int, seed_index: 
     alive = np.ones(num_episodes, bool)
     while alive.any():
         idx = np.flatnonzero(alive)
-        actions = np.argmax(numpy_q_values(params, obs[idx]), axis=-1)
+        # All rows each step (one compiled shape); finished episodes' actions are unused.
+        actions = np.argmax(np.asarray(acting_q(params, obs)), axis=-1)[idx]
         for i, a in zip(idx, actions):
             o, r, terminated, truncated, _ = envs[i].step(int(a))
             obs[i] = o
