@@ -15,7 +15,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-VIDEO_ENV_IDS = ("CartPole-v1", "Acrobot-v1", "MountainCar-v0")
+from jaxdqn.envs import GYMNASIUM_ENV_IDS, gymnasium_limit_mismatch
+
+VIDEO_ENV_IDS = GYMNASIUM_ENV_IDS  # Gymnasium renders them
 VIDEO_SUFFIXES = (".mp4", ".gif")
 
 
@@ -36,10 +38,8 @@ def check_video_request(config, path: str | os.PathLike) -> None:
     if config.env_id not in VIDEO_ENV_IDS:
         raise ValueError(f"--video renders {', '.join(VIDEO_ENV_IDS)} (Gymnasium's renderer); "
                          f"this run is on {config.env_id!r}")
-    import gymnasium
-
-    limit = gymnasium.spec(config.env_id).max_episode_steps
-    if config.max_episode_steps not in (None, limit):
+    limit = gymnasium_limit_mismatch(config)
+    if limit is not None:
         raise ValueError(f"--video plays {config.env_id} at its standard time limit of {limit} "
                          f"steps; this run uses max_episode_steps={config.max_episode_steps}")
     missing = [name for name in ("imageio", "pygame") if not _importable(name)]

@@ -28,7 +28,6 @@ See docs/max_bias.md for the method, the configs and the measured results.
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import sys
@@ -37,6 +36,7 @@ import warnings
 
 from jaxdqn.cli.parser import OneLineParser as _Parser
 from jaxdqn.cli.parser import UserError as CliError
+from jaxdqn.cli.parser import positive_int
 from jaxdqn.runtime import fast_cpu_compile
 
 # The MaxBiasMDP study: a small network and a small replay buffer (about 17 samples per B action,
@@ -93,16 +93,6 @@ def baseline_of(methods) -> str:
     return "DQN" if "DQN" in labels else labels[0]
 
 
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an int") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is invalid: must be > 0")
-    return value
 
 
 def parse_args(argv):

@@ -23,29 +23,19 @@ episode, the runs, settings, timings) and ``DIR/figure_6_5.png`` in the book's s
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
 
 from jaxdqn.cli.parser import OneLineParser as _Parser
 from jaxdqn.cli.parser import UserError as CliError
+from jaxdqn.cli.parser import positive_int
 from jaxdqn.runtime import fast_cpu_compile
 
 METHODS = (("q_learning", "Q-learning", "dqn", "tab:red"),
            ("double_q_learning", "Double Q-learning", "double_q", "tab:green"))
 REPORT_EPISODES = (1, 10, 20, 50, 100, 200, 300)
 EPSILON, ALPHA = 0.1, 0.1
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an int") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is invalid: must be > 0")
-    return value
 
 
 def parse_args(argv):

@@ -9,8 +9,6 @@ from jaxdqn.cli.options import make_config
 from jaxdqn.cli.parser import UserError, say
 from jaxdqn.cli.reports import eval_rows, eval_summary, format_eval_table, format_final_vs_best
 
-GYMNASIUM_ENV_IDS = ("CartPole-v1", "Acrobot-v1", "MountainCar-v0")
-
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
@@ -244,13 +242,13 @@ def jax_tree_index(tree, i: int):
 
 
 def _check_gymnasium_env(config) -> None:
+    from jaxdqn.envs import GYMNASIUM_ENV_IDS, gymnasium_limit_mismatch
+
     if config.env_id not in GYMNASIUM_ENV_IDS:
         raise UserError(f"--gymnasium cross-checks {', '.join(GYMNASIUM_ENV_IDS)} only; this run "
                         f"is on {config.env_id!r}")
-    import gymnasium
-
-    limit = gymnasium.spec(config.env_id).max_episode_steps
-    if config.max_episode_steps not in (None, limit):
+    limit = gymnasium_limit_mismatch(config)
+    if limit is not None:
         raise UserError(f"--gymnasium uses {config.env_id}'s standard time limit of {limit} steps;"
                         f" this run uses max_episode_steps={config.max_episode_steps}")
 

@@ -25,6 +25,17 @@ class OneLineParser(argparse.ArgumentParser):
         raise UserError(f"{message} (see '{self.prog} --help')")
 
 
+def positive_int(text: str) -> int:
+    """An argparse ``type`` for counts: an int > 0, else an error the parser reports in one line."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an int") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is invalid: must be > 0")
+    return value
+
+
 def say(message: str, prog: str = PROG) -> None:
     """Prints ``prog: message`` on stderr at once (progress, notes and errors)."""
     print(f"{prog}: {message}", file=sys.stderr, flush=True)

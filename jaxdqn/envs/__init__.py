@@ -55,6 +55,20 @@ def legal_actions_fn(env, env_params):
     return lambda obs: fn(obs, env_params)
 
 
+# gymnax envs with a Gymnasium twin of the same id: cross-checked (evaluate --gymnasium) and
+# rendered (evaluate --video) in Gymnasium itself.
+GYMNASIUM_ENV_IDS = ("CartPole-v1", "Acrobot-v1", "MountainCar-v0")
+
+
+def gymnasium_limit_mismatch(config) -> int | None:
+    """Gymnasium's standard time limit for ``config.env_id`` when ``config.max_episode_steps``
+    sets another one (a replay in Gymnasium would not be the same task); None when they agree."""
+    import gymnasium
+
+    limit = gymnasium.spec(config.env_id).max_episode_steps
+    return None if config.max_episode_steps in (None, limit) else limit
+
+
 def solve_threshold(config) -> float | None:
     """The return above which an env counts as solved: Gymnasium's ``reward_threshold`` (475 for
     CartPole-v1), at the env's standard time limit only; None for envs without one (probes).
