@@ -15,7 +15,7 @@ def add_parser(sub) -> None:
         "evaluate", help="evaluate a run's greedy policies",
         description="Load a run's checkpoint and evaluate each seed's greedy policy. With "
                     "--gymnasium, also run it in Gymnasium's own implementation of the "
-                    "environment (numpy on the host) as a cross-check.",
+                    "environment as a cross-check.",
     )
     p.add_argument("run", metavar="RUN_DIR", help="a run folder, or a checkpoint.msgpack file")
     p.add_argument("--episodes", type=int, default=100, metavar="E",
@@ -147,7 +147,7 @@ def run(args, argv) -> int:
         extra = {"gymnax mean": [r["mean"] for r in rows]}
         rows = gym_rows
         print(f"{config.env_id}: {ckpt.num_seeds} seed(s) in Gymnasium {_gym_version()} "
-              f"(numpy forward pass), {args.episodes} episodes each")
+              f"(actions from the run's acting Q-values), {args.episodes} episodes each")
     if args.minatar:
         import numpy as np
 
