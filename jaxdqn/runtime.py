@@ -8,25 +8,39 @@ global setting.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import warnings
+from importlib import metadata
 
 # XLA:CPU's MLIR fusion emitters take ~1.5x longer to compile jaxdqn's training loop (1.8 s -> 1.2 s
 # for preset("cartpole") on a 2-core CPU, jax 0.10.2) for no measurable run-time gain on these
-# small kernels.
+# small kernels. jaxlib 0.11 removed the flag, and XLA aborts the process on a flag it does not know.
 FAST_CPU_COMPILE_FLAG = "--xla_cpu_use_fusion_emitters=false"
+LAST_JAXLIB_WITH_FLAG = (0, 10)
 CPU_DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"
 
 
 def fast_cpu_compile() -> None:
     """Prefer XLA:CPU's faster-compiling legacy emitters, unless ``XLA_FLAGS`` already says."""
     flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_cpu_use_fusion_emitters" in flags:
+    if "xla_cpu_use_fusion_emitters" in flags or not _jaxlib_has_fusion_emitter_flag():
         return
     if "jax" in sys.modules:
         warnings.warn("fast_cpu_compile() called after JAX was imported: the XLA flag it sets "
                       "may not apply", RuntimeWarning, stacklevel=2)
     os.environ["XLA_FLAGS"] = f"{flags} {FAST_CPU_COMPILE_FLAG}".strip()
+
+
+def _jaxlib_has_fusion_emitter_flag() -> bool:
+    """Whether the installed jaxlib's XLA knows ``--xla_cpu_use_fusion_emitters`` (read from the
+    package metadata, without importing JAX)."""
+    try:
+        version = metadata.version("jaxlib")
+    except metadata.PackageNotFoundError:
+        return False
+    parts = re.findall(r"\d+", version)[:2]
+    return tuple(int(p) for p in parts) <= LAST_JAXLIB_WITH_FLAG
 
 
 def use_all_cpu_cores() -> int:

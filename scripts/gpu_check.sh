@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU check: one short call (under 5 minutes on one H100) that records what jaxdqn does on a GPU.
+# GPU check: one short call (about 6 minutes on one H200) that records what jaxdqn does on a GPU.
 #
 #   bash scripts/gpu_check.sh [OUT_DIR]        # default: $OUT if set, else ./gpu_check
 #
@@ -7,21 +7,22 @@
 #   1. the GPU and JAX's view of it (nvidia-smi, jax.devices(), memory_stats());
 #   2. the memory check refusing, before compiling, a sweep that cannot fit in GPU memory;
 #   3. scripts/benchmark.py on the cartpole preset for 1, 256 and 4096 seeds (pieces timed alone
-#      at 1 and 4096 seeds);
+#      at 1 seed; 4096 seeds alone take ~67 s wall on an H200);
 #   4. scripts/benchmark.py on DQNConfig() (500k env steps, 49k gradient steps), 1 seed, full loop;
 #   5. scripts/benchmark.py on Breakout-MinAtar (preset minatar-fast: CNN, batch 32, 100k
-#      buffer of bool frames), 50k env steps, for 1, 64 and 512 seeds (pieces at 1 seed);
+#      buffer of bool frames), 50k env steps, for 1, 64 and 256 seeds (pieces at 1 seed);
 #   6. scripts/solve_cartpole.py: the cartpole preset for 64 seeds, 100 greedy episodes each.
 # Results: OUT_DIR/*.json and OUT_DIR/gpu_check.log. Needs jaxdqn installed with its cuda extra
-# (pip install -e ".[cuda]") and, for step 5, scripts/solve_cartpole.py.
+# (pip install -e ".[cuda]"). PYTHON names the interpreter (default: python3).
 set -u
 cd "$(dirname "$0")/.."
 out="${1:-${OUT:-gpu_check}}"
 mkdir -p "$out"
 log="$out/gpu_check.log"
-budget=${GPU_CHECK_BUDGET_S:-285}   # seconds for the whole check
+budget=${GPU_CHECK_BUDGET_S:-420}   # seconds for the whole check
 start=$(date +%s)
 status=0
+export PY=${PYTHON:-python3}
 
 left() { echo $(( budget - ($(date +%s) - start) )); }
 
@@ -43,11 +44,11 @@ step() {  # step NAME MAX_SECONDS COMMAND...: runs COMMAND with min(MAX_SECONDS,
 
 : > "$log"
 step "gpu" 30 bash -c 'nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true;
-  python -c "import jax; print(jax.__version__, jax.default_backend(), jax.devices());
+  "$PY" -c "import jax; print(jax.__version__, jax.default_backend(), jax.devices());
 d = jax.devices()[0]; s = d.memory_stats() or {};
 print(\"bytes_limit\", s.get(\"bytes_limit\"), \"bytes_in_use\", s.get(\"bytes_in_use\"));
 assert jax.default_backend() == \"gpu\", \"JAX sees no GPU: install jaxdqn[cuda]\""'
-step "memory refusal" 30 python -c '
+step "memory refusal" 30 "$PY" -c '
 import jax, jaxdqn
 from jaxdqn.memory import check_fits, estimate_memory
 cfg = jaxdqn.DQNConfig(buffer_size=1_000_000)
@@ -59,15 +60,15 @@ except ValueError as e:
 else:
     raise SystemExit("check_fits accepted a sweep that cannot fit")
 print("4096 runs of DQNConfig() fit:", check_fits(jaxdqn.DQNConfig(), 4096).device_bytes / 2**30, "GiB")'
-step "benchmark cartpole 1 256 4096" 120 python scripts/benchmark.py --preset cartpole \
-  --seeds 1 256 4096 --pieces-seeds 1 4096 --repeats 1 --budget 30 --timeout 75 \
+step "benchmark cartpole 1 256 4096" 150 "$PY" scripts/benchmark.py --preset cartpole \
+  --seeds 1 256 4096 --pieces-seeds 1 --repeats 1 --budget 30 --timeout 100 \
   --out "$out/benchmark_gpu_cartpole.json"
-step "benchmark DQNConfig() 1 seed" 55 python scripts/benchmark.py --seeds 1 --pieces-seeds \
+step "benchmark DQNConfig() 1 seed" 55 "$PY" scripts/benchmark.py --seeds 1 --pieces-seeds \
   --repeats 1 --budget 30 --out "$out/benchmark_gpu_default.json"
-step "benchmark minatar 1 64 512" 70 python scripts/benchmark.py --preset minatar-fast \
-  --set total_timesteps=50000 --seeds 1 64 512 --pieces-seeds 1 --repeats 1 --budget 20 \
-  --timeout 45 --out "$out/benchmark_gpu_minatar.json"
-step "solve cartpole 64 seeds" 45 python scripts/solve_cartpole.py --preset cartpole --seeds 64 \
+step "benchmark minatar 1 64 256" 100 "$PY" scripts/benchmark.py --preset minatar-fast \
+  --set total_timesteps=50000 --seeds 1 64 256 --pieces-seeds 1 --repeats 1 --budget 20 \
+  --timeout 60 --out "$out/benchmark_gpu_minatar.json"
+step "solve cartpole 64 seeds" 40 "$PY" scripts/solve_cartpole.py --preset cartpole --seeds 64 \
   --out "$out/solve_cartpole_gpu.json"
 echo "== total $(( $(date +%s) - start ))s, status $status" | tee -a "$log"
 exit $status

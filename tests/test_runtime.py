@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from jaxdqn import runtime
 from jaxdqn.runtime import FAST_CPU_COMPILE_FLAG, fast_cpu_compile, use_all_cpu_cores
 
 
@@ -50,12 +51,31 @@ def test_importing_jaxdqn_does_not_import_jax():
 
 
 def test_after_jax_is_imported_the_flag_is_refused_loudly(flags):
+    _jaxlib(flags, "0.10.2")
     flags.setitem(sys.modules, "jax", sys.modules.get("jax") or object())
     with pytest.warns(RuntimeWarning, match="after JAX was imported"):
         fast_cpu_compile()
 
 
+def _jaxlib(monkeypatch, version):
+    def fake_version(name):
+        assert name == "jaxlib"
+        return version
+    monkeypatch.setattr(runtime.metadata, "version", fake_version)
+
+
+def test_fast_cpu_compile_sets_the_flag_only_for_a_jaxlib_that_knows_it(flags):
+    # XLA aborts the whole process on an unknown flag; jaxlib 0.11 dropped this one.
+    _jaxlib(flags, "0.11.2")
+    fast_cpu_compile()
+    assert "XLA_FLAGS" not in os.environ
+    _jaxlib(flags, "0.10.2.dev20260101")
+    fast_cpu_compile()
+    assert os.environ["XLA_FLAGS"] == FAST_CPU_COMPILE_FLAG
+
+
 def test_fast_cpu_compile_respects_an_explicit_choice(flags):
+    _jaxlib(flags, "0.10.2")
     fast_cpu_compile()
     assert os.environ["XLA_FLAGS"] == FAST_CPU_COMPILE_FLAG
     flags.setenv("XLA_FLAGS", "--xla_cpu_use_fusion_emitters=true")
