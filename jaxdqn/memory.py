@@ -22,6 +22,7 @@ from jaxdqn.config import DQNConfig
 from jaxdqn.envs import make_env
 from jaxdqn.networks import env_spec, network_kind
 from jaxdqn.train import make_trainer
+from jaxdqn.update import member_choice_needed
 
 # Only this fraction of a device's free memory is planned for: allocator fragmentation, the
 # compiled program and library workspaces (cuBLAS, XLA's scratch) take the rest.
@@ -79,6 +80,18 @@ def _conv_widths(config: DQNConfig, obs_shape: tuple[int, ...]) -> int:
     return total
 
 
+def network_passes(config: DQNConfig) -> int:
+    """Forward passes over one minibatch in a gradient step (see ``update.make_td_update``): the
+    target networks on s' (one per member, or per snapshot for "averaged"), the online networks
+    on s' where the estimator evaluates with them, and the online networks trained on s."""
+    m, estimator = config.num_members, config.estimator
+    if estimator == "averaged":
+        return 1 + config.num_estimators
+    trained = 1 if member_choice_needed(config) else m
+    online_next = {"double_dqn": 1, "double_q": m, "clipped_double": 1}.get(estimator, 0)
+    return m + online_next + trained
+
+
 def estimate_memory(config: DQNConfig, num_seeds: int, num_devices: int = 1,
                     seeds_per_chunk: int | None = None) -> MemoryEstimate:
     """The memory ``num_seeds`` runs of ``config`` need, split over ``num_devices`` devices and run
@@ -101,12 +114,11 @@ def estimate_memory(config: DQNConfig, num_seeds: int, num_devices: int = 1,
     params = _nbytes(state.train.params)
     obs_dim = math.prod(obs_shape)
     widths = obs_dim + _conv_widths(config, obs_shape) + sum(config.hidden_sizes) + num_actions
-    # A gradient step: the sampled minibatch; per network pass (online on s, target on s', and
-    # online on s' for Double DQN) one set of activations (kept for the backward pass, then
-    # reused for their gradients); the gradients and Adam's update (2 parameter-sized arrays;
-    # the new moments overwrite the old in place). The env step's temporaries are about one
-    # copy of the env-facing state.
-    passes = 3 if config.estimator == "double_dqn" else 2
+    # A gradient step: the sampled minibatch; per network pass (network_passes) one set of
+    # activations (kept for the backward pass, then reused for their gradients); the gradients
+    # and Adam's update (2 parameter-sized arrays; the new moments overwrite the old in place).
+    # The env step's temporaries are about one copy of the env-facing state.
+    passes = network_passes(config)
     update = (config.batch_size * step_bytes
               + passes * config.batch_size * widths * 4
               + 2 * params)

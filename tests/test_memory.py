@@ -35,6 +35,11 @@ def test_buffer_is_exactly_capacity_times_transition_bytes(env_id, buffer_size, 
     (dict(total_timesteps=2000, num_envs=4, train_frequency=4, buffer_size=5000), 4, None),
     (dict(total_timesteps=2000, hidden_sizes=(64, 64), batch_size=256, estimator="double_dqn",
           buffer_size=2000), 6, 2),
+    # Ensembles: five or six passes of wide activations per step dominate a small buffer.
+    (dict(total_timesteps=2000, hidden_sizes=(512, 512), batch_size=512, estimator="maxmin",
+          num_estimators=4, update_all_members=True, buffer_size=600), 2, None),
+    (dict(total_timesteps=2000, hidden_sizes=(512, 512), batch_size=512,
+          estimator="clipped_double", buffer_size=600), 2, None),
 ])
 def test_estimate_bounds_what_xla_allocates_from_above_and_closely(changes, seeds, chunk):
     """XLA's buffer assignment for the compiled program (arguments, outputs and temporaries) is
