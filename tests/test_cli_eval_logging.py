@@ -36,6 +36,11 @@ def run(tmp_path_factory):
     return out, "".join(captured)
 
 
+def _needs_video_extra():
+    for name in ("imageio", "pygame"):
+        pytest.importorskip(name)
+
+
 class _Tee:
     def __init__(self, sink):
         self.sink = sink
@@ -67,6 +72,7 @@ def test_train_keeps_best_params_and_writes_eval_columns_and_event_files(run):
     assert summary["best_during_training"]["eval_return"] == np.nanmax(evals, axis=1).tolist()
     assert len(summary["evaluation_best"]["per_seed"]) == 2
     assert "final vs best params" in stdout
+    pytest.importorskip("tensorboardX")  # an optional extra: without it, no event files
     for s in range(2):
         scalars = read_scalars(out / "tensorboard" / f"seed_{s}")
         with np.load(out / "metrics.npz") as m:
@@ -95,6 +101,7 @@ def test_evaluate_scores_final_and_best_on_the_same_fresh_episodes(run, capsys, 
 
 @pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")
 def test_evaluate_video_writes_one_episode_of_the_chosen_params(run, capsys, tmp_path):
+    _needs_video_extra()
     out, _ = run
     code, stdout, _ = _cli(["evaluate", str(out), "--episodes", "1", "--video",
                             str(tmp_path / "ep.gif"), "--video-params", "best",
@@ -109,6 +116,7 @@ def test_evaluate_video_writes_one_episode_of_the_chosen_params(run, capsys, tmp
     (["--video", "x.gif", "--video-seed-index", "2"], "--video-seed-index=2 is invalid"),
 ])
 def test_bad_video_requests_are_one_line(run, capsys, extra, message):
+    _needs_video_extra()  # without it, the missing packages are the one line
     out, _ = run
     code, _, err = _cli(["evaluate", str(out), *extra], capsys)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1

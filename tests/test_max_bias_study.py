@@ -31,6 +31,7 @@ def test_bad_estimator_lists_are_one_value_error(text, message):
 
 
 def test_iqm_is_the_mean_of_the_middle_half_with_an_interval_around_it():
+    pytest.importorskip("rliable")  # the study extra
     out = study.iqm_ci({"a": np.arange(1.0, 9.0), "b": np.full(8, 3.0)}, resamples=500)
     assert out["a"]["iqm"] == pytest.approx(4.5)  # mean of 3, 4, 5, 6
     low, high = out["a"]["ci95"]

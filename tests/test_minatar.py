@@ -44,6 +44,7 @@ def test_every_minatar_id_resets_to_gymnax_frames_as_bools(env_id):
 
 @pytest.mark.parametrize("env_id", ["Breakout-MinAtar", "SpaceInvaders-MinAtar"])
 def test_gymnax_games_play_frame_by_frame_like_the_original_minatar(env_id):
+    pytest.importorskip("minatar")  # the minatar extra: the original games
     """Same start, same actions (no sticky actions): the same bool frames, rewards and ends in
     gymnax (through make_env) and in the original numpy game, including the channel order. These
     two games draw no random numbers after the reset; Breakout's reset coin is copied over."""
@@ -156,6 +157,7 @@ def test_a_short_minatar_run_compiles_and_runs_vmapped_within_its_memory_estimat
 
 
 def test_evaluate_minatar_replays_each_seed_in_the_original_beside_gymnax(tmp_path, capsys):
+    pytest.importorskip("minatar")  # the minatar extra: the original games
     cfg = preset("minatar-fast").replace(buffer_size=1000, learning_starts=100)
     params = jax.vmap(lambda k: init_q_params(cfg, k))(jax.random.split(jax.random.key(0), 2))
     save_checkpoint(tmp_path / "checkpoint.msgpack", params, cfg, {"seed": 0})

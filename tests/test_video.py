@@ -2,10 +2,12 @@
 episode is the one the agent plays without rendering; unsupported requests fail clearly."""
 
 import gymnasium
-import imageio
 import jax
 import numpy as np
 import pytest
+
+imageio = pytest.importorskip("imageio")  # the video extra
+pytest.importorskip("pygame")
 
 import jaxdqn
 from jaxdqn.agent import Agent
