@@ -254,12 +254,31 @@ class GroupResult(NamedTuple):
     eval_returns: np.ndarray  # f32[num_combinations, num_seeds, num_episodes] greedy returns
 
 
+class GroupProgress(NamedTuple):
+    """A group stopped part-way, to continue with ``iter_sweep(..., resume=...)``: its state after
+    ``rows_done`` metric rows (any ``Chunk.state`` of the group) and those rows' metrics."""
+
+    group_index: int
+    state: RunnerState  # leading axes [num_combinations, num_seeds]
+    rows_done: int
+    metrics: TrainMetrics | None  # numpy [num_combinations, num_seeds, rows_done]; None if 0 rows
+
+
+def group_state_shape(group: ShapeGroup, num_seeds: int, seed: int = 0):
+    """The ``jax.ShapeDtypeStruct`` tree of a group's batched ``RunnerState`` (no compilation):
+    the template to read a saved ``GroupProgress.state`` into."""
+    batch = make_run_batch(group.config, sweep=True)
+    return jax.eval_shape(batch.init, seed_keys(seed, num_seeds),
+                          HParams(*(jnp.asarray(x) for x in group.hparams)))
+
+
 def iter_sweep(groups: Sequence[ShapeGroup], num_seeds: int, seed: int = 0,
                num_episodes: int = 100, target_chunks: int = 10,
                on_compile: Callable[[int, ShapeGroup], None] | None = None,
                on_group_start: Callable[[int, ShapeGroup], None] | None = None,
                on_chunk: Callable[[int, Chunk], None] | None = None,
-               devices: Sequence[jax.Device] | None = None) -> Iterator[GroupResult]:
+               devices: Sequence[jax.Device] | None = None, first_group: int = 0,
+               resume: GroupProgress | None = None) -> Iterator[GroupResult]:
     """Trains and evaluates each group in turn (one compiled program each), yielding its results.
 
     For progress displays: ``on_compile(group_index, group)`` is called before a group compiles,
@@ -268,22 +287,41 @@ def iter_sweep(groups: Sequence[ShapeGroup], num_seeds: int, seed: int = 0,
     Every group uses the same ``seed_keys(seed, num_seeds)`` and evaluation keys. The seeds are
     split across ``devices`` as ``make_run_batch`` does (default: all of this process's). First,
     before anything compiles, every group's memory is checked (``check_sweep_fits``).
+
+    An interrupted sweep continues from ``first_group`` (the groups before it are done), or from
+    ``resume``, a group stopped part-way; either way each group's results equal those of an
+    uninterrupted sweep (a run does not depend on where its rows were split into chunks).
     """
+    if resume is not None:
+        first_group = resume.group_index
+    if not 0 <= first_group <= len(groups):
+        raise ValueError(f"first_group={first_group} is outside the {len(groups)} groups")
     check_sweep_fits(groups, num_seeds, devices)
     keys = seed_keys(seed, num_seeds)
     eval_keys = evaluation_keys(seed, num_seeds)
-    for gi, group in enumerate(groups):
+    for gi in range(first_group, len(groups)):
+        group = groups[gi]
         if on_compile is not None:
             on_compile(gi, group)
         batch = make_run_batch(group.config, sweep=True, devices=devices)
         hparams = HParams(*(jnp.asarray(x) for x in group.hparams))
         state = batch.init(keys, hparams)
-        chunks = []
-        chunk_rows = chunk_rows_for(group.config.num_log_rows, target_chunks)
-        batch.run.lower(state, hparams, 0, chunk_rows).compile()  # cached for the calls below
+        if resume is not None and gi == resume.group_index:
+            # Placed as init's output is: a numpy state would compile ``run`` a second time
+            # for the next chunk, whose input is the device output of the first.
+            state = jax.tree.map(lambda saved, fresh: jax.device_put(saved, fresh.sharding),
+                                 resume.state, state)
+            first_row = resume.rows_done
+            chunks = [] if resume.metrics is None or not first_row else [resume.metrics]
+        else:
+            first_row, chunks = 0, []
+        left = group.config.num_log_rows - first_row
+        chunk_rows = chunk_rows_for(left, target_chunks) if left else 0
+        if left:
+            batch.run.lower(state, hparams, first_row, chunk_rows).compile()  # cached below
         if on_group_start is not None:
             on_group_start(gi, group)
-        for chunk in run_in_chunks(batch, state, hparams, 0, chunk_rows):
+        for chunk in (run_in_chunks(batch, state, hparams, first_row, chunk_rows) if left else ()):
             chunks.append(chunk.metrics)
             state = chunk.state
             if on_chunk is not None:
@@ -335,9 +373,9 @@ def run_sweep(base: DQNConfig, grid: Mapping[str, Sequence[Any]], num_seeds: int
 
 
 __all__ = [
-    "Chunk", "Combination", "GroupResult", "RankedCombination", "RunBatch", "ShapeGroup",
+    "Chunk", "Combination", "GroupProgress", "GroupResult", "RankedCombination", "RunBatch", "ShapeGroup",
     "TRACED_FIELDS", "check_sweep_fits", "chunk_rows_for", "concat_metrics", "evaluation_keys",
-    "expand_grid",
+    "expand_grid", "group_state_shape",
     "iter_sweep", "make_run_batch", "rank_combinations", "run_in_chunks", "run_sweep",
     "seed_keys", "shape_groups",
 ]

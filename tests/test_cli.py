@@ -377,3 +377,99 @@ def test_runs_that_do_not_fit_are_refused_before_writing_or_compiling(no_compile
         assert "runs fit at once" in lines[0] and "seeds_per_chunk" not in lines[0]
         assert "is free per device" in lines[0] and "seeds" in lines[0].rsplit("fit at once", 1)[1]
     assert not (tmp_path / "t").exists() and not (tmp_path / "s").exists()
+
+
+# --- sweep --resume ---------------------------------------------------------------------------
+
+SWEEP_RUN = ["sweep", "--env", "CartPole-v1", "--seeds", "2", "--episodes", "5",
+             "--set", "total_timesteps=3000", "--set", "buffer_size=500",
+             "--set", "learning_starts=200", "--set", "batch_size=32", "--set", "hidden_sizes=16",
+             "--grid", "learning_rate=1e-3,3e-3", "--grid", "buffer_size=500,600"]
+SWEEP_FILES = {"config.json", "summary.json", "sweep.csv", "sweep.png", "sweep_metrics.npz",
+               "sweep_runs.csv"}
+
+
+@pytest.fixture(scope="module")
+def sweeps(tmp_path_factory):
+    """A: a sweep of 2 compiled groups run through; B: the same, stopped by Ctrl-C (SIGINT) part-way
+    through group 2 (after its first progress line), then ``sweep --resume B``."""
+    root = tmp_path_factory.mktemp("sweep")
+    a, b = root / "A", root / "B"
+    pipes = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc_a = subprocess.Popen(_jaxdqn(*SWEEP_RUN, "--out", str(a)), **pipes)
+    proc_b = subprocess.Popen(_jaxdqn(*SWEEP_RUN, "--out", str(b)), **pipes)
+    err_b = []
+    for line in proc_b.stderr:
+        err_b.append(line)
+        if line.startswith("group 2/2"):
+            proc_b.send_signal(signal.SIGINT)
+            break
+    err_b.append(proc_b.stderr.read())
+    proc_b.wait(timeout=300)
+    interrupted = {"returncode": proc_b.returncode, "stderr": "".join(err_b),
+                   "files": {p.name for p in b.iterdir()},
+                   "summary": json.loads((b / "summary.json").read_text())}
+    out_a, err_a = proc_a.communicate(timeout=600)
+    assert proc_a.returncode == 0, err_a
+    resumed = subprocess.run(_jaxdqn("sweep", "--resume", str(b)), capture_output=True, text=True,
+                             timeout=600)
+    return {"a": a, "b": b, "stdout_a": out_a, "interrupted": interrupted, "resumed": resumed}
+
+
+def test_an_interrupted_sweep_keeps_its_finished_group_and_the_one_in_progress(sweeps):
+    info, b = sweeps["interrupted"], sweeps["b"]
+    assert info["returncode"] == 130, info["stderr"]
+    assert "Traceback" not in info["stderr"]
+    lines = info["stderr"].strip().splitlines()
+    assert lines[-2].startswith("jaxdqn: interrupted: saved group 2/2 after ")
+    assert lines[-1] == (f"jaxdqn: interrupted with 1 of 2 groups finished (their results are in "
+                         f"{b}); finish the sweep with: jaxdqn sweep --resume {b}")
+    assert info["files"] == SWEEP_FILES | {"sweep_resume.npz", "resume_state.msgpack"}
+    summary = info["summary"]
+    assert not summary["complete"] and summary["groups_done"] == 1
+    assert summary["combinations_done"] == 2
+
+
+def test_resuming_an_interrupted_sweep_gives_the_uninterrupted_results_bit_for_bit(sweeps):
+    a, b, resumed = sweeps["a"], sweeps["b"], sweeps["resumed"]
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stderr.startswith("jaxdqn: resuming sweep: 4 combinations x 2 seeds = 8 runs; "
+                                     "1 of 2 groups done and group 2's first ")
+    assert {p.name for p in b.iterdir()} == SWEEP_FILES  # the resume files are gone
+    for name in ("sweep.csv", "sweep_runs.csv"):
+        assert (b / name).read_text() == (a / name).read_text(), name
+    with np.load(a / "sweep_metrics.npz") as ma, np.load(b / "sweep_metrics.npz") as mb:
+        assert sorted(ma.files) == sorted(mb.files)
+        for name in ma.files:
+            np.testing.assert_array_equal(mb[name], ma[name], err_msg=name)
+    sa, sb = (json.loads((d / "summary.json").read_text()) for d in (a, b))
+    assert sa.pop("seconds") > 0 and sb.pop("seconds") > 0
+    assert sb == sa and sb["complete"]
+    assert resumed.stdout == sweeps["stdout_a"].replace(str(a), str(b))
+
+
+def test_sweep_resume_refuses_what_it_cannot_finish_in_one_line(tmp_path, capsys, no_compile,
+                                                                  sweeps):
+    train_run, done, empty = tmp_path / "train", tmp_path / "done", tmp_path / "empty"
+    train_run.mkdir()
+    (train_run / "config.json").write_text(json.dumps({"config": {}, "seeds": 1, "seed": 0}))
+    done.mkdir()
+    for name in ("config.json", "summary.json"):
+        (done / name).write_bytes((sweeps["a"] / name).read_bytes())
+    empty.mkdir()
+    cases = [
+        (["sweep", "--resume", str(empty)],
+         f"--resume {str(empty)!r}: no config.json there, so it is not a sweep folder"),
+        (["sweep", "--resume", str(train_run)],
+         f"--resume {str(train_run)!r} is a train run's folder, not a sweep's; continue it with: "
+         f"jaxdqn train --resume {train_run}"),
+        (["sweep", "--resume", str(done)], f"--resume {str(done)!r}: the sweep is already complete"),
+        (["sweep", "--resume", str(done), "--grid", "gamma=0.9", "--seeds", "3"],
+         "--resume takes every setting from the sweep folder; drop --grid, --seeds"),
+        (["train", "--resume", str(done)],
+         f"--resume {str(done)!r} is a sweep's folder, not a train run's; finish it with: "
+         f"jaxdqn sweep --resume {done}"),
+    ]
+    for argv, message in cases:
+        code, out, err = _cli(argv, capsys)
+        assert (code, out, err) == (2, "", f"jaxdqn: error: {message}\n")

@@ -14,7 +14,7 @@ from jaxdqn.cli.parser import PROG, UserError
 RUN_FILES = ("config.json", "metrics.csv", "metrics.npz", "summary.json", "learning_curve.png",
              "checkpoint.msgpack", "best_checkpoint.msgpack", "resume_state.msgpack")
 SWEEP_FILES = ("config.json", "sweep.csv", "sweep_runs.csv", "sweep.png", "sweep_metrics.npz",
-               "summary.json")
+               "summary.json", "sweep_resume.npz", "resume_state.msgpack")
 
 
 def prepare_out(out: str | None, default: str, files: Sequence[str], overwrite: bool) -> Path:

@@ -38,13 +38,16 @@ def add_parser(sub) -> None:
     add_config_options(p)
     p.add_argument("--grid", action="append", default=[], metavar="FIELD=V1,V2,...",
                    help="values to sweep for one DQNConfig field (repeat for more fields)")
-    p.add_argument("--seeds", type=int, default=8, metavar="N",
+    p.add_argument("--seeds", type=int, default=None, metavar="N",
                    help="runs per combination (default 8)")
-    p.add_argument("--seed", type=int, default=0, metavar="S",
+    p.add_argument("--seed", type=int, default=None, metavar="S",
                    help="base seed; every combination uses the same seed keys (default 0)")
-    p.add_argument("--episodes", type=int, default=100, metavar="E",
+    p.add_argument("--episodes", type=int, default=None, metavar="E",
                    help="greedy evaluation episodes per run (default 100)")
     add_out_options(p, "runs/sweep-<env>-<time>")
+    p.add_argument("--resume", metavar="SWEEP_DIR", default=None,
+                   help="finish an interrupted sweep in SWEEP_DIR (settings come from its "
+                        "config.json); the results equal an uninterrupted sweep's")
     p.add_argument("--no-progress", action="store_true", help="no progress output")
     add_logging_options(p, "grid point (the mean over its seeds)")
     p.set_defaults(handler=run)
@@ -81,15 +84,30 @@ def parse_grid(specs: Sequence[str]) -> dict[str, list[Any]]:
     return grid
 
 
+RESUME_NPZ = "sweep_resume.npz"  # the finished groups' full results; removed once complete
+RESUME_STATE = "resume_state.msgpack"  # the group stopped part-way: its state and rows so far
+
+
 def run(args, argv) -> int:
     from jaxdqn.envs import solve_threshold
     from jaxdqn.io import atomic_write_json
-    from jaxdqn.sweep import check_sweep_fits, expand_grid, iter_sweep, shape_groups
+    from jaxdqn.sweep import check_sweep_fits, expand_grid, shape_groups
 
-    base, _ = resolve_config(args.preset, args.config, args.sets, args.env)
-    if not args.grid:
-        raise UserError("sweep needs at least one --grid FIELD=V1,V2,...")
-    grid = parse_grid(args.grid)
+    if args.resume is not None:
+        out, stored = _resume_folder(args)
+        base, _ = resolve_config("seed", str(out / "config.json"), [], None)
+        grid = {k: [tuple(v) if isinstance(v, list) else v for v in values]
+                for k, values in stored["grid"].items()}
+        args.seeds, args.seed = int(stored["seeds"]), int(stored["seed"])
+        args.episodes = int(stored.get("eval_episodes", 100))
+    else:
+        base, _ = resolve_config(args.preset, args.config, args.sets, args.env)
+        if not args.grid:
+            raise UserError("sweep needs at least one --grid FIELD=V1,V2,...")
+        grid = parse_grid(args.grid)
+        args.seeds = 8 if args.seeds is None else args.seeds
+        args.seed = 0 if args.seed is None else args.seed
+        args.episodes = 100 if args.episodes is None else args.episodes
     check_counts(args, args.seeds, args.seed)
     try:
         combinations = expand_grid(base, grid)
@@ -100,20 +118,135 @@ def run(args, argv) -> int:
         check_sweep_fits(groups, args.seeds)
     except ValueError as e:
         raise UserError(str(e)) from None
-    interrupts.check()
-    out = prepare_out(args.out, default_out("sweep-", base.env_id), SWEEP_FILES, args.overwrite)
-    atomic_write_json(out / "config.json", {
-        "config": base.to_dict(), "grid": grid, "seeds": args.seeds, "seed": args.seed,
-        "eval_episodes": args.episodes,
-        "groups": [{"static": g.static_values(list(grid)),
-                    "combinations": [c.index for c in g.combinations]} for g in groups],
-        **provenance(argv),
-    })
+    group_layout = [{"static": g.static_values(list(grid)),
+                     "combinations": [c.index for c in g.combinations]} for g in groups]
+    if args.resume is not None:
+        if json_round_trip(group_layout) != stored.get("groups"):
+            raise UserError(f"--resume {str(out)!r}: this jaxdqn splits the grid into other "
+                            "compiled groups than the one that started the sweep; start it "
+                            "again with --overwrite")
+        results, progress_of, prior_seconds = _load_progress(out, groups, args.seeds, args.seed)
+    else:
+        interrupts.check()
+        out = prepare_out(args.out, default_out("sweep-", base.env_id), SWEEP_FILES,
+                          args.overwrite)
+        atomic_write_json(out / "config.json", {
+            "config": base.to_dict(), "grid": grid, "seeds": args.seeds, "seed": args.seed,
+            "eval_episodes": args.episodes, "groups": group_layout, **provenance(argv),
+        })
+        results, progress_of, prior_seconds = [], None, 0.0
     num_combos = sum(len(g.combinations) for g in groups)
-    say(f"sweep: {num_combos} combinations x {args.seeds} seeds = {num_combos * args.seeds} runs "
-        f"in {len(groups)} compiled group{'s' * (len(groups) != 1)} -> {out}")
+    runs = f"{num_combos} combinations x {args.seeds} seeds = {num_combos * args.seeds} runs"
+    if args.resume is not None:
+        part = (f" and group {progress_of.group_index + 1}'s first "
+                f"{progress_of.rows_done * groups[progress_of.group_index].config.log_interval}"
+                " env steps" if progress_of is not None else "")
+        say(f"resuming sweep: {runs}; {len(results)} of {len(groups)} groups done{part} -> {out}")
+    else:
+        say(f"sweep: {runs} in {len(groups)} compiled group{'s' * (len(groups) != 1)} -> {out}")
+    return _sweep(args, out, base, grid, groups, results, progress_of, prior_seconds)
 
-    results, progress = [], None
+
+def json_round_trip(value):
+    import json
+
+    return json.loads(json.dumps(value))
+
+
+def _resume_folder(args):
+    """The sweep folder ``--resume`` names and its ``config.json``, or one line saying why not."""
+    import json
+
+    given = [opt for opt, v in (("--env", args.env), ("--config", args.config),
+                                ("--set", args.sets), ("--grid", args.grid),
+                                ("--seeds", args.seeds is not None),
+                                ("--seed", args.seed is not None),
+                                ("--episodes", args.episodes is not None), ("--out", args.out)) if v]
+    if args.preset != "seed":
+        given.append("--preset")
+    if given:
+        raise UserError("--resume takes every setting from the sweep folder; "
+                        f"drop {', '.join(given)}")
+    out = Path(args.resume)
+    where = f"--resume {str(out)!r}"
+    try:
+        stored = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{where}: no config.json there, so it is not a sweep folder") from None
+    except (OSError, ValueError) as e:
+        raise UserError(f"{where}: cannot read its config.json: {e}") from None
+    if not isinstance(stored, dict) or not isinstance(stored.get("grid"), dict):
+        if isinstance(stored, dict) and isinstance(stored.get("config"), dict):
+            raise UserError(f"{where} is a train run's folder, not a sweep's; continue it with: "
+                            f"{PROG} train --resume {out}")
+        raise UserError(f"{where}: its config.json is not a sweep's (no grid)")
+    if not (out / RESUME_NPZ).exists() and not (out / RESUME_STATE).exists():
+        try:
+            done = json.loads((out / "summary.json").read_text(encoding="utf-8")).get("complete")
+        except (OSError, ValueError):
+            done = False
+        if done:
+            raise UserError(f"{where}: the sweep is already complete")
+    return out, stored
+
+
+def _load_progress(out: Path, groups, num_seeds: int, seed: int):
+    """The finished groups' results (``RESUME_NPZ``), the group stopped part-way
+    (``RESUME_STATE``, if it is the next group) and the seconds spent so far."""
+    import numpy as np
+
+    from jaxdqn.checkpoint import CheckpointError, load_resume_state
+    from jaxdqn.sweep import GroupProgress, GroupResult, group_state_shape
+    from jaxdqn.train import TrainMetrics
+
+    results, seconds = [], 0.0
+    if (out / RESUME_NPZ).exists():
+        try:
+            with np.load(out / RESUME_NPZ) as f:
+                seconds = float(f["seconds"])
+                for gi in range(int(f["groups_done"])):
+                    metrics = TrainMetrics(*(f[f"g{gi}/{name}"] for name in TrainMetrics._fields))
+                    results.append(GroupResult(group_index=gi, group=groups[gi], metrics=metrics,
+                                               params=None, eval_returns=f[f"g{gi}/eval_returns"]))
+        except (OSError, ValueError, KeyError, IndexError) as e:
+            raise UserError(f"--resume: {str(out / RESUME_NPZ)!r} is unreadable: {e}") from None
+    progress = None
+    if (out / RESUME_STATE).exists() and len(results) < len(groups):
+        group = groups[len(results)]
+        try:
+            state, meta = load_resume_state(out / RESUME_STATE,
+                                            group_state_shape(group, num_seeds, seed),
+                                            group.config)
+        except CheckpointError as e:
+            raise UserError(str(e)) from None
+        if int(meta.get("group_index", -1)) == len(results):  # else stale: its group finished
+            stored = meta.get("metrics")
+            metrics = None if not stored else TrainMetrics(
+                *(np.asarray(stored[name]) for name in TrainMetrics._fields))
+            progress = GroupProgress(group_index=len(results), state=state,
+                                     rows_done=int(meta["rows_done"]), metrics=metrics)
+            seconds = max(seconds, float(meta.get("seconds", 0.0)))
+    return results, progress, seconds
+
+
+def _save_finished(out: Path, results, seconds: float) -> None:
+    """Writes every finished group's metrics and greedy returns for ``--resume``."""
+    from jaxdqn.io import atomic_save_npz
+
+    arrays = {"groups_done": len(results), "seconds": seconds}
+    for res in results:
+        for name, values in res.metrics._asdict().items():
+            arrays[f"g{res.group_index}/{name}"] = values
+        arrays[f"g{res.group_index}/eval_returns"] = res.eval_returns
+    atomic_save_npz(out / RESUME_NPZ, arrays)
+
+
+def _sweep(args, out, base, grid, groups, results, resume, prior_seconds) -> int:
+    from jaxdqn.checkpoint import save_resume_state
+    from jaxdqn.envs import solve_threshold
+    from jaxdqn.sweep import concat_metrics, iter_sweep
+
+    progress = None
     combos = sorted((c for g in groups for c in g.combinations), key=lambda c: c.index)
     position = {c.index: i for i, c in enumerate(combos)}  # logged run of each combination
     names = [f"c{c.index}_" + ",".join(f"{k}={show(v)}" for k, v in c.values.items())
@@ -122,6 +255,8 @@ def run(args, argv) -> int:
                              {**base.to_dict(), "grid": grid, "seeds": args.seeds},
                              args.seeds, base.log_interval) \
         if args.tensorboard or args.wandb else None
+    # The group in progress: what a Ctrl-C saves (``new`` once a segment ran in this session).
+    current = {"gi": None, "state": None, "rows": 0, "metrics": [], "new": False}
 
     def describe(gi, group):
         static = ", ".join(f"{k}={show(v)}" for k, v in group.static_values(list(grid)).items())
@@ -138,16 +273,22 @@ def run(args, argv) -> int:
 
     def on_group_start(gi, group):
         nonlocal progress
+        resumed = resume is not None and resume.group_index == gi
+        current.update(gi=gi, state=None, new=False, rows=resume.rows_done if resumed else 0,
+                       metrics=[resume.metrics] if resumed and resume.rows_done else [])
         interrupts.check()  # after compiling: a safe point
         progress = Progress(describe(gi, group), group.config.total_timesteps,
-                            len(group.combinations) * args.seeds, enabled=not args.no_progress)
+                            len(group.combinations) * args.seeds,
+                            current["rows"] * group.config.log_interval,
+                            enabled=not args.no_progress)
         if chunk_log is not None:
             chunk_log.restart_clock()
 
     def on_segment(gi, segment):
+        current["metrics"].append(segment.metrics)
+        current.update(state=segment.state, rows=segment.rows_done, new=True)
         progress.update(segment.rows_done * groups[gi].config.log_interval,
                         latest_returns(segment.metrics))
-        interrupts.check()
         if chunk_log is not None:  # each grid point: the mean over its seeds
             from jaxdqn.loggers import mean_over_seeds
 
@@ -155,32 +296,53 @@ def run(args, argv) -> int:
             chunk_log.steps_per_row = groups[gi].config.log_interval
             chunk_log.log(mean_over_seeds(segment.metrics), segment.metrics.env_steps.shape[-1],
                           [position[c.index] for c in group_combos], len(group_combos))
+        interrupts.check()  # a safe point: the state after this segment is saved
 
     t0 = time.perf_counter()
+    seconds = lambda: prior_seconds + time.perf_counter() - t0  # noqa: E731
     try:
         for res in iter_sweep(groups, args.seeds, args.seed, args.episodes,
                               on_compile=on_compile, on_group_start=on_group_start,
-                              on_chunk=on_segment):
+                              on_chunk=on_segment, first_group=len(results), resume=resume):
             results.append(res)
-            write_sweep_files(out, grid, groups, results, args, time.perf_counter() - t0)
+            current.update(gi=None, new=False)
+            _save_finished(out, results, seconds())
+            (out / RESUME_STATE).unlink(missing_ok=True)  # its group has finished
+            write_sweep_files(out, grid, groups, results, args, seconds())
+            interrupts.check()  # between groups: a safe point
     except KeyboardInterrupt:
         if progress is not None:
             progress.close()
         if chunk_log is not None:
             chunk_log.close()
-        if not results:
+        gi = current["gi"]
+        if gi is not None and current["new"]:
+            group = groups[gi]
+            metrics = concat_metrics(current["metrics"], 2)
+            save_resume_state(out / RESUME_STATE, current["state"], group.config, {
+                "group_index": gi, "rows_done": current["rows"], "seconds": seconds(),
+                "metrics": metrics._asdict()})
+            say(f"interrupted: saved group {gi + 1}/{len(groups)} after "
+                f"{current['rows'] * group.config.log_interval} of "
+                f"{group.config.total_timesteps} env steps per run")
+        if results:
+            _save_finished(out, results, seconds())
+        if not results and not (out / RESUME_STATE).exists():
             (out / "config.json").unlink(missing_ok=True)
-            say(f"interrupted before any group finished: nothing saved; {out} holds no sweep and "
-                "can be used again as --out")
+            say(f"interrupted before any training was saved: {out} holds no sweep and can be "
+                "used again as --out")
         else:
-            say(f"interrupted after {len(results)} of {len(groups)} groups; results of finished "
-                f"groups are in {out}")
+            kept = f" (their results are in {out})" if results else ""
+            say(f"interrupted with {len(results)} of {len(groups)} groups finished{kept}; finish "
+                f"the sweep with: {PROG} sweep --resume {out}")
         return EXIT_INTERRUPTED
     if progress is not None:
         progress.close()
     if chunk_log is not None:
         chunk_log.close()
-    ranked = write_sweep_files(out, grid, groups, results, args, time.perf_counter() - t0)
+    ranked = write_sweep_files(out, grid, groups, results, args, seconds())
+    (out / RESUME_NPZ).unlink(missing_ok=True)
+    (out / RESUME_STATE).unlink(missing_ok=True)
     print(format_sweep_table(ranked, grid, solve_threshold(base)))
     print(f"sweep folder: {out}")
     return 0

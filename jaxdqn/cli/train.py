@@ -94,13 +94,20 @@ def _resume(args, argv) -> int:
     out = Path(args.resume)
     if not (out / "config.json").is_file():
         raise UserError(f"--resume {str(out)!r}: no config.json there, so it is not a run folder")
+    try:
+        with open(out / "config.json", encoding="utf-8") as f:
+            stored = json.load(f)
+    except (OSError, ValueError):
+        stored = None  # resolve_config below reports what is wrong with it
+    if isinstance(stored, dict) and "grid" in stored:
+        raise UserError(f"--resume {str(out)!r} is a sweep's folder, not a train run's; finish it "
+                        f"with: {PROG} sweep --resume {out}")
     if not (out / "resume_state.msgpack").is_file():
         done = (out / "summary.json").is_file() and (out / "checkpoint.msgpack").is_file()
         raise UserError(f"--resume {str(out)!r}: no resume_state.msgpack there"
                         + ("; the run is already complete" if done else ""))
     config, settings = resolve_config("seed", str(out / "config.json"), [], None)
-    with open(out / "config.json", encoding="utf-8") as f:
-        episodes = int(json.load(f).get("eval_episodes", args.episodes))
+    episodes = int(stored.get("eval_episodes", args.episodes))  # resolve_config read it
     check_memory(config, int(settings["seeds"]))
     return _train(config, int(settings["seeds"]), int(settings["seed"]), episodes, out,
                   args.no_progress, resume=True, loggers=(args.tensorboard, args.wandb))
