@@ -65,14 +65,14 @@ def test_each_ctrl_c_exits_130_and_leaves_a_resumable_folder(sweeps):
     assert (first, second, last) == (130, 130, 0), err1 + err2
     assert err1.splitlines()[-2:] == [
         "jaxdqn: interrupted: saved group 1/2 after 400 of 400 env steps per run",
-        f"jaxdqn: interrupted with 0 of 2 groups finished (results in {b}); finish the sweep "
-        f"with: jaxdqn sweep --resume {b}"]
+        f"jaxdqn: interrupted with 0 of 2 groups finished; finish the sweep with: jaxdqn sweep "
+        f"--resume {b}"]
     assert err2.splitlines()[0] == ("jaxdqn: resuming sweep: 4 combinations x 2 seeds = 8 runs; "
                                     f"0 of 2 groups done and group 1's first 400 env steps -> {b}")
     assert err2.splitlines()[-2:] == [
         "jaxdqn: interrupted: saved group 2/2 after 160 of 400 env steps per run",
-        f"jaxdqn: interrupted with 1 of 2 groups finished (results in {b}); finish the sweep "
-        f"with: jaxdqn sweep --resume {b}"]
+        f"jaxdqn: interrupted with 1 of 2 groups finished (their results are in {b}); finish "
+        f"the sweep with: jaxdqn sweep --resume {b}"]
     # Stopped in group 1: its state is saved; no group has finished, so no ranking yet.
     assert {"config.json", "resume_state.msgpack"} <= files1 and "sweep.csv" not in files1
     # Stopped in group 2: group 1's results are written and kept for the resume.

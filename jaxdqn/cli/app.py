@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         say(f"error: {type(e).__name__}: {msg} (set JAXDQN_DEBUG=1 for the traceback)")
         return EXIT_FAILURE
     finally:
-        interrupts.reset()
+        interrupts.uninstall()
         if threading.current_thread() is threading.main_thread() and previous is not None:
             signal.signal(signal.SIGINT, previous)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from jaxdqn.cli import interrupts
 from jaxdqn.cli.options import make_config
 from jaxdqn.cli.parser import UserError, say
 from jaxdqn.cli.reports import eval_rows, eval_summary, format_eval_table, format_final_vs_best
@@ -138,8 +139,8 @@ def run(args, argv) -> int:
     if args.gymnasium:
         import numpy as np
 
-        gym = [gymnasium_returns(config, jax.tree.map(lambda x: np.asarray(x)[i], ckpt.params),
-                                 args.episodes, seed, i) for i in range(ckpt.num_seeds)]
+        gym = per_seed(ckpt.num_seeds, lambda i: gymnasium_returns(
+            config, jax.tree.map(lambda x: np.asarray(x)[i], ckpt.params), args.episodes, seed, i))
         gym_rows = eval_rows(np.stack(gym), threshold)
         result["gymnasium"] = eval_summary(gym_rows, threshold, args.episodes, seed)
         result["gymnasium"]["keys"] = "env.reset(seed=SeedSequence([seed, seed_index, episode]))"
@@ -156,9 +157,9 @@ def run(args, argv) -> int:
 
         q_fn = jax.jit(make_acting_q_fn(config))
         sticky = STICKY_ACTION_PROB if sticky is None else sticky
-        runs = [original_returns(config, q_fn, jax.tree.map(lambda x: x[i], ckpt.params),
-                                 args.episodes, seed, i, args.epsilon, sticky)
-                for i in range(ckpt.num_seeds)]
+        runs = per_seed(ckpt.num_seeds, lambda i: original_returns(
+            config, q_fn, jax.tree.map(lambda x: x[i], ckpt.params), args.episodes, seed, i,
+            args.epsilon, sticky))
         orig_rows = eval_rows(np.stack([r for r, _ in runs]), threshold)
         result["minatar"] = eval_summary(orig_rows, threshold, args.episodes, seed)
         result["minatar"].update(
@@ -232,6 +233,15 @@ def _write_video(args, ckpt, best, seed: int) -> dict:
     return {"path": str(video.path), "params": args.video_params, "seed_index": i,
             "reset_seed": seed, "return": video.episode_return, "length": video.length,
             "fps": video.fps, "frames": video.length + 1}
+
+
+def per_seed(num_seeds: int, fn):
+    """``[fn(0), fn(1), ...]`` for the host-side evaluations, with a Ctrl-C check before each."""
+    results = []
+    for i in range(num_seeds):
+        interrupts.check()
+        results.append(fn(i))
+    return results
 
 
 def jax_tree_index(tree, i: int):
@@ -312,6 +322,7 @@ def gymnasium_returns(config, params, num_episodes: int, seed: int, seed_index: 
     returns = np.zeros(num_episodes)
     alive = np.ones(num_episodes, bool)
     while alive.any():
+        interrupts.check()  # a Python loop over steps: Ctrl-C stops it here
         idx = np.flatnonzero(alive)
         # All rows each step (one compiled shape); finished episodes' actions are unused.
         actions = np.argmax(np.asarray(acting_q(params, obs)), axis=-1)[idx]

@@ -126,10 +126,14 @@ def run(args, argv) -> int:
                             "compiled groups than the one that started the sweep; start it "
                             "again with --overwrite")
         results, progress_of, prior_seconds = _load_progress(out, groups, args.seeds, args.seed)
+        interrupts.on_force_exit(f"{out} is as it was; finish it with: {PROG} sweep --resume {out}")
     else:
         interrupts.check()
         out = prepare_out(args.out, default_out("sweep-", base.env_id), SWEEP_FILES,
                           args.overwrite)
+        interrupts.on_force_exit(
+            f"nothing saved; {out} holds no sweep and can be used again as --out",
+            lambda: (out / "config.json").unlink(missing_ok=True))
         atomic_write_json(out / "config.json", {
             "config": base.to_dict(), "grid": grid, "seeds": args.seeds, "seed": args.seed,
             "eval_episodes": args.episodes, "groups": group_layout, **provenance(argv),
@@ -306,9 +310,13 @@ def _sweep(args, out, base, grid, groups, results, resume, prior_seconds) -> int
                               on_chunk=on_segment, first_group=len(results), resume=resume):
             results.append(res)
             current.update(gi=None, new=False)
-            _save_finished(out, results, seconds())
-            (out / RESUME_STATE).unlink(missing_ok=True)  # its group has finished
-            write_sweep_files(out, grid, groups, results, args, seconds())
+            with interrupts.writing():  # a second Ctrl-C waits for these files
+                _save_finished(out, results, seconds())
+                (out / RESUME_STATE).unlink(missing_ok=True)  # its group has finished
+                write_sweep_files(out, grid, groups, results, args, seconds())
+                interrupts.on_force_exit(
+                    f"{len(results)} of {len(groups)} groups are saved in {out}; finish the "
+                    f"sweep with: {PROG} sweep --resume {out}")
             interrupts.check()  # between groups: a safe point
     except KeyboardInterrupt:
         if progress is not None:
@@ -316,19 +324,23 @@ def _sweep(args, out, base, grid, groups, results, resume, prior_seconds) -> int
         if chunk_log is not None:
             chunk_log.close()
         gi = current["gi"]
-        if gi is not None and current["new"]:
-            group = groups[gi]
-            metrics = concat_metrics(current["metrics"], 2)
-            save_resume_state(out / RESUME_STATE, current["state"], group.config, {
-                "group_index": gi, "rows_done": current["rows"], "seconds": seconds(),
-                "metrics": metrics._asdict()})
-            say(f"interrupted: saved group {gi + 1}/{len(groups)} after "
-                f"{current['rows'] * group.config.log_interval} of "
-                f"{group.config.total_timesteps} env steps per run")
-        if results:
-            _save_finished(out, results, seconds())
-        if not results and not (out / RESUME_STATE).exists():
-            (out / "config.json").unlink(missing_ok=True)
+        with interrupts.writing():  # a second Ctrl-C waits until this is saved
+            if gi is not None and current["new"]:
+                group = groups[gi]
+                metrics = concat_metrics(current["metrics"], 2)
+                save_resume_state(out / RESUME_STATE, current["state"], group.config, {
+                    "group_index": gi, "rows_done": current["rows"], "seconds": seconds(),
+                    "metrics": metrics._asdict()})
+                say(f"interrupted: saved group {gi + 1}/{len(groups)} after "
+                    f"{current['rows'] * group.config.log_interval} of "
+                    f"{group.config.total_timesteps} env steps per run")
+            if results:
+                _save_finished(out, results, seconds())
+            nothing = not results and not (out / RESUME_STATE).exists()
+            if nothing:
+                (out / "config.json").unlink(missing_ok=True)
+            interrupts.on_force_exit()
+        if nothing:
             say(f"interrupted before any training was saved: {out} holds no sweep and can be "
                 "used again as --out")
         else:
@@ -340,9 +352,11 @@ def _sweep(args, out, base, grid, groups, results, resume, prior_seconds) -> int
         progress.close()
     if chunk_log is not None:
         chunk_log.close()
-    ranked = write_sweep_files(out, grid, groups, results, args, seconds())
-    (out / RESUME_NPZ).unlink(missing_ok=True)
-    (out / RESUME_STATE).unlink(missing_ok=True)
+    with interrupts.writing():
+        ranked = write_sweep_files(out, grid, groups, results, args, seconds())
+        (out / RESUME_NPZ).unlink(missing_ok=True)
+        (out / RESUME_STATE).unlink(missing_ok=True)
+        interrupts.on_force_exit(f"the sweep is complete in {out}")
     print(format_sweep_table(ranked, grid, solve_threshold(base)))
     print(f"sweep folder: {out}")
     return 0

@@ -63,6 +63,8 @@ def run(args, argv) -> int:
     out = prepare_out(args.out, default_out("", config.env_id), RUN_FILES, args.overwrite)
     from jaxdqn.io import atomic_write_json
 
+    interrupts.on_force_exit(f"nothing saved; {out} holds no run and can be used again as --out",
+                             lambda: (out / "config.json").unlink(missing_ok=True))
     atomic_write_json(out / "config.json", {
         "config": config.to_dict(), "seeds": num_seeds, "seed": seed,
         "eval_episodes": args.episodes, **provenance(argv),
@@ -109,6 +111,7 @@ def _resume(args, argv) -> int:
     config, settings = resolve_config("seed", str(out / "config.json"), [], None)
     episodes = int(stored.get("eval_episodes", args.episodes))  # resolve_config read it
     check_memory(config, int(settings["seeds"]))
+    interrupts.on_force_exit(f"{out} is as it was; continue it with: {PROG} train --resume {out}")
     return _train(config, int(settings["seeds"]), int(settings["seed"]), episodes, out,
                   args.no_progress, resume=True, loggers=(args.tensorboard, args.wandb))
 
@@ -221,16 +224,21 @@ def _train(config, num_seeds: int, seed: int, num_episodes: int, out: Path, no_p
     from jaxdqn.checkpoint import save_resume_state
 
     resume_path = out / "resume_state.msgpack"
-    if interrupted:  # first what --resume needs: the state and the metric rows so far
-        save_resume_state(resume_path, state, config, {
-            "rows_done": rows_done, "train_seconds": train_seconds,
-            "metrics": None if metrics is None else metrics._asdict()})
-    write_run_files(out, config, num_seeds, seed, metrics, params, summary, best)
+    with interrupts.writing():  # a second Ctrl-C waits for these files
+        if interrupted:  # first what --resume needs: the state and the metric rows so far
+            save_resume_state(resume_path, state, config, {
+                "rows_done": rows_done, "train_seconds": train_seconds,
+                "metrics": None if metrics is None else metrics._asdict()})
+        write_run_files(out, config, num_seeds, seed, metrics, params, summary, best)
+        if not interrupted:
+            resume_path.unlink(missing_ok=True)
+        interrupts.on_force_exit(
+            f"the run is complete in {out}; evaluate it with: {PROG} evaluate {out}"
+            if not interrupted else
+            f"partial run saved in {out}; continue it with: {PROG} train --resume {out}")
     if interrupted:
         say(f"partial run saved in {out}; continue it with: {PROG} train --resume {out}")
         return EXIT_INTERRUPTED
-    if resume_path.exists():
-        resume_path.unlink()
     if interrupts.requested():
         say(f"interrupted before the evaluation: the run is complete in {out}; evaluate it "
             f"with: {PROG} evaluate {out}")

@@ -1,0 +1,43 @@
+"""Ctrl-C handling (``jaxdqn.cli.interrupts``) in a bare subprocess (no JAX): the first SIGINT only
+sets the flag that ``check()`` acts on; the second exits at once with 130 and one line, after the
+file write in progress and the command's clean-up."""
+
+import subprocess
+import sys
+import textwrap
+
+SCRIPT = textwrap.dedent("""
+    import os, signal, sys, threading, time
+    from jaxdqn.cli import interrupts
+
+    interrupts.install()
+    marker = sys.argv[1]
+    interrupts.on_force_exit("the folder is as it was", lambda: open(marker, "w").close())
+    os.kill(os.getpid(), signal.SIGINT)
+    for _ in range(200):  # the flag is set, nothing is raised until check()
+        if interrupts.requested():
+            break
+        time.sleep(0.01)
+    try:
+        interrupts.check()
+    except KeyboardInterrupt:
+        print("check raised", flush=True)
+    with interrupts.writing():  # a second Ctrl-C waits for this block
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.3)
+        print("write finished", flush=True)
+    time.sleep(5)
+    print("not reached", flush=True)
+""")
+
+
+def test_first_ctrl_c_defers_and_second_exits_130_after_the_write(tmp_path):
+    marker = tmp_path / "cleaned"
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(marker)], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stdout.splitlines() == ["check raised", "write finished"]
+    assert proc.stderr.splitlines() == [
+        "jaxdqn: Ctrl-C: stopping at the next safe point (press Ctrl-C again to exit at once)",
+        "jaxdqn: interrupted again: exited at once; the folder is as it was"]
+    assert marker.exists()  # the clean-up ran before the exit
