@@ -71,3 +71,18 @@ def use_all_cpu_cores() -> int:
         warnings.warn(f"use_all_cpu_cores(): {err}", RuntimeWarning, stacklevel=2)
         return 0
     return count
+
+
+def start_distributed(coordinator: str | None = None, num_processes: int | None = None,
+                      process_id: int | None = None, timeout_s: int = 300) -> None:
+    """``jax.distributed.initialize`` for a multi-process run: call it in every process before any
+    JAX computation. With no arguments JAX detects the cluster (SLURM, Open MPI, ...); otherwise
+    give all three. CPU processes need a cross-process collectives implementation (``to_host``
+    gathers results with one), so gloo is selected unless one is already set.
+    """
+    import jax
+
+    if getattr(jax.config, "jax_cpu_collectives_implementation", "gloo") in (None, "", "none"):
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator, num_processes=num_processes, process_id=process_id,
+                               initialization_timeout=timeout_s)

@@ -26,7 +26,7 @@ import numpy as np
 
 from jaxdqn.config import DQNConfig
 from jaxdqn.evaluation import evaluate
-from jaxdqn.parallel import devices_for, split_on_axis
+from jaxdqn.parallel import devices_for, split_on_axis, to_host
 from jaxdqn.train import RUNNER_STATE_AXES, HParams, RunnerState, TrainMetrics, make_trainer
 
 TRACED_FIELDS: tuple[str, ...] = HParams._fields
@@ -151,7 +151,7 @@ def run_in_chunks(batch: RunBatch, state: RunnerState, hparams: HParams | None, 
 
 def _finish(pending) -> Chunk:
     state, metrics, rows_done = pending
-    return Chunk(state=state, metrics=TrainMetrics(*jax.device_get(tuple(metrics))),
+    return Chunk(state=state, metrics=TrainMetrics(*to_host(tuple(metrics))),
                  rows_done=rows_done)
 
 
@@ -287,24 +287,33 @@ def iter_sweep(groups: Sequence[ShapeGroup], num_seeds: int, seed: int = 0,
     Every group uses the same ``seed_keys(seed, num_seeds)`` and evaluation keys. The seeds are
     split across ``devices`` as ``make_run_batch`` does (default: all of this process's). First,
     before anything compiles, every group's memory is checked (``check_sweep_fits``).
-
     An interrupted sweep continues from ``first_group`` (the groups before it are done), or from
     ``resume``, a group stopped part-way; either way each group's results equal those of an
     uninterrupted sweep (a run does not depend on where its rows were split into chunks).
+
+    With several processes (``jax.distributed``) every process calls this alike: the seeds split
+    across the devices of all processes, and every process gets the gathered results.
     """
     if resume is not None:
         first_group = resume.group_index
     if not 0 <= first_group <= len(groups):
         raise ValueError(f"first_group={first_group} is outside the {len(groups)} groups")
-    check_sweep_fits(groups, num_seeds, devices)
-    keys = seed_keys(seed, num_seeds)
-    eval_keys = evaluation_keys(seed, num_seeds)
+    multi = jax.process_count() > 1
+    if multi:  # this process's share on its devices; inputs as host arrays, equal everywhere
+        check_sweep_fits(groups, max(num_seeds // jax.process_count(), 1))
+        devices = jax.devices() if devices is None else devices
+        place = np.asarray
+    else:
+        check_sweep_fits(groups, num_seeds, devices)
+        place = jnp.asarray
+    keys = place(seed_keys(seed, num_seeds))
+    eval_keys = place(evaluation_keys(seed, num_seeds))
     for gi in range(first_group, len(groups)):
         group = groups[gi]
         if on_compile is not None:
             on_compile(gi, group)
         batch = make_run_batch(group.config, sweep=True, devices=devices)
-        hparams = HParams(*(jnp.asarray(x) for x in group.hparams))
+        hparams = HParams(*(place(x) for x in group.hparams))
         state = batch.init(keys, hparams)
         if resume is not None and gi == resume.group_index:
             # Placed as init's output is: a numpy state would compile ``run`` a second time
@@ -328,8 +337,8 @@ def iter_sweep(groups: Sequence[ShapeGroup], num_seeds: int, seed: int = 0,
                 on_chunk(gi, chunk)
         returns = batch.evaluate(state.train.params, eval_keys, num_episodes)
         yield GroupResult(group_index=gi, group=group, metrics=concat_metrics(chunks, 2),
-                          params=jax.device_get(state.train.params),
-                          eval_returns=np.asarray(jax.device_get(returns)))
+                          params=to_host(state.train.params),
+                          eval_returns=np.asarray(to_host(returns)))
 
 
 class RankedCombination(NamedTuple):

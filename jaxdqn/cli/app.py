@@ -10,7 +10,7 @@ import sys
 import threading
 from typing import Sequence
 
-from jaxdqn.cli import config, evaluate, interrupts, sweep, train
+from jaxdqn.cli import config, distributed, evaluate, interrupts, sweep, train
 from jaxdqn.cli.parser import (EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, PROG, OneLineParser,
                                UserError, say)
 from jaxdqn.runtime import fast_cpu_compile, use_all_cpu_cores
@@ -27,6 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = signal.getsignal(signal.SIGINT)
     interrupts.install()  # Ctrl-C acts at the commands' safe points, never inside JAX
     try:
+        distributed.start_from_argv(argv)  # before any JAX computation, parsing's imports too
         args = build_parser().parse_args(argv)
         if args.command is None:
             raise UserError(f"choose a command: train, evaluate, sweep or config (see '{PROG} --help')")

@@ -55,6 +55,7 @@ def provenance(argv: Sequence[str]) -> dict[str, Any]:
         "backend": jax.default_backend(),
         "device": str(jax.devices()[0].device_kind),
         "num_devices": jax.local_device_count(),
+        "num_processes": jax.process_count(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "python": platform.python_version(),
         "command": shlex.join([PROG, *argv]),

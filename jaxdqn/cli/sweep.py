@@ -10,6 +10,8 @@ from typing import Any, Sequence
 
 from jaxdqn.cli import interrupts
 from jaxdqn.cli.config import presets_epilog, wrap
+from jaxdqn.cli.distributed import (add_distributed_options, check_seed_split, is_writer,
+                                    seed_share)
 from jaxdqn.cli.loggers import add_logging_options, open_loggers
 from jaxdqn.cli.options import (add_config_options, add_out_options, check_counts, check_learns,
                                 parse_assignment, parse_field_value, resolve_config,
@@ -50,6 +52,7 @@ def add_parser(sub) -> None:
                         "config.json); the results equal an uninterrupted sweep's")
     p.add_argument("--no-progress", action="store_true", help="no progress output")
     add_logging_options(p, "grid point (the mean over its seeds)")
+    add_distributed_options(p)
     p.set_defaults(handler=run)
 
 
@@ -93,6 +96,7 @@ def run(args, argv) -> int:
     from jaxdqn.io import atomic_write_json
     from jaxdqn.sweep import check_sweep_fits, expand_grid, shape_groups
 
+    writer = is_writer(args)  # --distributed: the group was joined before parsing (app.main)
     if args.resume is not None:
         out, stored = _resume_folder(args)
         base, _ = resolve_config("seed", str(out / "config.json"), [], None)
@@ -115,9 +119,16 @@ def run(args, argv) -> int:
             where = ", ".join(f"{k}={show(v)}" for k, v in c.values.items())
             check_learns(c.config, f"grid combination {where}: ")
         groups = shape_groups(combinations)
-        check_sweep_fits(groups, args.seeds)
+        check_seed_split(args.seeds)
+        check_sweep_fits(groups, seed_share(args.seeds))
     except ValueError as e:
         raise UserError(str(e)) from None
+    if not writer:  # another process writes the folder; this one computes its share
+        from jaxdqn.sweep import iter_sweep
+
+        for _ in iter_sweep(groups, args.seeds, args.seed, args.episodes):
+            interrupts.check()
+        return 0
     group_layout = [{"static": g.static_values(list(grid)),
                      "combinations": [c.index for c in g.combinations]} for g in groups]
     if args.resume is not None:
@@ -246,6 +257,8 @@ def _save_finished(out: Path, results, seconds: float) -> None:
 
 
 def _sweep(args, out, base, grid, groups, results, resume, prior_seconds) -> int:
+    import jax
+
     from jaxdqn.checkpoint import save_resume_state
     from jaxdqn.envs import solve_threshold
     from jaxdqn.sweep import concat_metrics, iter_sweep
@@ -325,7 +338,8 @@ def _sweep(args, out, base, grid, groups, results, resume, prior_seconds) -> int
             chunk_log.close()
         gi = current["gi"]
         with interrupts.writing():  # a second Ctrl-C waits until this is saved
-            if gi is not None and current["new"]:
+            # (With several processes the state is spread over them: only finished groups.)
+            if gi is not None and current["new"] and jax.process_count() == 1:
                 group = groups[gi]
                 metrics = concat_metrics(current["metrics"], 2)
                 save_resume_state(out / RESUME_STATE, current["state"], group.config, {

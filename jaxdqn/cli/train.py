@@ -10,6 +10,8 @@ from pathlib import Path
 
 from jaxdqn.cli import interrupts
 from jaxdqn.cli.config import presets_epilog, wrap
+from jaxdqn.cli.distributed import (add_distributed_options, check_seed_split, is_writer,
+                                    seed_share)
 from jaxdqn.cli.loggers import add_logging_options, open_loggers
 from jaxdqn.cli.options import (add_config_options, add_out_options, check_counts, check_learns,
                                 resolve_config)
@@ -47,10 +49,12 @@ def add_parser(sub) -> None:
     p.add_argument("--no-progress", action="store_true",
                    help="run the whole training as one compiled call, without progress output")
     add_logging_options(p, "seed")
+    add_distributed_options(p)
     p.set_defaults(handler=run)
 
 
 def run(args, argv) -> int:
+    writer = is_writer(args)  # --distributed: the group was joined before parsing (app.main)
     if args.resume is not None:
         return _resume(args, argv)
     config, run_settings = resolve_config(args.preset, args.config, args.sets, args.env)
@@ -58,8 +62,12 @@ def run(args, argv) -> int:
     seed = args.seed if args.seed is not None else int(run_settings.get("seed", 0))
     check_counts(args, num_seeds, seed)
     check_learns(config)
+    check_seed_split(num_seeds)
     check_memory(config, num_seeds)
     interrupts.check()
+    if not writer:  # another process writes the folder; this one only computes
+        return _train(config, num_seeds, seed, args.episodes, Path(args.out or "."),
+                      args.no_progress, writer=False)  # the same segments: the same gathers
     out = prepare_out(args.out, default_out("", config.env_id), RUN_FILES, args.overwrite)
     from jaxdqn.io import atomic_write_json
 
@@ -74,12 +82,14 @@ def run(args, argv) -> int:
 
 
 def check_memory(config, num_seeds: int) -> None:
-    """Refuses, before anything is written or compiled, runs that will not fit in memory."""
+    """Refuses, before anything is written or compiled, runs that will not fit in memory (this
+    process's share of the seeds on its devices)."""
     from jaxdqn.memory import check_fits
     from jaxdqn.parallel import devices_for
 
+    share = seed_share(num_seeds)
     try:
-        check_fits(config, num_seeds, devices_for(num_seeds), can_chunk=False)
+        check_fits(config, share, devices_for(share), can_chunk=False)
     except ValueError as e:
         raise UserError(str(e)) from None
 
@@ -117,20 +127,28 @@ def _resume(args, argv) -> int:
 
 
 def _train(config, num_seeds: int, seed: int, num_episodes: int, out: Path, no_progress: bool,
-           resume: bool = False, loggers: tuple[bool, bool] = (False, False)) -> int:
+           resume: bool = False, loggers: tuple[bool, bool] = (False, False),
+           writer: bool = True) -> int:
+    """Trains, saves and evaluates. With several processes (``--distributed``) every process
+    runs this with the same arguments (the collectives must match); only the ``writer`` writes
+    files and prints results."""
     import jax
     import numpy as np
 
     from jaxdqn.checkpoint import CheckpointError, load_resume_state
     from jaxdqn.envs import solve_threshold
-    from jaxdqn.parallel import devices_for
+    from jaxdqn.parallel import devices_for, to_host
     from jaxdqn.sweep import (chunk_rows_for, concat_metrics, evaluation_keys, make_run_batch,
                               run_in_chunks, seed_keys)
     from jaxdqn.train import best_params
 
-    run_devices = devices_for(num_seeds)
-    batch = make_run_batch(config)
-    keys = seed_keys(seed, num_seeds)
+    # Several processes: the seeds split across the devices of all of them, inputs given as host
+    # arrays (the same in every process), results gathered with to_host.
+    multi = jax.process_count() > 1
+    run_devices = jax.devices() if multi else devices_for(num_seeds)
+    batch = make_run_batch(config, devices=run_devices if multi else None)
+    host = np.asarray if multi else (lambda x: x)
+    keys = host(seed_keys(seed, num_seeds))
     first_row, done_segments, prior = 0, [], {}
     if resume:
         template = jax.eval_shape(batch.init, keys, None)
@@ -146,32 +164,37 @@ def _train(config, num_seeds: int, seed: int, num_episodes: int, out: Path, no_p
     segment_rows = left if no_progress else chunk_rows_for(left, PROGRESS_SEGMENTS)
     num_devices = len(run_devices)
     on_devices = f" split across {num_devices} devices" if num_devices > 1 else ""
-    say(f"{'resuming' if resume else 'training'} {num_seeds} seed{'s' * (num_seeds != 1)} of "
-        f"{method_name(config)} on {config.env_id}, {config.total_timesteps} env steps each"
-        f"{on_devices} -> {out}")
+    if multi:
+        on_devices += f" of {jax.process_count()} processes"
+    report = say if writer else _quiet  # the writer reports; the others only compute
+    report(f"{'resuming' if resume else 'training'} {num_seeds} seed{'s' * (num_seeds != 1)} of "
+           f"{method_name(config)} on {config.env_id}, {config.total_timesteps} env steps each"
+           f"{on_devices} -> {out}")
     t_compile = time.perf_counter()
     if not resume:
         state = batch.init(keys, None)
     if left:
-        say("compiling the training program ...")
+        report("compiling the training program ...")
         batch.run.lower(state, None, first_row, segment_rows).compile()
     compile_seconds = time.perf_counter() - t_compile
     if interrupts.requested():  # Ctrl-C while setting up or compiling: nothing trained yet
-        if resume:
-            say(f"interrupted before training resumed: {out} is as it was; continue it with: "
-                f"{PROG} train --resume {out}")
+        if not writer:
+            pass
+        elif resume:
+            report(f"interrupted before training resumed: {out} is as it was; continue it with: "
+                   f"{PROG} train --resume {out}")
         else:
             (out / "config.json").unlink(missing_ok=True)
-            say(f"interrupted before training: nothing saved; {out} holds no run and can be "
-                "used again as --out")
+            report(f"interrupted before training: nothing saved; {out} holds no run and can be "
+                   "used again as --out")
         return EXIT_INTERRUPTED
     chunk_log = open_loggers(*loggers, out, [f"seed_{i}" for i in range(num_seeds)],
                              f"{out.name}", {**config.to_dict(), "seeds": num_seeds, "seed": seed},
-                             num_seeds, config.log_interval) if any(loggers) else None
+                             num_seeds, config.log_interval) if any(loggers) and writer else None
 
     steps_per_row = config.log_interval
     progress = Progress(f"{config.env_id} x{num_seeds}", config.total_timesteps, num_seeds,
-                        first_row * steps_per_row, enabled=not no_progress)
+                        first_row * steps_per_row, enabled=writer and not no_progress)
     done, interrupted = [], False  # appending a finished segment is the loop's only mutation
     t_train = time.perf_counter()
     if chunk_log is not None:
@@ -197,12 +220,13 @@ def _train(config, num_seeds: int, seed: int, num_episodes: int, out: Path, no_p
     else:
         rows_done = first_row
     if interrupted:
-        say(f"interrupted: saving the {rows_done * steps_per_row} env steps per run done so far")
+        report(f"interrupted: saving the {rows_done * steps_per_row} env steps per run done so far")
 
     all_segments = done_segments + segments
     metrics = concat_metrics(all_segments, 1) if all_segments else None
-    params = state.train.params
+    params = state.train.params  # on the devices, for the evaluation
     best = best_params(state)
+    host_params, host_best = to_host(params), to_host(best)  # every process: a collective
     summary = {
         "env_id": config.env_id, "num_seeds": num_seeds, "seed": seed,
         "total_timesteps": config.total_timesteps, "env_steps_done": rows_done * steps_per_row,
@@ -214,46 +238,50 @@ def _train(config, num_seeds: int, seed: int, num_episodes: int, out: Path, no_p
         "final_training_return": None if metrics is None
         else [None if np.isnan(v) else float(v) for v in latest_returns(metrics)],
         # Per seed: did its TD loss or Q-values stop being finite (or its params)?
-        "diverged": diverged_seeds(metrics, params, num_seeds),
+        "diverged": diverged_seeds(metrics, host_params, num_seeds),
     }
-    if any(summary["diverged"]):
-        say(f"warning: diverged (TD loss or Q-values not finite): "
-            f"{_seed_list(summary['diverged'])}; lower learning_rate or set max_grad_norm")
+    if any(summary["diverged"]) and writer:
+        report(f"warning: diverged (TD loss or Q-values not finite): "
+               f"{_seed_list(summary['diverged'])}; lower learning_rate or set max_grad_norm")
     if best is not None:
         summary["best_during_training"] = _best_summary(best, config)
     from jaxdqn.checkpoint import save_resume_state
 
     resume_path = out / "resume_state.msgpack"
+    if not writer:
+        return _evaluate_quietly(batch, params, best, seed, num_seeds, num_episodes,
+                                 interrupted)
     with interrupts.writing():  # a second Ctrl-C waits for these files
-        if interrupted:  # first what --resume needs: the state and the metric rows so far
+        if interrupted and not multi:  # first what --resume needs: the state and metric rows
             save_resume_state(resume_path, state, config, {
                 "rows_done": rows_done, "train_seconds": train_seconds,
                 "metrics": None if metrics is None else metrics._asdict()})
-        write_run_files(out, config, num_seeds, seed, metrics, params, summary, best)
+        write_run_files(out, config, num_seeds, seed, metrics, host_params, summary, host_best)
         if not interrupted:
             resume_path.unlink(missing_ok=True)
         interrupts.on_force_exit(
             f"the run is complete in {out}; evaluate it with: {PROG} evaluate {out}"
-            if not interrupted else
-            f"partial run saved in {out}; continue it with: {PROG} train --resume {out}")
+            if not interrupted else f"partial run saved in {out}" + (
+                "" if multi else f"; continue it with: {PROG} train --resume {out}"))
     if interrupted:
-        say(f"partial run saved in {out}; continue it with: {PROG} train --resume {out}")
+        report(f"partial run saved in {out}"
+               + ("" if multi else f"; continue it with: {PROG} train --resume {out}"))
         return EXIT_INTERRUPTED
     if interrupts.requested():
-        say(f"interrupted before the evaluation: the run is complete in {out}; evaluate it "
-            f"with: {PROG} evaluate {out}")
+        report(f"interrupted before the evaluation: the run is complete in {out}; evaluate it "
+               f"with: {PROG} evaluate {out}")
         return EXIT_INTERRUPTED
 
-    say(f"trained in {train_seconds:.1f} s (+{compile_seconds:.1f} s compile); "
-        f"evaluating {num_episodes} greedy episodes per seed ...")
-    eval_keys = evaluation_keys(seed, num_seeds)
+    report(f"trained in {train_seconds:.1f} s (+{compile_seconds:.1f} s compile); "
+           f"evaluating {num_episodes} greedy episodes per seed ...")
+    eval_keys = host(evaluation_keys(seed, num_seeds))
     returns = batch.evaluate(params, eval_keys, num_episodes)
     threshold = solve_threshold(config)
-    rows = eval_rows(jax.device_get(returns), threshold)
+    rows = eval_rows(to_host(returns), threshold)
     summary["evaluation"] = eval_summary(rows, threshold, num_episodes, seed)
     if best is not None:  # the same fresh episodes for the best params
-        best_rows = eval_rows(jax.device_get(batch.evaluate(best.params, eval_keys,
-                                                            num_episodes)), threshold)
+        best_rows = eval_rows(to_host(batch.evaluate(best.params, eval_keys, num_episodes)),
+                              threshold)
         summary["evaluation_best"] = eval_summary(best_rows, threshold, num_episodes, seed)
     from jaxdqn.io import atomic_write_json
 
@@ -264,8 +292,29 @@ def _train(config, num_seeds: int, seed: int, num_episodes: int, out: Path, no_p
                                    num_episodes))
     print(f"run folder: {out}")
     if interrupts.requested():
-        say("interrupted during the evaluation, which finished: the run folder is complete")
+        report("interrupted during the evaluation, which finished: the run folder is complete")
         return EXIT_INTERRUPTED
+    return 0
+
+
+def _quiet(message: str) -> None:
+    pass
+
+
+def _evaluate_quietly(batch, params, best, seed, num_seeds, num_episodes, interrupted) -> int:
+    """A non-writing process's part of the evaluation: the same computations and gathers as the
+    writer's, in the same order, with nothing written or printed."""
+    import numpy as np
+
+    from jaxdqn.parallel import to_host
+    from jaxdqn.sweep import evaluation_keys
+
+    if interrupted or interrupts.requested():
+        return EXIT_INTERRUPTED
+    eval_keys = np.asarray(evaluation_keys(seed, num_seeds))
+    to_host(batch.evaluate(params, eval_keys, num_episodes))
+    if best is not None:
+        to_host(batch.evaluate(best.params, eval_keys, num_episodes))
     return 0
 
 
