@@ -81,10 +81,13 @@ def start_from_argv(argv: list[str]) -> None:
     try:
         start_distributed(args.coordinator, args.num_processes, args.process_id)
     except (ValueError, RuntimeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        how = ("" if args.coordinator else
-               "; outside SLURM/MPI pass --coordinator HOST:PORT --num-processes N --process-id I")
-        raise UserError(f"--distributed: cannot join the process group: {first}{how}") from None
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0].rstrip(".")
+        if args.coordinator:
+            raise UserError(f"--distributed: cannot join the process group at "
+                            f"{args.coordinator}: {first}") from None
+        raise UserError(f"--distributed found no cluster to join ({first}): under SLURM, Open "
+                        "MPI and the like it is detected; elsewhere pass --coordinator HOST:PORT "
+                        "--num-processes N --process-id I") from None
 
 
 def is_writer(args) -> bool:
