@@ -17,7 +17,8 @@ the chunking, bit for bit wherever XLA picks the same kernels for the per-device
 ``shard_batch`` are the same machinery for any function batched on a leading axis (a sweep over
 ``Trainer.run`` chunks, an evaluation of many parameter sets).
 
-Multi-host: call ``jax.distributed.initialize()`` in every process before anything else; the
+Multi-host: call ``jaxdqn.runtime.start_distributed()`` (``jax.distributed.initialize()``) in
+every process before anything else (``tests/test_distributed.py``); the
 default mesh then spans the devices of all processes, every process calls ``train_seeds`` with
 the same keys and hparams, and ``to_host`` gathers the results onto every process.
 """
