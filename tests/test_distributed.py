@@ -108,8 +108,9 @@ def test_two_processes_train_seeds_equals_the_one_process_vmap(tmp_path):
         assert (info["processes"], info["devices"], info["held_runs"]) == (2, 2, 2)
         assert info["fully_addressable"] is False
     cfg = DQNConfig(**SMALL)
-    keys = jax.random.split(jax.random.key(5), 4)
-    expected = jax.jit(jax.vmap(make_train(cfg)))(keys)
+    with jax.default_device(jax.local_devices(backend="cpu")[0]):  # on CPU, as the children
+        keys = jax.random.split(jax.random.key(5), 4)
+        expected = jax.jit(jax.vmap(make_train(cfg)))(keys)
     paths = {jax.tree_util.keystr(p): np.asarray(leaf)
              for p, leaf in jax.tree_util.tree_leaves_with_path(expected)}
     with np.load(tmp_path / "p0.npz") as p0, np.load(tmp_path / "p1.npz") as p1:
