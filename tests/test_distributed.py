@@ -44,9 +44,9 @@ def _env(devices: int) -> dict:
     return env
 
 
-def _run_together(commands, cwd, envs) -> list[subprocess.CompletedProcess]:
-    """Starts every command at once and waits for all; on a timeout or a failure, ends the rest
-    and fails with each one's exit code and last output."""
+def _run_together(commands, cwd, envs, expect: int = 0) -> list[subprocess.CompletedProcess]:
+    """Starts every command at once and waits for all; on a timeout or an exit code other than
+    ``expect``, ends the rest and fails with each one's exit code and last output."""
     procs = [subprocess.Popen(c, cwd=cwd, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for c, e in zip(commands, envs)]
     deadline = time.monotonic() + TIMEOUT_S
@@ -63,7 +63,7 @@ def _run_together(commands, cwd, envs) -> list[subprocess.CompletedProcess]:
     report = "\n".join(f"--- process {i} (exit {r.returncode}): {' '.join(map(str, r.args[-6:]))}"
                        f"\n{r.stdout[-1500:]}{r.stderr[-2500:]}" for i, r in enumerate(results))
     assert not timed_out, f"timed out after {TIMEOUT_S} s:\n{report}"
-    assert all(r.returncode == 0 for r in results), report
+    assert all(r.returncode == expect for r in results), report
     return results
 
 
@@ -208,3 +208,18 @@ def test_distributed_outside_a_cluster_says_how_to_give_the_group(tmp_path):
     assert len(lines) == 1 and "--distributed found no cluster to join" in lines[0], lines
     assert "--coordinator HOST:PORT --num-processes N --process-id I" in lines[0]
     assert not (tmp_path / "x").exists()
+
+
+def test_seeds_that_do_not_split_over_the_processes_devices_are_refused(tmp_path):
+    """Known only once the group has formed (its device count): one line from each process, exit
+    2, before anything is written."""
+    port = _free_port()
+    group = ["--distributed", "--coordinator", f"localhost:{port}", "--num-processes", "2"]
+    argv = [a if a != "4" else "3" for a in TRAIN]  # --seeds 3 over 2 devices
+    results = _run_together([[sys.executable, *argv, "--out", f"out{i}", *group, "--process-id",
+                              str(i)] for i in range(2)], tmp_path, [_env(1)] * 2, expect=2)
+    for r in results:
+        lines = [ln for ln in r.stderr.splitlines() if not ln.startswith("[Gloo]")]
+        assert lines == ["jaxdqn: error: --seeds=3 cannot be split across the 2 devices of 2 "
+                         "processes: use a multiple of 2"], r.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -36,7 +36,7 @@ def check_distributed_args(args) -> None:
     if given and not args.distributed:
         raise UserError(f"{given[0]} needs --distributed")
     if args.distributed and getattr(args, "resume", None) is not None:
-        raise UserError("--resume cannot be combined with --distributed: resume the run in "
+        raise UserError("--resume cannot be combined with --distributed: a resume runs in "
                         "one process")
     if not given:
         return
