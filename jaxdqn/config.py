@@ -170,16 +170,17 @@ class DQNConfig:
             set_("learning_starts", self.buffer_size)
         _require("learning_starts", self.learning_starts, self.learning_starts >= self.batch_size,
                  f"must be >= batch_size={self.batch_size}")
-        chunk = self.steps_per_iteration
-        _require("total_timesteps", self.total_timesteps, self.total_timesteps % chunk == 0,
-                 f"must be a multiple of {chunk} (the env steps between gradient steps, "
+        per_iteration = self.steps_per_iteration
+        _require("total_timesteps", self.total_timesteps, self.total_timesteps % per_iteration == 0,
+                 f"must be a multiple of {per_iteration} (the env steps between gradient steps, "
                  f"max(train_frequency, num_envs))")
         if self.log_interval is None:
             set_("log_interval", _default_log_interval(self))
         _require("log_interval", self.log_interval,
-                 self.log_interval > 0 and self.log_interval % chunk == 0
+                 self.log_interval > 0 and self.log_interval % per_iteration == 0
                  and self.total_timesteps % self.log_interval == 0,
-                 f"must be a multiple of {chunk} that divides total_timesteps={self.total_timesteps}")
+                 f"must be a multiple of {per_iteration} that divides "
+                 f"total_timesteps={self.total_timesteps}")
         if self.eval_interval is not None:
             _require("eval_interval", self.eval_interval,
                      self.eval_interval % self.log_interval == 0,

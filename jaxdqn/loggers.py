@@ -1,14 +1,14 @@
-"""Metric logging to TensorBoard and Weights & Biases, on the host between chunks of a run.
+"""Metric logging to TensorBoard and Weights & Biases, on the host between segments of a run.
 
-The training program never calls out: a chunk of metric rows comes back to the host (as the
-progress display already does, ``jaxdqn.sweep.run_in_chunks``), and ``RunLoggers.log_chunk``
+The training program never calls out: a segment of metric rows comes back to the host (as the
+progress display already does, ``jaxdqn.sweep.run_in_segments``), and ``RunLoggers.log_segment``
 writes its rows. Each logged run is one row of the metrics' leading axis: a seed of ``jaxdqn
 train``, or a grid point of ``jaxdqn sweep`` (the mean over its seeds).
 
 Scalars, against env steps (per run): ``train/episode_return``, ``train/episode_length``,
 ``train/td_loss``, ``train/q_taken``, ``train/q_max``, ``train/epsilon``, ``eval/return`` and
 ``eval/truncated_fraction`` (rows that evaluated during training) and
-``perf/env_steps_per_second`` (the whole batch's throughput over the chunk). A NaN (a row with no
+``perf/env_steps_per_second`` (the whole batch's throughput over the segment). A NaN (a row with no
 finished episode, no update or no evaluation) is left out rather than written.
 
 Optional packages: ``tensorboardX`` (``pip install 'jaxdqn[tensorboard]'``), ``wandb``
@@ -146,16 +146,16 @@ class WandbWriter:
 
 
 class RunLoggers:
-    """The loggers a command asked for, fed one chunk of metric rows at a time."""
+    """The loggers a command asked for, fed one segment of metric rows at a time."""
 
     def __init__(self, writers: Sequence[Any]):
         self.writers = list(writers)
 
-    def log_chunk(self, metrics: Any, env_steps_per_second: float | None = None,
-                  runs: Sequence[int] | None = None) -> None:
+    def log_segment(self, metrics: Any, env_steps_per_second: float | None = None,
+                    runs: Sequence[int] | None = None) -> None:
         """Writes every row of ``metrics`` (numpy ``[n, num_rows]``) to runs ``runs`` (default
-        ``0..n-1``: metrics row ``i`` is logged run ``runs[i]``), and the chunk's throughput at its
-        last row."""
+        ``0..n-1``: metrics row ``i`` is logged run ``runs[i]``), and the segment's throughput at
+        its last row."""
         if not self.writers:
             return
         runs = list(range(np.shape(metrics.env_steps)[0])) if runs is None else list(runs)
@@ -169,6 +169,13 @@ class RunLoggers:
                     w.log(run, last, {THROUGHPUT_TAG: float(env_steps_per_second)})
         for w in self.writers:
             w.flush()
+
+    def log_chunk(self, *args, **kwargs) -> None:
+        """Deprecated name of ``log_segment``."""
+        from jaxdqn.deprecation import warn_renamed
+
+        warn_renamed("RunLoggers.log_chunk", "RunLoggers.log_segment")
+        self.log_segment(*args, **kwargs)
 
     def close(self) -> None:
         for w in self.writers:

@@ -41,7 +41,7 @@ class MemoryEstimate(NamedTuple):
     num_seeds: int
     num_devices: int
     runs_per_device: int  # ceil(num_seeds / num_devices): padded runs included
-    concurrent_runs: int  # runs a device holds at once: min(runs_per_device, seeds_per_chunk)
+    concurrent_runs: int  # runs a device holds at once: min(runs_per_device, seeds_at_once)
     transition_bytes: int  # one stored transition (s, a, r, terminated, s')
     buffer_bytes: int  # buffer_size * transition_bytes, exactly
     state_bytes: int  # everything a run carries, buffer included, exactly
@@ -93,16 +93,20 @@ def network_passes(config: DQNConfig) -> int:
 
 
 def estimate_memory(config: DQNConfig, num_seeds: int, num_devices: int = 1,
-                    seeds_per_chunk: int | None = None) -> MemoryEstimate:
+                    seeds_at_once: int | None = None, **deprecated) -> MemoryEstimate:
     """The memory ``num_seeds`` runs of ``config`` need, split over ``num_devices`` devices and run
-    ``seeds_per_chunk`` at a time per device (None: all at once). No compilation."""
+    ``seeds_at_once`` at a time per device (None: all at once). No compilation.
+    (``seeds_per_chunk`` is the deprecated name of ``seeds_at_once``.)"""
+    from jaxdqn.parallel import _seeds_at_once
+
+    seeds_at_once = _seeds_at_once(deprecated, seeds_at_once, "estimate_memory")
     for name, value in (("num_seeds", num_seeds), ("num_devices", num_devices)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name}={value!r} is invalid: must be a positive int")
-    if seeds_per_chunk is not None and (not isinstance(seeds_per_chunk, int)
-                                        or isinstance(seeds_per_chunk, bool)
-                                        or seeds_per_chunk < 1):
-        raise ValueError(f"seeds_per_chunk={seeds_per_chunk!r} is invalid: "
+    if seeds_at_once is not None and (not isinstance(seeds_at_once, int)
+                                      or isinstance(seeds_at_once, bool)
+                                      or seeds_at_once < 1):
+        raise ValueError(f"seeds_at_once={seeds_at_once!r} is invalid: "
                          "must be a positive int or None")
     obs_shape, num_actions = env_spec(config)
     trainer = make_trainer(config)
@@ -126,13 +130,13 @@ def estimate_memory(config: DQNConfig, num_seeds: int, num_devices: int = 1,
         (state.env_state, state.obs, state.episode_return, state.episode_length))
     workspace = update + acting
     runs_per_device = -(-num_seeds // num_devices)
-    concurrent = runs_per_device if seeds_per_chunk is None else min(seeds_per_chunk,
-                                                                     runs_per_device)
+    concurrent = runs_per_device if seeds_at_once is None else min(seeds_at_once,
+                                                                   runs_per_device)
     out_bytes = _nbytes(output)
-    # Results are written once into the stacked output and, with chunks, once more where the
-    # chunks are concatenated.
+    # Results are written once into the stacked output and, in batches, once more where the
+    # batches are concatenated.
     device = (concurrent * (_nbytes(state) + workspace)
-              + runs_per_device * out_bytes * (1 if seeds_per_chunk is None else 2)
+              + runs_per_device * out_bytes * (1 if seeds_at_once is None else 2)
               + FIXED_BYTES)
     return MemoryEstimate(
         num_seeds=num_seeds, num_devices=num_devices, runs_per_device=runs_per_device,
@@ -186,27 +190,33 @@ def max_concurrent_runs(estimate: MemoryEstimate, free: int) -> int:
 
 def max_runs_at_once(estimate: MemoryEstimate, free: int) -> int:
     """How many runs a device can hold in ``free`` bytes when all of them run at once (no
-    chunking): each needs its state, workspace and results (0 if not even one fits)."""
+    ``seeds_at_once``): each needs its state, workspace and results (0 if not even one fits)."""
     per_run = estimate.run_bytes + 2 * estimate.output_bytes
     return max((int(free * USABLE_FRACTION) - FIXED_BYTES) // per_run, 0)
 
 
 def check_fits(config: DQNConfig, num_seeds: int, devices: Sequence[jax.Device] | None = None,
-               seeds_per_chunk: int | None = None, can_chunk: bool = True,
-               runs_per_seed: int = 1) -> MemoryEstimate:
+               seeds_at_once: int | None = None, can_limit: bool = True,
+               runs_per_seed: int = 1, **deprecated) -> MemoryEstimate:
     """The estimate of ``num_seeds`` runs over ``devices`` (default: all); raises ``ValueError``
     (one line, figures per device) with what fits instead when it exceeds ``USABLE_FRACTION`` of
-    the free memory. ``can_chunk=False`` leaves ``seeds_per_chunk`` out of the advice (callers
+    the free memory. ``can_limit=False`` leaves ``seeds_at_once`` out of the advice (callers
     without it) and names the most seeds that fit, ``runs_per_seed`` runs each (a sweep's
-    combinations)."""
+    combinations). (Deprecated names: ``seeds_per_chunk``, ``can_chunk``.)"""
+    from jaxdqn.deprecation import renamed_kwarg
+    from jaxdqn.parallel import _seeds_at_once
+
+    if "can_chunk" in deprecated:
+        can_limit = renamed_kwarg(deprecated, "can_chunk", "can_limit", None, "check_fits")
+    seeds_at_once = _seeds_at_once(deprecated, seeds_at_once, "check_fits")
     devices = jax.devices() if devices is None else list(devices)
-    est = estimate_memory(config, num_seeds, len(devices), seeds_per_chunk)
+    est = estimate_memory(config, num_seeds, len(devices), seeds_at_once)
     free, where = free_bytes(devices)
     if free is None or est.device_bytes <= free * USABLE_FRACTION:
         return est
-    fit = max_concurrent_runs(est, free) if can_chunk else max_runs_at_once(est, free)
-    if fit >= 1 and can_chunk:
-        advice = (f"run at most {fit} seeds at once per device (seeds_per_chunk={fit}), use "
+    fit = max_concurrent_runs(est, free) if can_limit else max_runs_at_once(est, free)
+    if fit >= 1 and can_limit:
+        advice = (f"run at most {fit} seeds at once per device (seeds_at_once={fit}), use "
                   f"fewer seeds, or a smaller buffer_size")
     elif fit >= 1:
         seeds = fit * len(devices) // runs_per_seed

@@ -1,4 +1,4 @@
-"""Many runs at once: where the seed axis of a batch of runs is split across devices and chunks.
+"""Many runs at once: where the seed axis of a batch of runs is split across devices, and in batches.
 
 ``train_seeds(config, keys, hparams)`` computes ``jax.jit(jax.vmap(make_train(config)))(keys,
 hparams)`` and adds what a user should not have to write:
@@ -7,15 +7,15 @@ hparams)`` and adds what a user should not have to write:
   ``XLA_FLAGS=--xla_force_host_platform_device_count=N``) the runs are split across them with
   ``jax.shard_map`` over a one-axis ``Mesh``; runs are independent, so the program has no
   communication at all;
-- ``seeds_per_chunk`` bounds how many runs a device holds at once (``lax.map`` over chunks of a
-  ``vmap``), trading parallelism for memory;
+- ``seeds_at_once`` bounds how many runs a device holds at once (``lax.map`` over equal batches
+  of a ``vmap``), trading parallelism for memory (it was ``seeds_per_chunk``, still accepted);
 - the memory the runs need is checked against the devices before compiling (``jaxdqn.memory``).
 
 Every run is computed as it is in a plain ``vmap``: results do not depend on the device count or
-the chunking, bit for bit wherever XLA picks the same kernels for the per-device batch (see
+on ``seeds_at_once``, bit for bit wherever XLA picks the same kernels for the per-device batch (see
 ``train_seeds`` and ``tests/test_parallel.py``). ``sharded_vmap`` and
 ``shard_batch`` are the same machinery for any function batched on a leading axis (a sweep over
-``Trainer.run`` chunks, an evaluation of many parameter sets).
+``Trainer.run`` segments, an evaluation of many parameter sets).
 
 Multi-host: call ``jaxdqn.runtime.start_distributed()`` (``jax.distributed.initialize()``) in
 every process before anything else (``tests/test_distributed.py``); the
@@ -140,7 +140,7 @@ def sharded_vmap(fn: Callable, mesh: Mesh | None = None, in_axes: Any = 0,
     ``in_axes`` is a pytree prefix of the arguments with ``0`` (batched on the leading axis) or
     ``None`` (shared) at each node; outputs are batched on their leading axis. Each device runs
     ``vmap(fn)`` on its contiguous block (``jax.shard_map``; no communication), in sequential
-    chunks of ``batch_size`` entries when given (``lax.map``). With ``mesh=None`` or a one-device
+    batches of ``batch_size`` entries when given (``lax.map``). With ``mesh=None`` or a one-device
     mesh no sharding is involved. Jit the result; batched sizes must be multiples of the device
     count.
     """
@@ -205,7 +205,8 @@ def hparams_axes(hparams: HParams | None) -> HParams | None:
 
 
 def make_train_seeds(config: DQNConfig, hp_axes: HParams | None = None, *,
-                     mesh: Mesh | None = None, seeds_per_chunk: int | None = None) -> Callable:
+                     mesh: Mesh | None = None, seeds_at_once: int | None = None,
+                     **deprecated) -> Callable:
     """The jitted ``fn(key_data, hparams) -> TrainOutput`` behind ``train_seeds``.
 
     ``key_data`` is ``u32[num_seeds, 2]`` (``jax.random.key_data`` of threefry keys), sharded
@@ -213,17 +214,28 @@ def make_train_seeds(config: DQNConfig, hp_axes: HParams | None = None, *,
     (see ``hparams_axes``); ``hparams=None`` trains with the config's values. Cached per
     arguments, so repeated calls reuse the compiled program.
     """
-    return _make_train_seeds(config, hp_axes, mesh, seeds_per_chunk)
+    seeds_at_once = _seeds_at_once(deprecated, seeds_at_once, "make_train_seeds")
+    return _make_train_seeds(config, hp_axes, mesh, seeds_at_once)
+
+
+def _seeds_at_once(deprecated: dict, value, where: str):
+    """``seeds_at_once``, or the deprecated ``seeds_per_chunk`` keyword."""
+    from jaxdqn.deprecation import renamed_kwarg
+
+    value = renamed_kwarg(deprecated, "seeds_per_chunk", "seeds_at_once", value, where)
+    if deprecated:
+        raise TypeError(f"{where}() got an unexpected keyword argument {next(iter(deprecated))!r}")
+    return value
 
 
 @functools.lru_cache(maxsize=32)
-def _make_train_seeds(config, hp_axes, mesh, seeds_per_chunk):
+def _make_train_seeds(config, hp_axes, mesh, seeds_at_once):
     train = make_train(config)
 
     def one(key_data, hparams):
         return train(jax.random.wrap_key_data(key_data), hparams)
 
-    fn = sharded_vmap(one, mesh, in_axes=(0, hp_axes), batch_size=seeds_per_chunk)
+    fn = sharded_vmap(one, mesh, in_axes=(0, hp_axes), batch_size=seeds_at_once)
     return jax.jit(fn)
 
 
@@ -246,8 +258,8 @@ class SeedRuns(NamedTuple):
 
 
 def train_seeds(config: DQNConfig, keys: jax.Array, hparams: HParams | None = None, *,
-                devices: Sequence[jax.Device] | None = None, seeds_per_chunk: int | None = None,
-                check_memory: bool = True) -> TrainOutput:
+                devices: Sequence[jax.Device] | None = None, seeds_at_once: int | None = None,
+                check_memory: bool = True, **deprecated) -> TrainOutput:
     """One independent run per key, split across ``devices`` (default: all), as one program.
 
     ``keys``: ``num_seeds`` keys (``jax.random.split(jax.random.key(s), n)``, or legacy
@@ -255,32 +267,35 @@ def train_seeds(config: DQNConfig, keys: jax.Array, hparams: HParams | None = No
     with leading axis ``num_seeds`` (one value per run, a sweep), or None for the config's values.
     Returns a ``TrainOutput`` whose leaves have leading axis ``num_seeds``, equal to
     ``jax.jit(jax.vmap(make_train(config)))(keys, hparams)`` (see below). With several devices
-    the runs are padded to a multiple of the device count, and with ``seeds_per_chunk`` to equal
-    chunks (``even_chunk``); the extra runs are discarded. Raises ``ValueError`` before compiling
+    the runs are padded to a multiple of the device count, and with ``seeds_at_once`` to equal
+    batches (``even_batch_size``); the extra runs are discarded. Raises ``ValueError`` before compiling
     when the runs will not fit in device memory (``jaxdqn.memory``).
 
-    Equality: each run's program is the same whatever the device count or chunking, and results
+    Equality: each run's program is the same whatever the device count or ``seeds_at_once``, and results
     are bit for bit those of the plain vmap wherever XLA picks the same kernels for the per-device
     batch. It may not for a batch of one (run unbatched) or for tiny layers (kernel choice by
     size); then results differ in the last bits, and the logged Q means (a reduction) can differ
     in the last bit under any partitioning. See ``tests/test_parallel.py``.
     """
+    seeds_at_once = _seeds_at_once(deprecated, seeds_at_once, "train_seeds")
     runs = plan_train_seeds(config, keys, hparams, devices=devices,
-                            seeds_per_chunk=seeds_per_chunk, check_memory=check_memory)
+                            seeds_at_once=seeds_at_once, check_memory=check_memory)
     return runs.finish(runs.fn(*runs.args))
 
 
 def plan_train_seeds(config: DQNConfig, keys: jax.Array, hparams: HParams | None = None, *,
                      devices: Sequence[jax.Device] | None = None,
-                     seeds_per_chunk: int | None = None, check_memory: bool = True) -> SeedRuns:
+                     seeds_at_once: int | None = None, check_memory: bool = True,
+                     **deprecated) -> SeedRuns:
     """``train_seeds`` up to the call: arguments checked and placed, memory checked, the jitted
     program chosen. Nothing is compiled."""
+    seeds_at_once = _seeds_at_once(deprecated, seeds_at_once, "plan_train_seeds")
     key_data = _key_data(keys)
     num_seeds = key_data.shape[0]
-    if seeds_per_chunk is not None and (not isinstance(seeds_per_chunk, int)
-                                        or isinstance(seeds_per_chunk, bool)
-                                        or seeds_per_chunk < 1):
-        raise ValueError(f"seeds_per_chunk={seeds_per_chunk!r} is invalid: "
+    if seeds_at_once is not None and (not isinstance(seeds_at_once, int)
+                                      or isinstance(seeds_at_once, bool)
+                                      or seeds_at_once < 1):
+        raise ValueError(f"seeds_at_once={seeds_at_once!r} is invalid: "
                          "must be a positive int or None")
     axes = hparams_axes(hparams)
     if hparams is not None:
@@ -297,13 +312,13 @@ def plan_train_seeds(config: DQNConfig, keys: jax.Array, hparams: HParams | None
         from jaxdqn.memory import check_fits  # memory imports train; keep this module light
 
         check_fits(config, num_seeds, devices=list(mesh.devices.flat),
-                   seeds_per_chunk=seeds_per_chunk)
+                   seeds_at_once=seeds_at_once)
     batched_hp = None if hparams is None else HParams(
         *(jnp.asarray(v) if ax == 0 else None for v, ax in zip(hparams, axes)))
     per_device = -(-num_seeds // num_devices)
-    chunk = None if seeds_per_chunk is None else even_chunk(per_device, seeds_per_chunk)
+    at_once = None if seeds_at_once is None else even_batch_size(per_device, seeds_at_once)
     (key_data, batched_hp), _ = pad_batch((key_data, batched_hp),
-                                          num_devices * (chunk or 1))
+                                          num_devices * (at_once or 1))
     shared_hp = None if hparams is None else HParams(
         *(jnp.asarray(v) if ax is None else None for v, ax in zip(hparams, axes)))
     if num_devices > 1:
@@ -311,15 +326,23 @@ def plan_train_seeds(config: DQNConfig, keys: jax.Array, hparams: HParams | None
     hp = None if hparams is None else HParams(
         *(b if ax == 0 else s for b, s, ax in zip(batched_hp, shared_hp, axes)))
     fn = make_train_seeds(config, axes, mesh=mesh if num_devices > 1 else None,
-                          seeds_per_chunk=chunk)
+                          seeds_at_once=at_once)
     return SeedRuns(fn=fn, args=(key_data, hp), num_seeds=num_seeds, num_devices=num_devices)
 
 
+def even_batch_size(runs: int, max_size: int) -> int:
+    """The batch size that splits ``runs`` into as few batches of at most ``max_size`` as possible,
+    all equal after padding: ``100`` runs at most ``16`` at a time run as 7 batches of 15."""
+    num_batches = -(-runs // max_size)
+    return -(-runs // num_batches)
+
+
 def even_chunk(runs: int, max_chunk: int) -> int:
-    """The chunk size that splits ``runs`` into as few chunks of at most ``max_chunk`` as possible,
-    all equal after padding: ``100`` runs at most ``16`` at a time run as 7 chunks of 15."""
-    num_chunks = -(-runs // max_chunk)
-    return -(-runs // num_chunks)
+    """Deprecated name of ``even_batch_size``."""
+    from jaxdqn.deprecation import warn_renamed
+
+    warn_renamed("jaxdqn.parallel.even_chunk", "even_batch_size")
+    return even_batch_size(runs, max_chunk)
 
 
 def _key_data(keys) -> jax.Array:

@@ -2,7 +2,7 @@
 
 A ``RunBatch`` is one config's training loop, jitted and vmapped over seeds (and, for a sweep,
 over combinations of the traced ``HParams``), split into ``init``, ``run`` (a given number of
-metric rows, so a caller can show progress or stop between chunks) and ``evaluate``. ``jaxdqn
+metric rows, so a caller can show progress or stop between segments of rows) and ``evaluate``. ``jaxdqn
 train`` is a batch of seeds; a sweep is one batch per shape group::
 
     grid  --expand_grid-->  combinations  --shape_groups-->  groups
@@ -112,52 +112,54 @@ def make_run_batch(config: DQNConfig, sweep: bool = False,
     )
 
 
-def chunk_rows_for(num_rows: int, target_chunks: int = 20) -> int:
-    """Rows per chunk: a divisor of ``num_rows`` (so one compiled ``run`` serves every chunk) whose
-    chunk count is closest to ``target_chunks`` on a log scale."""
-    if num_rows < 1 or target_chunks < 1:
-        raise ValueError(f"num_rows={num_rows} and target_chunks={target_chunks} must be >= 1")
+def rows_per_segment(num_rows: int, target_segments: int = 20) -> int:
+    """Metric rows per segment: a divisor of ``num_rows`` (so one compiled ``run`` serves every
+    segment) whose segment count is closest to ``target_segments`` on a log scale."""
+    if num_rows < 1 or target_segments < 1:
+        raise ValueError(f"num_rows={num_rows} and target_segments={target_segments} must be >= 1")
     divisors = [d for d in range(1, num_rows + 1) if num_rows % d == 0]
-    return min(divisors, key=lambda d: (abs(math.log(num_rows / d / target_chunks)), d))
+    return min(divisors, key=lambda d: (abs(math.log(num_rows / d / target_segments)), d))
 
 
-class Chunk(NamedTuple):
-    state: RunnerState  # after the chunk
-    metrics: TrainMetrics  # numpy, leading batch axes then [chunk_rows]
-    rows_done: int  # metric rows done after the chunk, counted from the run's start
+class Segment(NamedTuple):
+    """Consecutive metric rows of a batch of runs, as ``run_in_segments`` yields them."""
+
+    state: RunnerState  # after the segment
+    metrics: TrainMetrics  # numpy, leading batch axes then [segment_rows]
+    rows_done: int  # metric rows done after the segment, counted from the run's start
 
 
-def run_in_chunks(batch: RunBatch, state: RunnerState, hparams: HParams | None, first_row: int,
-                  chunk_rows: int) -> Iterator[Chunk]:
-    """Runs rows ``first_row ..`` to the end in chunks of ``chunk_rows``, yielding after each.
+def run_in_segments(batch: RunBatch, state: RunnerState, hparams: HParams | None, first_row: int,
+                  segment_rows: int) -> Iterator[Segment]:
+    """Runs rows ``first_row ..`` to the end in segments of ``segment_rows``, yielding after each.
 
-    The next chunk is dispatched before the previous chunk's metrics are read back, so the device
+    The next segment is dispatched before the previous one's metrics are read back, so the device
     never waits for the host; stopping the iteration (or Ctrl-C while it waits) loses at most the
-    chunk in flight, and every yielded state is a consistent place to save or resume from.
+    segment in flight, and every yielded state is a consistent place to save or resume from.
     """
     num_rows = batch.config.num_log_rows
-    if (num_rows - first_row) % chunk_rows:
-        raise ValueError(f"chunk_rows={chunk_rows} must divide the {num_rows - first_row} "
+    if (num_rows - first_row) % segment_rows:
+        raise ValueError(f"segment_rows={segment_rows} must divide the {num_rows - first_row} "
                          "rows left")
     pending = None
-    for row in range(first_row, num_rows, chunk_rows):
-        state, metrics = batch.run(state, hparams, row, chunk_rows)
+    for row in range(first_row, num_rows, segment_rows):
+        state, metrics = batch.run(state, hparams, row, segment_rows)
         if pending is not None:
             yield _finish(pending)
-        pending = (state, metrics, row + chunk_rows)
+        pending = (state, metrics, row + segment_rows)
     if pending is not None:
         yield _finish(pending)
 
 
-def _finish(pending) -> Chunk:
+def _finish(pending) -> Segment:
     state, metrics, rows_done = pending
-    return Chunk(state=state, metrics=TrainMetrics(*to_host(tuple(metrics))),
+    return Segment(state=state, metrics=TrainMetrics(*to_host(tuple(metrics))),
                  rows_done=rows_done)
 
 
-def concat_metrics(chunks: Sequence[TrainMetrics], num_batch_axes: int) -> TrainMetrics:
-    """Joins chunks of metric rows along the row axis (after ``num_batch_axes`` batch axes)."""
-    return TrainMetrics(*(np.concatenate(parts, axis=num_batch_axes) for parts in zip(*chunks)))
+def concat_metrics(segments: Sequence[TrainMetrics], num_batch_axes: int) -> TrainMetrics:
+    """Joins segments of metric rows along the row axis (after ``num_batch_axes`` batch axes)."""
+    return TrainMetrics(*(np.concatenate(parts, axis=num_batch_axes) for parts in zip(*segments)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,7 +242,7 @@ def check_sweep_fits(groups: Sequence[ShapeGroup], num_seeds: int,
     for gi, group in enumerate(groups):
         try:
             check_fits(group.config, len(group.combinations) * num_seeds, run_devices,
-                       can_chunk=False, runs_per_seed=len(group.combinations))
+                       can_limit=False, runs_per_seed=len(group.combinations))
         except ValueError as e:
             where = f"group {gi + 1}/{len(groups)}: " if len(groups) > 1 else ""
             raise ValueError(f"{where}{e}") from None
@@ -256,7 +258,7 @@ class GroupResult(NamedTuple):
 
 class GroupProgress(NamedTuple):
     """A group stopped part-way, to continue with ``iter_sweep(..., resume=...)``: its state after
-    ``rows_done`` metric rows (any ``Chunk.state`` of the group) and those rows' metrics."""
+    ``rows_done`` metric rows (any ``Segment.state`` of the group) and those rows' metrics."""
 
     group_index: int
     state: RunnerState  # leading axes [num_combinations, num_seeds]
@@ -273,27 +275,44 @@ def group_state_shape(group: ShapeGroup, num_seeds: int, seed: int = 0):
 
 
 def iter_sweep(groups: Sequence[ShapeGroup], num_seeds: int, seed: int = 0,
-               num_episodes: int = 100, target_chunks: int = 10,
+               num_episodes: int = 100, target_segments: int = 10,
                on_compile: Callable[[int, ShapeGroup], None] | None = None,
                on_group_start: Callable[[int, ShapeGroup], None] | None = None,
-               on_chunk: Callable[[int, Chunk], None] | None = None,
+               on_segment: Callable[[int, Segment], None] | None = None,
                devices: Sequence[jax.Device] | None = None, first_group: int = 0,
-               resume: GroupProgress | None = None) -> Iterator[GroupResult]:
+               resume: GroupProgress | None = None, **deprecated) -> Iterator[GroupResult]:
     """Trains and evaluates each group in turn (one compiled program each), yielding its results.
 
     For progress displays: ``on_compile(group_index, group)`` is called before a group compiles,
     ``on_group_start(group_index, group)`` once it is compiled and about to run, and
-    ``on_chunk(group_index, chunk)`` after each chunk of metric rows.
+    ``on_segment(group_index, segment)`` after each segment of metric rows.
     Every group uses the same ``seed_keys(seed, num_seeds)`` and evaluation keys. The seeds are
     split across ``devices`` as ``make_run_batch`` does (default: all of this process's). First,
     before anything compiles, every group's memory is checked (``check_sweep_fits``).
     An interrupted sweep continues from ``first_group`` (the groups before it are done), or from
     ``resume``, a group stopped part-way; either way each group's results equal those of an
-    uninterrupted sweep (a run does not depend on where its rows were split into chunks).
+    uninterrupted sweep (a run does not depend on where its rows were split into segments).
+    (``target_chunks`` and ``on_chunk`` are the deprecated names of ``target_segments`` and
+    ``on_segment``.)
 
     With several processes (``jax.distributed``) every process calls this alike: the seeds split
     across the devices of all processes, and every process gets the gathered results.
     """
+    from jaxdqn.deprecation import renamed_kwarg
+
+    on_segment = renamed_kwarg(deprecated, "on_chunk", "on_segment", on_segment, "iter_sweep")
+    if "target_chunks" in deprecated:
+        target_segments = renamed_kwarg(deprecated, "target_chunks", "target_segments", None,
+                                        "iter_sweep")
+    if deprecated:
+        raise TypeError(f"iter_sweep() got an unexpected keyword argument "
+                        f"{next(iter(deprecated))!r}")
+    return _iter_sweep(groups, num_seeds, seed, num_episodes, target_segments, on_compile,
+                       on_group_start, on_segment, devices, first_group, resume)
+
+
+def _iter_sweep(groups, num_seeds, seed, num_episodes, target_segments, on_compile,
+                on_group_start, on_segment, devices, first_group, resume):
     if resume is not None:
         first_group = resume.group_index
     if not 0 <= first_group <= len(groups):
@@ -317,26 +336,27 @@ def iter_sweep(groups: Sequence[ShapeGroup], num_seeds: int, seed: int = 0,
         state = batch.init(keys, hparams)
         if resume is not None and gi == resume.group_index:
             # Placed as init's output is: a numpy state would compile ``run`` a second time
-            # for the next chunk, whose input is the device output of the first.
+            # for the next segment, whose input is the device output of the first.
             state = jax.tree.map(lambda saved, fresh: jax.device_put(saved, fresh.sharding),
                                  resume.state, state)
             first_row = resume.rows_done
-            chunks = [] if resume.metrics is None or not first_row else [resume.metrics]
+            done = [] if resume.metrics is None or not first_row else [resume.metrics]
         else:
-            first_row, chunks = 0, []
+            first_row, done = 0, []
         left = group.config.num_log_rows - first_row
-        chunk_rows = chunk_rows_for(left, target_chunks) if left else 0
+        segment_rows = rows_per_segment(left, target_segments) if left else 0
         if left:
-            batch.run.lower(state, hparams, first_row, chunk_rows).compile()  # cached below
+            batch.run.lower(state, hparams, first_row, segment_rows).compile()  # cached below
         if on_group_start is not None:
             on_group_start(gi, group)
-        for chunk in (run_in_chunks(batch, state, hparams, first_row, chunk_rows) if left else ()):
-            chunks.append(chunk.metrics)
-            state = chunk.state
-            if on_chunk is not None:
-                on_chunk(gi, chunk)
+        segments = run_in_segments(batch, state, hparams, first_row, segment_rows) if left else ()
+        for segment in segments:
+            done.append(segment.metrics)
+            state = segment.state
+            if on_segment is not None:
+                on_segment(gi, segment)
         returns = batch.evaluate(state.train.params, eval_keys, num_episodes)
-        yield GroupResult(group_index=gi, group=group, metrics=concat_metrics(chunks, 2),
+        yield GroupResult(group_index=gi, group=group, metrics=concat_metrics(done, 2),
                           params=to_host(state.train.params),
                           eval_returns=np.asarray(to_host(returns)))
 
@@ -381,10 +401,25 @@ def run_sweep(base: DQNConfig, grid: Mapping[str, Sequence[Any]], num_seeds: int
     return results, rank_combinations(results)
 
 
+_RENAMED = {"Chunk": "Segment", "chunk_rows_for": "rows_per_segment",
+            "run_in_chunks": "run_in_segments"}
+
+
+def __getattr__(name: str):
+    """The deprecated names of ``Segment``, ``rows_per_segment`` and ``run_in_segments``."""
+    if name in _RENAMED:
+        from jaxdqn.deprecation import warn_renamed
+
+        warn_renamed(f"jaxdqn.sweep.{name}", f"jaxdqn.sweep.{_RENAMED[name]}")
+        return globals()[_RENAMED[name]]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
-    "Chunk", "Combination", "GroupProgress", "GroupResult", "RankedCombination", "RunBatch", "ShapeGroup",
-    "TRACED_FIELDS", "check_sweep_fits", "chunk_rows_for", "concat_metrics", "evaluation_keys",
+    "Combination", "GroupProgress", "GroupResult", "RankedCombination", "RunBatch", "Segment",
+    "ShapeGroup",
+    "TRACED_FIELDS", "check_sweep_fits", "rows_per_segment", "concat_metrics", "evaluation_keys",
     "expand_grid", "group_state_shape",
-    "iter_sweep", "make_run_batch", "rank_combinations", "run_in_chunks", "run_sweep",
+    "iter_sweep", "make_run_batch", "rank_combinations", "run_in_segments", "run_sweep",
     "seed_keys", "shape_groups",
 ]

@@ -78,7 +78,7 @@ class RunnerState(NamedTuple):
     eval: EvalState | None = None
 
 
-# vmap axes for a batch of runs held outside one fused program (chunked runs, sweeps): the buffer's
+# vmap axes for a batch of runs held outside one fused program (runs in segments, sweeps): the buffer's
 # write position and fill level are the same in every run, and keeping them unbatched keeps
 # buffer_add a dynamic-update-slice instead of a per-run scatter (~8% of a small run).
 RUNNER_STATE_AXES = RunnerState(train=0, buffer=BufferState(data=0, pos=None, size=None),
@@ -136,7 +136,7 @@ class _RowSums(NamedTuple):
 
 
 class Trainer(NamedTuple):
-    """The loop in pieces, for callers that run it in chunks (progress bars, checkpoints).
+    """The loop in pieces, for callers that run it in segments of metric rows (progress bars, checkpoints).
 
     ``init(key, hparams) -> RunnerState``; ``run(state, hparams, first_row, num_rows)`` advances by
     ``num_rows`` metric rows (``num_rows`` static, ``first_row`` an unbatched int);
@@ -155,7 +155,7 @@ def make_trainer(config: DQNConfig) -> Trainer:
     legal_fn = legal_actions_fn(env, env_params)  # None: every action legal in every state
     choose_member = member_choice_needed(config)
     num_envs = config.num_envs
-    chunk = config.steps_per_iteration
+    per_iteration = config.steps_per_iteration  # env steps between gradient steps
     iterations_per_row = config.iterations_per_log_row
     first_learning_iteration = config.first_learning_iteration
     acting_q_fn = make_acting_q_fn(config)
@@ -277,7 +277,7 @@ def make_trainer(config: DQNConfig) -> Trainer:
 
         def iteration(carry, it):
             runner, sums = carry
-            step0 = it * chunk
+            step0 = it * per_iteration
 
             def vector_step(carry, j):
                 return act_and_store(hp, *carry, step0 + j * num_envs), None
@@ -291,7 +291,7 @@ def make_trainer(config: DQNConfig) -> Trainer:
                 lambda r, s: (r, s),
                 runner, sums,
             )
-            crossed = (step0 + chunk) // hp.target_update_freq > step0 // hp.target_update_freq
+            crossed = (step0 + per_iteration) // hp.target_update_freq > step0 // hp.target_update_freq
             do_sync = jnp.logical_and(it >= first_learning_iteration, crossed)
             runner = runner._replace(train=sync_target(runner.train, do_sync, hp.tau,
                                                        snapshots=config.estimator == "averaged"))
@@ -305,7 +305,7 @@ def make_trainer(config: DQNConfig) -> Trainer:
             (runner, sums), _ = jax.lax.scan(iteration, (runner, _RowSums.zeros()), its)
             runner = runner._replace(eval=eval_state)
             iterations_done = (row_index + 1) * iterations_per_row
-            env_steps = iterations_done * chunk
+            env_steps = iterations_done * per_iteration
             nan = jnp.float32(jnp.nan)
             mean = lambda total, n: jnp.where(n > 0, total / jnp.maximum(n, 1), nan)  # noqa: E731
             runner, eval_return, eval_truncated = maybe_evaluate(runner, row_index, env_steps)

@@ -68,7 +68,7 @@ def updates_only(config):
     q_fn = make_q_fn(config)
     hp = HParams.from_config(config)
     td_update = make_td_update(config, q_fn, make_optimizer(config, hp.learning_rate))
-    chunk = config.steps_per_iteration
+    per_iteration = config.steps_per_iteration
     first = config.first_learning_iteration
     learning_iterations = config.num_iterations - first
 
@@ -106,8 +106,8 @@ def updates_only(config):
 
             train_state, key, loss_sum = jax.lax.fori_loop(
                 0, config.updates_per_iteration, one_update, (train_state, key, loss_sum))
-            step0 = it * chunk
-            crossed = (step0 + chunk) // hp.target_update_freq > step0 // hp.target_update_freq
+            step0 = it * per_iteration
+            crossed = (step0 + per_iteration) // hp.target_update_freq > step0 // hp.target_update_freq
             train_state = sync_target(train_state, crossed, hp.tau)
             return (train_state, key, loss_sum), None
 
@@ -173,17 +173,17 @@ def run_case(spec: dict[str, Any]) -> dict[str, Any]:
 
     config = DQNConfig(**{k: tuple(v) if isinstance(v, list) else v
                           for k, v in spec["config"].items()})
-    seeds, chunk = spec["seeds"], spec["seeds_per_chunk"]
+    seeds, at_once = spec["seeds"], spec["seeds_at_once"]
     devices = jax.devices()[:seeds]  # as train_seeds: fewer runs than devices, one per device
     mesh = seed_mesh(devices)
     num_devices = len(devices)
     padded = -(-seeds // num_devices) * num_devices
-    if chunk is not None:
-        from jaxdqn.parallel import even_chunk
+    if at_once is not None:
+        from jaxdqn.parallel import even_batch_size
 
-        chunk = even_chunk(padded // num_devices, chunk)
-        padded = -(-seeds // (num_devices * chunk)) * num_devices * chunk
-    estimate = check_fits(config, padded, devices, chunk)  # ValueError: reported, not compiled
+        at_once = even_batch_size(padded // num_devices, at_once)
+        padded = -(-seeds // (num_devices * at_once)) * num_devices * at_once
+    estimate = check_fits(config, padded, devices, at_once)  # ValueError: reported, not compiled
     run_mesh = mesh if num_devices > 1 else None
     key_data = jax.random.key_data(jax.random.split(jax.random.key(spec["seed"]), padded))
     if num_devices > 1:
@@ -192,7 +192,7 @@ def run_case(spec: dict[str, Any]) -> dict[str, Any]:
     one_state = jax.jit(make_trainer(config).init)(jax.random.key(0))
     real_buffer_bytes = buffer_bytes(one_state.buffer)
     result: dict[str, Any] = {
-        "seeds": seeds, "padded_seeds": padded, "seeds_per_chunk": chunk,
+        "seeds": seeds, "padded_seeds": padded, "seeds_at_once": at_once,
         "num_devices": num_devices,
         "memory": {
             "transition_bytes": estimate.transition_bytes,
@@ -206,7 +206,7 @@ def run_case(spec: dict[str, Any]) -> dict[str, Any]:
     }
     repeats, budget = spec["repeats"], spec["budget_s"]
 
-    full = make_train_seeds(config, None, mesh=run_mesh, seeds_per_chunk=chunk)
+    full = make_train_seeds(config, None, mesh=run_mesh, seeds_at_once=at_once)
     compiled, compile_s, mem = _compile(full, key_data, None)
     timing = _time_calls(lambda: compiled(key_data, None), repeats, budget)
     env_steps = padded * config.total_timesteps
@@ -219,7 +219,7 @@ def run_case(spec: dict[str, Any]) -> dict[str, Any]:
 
     if spec["pieces"]:
         env_cfg = env_only_config(config)
-        env_fn = make_train_seeds(env_cfg, None, mesh=run_mesh, seeds_per_chunk=chunk)
+        env_fn = make_train_seeds(env_cfg, None, mesh=run_mesh, seeds_at_once=at_once)
         compiled, compile_s, _ = _compile(env_fn, key_data, None)
         timing = _time_calls(lambda: compiled(key_data, None), repeats, budget)
         result["env_only"] = {"compile_s": compile_s, **timing,
@@ -228,7 +228,7 @@ def run_case(spec: dict[str, Any]) -> dict[str, Any]:
         if config.num_updates > 0:
             upd = updates_only(config)
             upd_fn = jax.jit(sharded_vmap(lambda k: upd(jax.random.wrap_key_data(k)), run_mesh,
-                                          batch_size=chunk))
+                                          batch_size=at_once))
             compiled, compile_s, _ = _compile(upd_fn, key_data)
             timing = _time_calls(lambda: compiled(key_data), repeats, budget)
             result["updates_only"] = {"compile_s": compile_s, **timing,
@@ -388,8 +388,9 @@ def parse_args(argv):
     p.add_argument("--pieces-seeds", type=int, nargs="*", default=None, metavar="N",
                    help="seed counts at which to time the pieces alone (default: all; "
                         "none: give the flag alone)")
-    p.add_argument("--seeds-per-chunk", type=int, default=None, metavar="K",
-                   help="run at most K seeds at once per device (default: all at once)")
+    p.add_argument("--seeds-at-once", "--seeds-per-chunk", type=int, default=None, metavar="K",
+                   dest="seeds_at_once", help="run at most K seeds at once per device (default: "
+                   "all at once; --seeds-per-chunk is its deprecated name)")
     p.add_argument("--repeats", type=int, default=3, help="timed calls per measurement (median)")
     p.add_argument("--budget", type=float, default=180.0, metavar="S",
                    help="seconds a measurement may take; a slower first call is the only one")
@@ -405,8 +406,11 @@ def parse_args(argv):
         values = getattr(args, name)
         if values is not None and any(n < 1 for n in values):
             raise UsageError(f"--{name.replace('_', '-')} {values} is invalid: counts must be >= 1")
-    if args.seeds_per_chunk is not None and args.seeds_per_chunk < 1:
-        raise UsageError(f"--seeds-per-chunk {args.seeds_per_chunk} is invalid: must be >= 1")
+    if any(a.split("=")[0] == "--seeds-per-chunk" for a in argv or sys.argv[1:]):
+        print("benchmark.py: --seeds-per-chunk is deprecated: use --seeds-at-once",
+              file=sys.stderr)
+    if args.seeds_at_once is not None and args.seeds_at_once < 1:
+        raise UsageError(f"--seeds-at-once {args.seeds_at_once} is invalid: must be >= 1")
     if args.repeats < 1 or args.budget <= 0:
         raise UsageError("--repeats must be >= 1 and --budget > 0")
     return args
@@ -502,7 +506,7 @@ def main(argv=None) -> int:
           f"{config.num_updates:,} gradient steps per seed; seeds {seeds}", flush=True)
     failed = False
     for i, n in enumerate(seeds):
-        spec = {"config": config.to_dict(), "seeds": n, "seeds_per_chunk": args.seeds_per_chunk,
+        spec = {"config": config.to_dict(), "seeds": n, "seeds_at_once": args.seeds_at_once,
                 "repeats": args.repeats, "budget_s": args.budget, "seed": args.seed,
                 "pieces": n in pieces, "profile_dir": args.profile, "with_environment": i == 0}
         t = time.perf_counter()

@@ -234,7 +234,7 @@ def runs(tmp_path_factory):
     """The real command in subprocesses, two at a time where they do not depend on each other:
 
     A: 2 seeds of a small CartPole run as one compiled call (no progress);
-    B: the same command in progress chunks, stopped by Ctrl-C (SIGINT) after its first chunk;
+    B: the same command in progress segments, stopped by Ctrl-C (SIGINT) after its first one;
     E: a command with an error;
     then ``evaluate A --gymnasium`` alongside ``train --resume B``.
     """
@@ -347,7 +347,7 @@ def test_ctrl_c_stops_cleanly_and_keeps_what_was_done(runs):
 
 
 def test_resuming_an_interrupted_run_gives_the_uninterrupted_run_bit_for_bit(runs):
-    """B ran in progress chunks, was stopped, saved to disk and resumed; A ran in one call."""
+    """B ran in progress segments, was stopped, saved to disk and resumed; A ran in one call."""
     a, b = runs["a"], runs["b"]
     assert runs["resumed"].returncode == 0, runs["resumed"].stderr
     assert not (b / "resume_state.msgpack").exists()
@@ -374,7 +374,7 @@ def test_runs_that_do_not_fit_are_refused_before_writing_or_compiling(no_compile
         assert code == 2, argv
         lines = err.strip().splitlines()
         assert len(lines) == 1 and "only 3.8 MiB of test memory is free" in lines[0], err
-        assert "runs fit at once" in lines[0] and "seeds_per_chunk" not in lines[0]
+        assert "runs fit at once" in lines[0] and "seeds_at_once" not in lines[0]
         assert "is free per device" in lines[0] and "seeds" in lines[0].rsplit("fit at once", 1)[1]
     assert not (tmp_path / "t").exists() and not (tmp_path / "s").exists()
 

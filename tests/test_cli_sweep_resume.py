@@ -24,17 +24,17 @@ SAME = ("sweep.csv", "sweep_runs.csv")
 def _interrupt_after(monkeypatch, segments):
     """Sends this process SIGINT as the ``segments``-th segment of the call comes back (the
     handler ``main`` installs only sets a flag; the sweep stops at its next safe point)."""
-    real = jaxdqn.sweep.run_in_chunks
+    real = jaxdqn.sweep.run_in_segments
     seen = [0]
 
-    def run_in_chunks(*args, **kwargs):
+    def run_in_segments(*args, **kwargs):
         for chunk in real(*args, **kwargs):
             seen[0] += 1
             if seen[0] == segments:
                 os.kill(os.getpid(), signal.SIGINT)
             yield chunk
 
-    monkeypatch.setattr(jaxdqn.sweep, "run_in_chunks", run_in_chunks)
+    monkeypatch.setattr(jaxdqn.sweep, "run_in_segments", run_in_segments)
 
 
 @pytest.fixture(scope="module")

@@ -23,22 +23,22 @@ KEYS = jax.random.split(jax.random.PRNGKey(11), 2)  # legacy keys: what the CLI 
 
 @pytest.fixture(scope="module")
 def runs():
-    """Both configs trained on the same keys as one chunk, and the eval config again in chunks of
-    two rows with the online params after each chunk (the params each evaluation saw)."""
+    """Both configs trained on the same keys as one call, and the eval config again in segments of
+    two rows with the online params after each segment (the params each evaluation saw)."""
     plain, whole = (_train(cfg, cfg.num_log_rows)[0] for cfg in (CFG, EVAL))
     chunked, params_at = _train(EVAL, 2)
     return plain, whole, chunked, params_at
 
 
-def _train(cfg, rows_per_chunk):
+def _train(cfg, rows_per_segment):
     batch = make_run_batch(cfg)
     state = batch.init(KEYS, None)
-    chunks, params_at = [], []
-    for first in range(0, cfg.num_log_rows, rows_per_chunk):
-        state, metrics = batch.run(state, None, first, rows_per_chunk)
-        chunks.append(metrics)
+    segments, params_at = [], []
+    for first in range(0, cfg.num_log_rows, rows_per_segment):
+        state, metrics = batch.run(state, None, first, rows_per_segment)
+        segments.append(metrics)
         params_at.append(state.train.params)
-    metrics = TrainMetrics(*(np.concatenate([getattr(m, f) for m in chunks], axis=1)
+    metrics = TrainMetrics(*(np.concatenate([getattr(m, f) for m in segments], axis=1)
                              for f in TrainMetrics._fields))
     return TrainOutput(state.train.params, metrics, best_params(state)), params_at
 
@@ -61,7 +61,7 @@ def test_training_trajectory_is_bit_identical_with_evaluation_on(runs):
 
 def test_eval_rows_hold_the_greedy_episodes_of_their_own_keys_and_nan_elsewhere(runs):
     _, whole, chunked, params_at = runs
-    for field in TrainMetrics._fields:  # chunking changes nothing, evaluation included
+    for field in TrainMetrics._fields:  # segmenting changes nothing, evaluation included
         np.testing.assert_array_equal(getattr(whole.metrics, field),
                                       getattr(chunked.metrics, field))
     evaluated = (np.arange(EVAL.num_log_rows) + 1) % 2 == 0
@@ -70,8 +70,8 @@ def test_eval_rows_hold_the_greedy_episodes_of_their_own_keys_and_nan_elsewhere(
     episodes = jax.jit(make_greedy_episodes(EVAL, EVAL.eval_episodes))
     for seed, key in enumerate(KEYS):
         eval_key = jax.random.fold_in(key, EVAL_STREAM)
-        for chunk, row in enumerate(np.flatnonzero(evaluated)):
-            params = jax.tree.map(lambda x: x[seed], params_at[chunk])
+        for segment, row in enumerate(np.flatnonzero(evaluated)):
+            params = jax.tree.map(lambda x: x[seed], params_at[segment])
             stats = episodes(params, jax.random.fold_in(eval_key, row))
             assert whole.metrics.eval_return[seed, row] == np.float32(stats.returns.mean())
             assert whole.metrics.eval_truncated[seed, row] == np.float32(stats.truncated.mean())

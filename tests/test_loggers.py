@@ -29,7 +29,7 @@ def _metrics(rows=3, runs=2):
 def test_tensorboard_files_hold_every_finite_scalar_of_every_run(tmp_path):
     m = _metrics()
     loggers = make_loggers(tmp_path, ["seed_0", "seed_1"], tensorboard=True)
-    loggers.log_chunk(m, env_steps_per_second=1234.5)
+    loggers.log_segment(m, env_steps_per_second=1234.5)
     loggers.close()
     for run in (0, 1):
         got = read_scalars(tmp_path / "tensorboard" / f"seed_{run}")
@@ -64,7 +64,7 @@ def test_wandb_is_offline_unless_configured_and_logs_per_run_keys(tmp_path, monk
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     loggers = make_loggers(tmp_path, ["seed_0", "seed_1"], wandb=True, name="run",
                            config={"gamma": 0.99})
-    loggers.log_chunk(_metrics(rows=1))
+    loggers.log_segment(_metrics(rows=1))
     loggers.close()
     init_kwargs = calls[0][1]
     assert init_kwargs["mode"] == "offline" and init_kwargs["config"] == {"gamma": 0.99}

@@ -45,9 +45,9 @@ def test_estimate_bounds_what_xla_allocates_from_above_and_closely(changes, seed
     """XLA's buffer assignment for the compiled program (arguments, outputs and temporaries) is
     at most the estimate, and the estimate overshoots it by less than a third."""
     cfg = DQNConfig(**changes)
-    est = estimate_memory(cfg, seeds, seeds_per_chunk=chunk)
+    est = estimate_memory(cfg, seeds, seeds_at_once=chunk)
     keys = jax.random.key_data(jax.random.split(jax.random.key(0), seeds))
-    stats = make_train_seeds(cfg, None, seeds_per_chunk=chunk).lower(keys, None) \
+    stats = make_train_seeds(cfg, None, seeds_at_once=chunk).lower(keys, None) \
         .compile().memory_analysis()
     actual = stats.temp_size_in_bytes + stats.argument_size_in_bytes + stats.output_size_in_bytes
     assert actual <= est.device_bytes < 4 / 3 * actual, (actual, est)
@@ -63,7 +63,7 @@ def test_estimate_scales_with_runs_per_device_and_chunks():
     split = estimate_memory(cfg, 64, num_devices=4)  # 16 runs per device
     assert split.runs_per_device == 16
     assert split.device_bytes == estimate_memory(cfg, 16).device_bytes
-    chunked = estimate_memory(cfg, 64, seeds_per_chunk=8)
+    chunked = estimate_memory(cfg, 64, seeds_at_once=8)
     assert chunked.concurrent_runs == 8
     assert chunked.device_bytes < many.device_bytes / 4
 
@@ -91,12 +91,12 @@ def test_a_run_that_does_not_fit_is_refused_with_advice_that_works():
     with pytest.raises(ValueError) as err:
         check_fits(cfg, 4096, devices=[device])
     message = str(err.value)
-    for part in ("4096 runs need about", "per device", "seeds_per_chunk=1000",
+    for part in ("4096 runs need about", "per device", "seeds_at_once=1000",
                  "replay buffer 400.4 KiB each", "gpu device memory is free per device"):
         assert part in message, (part, message)
-    check_fits(cfg, 4096, devices=[device], seeds_per_chunk=1000)  # the advice fits
+    check_fits(cfg, 4096, devices=[device], seeds_at_once=1000)  # the advice fits
     with pytest.raises(ValueError):
-        check_fits(cfg, 4096, devices=[device], seeds_per_chunk=1001)
+        check_fits(cfg, 4096, devices=[device], seeds_at_once=1001)
     # Two such devices hold 2048 runs each; the busiest device decides.
     small = FakeAccelerator(limit=int(free) // 2 + 10**9, in_use=10**9)
     with pytest.raises(ValueError, match="on 2 gpu devices"):
@@ -126,7 +126,7 @@ def test_cpu_devices_share_the_host_memory():
 @pytest.mark.parametrize("kwargs, match", [
     (dict(num_seeds=0), "num_seeds=0"),
     (dict(num_seeds=4, num_devices=0), "num_devices=0"),
-    (dict(num_seeds=4, seeds_per_chunk=0), "seeds_per_chunk=0"),
+    (dict(num_seeds=4, seeds_at_once=0), "seeds_at_once=0"),
 ])
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from jaxdqn import DQNConfig, HParams, make_train
-from jaxdqn.parallel import (devices_for, even_chunk, hparams_axes, pad_batch, seed_mesh,
+from jaxdqn.parallel import (devices_for, even_batch_size, hparams_axes, pad_batch, seed_mesh,
                              shard_batch, sharded_vmap, split_on_axis, train_seeds)
 
 # A short CartPole run that learns (about 400 gradient steps), with the default network.
@@ -42,14 +42,14 @@ def test_chunked_sweep_equals_plain_vmap_bit_for_bit():
     axes = HParams(0, *(None,) * 6)
     expected = jax.jit(jax.vmap(make_train(cfg), in_axes=(0, axes)))(keys, hp)
     one = jax.devices()[:1]  # chunking on one device: bit for bit (across devices: rounding)
-    out = train_seeds(cfg, keys, hp, seeds_per_chunk=2, devices=one)
+    out = train_seeds(cfg, keys, hp, seeds_at_once=2, devices=one)
     assert out.metrics.env_steps.shape == (5, cfg.num_log_rows)
     _assert_trees_equal(out, expected, "chunked train_seeds vs jit(vmap(train))")
     # The learning rates really were used per run: final params differ between runs.
     kernels = np.asarray(out.params["params"]["Dense_0"]["kernel"])
     assert not np.allclose(kernels[0], kernels[4])
     # Legacy uint32 keys name the same runs as typed keys (same compiled program, no recompile).
-    legacy = train_seeds(cfg, jax.random.key_data(keys), hp, seeds_per_chunk=2, devices=one)
+    legacy = train_seeds(cfg, jax.random.key_data(keys), hp, seeds_at_once=2, devices=one)
     _assert_trees_equal(legacy, expected, "legacy uint32 keys vs typed keys")
 
 
@@ -78,9 +78,9 @@ def test_split_on_axis_with_one_device_is_the_function_itself():
     assert split_on_axis(f, jax.devices()[:1], 0, 0) is f
 
 
-def test_even_chunk_and_padding():
-    assert [even_chunk(n, 16) for n in (1, 16, 17, 100, 112)] == [1, 16, 9, 15, 16]
-    assert even_chunk(64, 8) == 8 and even_chunk(5, 2) == 2 and even_chunk(3, 1) == 1
+def test_even_batch_size_and_padding():
+    assert [even_batch_size(n, 16) for n in (1, 16, 17, 100, 112)] == [1, 16, 9, 15, 16]
+    assert even_batch_size(64, 8) == 8 and even_batch_size(5, 2) == 2 and even_batch_size(3, 1) == 1
     tree = {"a": jnp.arange(5), "b": jnp.arange(10).reshape(5, 2)}
     padded, n = pad_batch(tree, 4)
     assert n == 5
@@ -116,16 +116,16 @@ def test_hparams_axes_marks_arrays_as_per_run():
 @pytest.mark.parametrize("kwargs, match", [
     (dict(keys=jnp.zeros((3,), jnp.uint32)), "legacy uint32 keys of shape"),
     (dict(keys=jax.random.split(jax.random.key(0), 0)), "empty"),
-    (dict(seeds_per_chunk=0), "seeds_per_chunk=0 is invalid"),
+    (dict(seeds_at_once=0), "seeds_at_once=0 is invalid"),
     (dict(hparams=HParams.from_config(DQNConfig())._replace(
         learning_rate=jnp.array([1e-3, 2e-3, 3e-3]))), "leading size num_seeds=2"),
 ])
 def test_bad_arguments_are_refused_before_compiling(kwargs, match):
-    args = dict(keys=jax.random.split(jax.random.key(0), 2), hparams=None, seeds_per_chunk=None)
+    args = dict(keys=jax.random.split(jax.random.key(0), 2), hparams=None, seeds_at_once=None)
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         train_seeds(DQNConfig(**SMALL), args["keys"], args["hparams"],
-                    seeds_per_chunk=args["seeds_per_chunk"])
+                    seeds_at_once=args["seeds_at_once"])
 
 
 def test_shard_batch_places_leading_axes_and_refuses_scalars():

@@ -1,5 +1,5 @@
 """Batched runs and sweeps: grid expansion, shape groups, one compile per group, hyperparameters
-routed to the right combination. (That chunked, interrupted and resumed runs equal one-call runs
+routed to the right combination. (That segmented, interrupted and resumed runs equal one-call runs
 bit for bit is tested end to end in test_cli.py.)"""
 
 import logging
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from jaxdqn import DQNConfig, epsilon_at, make_q_fn
-from jaxdqn.sweep import (GroupResult, chunk_rows_for, expand_grid, make_run_batch,
-                          rank_combinations, run_in_chunks, run_sweep, shape_groups)
+from jaxdqn.sweep import (GroupResult, rows_per_segment, expand_grid, make_run_batch,
+                          rank_combinations, run_in_segments, run_sweep, shape_groups)
 from jaxdqn.train import HParams, TrainMetrics
 
 TINY = DQNConfig(env_id="Probe3", total_timesteps=400, buffer_size=200, learning_starts=64,
@@ -66,18 +66,18 @@ def test_shape_groups_batch_traced_fields_and_split_on_the_others():
 @pytest.mark.parametrize("num_rows, target, expected", [
     (100, 20, 5), (100, 10, 10), (60, 20, 3), (1, 20, 1), (7, 20, 1), (97, 20, 1), (200, 20, 10),
 ])
-def test_chunk_rows_divide_the_run_into_about_the_target_number_of_chunks(num_rows, target,
+def test_segment_rows_divide_the_run_into_about_the_target_number_of_segments(num_rows, target,
                                                                           expected):
-    assert chunk_rows_for(num_rows, target) == expected
+    assert rows_per_segment(num_rows, target) == expected
     assert num_rows % expected == 0
 
 
-def test_chunks_must_divide_the_rows_left():
+def test_segments_must_divide_the_rows_left():
     batch = make_run_batch(TINY)  # nothing compiles: the check comes first
-    with pytest.raises(ValueError, match="chunk_rows=3 must divide the 10 rows left"):
-        next(run_in_chunks(batch, None, None, 0, 3))
-    with pytest.raises(ValueError, match="chunk_rows=4 must divide the 6 rows left"):
-        next(run_in_chunks(batch, None, None, 4, 4))
+    with pytest.raises(ValueError, match="segment_rows=3 must divide the 10 rows left"):
+        next(run_in_segments(batch, None, None, 0, 3))
+    with pytest.raises(ValueError, match="segment_rows=4 must divide the 6 rows left"):
+        next(run_in_segments(batch, None, None, 4, 4))
 
 
 def _count_compiles(caplog, name):
@@ -89,7 +89,7 @@ def test_sweep_of_3_learning_rates_x_2_gammas_x_8_seeds_compiles_once_per_shape_
     caplog.set_level(logging.WARNING)
     with jax.log_compiles(True):
         results, ranked = run_sweep(TINY, grid, num_seeds=8, seed=0, num_episodes=3,
-                                    target_chunks=5)
+                                    target_segments=5)
     assert len(results) == 2  # two buffer sizes: two shape groups of 6 combinations
     for name in ("init_runs", "run_rows", "evaluate_runs"):
         assert _count_compiles(caplog, name) == 2, name

@@ -103,19 +103,19 @@ def test_time_limit_on_a_probe_is_not_a_terminal_state():
 
 
 def test_target_sync_schedule_by_hand():
-    # target_update_freq=300, chunks of 4 env steps: syncs at the chunks that cross 300, 600, 900.
+    # target_update_freq=300, iterations of 4 env steps: syncs at the iterations that cross 300, 600, 900.
     # After the run (1000 steps), the last sync was at ~900: 25 updates have moved params since.
     cfg = DQNConfig(env_id="Probe4", total_timesteps=1000, buffer_size=500, learning_starts=200,
                     batch_size=32, train_frequency=4, target_update_freq=300, log_interval=500)
     trainer = make_trainer(cfg)
     run = jax.jit(trainer.run, static_argnums=3)
     state = trainer.init(jax.random.key(1))
-    state, _ = run(state, None, 0, 1)  # 500 steps: last sync in the chunk ending at 300
+    state, _ = run(state, None, 0, 1)  # 500 steps: last sync in the iteration ending at 300
     s1 = state
     state, _ = run(state, None, 1, 1)  # to 1000 steps: syncs at 600 and 900
     assert not all(jax.tree.leaves(jax.tree.map(np.array_equal, state.train.params,
                                                 state.train.target_params)))
-    # Replaying the second half with target_update_freq=100 (chunk 4 divides 1000) ends synced.
+    # Replaying the second half with target_update_freq=100 (4 steps per iteration divide 1000) ends synced.
     hp = jaxdqn.HParams.from_config(cfg)._replace(target_update_freq=100)
     synced, _ = run(s1, hp, 1, 1)
     assert all(jax.tree.leaves(jax.tree.map(np.array_equal, synced.train.params,

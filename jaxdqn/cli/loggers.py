@@ -1,5 +1,5 @@
 """``--tensorboard`` and ``--wandb`` for ``jaxdqn train`` and ``jaxdqn sweep``: options, and the
-loggers they open (``jaxdqn.loggers``), fed between chunks of the run."""
+loggers they open (``jaxdqn.loggers``), fed between segments of the run."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ def add_logging_options(p: argparse.ArgumentParser, what: str) -> None:
                         "unless WANDB_MODE or WANDB_API_KEY is set (pip install 'jaxdqn[wandb]')")
 
 
-class ChunkLogger:
-    """The loggers asked for, and the wall clock between chunks for the throughput scalar."""
+class SegmentLogger:
+    """The loggers asked for, and the wall clock between segments for the throughput scalar."""
 
     def __init__(self, loggers, num_runs_per_row: int, steps_per_row: int):
         self.loggers = loggers
@@ -35,11 +35,11 @@ class ChunkLogger:
 
     def log(self, metrics: Any, num_rows: int, runs: Sequence[int] | None = None,
             num_runs: int | None = None) -> None:
-        """Logs a chunk of ``num_rows`` rows per run; ``num_runs`` training runs ran it."""
+        """Logs a segment of ``num_rows`` rows per run; ``num_runs`` training runs ran it."""
         now = time.perf_counter()
         n = self.runs_per_row * (num_runs or 1)
         rate = num_rows * self.steps_per_row * n / max(now - self.t, 1e-9)
-        self.loggers.log_chunk(metrics, rate, runs)
+        self.loggers.log_segment(metrics, rate, runs)
         self.t = now
 
     def close(self) -> None:
@@ -48,7 +48,7 @@ class ChunkLogger:
 
 def open_loggers(tensorboard: bool, wandb: bool, out: Path, run_names: Sequence[str], name: str,
                  config: Mapping[str, Any], runs_per_row: int, steps_per_row: int):
-    """A ``ChunkLogger`` for the loggers asked for, or None. A missing package skips its logger
+    """A ``SegmentLogger`` for the loggers asked for, or None. A missing package skips its logger
     with one line on stderr (training goes on)."""
     from jaxdqn.loggers import MissingPackage, make_loggers, require_extra
 
@@ -64,5 +64,5 @@ def open_loggers(tensorboard: bool, wandb: bool, out: Path, run_names: Sequence[
     loggers = make_loggers(out, run_names, name=name, config=config, **wanted)
     if wanted["tensorboard"]:
         say(f"TensorBoard: tensorboard --logdir {out / 'tensorboard'}")
-    return ChunkLogger(loggers, runs_per_row, steps_per_row)
+    return SegmentLogger(loggers, runs_per_row, steps_per_row)
 

@@ -268,7 +268,7 @@ def _sweep(args, out, base, grid, groups, results, resume, prior_seconds) -> int
     position = {c.index: i for i, c in enumerate(combos)}  # logged run of each combination
     names = [f"c{c.index}_" + ",".join(f"{k}={show(v)}" for k, v in c.values.items())
              .replace("/", "_").replace(" ", "") for c in combos]
-    chunk_log = open_loggers(args.tensorboard, args.wandb, out, names, out.name,
+    segment_log = open_loggers(args.tensorboard, args.wandb, out, names, out.name,
                              {**base.to_dict(), "grid": grid, "seeds": args.seeds},
                              args.seeds, base.log_interval) \
         if args.tensorboard or args.wandb else None
@@ -298,20 +298,20 @@ def _sweep(args, out, base, grid, groups, results, resume, prior_seconds) -> int
                             len(group.combinations) * args.seeds,
                             current["rows"] * group.config.log_interval,
                             enabled=not args.no_progress)
-        if chunk_log is not None:
-            chunk_log.restart_clock()
+        if segment_log is not None:
+            segment_log.restart_clock()
 
     def on_segment(gi, segment):
         current["metrics"].append(segment.metrics)
         current.update(state=segment.state, rows=segment.rows_done, new=True)
         progress.update(segment.rows_done * groups[gi].config.log_interval,
                         latest_returns(segment.metrics))
-        if chunk_log is not None:  # each grid point: the mean over its seeds
+        if segment_log is not None:  # each grid point: the mean over its seeds
             from jaxdqn.loggers import mean_over_seeds
 
             group_combos = groups[gi].combinations
-            chunk_log.steps_per_row = groups[gi].config.log_interval
-            chunk_log.log(mean_over_seeds(segment.metrics), segment.metrics.env_steps.shape[-1],
+            segment_log.steps_per_row = groups[gi].config.log_interval
+            segment_log.log(mean_over_seeds(segment.metrics), segment.metrics.env_steps.shape[-1],
                           [position[c.index] for c in group_combos], len(group_combos))
         interrupts.check()  # a safe point: the state after this segment is saved
 
@@ -320,7 +320,7 @@ def _sweep(args, out, base, grid, groups, results, resume, prior_seconds) -> int
     try:
         for res in iter_sweep(groups, args.seeds, args.seed, args.episodes,
                               on_compile=on_compile, on_group_start=on_group_start,
-                              on_chunk=on_segment, first_group=len(results), resume=resume):
+                              on_segment=on_segment, first_group=len(results), resume=resume):
             results.append(res)
             current.update(gi=None, new=False)
             with interrupts.writing():  # a second Ctrl-C waits for these files
@@ -334,8 +334,8 @@ def _sweep(args, out, base, grid, groups, results, resume, prior_seconds) -> int
     except KeyboardInterrupt:
         if progress is not None:
             progress.close()
-        if chunk_log is not None:
-            chunk_log.close()
+        if segment_log is not None:
+            segment_log.close()
         gi = current["gi"]
         with interrupts.writing():  # a second Ctrl-C waits until this is saved
             # (With several processes the state is spread over them: only finished groups.)
@@ -364,8 +364,8 @@ def _sweep(args, out, base, grid, groups, results, resume, prior_seconds) -> int
         return EXIT_INTERRUPTED
     if progress is not None:
         progress.close()
-    if chunk_log is not None:
-        chunk_log.close()
+    if segment_log is not None:
+        segment_log.close()
     with interrupts.writing():
         ranked = write_sweep_files(out, grid, groups, results, args, seconds())
         (out / RESUME_NPZ).unlink(missing_ok=True)

@@ -89,7 +89,7 @@ def check_memory(config, num_seeds: int) -> None:
 
     share = seed_share(num_seeds)
     try:
-        check_fits(config, share, devices_for(share), can_chunk=False)
+        check_fits(config, share, devices_for(share), can_limit=False)
     except ValueError as e:
         raise UserError(str(e)) from None
 
@@ -138,8 +138,8 @@ def _train(config, num_seeds: int, seed: int, num_episodes: int, out: Path, no_p
     from jaxdqn.checkpoint import CheckpointError, load_resume_state
     from jaxdqn.envs import solve_threshold
     from jaxdqn.parallel import devices_for, to_host
-    from jaxdqn.sweep import (chunk_rows_for, concat_metrics, evaluation_keys, make_run_batch,
-                              run_in_chunks, seed_keys)
+    from jaxdqn.sweep import (rows_per_segment, concat_metrics, evaluation_keys, make_run_batch,
+                              run_in_segments, seed_keys)
     from jaxdqn.train import best_params
 
     # Several processes: the seeds split across the devices of all of them, inputs given as host
@@ -161,7 +161,7 @@ def _train(config, num_seeds: int, seed: int, num_episodes: int, out: Path, no_p
         done_segments = [_metrics_from(meta["metrics"])] if first_row else []
     num_rows = config.num_log_rows
     left = num_rows - first_row
-    segment_rows = left if no_progress else chunk_rows_for(left, PROGRESS_SEGMENTS)
+    segment_rows = left if no_progress else rows_per_segment(left, PROGRESS_SEGMENTS)
     num_devices = len(run_devices)
     on_devices = f" split across {num_devices} devices" if num_devices > 1 else ""
     if multi:
@@ -188,7 +188,7 @@ def _train(config, num_seeds: int, seed: int, num_episodes: int, out: Path, no_p
             report(f"interrupted before training: nothing saved; {out} holds no run and can be "
                    "used again as --out")
         return EXIT_INTERRUPTED
-    chunk_log = open_loggers(*loggers, out, [f"seed_{i}" for i in range(num_seeds)],
+    segment_log = open_loggers(*loggers, out, [f"seed_{i}" for i in range(num_seeds)],
                              f"{out.name}", {**config.to_dict(), "seeds": num_seeds, "seed": seed},
                              num_seeds, config.log_interval) if any(loggers) and writer else None
 
@@ -197,21 +197,21 @@ def _train(config, num_seeds: int, seed: int, num_episodes: int, out: Path, no_p
                         first_row * steps_per_row, enabled=writer and not no_progress)
     done, interrupted = [], False  # appending a finished segment is the loop's only mutation
     t_train = time.perf_counter()
-    if chunk_log is not None:
-        chunk_log.restart_clock()
+    if segment_log is not None:
+        segment_log.restart_clock()
     try:
-        for segment in run_in_chunks(batch, state, None, first_row, segment_rows):
+        for segment in run_in_segments(batch, state, None, first_row, segment_rows):
             done.append(segment)
             progress.update(segment.rows_done * steps_per_row, latest_returns(segment.metrics))
-            if chunk_log is not None:  # on the host, while the next segment runs
-                chunk_log.log(segment.metrics, segment_rows)
+            if segment_log is not None:  # on the host, while the next segment runs
+                segment_log.log(segment.metrics, segment_rows)
             interrupts.check()  # a safe point: the state after this segment is saved
     except KeyboardInterrupt:
         interrupted = True
     finally:
         progress.close()
-        if chunk_log is not None:
-            chunk_log.close()
+        if segment_log is not None:
+            segment_log.close()
     session_seconds = time.perf_counter() - t_train
     train_seconds = prior.get("train_seconds", 0.0) + session_seconds
     segments = [s.metrics for s in done]
