@@ -163,6 +163,8 @@ def test_an_output_folder_holding_a_run_is_refused_unless_overwrite(tmp_path, ca
     (out / "config.json").write_text("{}")
     (out / "checkpoint.msgpack").write_text("old")
     (out / "notes.txt").write_text("mine")
+    (out / "tensorboard" / "seed_0").mkdir(parents=True)
+    (out / "tensorboard" / "seed_0" / "events.out").write_text("old")
     code, _, err = _cli(["train", *TINY_SETS, "--out", str(out)], capsys)
     assert code == 2 and "already holds a run (config.json, checkpoint.msgpack); pass " \
         "--overwrite" in err
@@ -170,6 +172,7 @@ def test_an_output_folder_holding_a_run_is_refused_unless_overwrite(tmp_path, ca
     code, _, err = _cli(["train", *TINY_SETS, "--out", str(out), "--overwrite"], capsys)
     assert "reached compilation" in err  # got past the check
     assert not (out / "checkpoint.msgpack").exists()  # the old run's files are gone ...
+    assert not (out / "tensorboard").exists()  # ... with its logs ...
     assert (out / "notes.txt").read_text() == "mine"  # ... and nothing else
     assert json.loads((out / "config.json").read_text())["config"]["total_timesteps"] == 400
     (tmp_path / "file").write_text("")

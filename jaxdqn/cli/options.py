@@ -27,7 +27,8 @@ def add_config_options(p: argparse.ArgumentParser) -> None:
 def add_out_options(p: argparse.ArgumentParser, default: str) -> None:
     p.add_argument("--out", default=None, metavar="DIR", help=f"output folder (default {default})")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace the results already in --out instead of refusing")
+                   help="replace the results already in --out (and its tensorboard/ and wandb/ "
+                        "logs) instead of refusing")
 
 
 def traced_fields() -> tuple[str, ...]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import platform
 import shlex
 import time
@@ -15,10 +16,12 @@ RUN_FILES = ("config.json", "metrics.csv", "metrics.npz", "summary.json", "learn
              "checkpoint.msgpack", "best_checkpoint.msgpack", "resume_state.msgpack")
 SWEEP_FILES = ("config.json", "sweep.csv", "sweep_runs.csv", "sweep.png", "sweep_metrics.npz",
                "summary.json", "sweep_resume.npz", "resume_state.msgpack")
+LOGGER_DIRS = ("tensorboard", "wandb")  # the loggers' folders: an old run's logs go with it
 
 
 def prepare_out(out: str | None, default: str, files: Sequence[str], overwrite: bool) -> Path:
-    """Creates the output folder; refuses one that holds results unless ``overwrite``."""
+    """Creates the output folder; refuses one that holds results unless ``overwrite``, which
+    removes them and the old run's logger folders (``LOGGER_DIRS``); other files stay."""
     path = Path(out if out is not None else default)
     if path.exists() and not path.is_dir():
         raise UserError(f"--out {str(path)!r} is a file, not a folder")
@@ -30,6 +33,9 @@ def prepare_out(out: str | None, default: str, files: Sequence[str], overwrite: 
         path.mkdir(parents=True, exist_ok=True)
         for f in existing:
             (path / f).unlink()
+        for d in LOGGER_DIRS if overwrite else ():
+            if (path / d).is_dir():
+                shutil.rmtree(path / d)
     except OSError as e:
         raise UserError(f"cannot prepare output folder {str(path)!r}: {e.strerror or e}") from None
     if not os.access(path, os.W_OK):
