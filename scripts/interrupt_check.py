@@ -2,6 +2,8 @@
 with 130 and leaves a folder that is resumable (``--resume``), complete, or holds no run.
 
     python scripts/interrupt_check.py --runs 20 --seed 0
+    python scripts/interrupt_check.py --runs 8 --sweep     # jaxdqn sweep (2 groups) instead
+    python scripts/interrupt_check.py --runs 8 --twice     # a second Ctrl-C 0-0.5 s later
 
 Moments are spread over the phases by waiting for the line that starts each phase on stderr
 ("training ..." = set-up and import, "compiling ...", the first progress line = training,
@@ -33,6 +35,18 @@ RUN = ["--seeds", "2", "--episodes", "200", "--set", "total_timesteps=30000",
        "--set", "hidden_sizes=32,32"]
 RUN_FILES = ("config.json", "metrics.csv", "metrics.npz", "summary.json", "learning_curve.png",
              "checkpoint.msgpack", "resume_state.msgpack")
+SWEEP_PHASES = {  # phase -> (the stderr line that starts it, max random delay in s)
+    "setup": ("sweep: ", 0.5),
+    "compile": ("compiling group 1/2", 1.5),
+    "training": ("env steps per run", 1.0),
+    "group 2": ("compiling group 2/2", 1.5),
+}
+SWEEP = ["--seeds", "2", "--episodes", "50", "--set", "total_timesteps=20000",
+         "--set", "buffer_size=2000", "--set", "learning_starts=500", "--set", "batch_size=32",
+         "--set", "hidden_sizes=32,32", "--grid", "learning_rate=1e-3,3e-3",
+         "--grid", "buffer_size=2000,3000"]
+SWEEP_FILES = ("config.json", "sweep.csv", "sweep_runs.csv", "sweep.png", "sweep_metrics.npz",
+               "summary.json", "sweep_resume.npz", "resume_state.msgpack")
 
 
 def folder_state(out: Path) -> str:
@@ -51,9 +65,27 @@ def folder_state(out: Path) -> str:
     return "BROKEN: " + ", ".join(present)
 
 
-def one_run(out: Path, phase: str, delay: float) -> tuple[int, str, str]:
-    marker, _ = PHASES[phase]
-    proc = subprocess.Popen([sys.executable, "-m", "jaxdqn", "train", *RUN, "--out", str(out)],
+def sweep_folder_state(out: Path) -> str:
+    """resumable | complete | empty | BROKEN, for a sweep folder."""
+    import json
+
+    present = [f for f in SWEEP_FILES if (out / f).exists()] if out.exists() else []
+    if not present:
+        return "empty"
+    if (out / "config.json").exists() and ((out / "sweep_resume.npz").exists()
+                                           or (out / "resume_state.msgpack").exists()):
+        return "resumable"
+    if (out / "summary.json").exists() and (out / "config.json").exists():
+        if json.loads((out / "summary.json").read_text()).get("complete"):
+            return "complete"
+    return "BROKEN: " + ", ".join(present)
+
+
+def one_run(out: Path, phase: str, delay: float, sweep: bool = False,
+            second: float | None = None) -> tuple[int, str, str]:
+    marker, _ = (SWEEP_PHASES if sweep else PHASES)[phase]
+    command = ["sweep", *SWEEP] if sweep else ["train", *RUN]
+    proc = subprocess.Popen([sys.executable, "-m", "jaxdqn", *command, "--out", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines = []
     for line in proc.stderr:
@@ -61,18 +93,26 @@ def one_run(out: Path, phase: str, delay: float) -> tuple[int, str, str]:
         if marker in line:
             time.sleep(delay)
             proc.send_signal(signal.SIGINT)
+            if second is not None:  # a second Ctrl-C: exit at once
+                time.sleep(second)
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGINT)
             break
     rest_err = proc.stderr.read()
     proc.wait(timeout=600)
     proc.stdout.read()
     last = (("".join(lines) + rest_err).strip().splitlines() or [""])[-1]
-    return proc.returncode, folder_state(out), last
+    return proc.returncode, (sweep_folder_state if sweep else folder_state)(out), last
 
 
 def main(argv=None) -> int:
     p = OneLineParser(prog="interrupt_check.py", description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=20, help="runs, spread evenly over the phases")
     p.add_argument("--seed", type=int, default=0, help="random delays' seed")
+    p.add_argument("--sweep", action="store_true",
+                   help="interrupt a 2-group jaxdqn sweep instead of jaxdqn train")
+    p.add_argument("--twice", action="store_true",
+                   help="press Ctrl-C a second time 0-0.5 s after the first (exits at once)")
     try:
         args = p.parse_args(argv)
         if args.runs < 1:
@@ -81,13 +121,15 @@ def main(argv=None) -> int:
         print(f"interrupt_check.py: error: {e}", file=sys.stderr)
         return 2
     rng = random.Random(args.seed)
-    phases = [list(PHASES)[i % len(PHASES)] for i in range(args.runs)]
+    table = SWEEP_PHASES if args.sweep else PHASES
+    phases = [list(table)[i % len(table)] for i in range(args.runs)]
     bad = 0
     tally: dict[tuple[int, str], int] = {}
     with tempfile.TemporaryDirectory() as root:
         for i, phase in enumerate(phases):
-            delay = rng.uniform(0, PHASES[phase][1])
-            code, state, last = one_run(Path(root) / f"run{i}", phase, delay)
+            delay = rng.uniform(0, table[phase][1])
+            second = rng.uniform(0, 0.5) if args.twice else None
+            code, state, last = one_run(Path(root) / f"run{i}", phase, delay, args.sweep, second)
             ok = code == 130 and not state.startswith("BROKEN")
             bad += not ok
             tally[(code, state)] = tally.get((code, state), 0) + 1
