@@ -1,0 +1,65 @@
+"""Wall time of one MinAtar training run, everything included: imports, tracing, compiling, running.
+
+The issue-11 speed target: 1M env steps of Breakout-MinAtar, one update every 4 steps, batch 32,
+one seed (``preset("minatar-fast")``), in at most 240 s on one core of this CPU, compile and
+imports included. One jitted ``make_train`` call, lowered and compiled apart so the two are timed
+separately; the clock starts before ``import jax``.
+
+    flock -x /tmp/jaxdqn-quiet.lock taskset -c 0 python scripts/minatar_speed.py   # the target
+    taskset -c 0 python scripts/minatar_speed.py --steps 50000      # a short run, per-step cost
+    taskset -c 0 python scripts/minatar_speed.py --preset minatar --steps 20000
+
+``--steps`` shortens the run (the epsilon schedule keeps the preset's 100k-step decay where it
+fits); the line printed gives the cost per gradient step with its env steps, and the 1M-step
+figure extrapolated from it.
+"""
+import time
+
+T_START, C_START = time.time(), time.process_time()
+
+import argparse  # noqa: E402
+import dataclasses  # noqa: E402
+import os  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="minatar-fast", help="minatar-fast (default) or minatar")
+    parser.add_argument("--env", default=None, help="a MinAtar id (default: the preset's Breakout)")
+    parser.add_argument("--steps", type=int, default=None, help="env steps (default: the preset's)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    from jaxdqn.runtime import fast_cpu_compile
+    fast_cpu_compile()
+    import jax
+    from jaxdqn.config import preset
+    from jaxdqn.train import make_train
+
+    config = preset(args.preset)
+    if args.env is not None:
+        config = dataclasses.replace(config, env_id=args.env)
+    if args.steps is not None:
+        decay = config.exploration_fraction * config.total_timesteps
+        config = dataclasses.replace(config, total_timesteps=args.steps,
+                                     exploration_fraction=min(1.0, decay / args.steps))
+    key = jax.random.PRNGKey(args.seed)
+    t0, c0 = time.time(), time.process_time()
+    compiled = jax.jit(make_train(config)).lower(key).compile()
+    t1, c1 = time.time(), time.process_time()
+    out = jax.block_until_ready(compiled(key))
+    t2, c2 = time.time(), time.process_time()
+    run = t2 - t1
+    per_update = run / max(config.num_updates, 1)
+    per_iteration = run / (config.total_timesteps / config.train_frequency)
+    print(f"{config.env_id} preset {args.preset}: {config.total_timesteps} env steps, "
+          f"{config.num_updates} updates | imports {t0 - T_START:.1f} s, compile {t1 - t0:.1f} s, "
+          f"run {run:.1f} s (cpu {c2 - c1:.1f} s), total {t2 - T_START:.1f} s wall "
+          f"(cpu {c2 - C_START:.1f} s) | {per_update * 1e3:.3f} ms per update with its env steps, "
+          f"1M env steps ~ {per_iteration * 1e6 / config.train_frequency:.0f} s of run | "
+          f"load {' '.join(f'{x:.2f}' for x in os.getloadavg())} | "
+          f"last row's return {float(out.metrics.episode_return[-1]):.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
