@@ -3,8 +3,13 @@
 Each piece runs 2,000 times in one jitted fori_loop; the best of 3 process-CPU-time measurements
 per iteration is printed (process time is less sensitive to other load than wall time). Run pinned:
     taskset -c 0 python scripts/profile_cnn_step.py
+    taskset -c 0 python scripts/profile_cnn_step.py --ops   # also: the im2col TD step's XLA ops
+
+``--ops`` traces 300 iterations of the im2col TD step (``jax.profiler``, as ``benchmark.py
+--profile``) and lists the ops with the most self time per iteration, each with its HLO line
+(shape and operands) so that ``ynn_fusion.2`` can be read as "the [32,1024] input gradient".
 """
-import sys, time
+import re, sys, time
 from jaxdqn.runtime import fast_cpu_compile
 fast_cpu_compile()
 import jax, jax.numpy as jnp, optax
@@ -64,3 +69,32 @@ obs1 = o[0]
 def act(i, ck):
     acc, key = ck; return acc + fast(params, jax.lax.dynamic_index_in_dim(o, i, keepdims=False)).sum(), key
 timed("acting forward, one frame (im2col)", act, jnp.float32(0))
+
+if "--ops" in sys.argv:
+    sys.path.insert(0, __file__.rsplit("/", 1)[0])
+    from benchmark import _profile
+    opt = make_optimizer(c)
+    td = make_td_update(c, fast, opt)
+    st = TrainState(params, params, opt.init(params))
+    n_ops = 300
+
+    @jax.jit
+    def steps(st, key):
+        def body(i, ck):
+            st, key = ck
+            key, b = sample(key)
+            return td(st, b, 0.99)[0], key
+        return jax.lax.fori_loop(0, n_ops, body, (st, key))
+
+    comp = steps.lower(st, key).compile()
+    jax.block_until_ready(comp(st, key))
+    hlo = comp.as_text()
+    table = _profile(lambda: comp(st, key), "/tmp/profile_cnn_step", 1)
+    print(f"\nim2col TD step, traced: {table['traced_op_ms'] * 1e3 / n_ops:.0f} us per step "
+          "(tracing adds about 1 us per op)")
+    for kind, v in table["by_kind"].items():
+        print(f"  {kind:40s} {v['ms'] * 1e3 / n_ops:8.1f} us")
+    for op in table["top_ops"][:15]:
+        m = re.search(rf"%{re.escape(op['op'])} = ([^ ]+) (\w+[-\w]*)\(([^)]*)\)", hlo)
+        what = f"{m.group(1)} {m.group(2)}({m.group(3)[:60]})" if m else ""
+        print(f"  {op['op']:28s} {op['ms'] * 1e3 / n_ops:7.1f} us  {op['calls'] / n_ops:.0f}x  {what}")
