@@ -35,6 +35,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxdqn.config import DQNConfig
+from jaxdqn.runtime import compiler_options
 from jaxdqn.train import HParams, TrainOutput, make_train
 
 SEED_AXIS = "seeds"
@@ -236,7 +237,7 @@ def _make_train_seeds(config, hp_axes, mesh, seeds_at_once):
         return train(jax.random.wrap_key_data(key_data), hparams)
 
     fn = sharded_vmap(one, mesh, in_axes=(0, hp_axes), batch_size=seeds_at_once)
-    return jax.jit(fn)
+    return jax.jit(fn, compiler_options=compiler_options(config))
 
 
 class SeedRuns(NamedTuple):

@@ -19,6 +19,7 @@ from importlib import metadata
 FAST_CPU_COMPILE_FLAG = "--xla_cpu_use_fusion_emitters=false"
 LAST_JAXLIB_WITH_FLAG = (0, 10)
 CPU_DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"
+FUSION_EMITTERS_OPTION = "xla_cpu_use_fusion_emitters"
 
 
 def fast_cpu_compile() -> None:
@@ -30,6 +31,28 @@ def fast_cpu_compile() -> None:
         warnings.warn("fast_cpu_compile() called after JAX was imported: the XLA flag it sets "
                       "may not apply", RuntimeWarning, stacklevel=2)
     os.environ["XLA_FLAGS"] = f"{flags} {FAST_CPU_COMPILE_FLAG}".strip()
+
+
+def compiler_options(config) -> dict[str, bool] | None:
+    """XLA options for the one program that trains ``config``: the fusion emitters on for a
+    convolutional Q-network on a CPU backend (with a jaxlib that has the flag), else None.
+
+    ``fast_cpu_compile`` turns the emitters off for the whole process, which costs little at run
+    time for MLPs but leaves a CNN's elementwise fusions (Adam over 132k parameters, ReLU masks)
+    barely vectorised: on Breakout-MinAtar Adam takes 542 us instead of 83 and a gradient step
+    with its 4 env steps 1.15 ms instead of 0.91 (docs/benchmarks.md, MinAtar). Passed as
+    ``jax.jit(..., compiler_options=...)``, it applies to that program only; compiling it takes
+    about 2 s longer. Changes float rounding, so results are deterministic per option, not
+    bit-identical across it.
+    """
+    import jax
+
+    from jaxdqn.networks import network_kind
+
+    if (network_kind(config) != "cnn" or jax.default_backend() != "cpu"
+            or not _jaxlib_has_fusion_emitter_flag()):
+        return None
+    return {FUSION_EMITTERS_OPTION: True}
 
 
 def _jaxlib_has_fusion_emitter_flag() -> bool:

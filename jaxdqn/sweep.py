@@ -27,6 +27,7 @@ import numpy as np
 from jaxdqn.config import DQNConfig
 from jaxdqn.evaluation import evaluate
 from jaxdqn.parallel import devices_for, split_on_axis, to_host
+from jaxdqn.runtime import compiler_options
 from jaxdqn.train import RUNNER_STATE_AXES, HParams, RunnerState, TrainMetrics, make_trainer
 
 TRACED_FIELDS: tuple[str, ...] = HParams._fields
@@ -107,7 +108,7 @@ def make_run_batch(config: DQNConfig, sweep: bool = False,
     return RunBatch(
         config=config,
         init=jax.jit(init_runs),
-        run=jax.jit(run_rows, static_argnums=3),
+        run=jax.jit(run_rows, static_argnums=3, compiler_options=compiler_options(config)),
         evaluate=jax.jit(evaluate_runs, static_argnums=2),
     )
 

@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    from jaxdqn.runtime import fast_cpu_compile
+    from jaxdqn.runtime import compiler_options, fast_cpu_compile
     fast_cpu_compile()
     import jax
     from jaxdqn.config import preset
@@ -45,7 +45,7 @@ def main() -> None:
                                      exploration_fraction=min(1.0, decay / args.steps))
     key = jax.random.PRNGKey(args.seed)
     t0, c0 = time.time(), time.process_time()
-    compiled = jax.jit(make_train(config)).lower(key).compile()
+    compiled = jax.jit(make_train(config), compiler_options=compiler_options(config)).lower(key).compile()
     t1, c1 = time.time(), time.process_time()
     out = jax.block_until_ready(compiled(key))
     t2, c2 = time.time(), time.process_time()

@@ -96,3 +96,31 @@ def test_every_export_is_the_object_not_a_same_named_submodule():
             importlib.import_module(info.name)
     for name in jaxdqn.__all__:
         assert not inspect.ismodule(getattr(jaxdqn, name)), name
+
+
+def test_compiler_options_turn_the_fusion_emitters_on_for_a_cnn_on_cpu_only(monkeypatch):
+    import jax
+
+    from jaxdqn.config import preset
+
+    cnn, mlp = preset("minatar-fast"), preset("cartpole")
+    assert runtime.compiler_options(mlp) is None
+    monkeypatch.setattr(runtime, "_jaxlib_has_fusion_emitter_flag", lambda: True)
+    expected = {"xla_cpu_use_fusion_emitters": True} if jax.default_backend() == "cpu" else None
+    assert runtime.compiler_options(cnn) == expected
+    monkeypatch.setattr(runtime, "_jaxlib_has_fusion_emitter_flag", lambda: False)
+    assert runtime.compiler_options(cnn) is None  # jaxlib 0.11+: no such flag, emitters always on
+
+
+def test_the_cnn_compiler_option_compiles_and_keeps_the_values():
+    """A program compiled with the option computes what the default one does, to float rounding."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxdqn.config import preset
+
+    options = runtime.compiler_options(preset("minatar-fast"))
+    x = jnp.linspace(0.0, 2.0, 1000, dtype=jnp.float32)
+    f = lambda v: jnp.sqrt(v) / (v + 1e-8) - 0.9 * v  # noqa: E731 - Adam-like elementwise ops
+    plain, optioned = jax.jit(f)(x), jax.jit(f, compiler_options=options)(x)
+    assert jnp.allclose(plain, optioned, rtol=1e-6, atol=0)
