@@ -414,7 +414,8 @@ _PRESETS: dict[str, dict[str, Any]] = {
         anneal_lr=True,
         gamma=0.99,
         estimator="double_dqn",
-        target_update_freq=400,
+        target_update_freq=8,  # a soft (Polyak) update after every gradient step ...
+        tau=0.02,  # ... with a time constant of 50 gradient steps (400 env steps)
         exploration_fraction=0.2,
         end_epsilon=0.05,
     ),
@@ -431,7 +432,7 @@ _PRESETS["minatar-fast"] = dict(_MINATAR, total_timesteps=1_000_000, train_frequ
 _PRESET_DESCRIPTIONS = {
     "seed": "the seed's train_dqn defaults (CartPole-v1, 500k steps)",
     "probes": "learns each probe's exact Q-values in 3k steps (set env_id to Probe1..Probe5)",
-    "cartpole": "solves CartPole-v1 in 80k steps (8 envs, Double DQN; docs/cartpole_preset.md)",
+    "cartpole": "solves CartPole-v1 in 80k steps (8 envs, Double DQN, Polyak target; docs/cartpole_preset.md)",
     "minatar": "the MinAtar paper's DQN on Breakout-MinAtar, Adam, 5M steps (docs/minatar.md)",
     "minatar-fast": "minatar with an update every 4 steps, 1M steps (docs/minatar.md)",
 }

@@ -51,18 +51,18 @@ def test_value_ceiling_is_one_over_one_minus_gamma_for_one_reward_per_step():
 
 
 def test_cartpole_preset_definition():
-    """The values docs/cartpole_preset.md's third round chose, and the loop they make."""
+    """The values docs/cartpole_preset.md's fourth round chose, and the loop they make."""
     config = jaxdqn.preset("cartpole")
     assert config.env_id == "CartPole-v1" and config.estimator == "double_dqn"
     assert (config.gamma, config.learning_rate, config.anneal_lr) == (0.99, 1.4e-2, True)
     assert (config.total_timesteps, config.num_envs, config.train_frequency) == (80_000, 8, 8)
     assert (config.batch_size, config.buffer_size, config.learning_starts) == (128, 50_000, 1000)
-    assert (config.target_update_freq, config.tau) == (400, 1.0)
+    assert (config.target_update_freq, config.tau) == (8, 0.02)
     assert (config.end_epsilon, config.exploration_fraction) == (0.05, 0.2)
     assert (config.loss, config.max_grad_norm) == ("mse", None)
     # One gradient step per 8 env steps once 1000 are stored (iterations 124..9999): 9,876
-    # steps, and a target copy every 50 of them.
+    # steps, each followed by a soft target update theta^- <- 0.02 theta + 0.98 theta^-.
     assert config.num_updates == 10_000 - 124
-    assert config.target_update_freq // config.train_frequency == 50
+    assert config.target_update_freq == config.train_frequency
     # The start-state value a calibrated agent reports: 1 / (1 - 0.99).
     assert value_ceiling(config.env_id, config.gamma) == pytest.approx(100.0)
