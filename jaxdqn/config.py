@@ -432,7 +432,7 @@ _PRESETS["minatar-fast"] = dict(_MINATAR, total_timesteps=1_000_000, train_frequ
 _PRESET_DESCRIPTIONS = {
     "seed": "the seed's train_dqn defaults (CartPole-v1, 500k steps)",
     "probes": "learns each probe's exact Q-values in 3k steps (set env_id to Probe1..Probe5)",
-    "cartpole": "solves CartPole-v1 in 80k steps (8 envs, Double DQN, Polyak target; docs/cartpole_preset.md)",
+    "cartpole": "CartPole-v1 in 80k steps: 8 envs, Double DQN, soft target (docs/cartpole_preset.md)",
     "minatar": "the MinAtar paper's DQN on Breakout-MinAtar, Adam, 5M steps (docs/minatar.md)",
     "minatar-fast": "minatar with an update every 4 steps, 1M steps (docs/minatar.md)",
 }
