@@ -31,6 +31,17 @@ def add_out_options(p: argparse.ArgumentParser, default: str) -> None:
                         "logs) instead of refusing")
 
 
+def refuse_settings_on_resume(args, folder: str, **more: bool) -> None:
+    """One line naming every setting given beside ``--resume``, which takes all of them from
+    the ``folder`` it resumes; ``more`` adds a command's own options (name -> given)."""
+    given = [opt for opt, v in (("--env", args.env), ("--config", args.config),
+                                ("--set", args.sets)) if v]
+    given += [opt for opt, v in more.items() if v]
+    given += ["--out"] * bool(args.out) + ["--preset"] * (args.preset != "seed")
+    if given:
+        raise UserError(f"--resume takes every setting from the {folder}; drop {', '.join(given)}")
+
+
 def traced_fields() -> tuple[str, ...]:
     """The hyperparameters a sweep batches into one compiled program."""
     from jaxdqn.train import HParams

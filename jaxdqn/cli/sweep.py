@@ -14,8 +14,8 @@ from jaxdqn.cli.distributed import (add_distributed_options, check_seed_split, i
                                     seed_share)
 from jaxdqn.cli.loggers import add_logging_options, open_loggers
 from jaxdqn.cli.options import (add_config_options, add_out_options, check_counts, check_learns,
-                                parse_assignment, parse_field_value, resolve_config,
-                                traced_fields)
+                                parse_assignment, parse_field_value, refuse_settings_on_resume,
+                                resolve_config, traced_fields)
 from jaxdqn.cli.outputs import SWEEP_FILES, default_out, prepare_out, provenance
 from jaxdqn.cli.parser import EXIT_INTERRUPTED, PROG, UserError, say
 from jaxdqn.cli.progress import Progress
@@ -172,16 +172,9 @@ def _resume_folder(args):
     """The sweep folder ``--resume`` names and its ``config.json``, or one line saying why not."""
     import json
 
-    given = [opt for opt, v in (("--env", args.env), ("--config", args.config),
-                                ("--set", args.sets), ("--grid", args.grid),
-                                ("--seeds", args.seeds is not None),
-                                ("--seed", args.seed is not None),
-                                ("--episodes", args.episodes is not None), ("--out", args.out)) if v]
-    if args.preset != "seed":
-        given.append("--preset")
-    if given:
-        raise UserError("--resume takes every setting from the sweep folder; "
-                        f"drop {', '.join(given)}")
+    refuse_settings_on_resume(args, "sweep folder", **{
+        "--grid": args.grid, "--seeds": args.seeds is not None, "--seed": args.seed is not None,
+        "--episodes": args.episodes is not None})
     out = Path(args.resume)
     where = f"--resume {str(out)!r}"
     try:

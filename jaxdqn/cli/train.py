@@ -14,7 +14,7 @@ from jaxdqn.cli.distributed import (add_distributed_options, check_seed_split, i
                                     seed_share)
 from jaxdqn.cli.loggers import add_logging_options, open_loggers
 from jaxdqn.cli.options import (add_config_options, add_out_options, check_counts, check_learns,
-                                resolve_config)
+                                refuse_settings_on_resume, resolve_config)
 from jaxdqn.cli.outputs import RUN_FILES, default_out, prepare_out, provenance
 from jaxdqn.cli.parser import EXIT_INTERRUPTED, PROG, UserError, say
 from jaxdqn.cli.progress import PROGRESS_SEGMENTS, Progress
@@ -95,14 +95,7 @@ def check_memory(config, num_seeds: int) -> None:
 
 
 def _resume(args, argv) -> int:
-    given = [opt for opt, v in (("--env", args.env), ("--config", args.config),
-                                ("--set", args.sets), ("--seeds", args.seeds),
-                                ("--seed", args.seed), ("--out", args.out)) if v]
-    if args.preset != "seed":
-        given.append("--preset")
-    if given:
-        raise UserError("--resume takes every setting from the run folder; "
-                        f"drop {', '.join(given)}")
+    refuse_settings_on_resume(args, "run folder", **{"--seeds": args.seeds, "--seed": args.seed})
     out = Path(args.resume)
     if not (out / "config.json").is_file():
         raise UserError(f"--resume {str(out)!r}: no config.json there, so it is not a run folder")
