@@ -15,7 +15,8 @@ when one is given, so a shape mismatch is reported by layer instead of failing i
 
 A resume state (``save_resume_state``) is the same envelope around a whole batched
 ``RunnerState``: replay buffer, optimizer, env states and keys, so an interrupted run continues
-exactly where it stopped.
+exactly where it stopped. Its leading axis counts runs (``num_runs``): a train's seeds, or a sweep
+group's grid points times seeds.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def save_checkpoint(path: str | os.PathLike, params, config: DQNConfig,
     """Writes ``params`` (leading axis: seeds) and ``config`` to ``path`` atomically."""
     params = jax.device_get(params)
     num_seeds = _check_params(params, config, batch_shape=None, what="params to save")
-    _write(path, FORMAT, config, num_seeds, {"params": params}, metadata)
+    _write(path, FORMAT, config, {"num_seeds": num_seeds}, {"params": params}, metadata)
 
 
 def load_checkpoint(path: str | os.PathLike, config: DQNConfig | None = None) -> Checkpoint:
@@ -131,10 +132,10 @@ def run_checkpoint_path(run: str | os.PathLike, which: str = "final"):
 
 def save_resume_state(path: str | os.PathLike, state, config: DQNConfig,
                       metadata: dict | None = None) -> None:
-    """Writes a batched ``RunnerState`` (leading axis: seeds) so the run can continue later."""
+    """Writes a batched ``RunnerState`` (leading axis: runs) so the run can continue later."""
     state = jax.device_get(state)
-    num_seeds = int(jax.tree.leaves(state)[0].shape[0])
-    _write(path, RESUME_FORMAT, config, num_seeds,
+    num_runs = int(jax.tree.leaves(state)[0].shape[0])
+    _write(path, RESUME_FORMAT, config, {"num_runs": num_runs},
            {"state": serialization.to_state_dict(state)}, metadata)
 
 
@@ -170,7 +171,7 @@ def load_resume_state(path: str | os.PathLike, template, config: DQNConfig):
     return state, dict(payload.get("metadata") or {})
 
 
-def _write(path, fmt: str, config: DQNConfig, num_seeds: int, body: dict, metadata) -> None:
+def _write(path, fmt: str, config: DQNConfig, counts: dict, body: dict, metadata) -> None:
     from jaxdqn import __version__
 
     payload = {
@@ -179,7 +180,7 @@ def _write(path, fmt: str, config: DQNConfig, num_seeds: int, body: dict, metada
         "jaxdqn_version": __version__,
         "config": config.to_dict(),
         "network": network_shape(config),
-        "num_seeds": num_seeds,
+        **counts,
         "metadata": dict(metadata or {}),
         **body,
     }

@@ -115,6 +115,8 @@ def test_resume_state_round_trip_is_exact_and_checks_config(tmp_path):
     save_resume_state(path, state, CFG, {"rows_done": 2})
     restored, meta = load_resume_state(path, template, CFG)
     assert meta == {"rows_done": 2}
+    payload = serialization.msgpack_restore(path.read_bytes())
+    assert payload["num_runs"] == 2 and "num_seeds" not in payload  # a sweep's runs are not seeds
     assert jax.tree.structure(restored) == jax.tree.structure(state)
     for got, want in zip(jax.tree.leaves(restored), jax.tree.leaves(state)):
         np.testing.assert_array_equal(got, want)
