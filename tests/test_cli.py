@@ -222,6 +222,27 @@ RUN_SETS = ["--set", "total_timesteps=30000", "--set", "buffer_size=2000",
             "--set", "hidden_sizes=32,32", "--set", "target_update_freq=500"]
 
 
+# ``jaxdqn`` in a process of its own that sends itself SIGINT (Ctrl-C) as its first progress
+# segment comes back: a real signal at a known point, not one timed on a printed line.
+CTRL_C_AFTER_FIRST_SEGMENT = """
+import os, signal, sys
+from jaxdqn.runtime import fast_cpu_compile, use_all_cpu_cores
+fast_cpu_compile()
+use_all_cpu_cores()
+import jaxdqn.sweep
+from jaxdqn.cli import interrupts, main
+real = jaxdqn.sweep.run_in_segments
+def run_in_segments(*args, **kwargs):
+    for i, segment in enumerate(real(*args, **kwargs)):
+        if i == 0:
+            os.kill(os.getpid(), signal.SIGINT)
+        yield segment
+jaxdqn.sweep.run_in_segments = run_in_segments
+interrupts.install()
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def _jaxdqn(*args):
     return [sys.executable, "-m", "jaxdqn", *args]
 
@@ -237,7 +258,7 @@ def runs(tmp_path_factory):
     """The real command in subprocesses, two at a time where they do not depend on each other:
 
     A: 2 seeds of a small CartPole run as one compiled call (no progress);
-    B: the same command in progress segments, stopped by Ctrl-C (SIGINT) after its first one;
+    B: the same command in progress segments, stopped by Ctrl-C (SIGINT) as its first one ends;
     E: a command with an error;
     then ``evaluate A --gymnasium`` alongside ``train --resume B``.
     """
@@ -246,16 +267,10 @@ def runs(tmp_path_factory):
     common = ["train", "--seeds", "2", "--episodes", "20", *RUN_SETS]
     pipes = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     proc_a = subprocess.Popen(_jaxdqn(*common, "--out", str(a), "--no-progress"), **pipes)
-    proc_b = subprocess.Popen(_jaxdqn(*common, "--out", str(b)), **pipes)
-    err_b = []
-    for line in proc_b.stderr:
-        err_b.append(line)
-        if "env steps per run" in line:  # the first progress line: training is under way
-            proc_b.send_signal(signal.SIGINT)
-            break
-    err_b.append(proc_b.stderr.read())
-    proc_b.wait(timeout=300)
-    interrupted = {"returncode": proc_b.returncode, "stderr": "".join(err_b),
+    proc_b = subprocess.Popen([sys.executable, "-c", CTRL_C_AFTER_FIRST_SEGMENT, *common,
+                               "--out", str(b)], **pipes)
+    err_b = proc_b.communicate(timeout=300)[1]
+    interrupted = {"returncode": proc_b.returncode, "stderr": err_b,
                    "summary": json.loads((b / "summary.json").read_text()),
                    "resume_state": (b / "resume_state.msgpack").exists(),
                    "files": {p.name for p in b.iterdir()}}
@@ -343,7 +358,7 @@ def test_ctrl_c_stops_cleanly_and_keeps_what_was_done(runs):
     assert f"continue it with: jaxdqn train --resume {runs['b']}" in info["stderr"]
     summary = info["summary"]
     assert summary["interrupted"] and not summary["complete"] and "evaluation" not in summary
-    assert 0 < summary["rows_done"] < 100
+    assert summary["rows_done"] == 5  # stopped as the first of 20 progress segments came back
     assert info["metrics_shape"] == (2, summary["rows_done"])
     assert info["resume_state"]
     assert {"checkpoint.msgpack", "learning_curve.png", "metrics.csv"} <= info["files"]
