@@ -110,6 +110,12 @@ def shard_batch(tree: Any, mesh: Mesh) -> Any:
     return jax.tree.map(place, tree)
 
 
+def place_like(saved: Any, placed: Any) -> Any:
+    """``saved`` (host arrays, e.g. a loaded resume state) on the devices and shardings of the
+    matching leaves of ``placed``, so a jitted function sees one placement and compiles once."""
+    return jax.tree.map(lambda s, p: jax.device_put(s, p.sharding), saved, placed)
+
+
 def pad_batch(tree: Any, multiple: int) -> tuple[Any, int]:
     """``(padded, n)``: every leaf's leading axis padded to a multiple of ``multiple`` by repeating
     its last entry; ``n`` is the original size. The extra entries are real, discarded work."""

@@ -26,7 +26,7 @@ import numpy as np
 
 from jaxdqn.config import DQNConfig
 from jaxdqn.evaluation import evaluate
-from jaxdqn.parallel import devices_for, split_on_axis, to_host
+from jaxdqn.parallel import devices_for, place_like, split_on_axis, to_host
 from jaxdqn.runtime import compiler_options
 from jaxdqn.train import RUNNER_STATE_AXES, HParams, RunnerState, TrainMetrics, make_trainer
 
@@ -338,8 +338,7 @@ def _iter_sweep(groups, num_seeds, seed, num_episodes, target_segments, on_compi
         if resume is not None and gi == resume.group_index:
             # Placed as init's output is: a numpy state would compile ``run`` a second time
             # for the next segment, whose input is the device output of the first.
-            state = jax.tree.map(lambda saved, fresh: jax.device_put(saved, fresh.sharding),
-                                 resume.state, state)
+            state = place_like(resume.state, state)
             first_row = resume.rows_done
             done = [] if resume.metrics is None or not first_row else [resume.metrics]
         else:

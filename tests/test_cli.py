@@ -285,7 +285,8 @@ def runs(tmp_path_factory):
     proc_e = subprocess.Popen(_jaxdqn("evaluate", str(a), "--episodes", "20", "--gymnasium",
                                       "--json", str(eval_json)), **pipes)
     resumed = subprocess.run(_jaxdqn("train", "--resume", str(b), "--no-progress"),
-                             capture_output=True, text=True, timeout=600)
+                             capture_output=True, text=True, timeout=600,
+                             env={**os.environ, "JAX_LOG_COMPILES": "1"})
     out_e, err_e = proc_e.communicate(timeout=600)
     assert proc_e.returncode == 0, err_e
     return {"root": root, "a": a, "b": b, "train_stdout": out_a, "error": error,
@@ -369,6 +370,8 @@ def test_resuming_an_interrupted_run_gives_the_uninterrupted_run_bit_for_bit(run
     a, b = runs["a"], runs["b"]
     assert runs["resumed"].returncode == 0, runs["resumed"].stderr
     assert not (b / "resume_state.msgpack").exists()
+    # The loaded state is placed as init's output is, so the training program compiles once.
+    assert runs["resumed"].stderr.count("Compiling jit(run_rows)") == 1, runs["resumed"].stderr
     with np.load(a / "metrics.npz") as ma, np.load(b / "metrics.npz") as mb:
         for name in ma.files:
             np.testing.assert_array_equal(mb[name], ma[name], err_msg=name)

@@ -130,7 +130,7 @@ def _train(config, num_seeds: int, seed: int, num_episodes: int, out: Path, no_p
 
     from jaxdqn.checkpoint import CheckpointError, load_resume_state
     from jaxdqn.envs import solve_threshold
-    from jaxdqn.parallel import devices_for, to_host
+    from jaxdqn.parallel import devices_for, place_like, to_host
     from jaxdqn.sweep import (rows_per_segment, concat_metrics, evaluation_keys, make_run_batch,
                               run_in_segments, seed_keys)
     from jaxdqn.train import best_params
@@ -164,7 +164,9 @@ def _train(config, num_seeds: int, seed: int, num_episodes: int, out: Path, no_p
            f"{method_name(config)} on {config.env_id}, {config.total_timesteps} env steps each"
            f"{on_devices} -> {out}")
     t_compile = time.perf_counter()
-    if not resume:
+    if resume:  # placed as init's output is: a host state would compile ``run`` twice
+        state = place_like(state, batch.init(keys, None))
+    else:
         state = batch.init(keys, None)
     if left:
         report("compiling the training program ...")
