@@ -8,10 +8,12 @@ separately; the clock starts before ``import jax``.
     flock -x /tmp/jaxdqn-quiet.lock taskset -c 0 python scripts/minatar_speed.py   # the target
     taskset -c 0 python scripts/minatar_speed.py --steps 50000      # a short run, per-step cost
     taskset -c 0 python scripts/minatar_speed.py --preset minatar --steps 20000
+    taskset -c 0 python scripts/minatar_speed.py --steps 50000 --seeds 3   # 3 seeds vmapped
 
 ``--steps`` shortens the run (the epsilon schedule keeps the preset's 100k-step decay where it
 fits); the line printed gives the cost per gradient step with its env steps, and the 1M-step
-figure extrapolated from it.
+figure extrapolated from it. ``--seeds N`` vmaps N seeds in the one program (as ``jaxdqn train
+--seeds N`` does on one device); the per-update and 1M-step figures are then per seed.
 """
 import time
 
@@ -28,6 +30,7 @@ def main() -> None:
     parser.add_argument("--env", default=None, help="a MinAtar id (default: the preset's Breakout)")
     parser.add_argument("--steps", type=int, default=None, help="env steps (default: the preset's)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, default=1, help="seeds vmapped together (default 1)")
     args = parser.parse_args()
 
     from jaxdqn.runtime import compiler_options, fast_cpu_compile
@@ -44,21 +47,25 @@ def main() -> None:
         config = dataclasses.replace(config, total_timesteps=args.steps,
                                      exploration_fraction=min(1.0, decay / args.steps))
     key = jax.random.PRNGKey(args.seed)
+    train = make_train(config)
+    if args.seeds > 1:
+        key, train = jax.random.split(key, args.seeds), jax.vmap(train)
     t0, c0 = time.time(), time.process_time()
-    compiled = jax.jit(make_train(config), compiler_options=compiler_options(config)).lower(key).compile()
+    compiled = jax.jit(train, compiler_options=compiler_options(config)).lower(key).compile()
     t1, c1 = time.time(), time.process_time()
     out = jax.block_until_ready(compiled(key))
     t2, c2 = time.time(), time.process_time()
     run = t2 - t1
-    per_update = run / max(config.num_updates, 1)
-    per_iteration = run / (config.total_timesteps / config.train_frequency)
-    print(f"{config.env_id} preset {args.preset}: {config.total_timesteps} env steps, "
+    per_update = run / max(config.num_updates, 1) / args.seeds
+    per_iteration = run / (config.total_timesteps / config.train_frequency) / args.seeds
+    print(f"{config.env_id} preset {args.preset}, {args.seeds} seed{'s' * (args.seeds > 1)}: "
+          f"{config.total_timesteps} env steps, "
           f"{config.num_updates} updates | imports {t0 - T_START:.1f} s, compile {t1 - t0:.1f} s, "
           f"run {run:.1f} s (cpu {c2 - c1:.1f} s), total {t2 - T_START:.1f} s wall "
           f"(cpu {c2 - C_START:.1f} s) | {per_update * 1e3:.3f} ms per update with its env steps, "
           f"1M env steps ~ {per_iteration * 1e6 / config.train_frequency:.0f} s of run | "
           f"load {' '.join(f'{x:.2f}' for x in os.getloadavg())} | "
-          f"last row's return {float(out.metrics.episode_return[-1]):.2f}", flush=True)
+          f"last row's mean return {float(out.metrics.episode_return[..., -1].mean()):.2f}", flush=True)
 
 
 if __name__ == "__main__":
