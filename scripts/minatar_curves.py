@@ -1,13 +1,22 @@
 """Learning curves of jaxdqn runs on MinAtar games beside the MinAtar paper's DQN.
 
-    python scripts/minatar_curves.py RUN_DIR [RUN_DIR ...] --out docs/minatar_curves.png
+    python scripts/minatar_curves.py RUNS [RUNS ...] --out docs/minatar_curves.png
+    python scripts/minatar_curves.py runs/B-fast runs/B-paper runs/SI-fast runs/SI-paper \\
+        --out docs/minatar_curves.png
+    python scripts/minatar_curves.py runs/B-5M-s0,runs/B-5M-s1,runs/B-5M-s2 --out b5m.png
 
-Each RUN_DIR is a `jaxdqn train` folder (metrics.npz, summary.json). The curve is the mean over
-seeds of each metric row's mean training return (epsilon-greedy, the run's schedule), with the
-range over seeds shaded. The paper's points are read by eye off the DQN curves of
+Each RUNS is a `jaxdqn train` folder (metrics.npz, summary.json, config.json), or several joined
+by commas whose seeds are pooled into one curve (runs of one config started with other --seed).
+Runs of the same game share a panel. A curve is the mean over seeds of each metric row's mean
+training return (epsilon-greedy, the run's schedule), with the range over seeds shaded; it is
+labelled by how often the run updates (``train_frequency``: 1 is ``preset("minatar")``, 4 is
+``preset("minatar-fast")``). The paper's points are read by eye off the DQN curves of
 img/learning_curves.gif in github.com/kenjyoung/MinAtar (30 runs, moving average of training
 returns over 100 episodes, sticky actions 0.1, full 6-action set, one update per frame, RMSProp):
 approximate to about +-1 (Breakout) and +-3 (Space Invaders).
+
+Printed per curve: the mean training return in the windows (0.45M, 0.5M], (0.9M, 1M] and, for
+longer runs, the last 10% of the run, per seed and averaged; and the final greedy evaluation.
 """
 
 from __future__ import annotations
@@ -28,9 +37,39 @@ PAPER_DQN = {
 }
 
 
+def load_curve(spec: str) -> dict:
+    """One curve from comma-joined run folders: their seeds stacked, their configs equal."""
+    folders = [Path(p) for p in spec.split(",")]
+    returns, greedy, configs = [], [], []
+    for run in folders:
+        with np.load(run / "metrics.npz") as m:
+            returns.append(m["episode_return"])
+            steps = m["env_steps"][0]
+        config = json.loads((run / "config.json").read_text())["config"]
+        configs.append({k: v for k, v in config.items()})
+        ev = json.loads((run / "summary.json").read_text()).get("evaluation") or {}
+        greedy += [row["mean"] for row in ev.get("per_seed", [])]
+    if any(c != configs[0] for c in configs[1:]):
+        raise SystemExit(f"{spec}: the runs' configs differ; pool only runs of one config")
+    config = configs[0]
+    every = config["train_frequency"]
+    label = (f"jaxdqn, an update every {every} step{'s' * (every > 1)}"
+             f"{' (minatar-fast)' if every == 4 else ' (minatar)' if every == 1 else ''}")
+    return {"spec": spec, "env_id": config["env_id"], "steps": steps,
+            "returns": np.concatenate(returns), "greedy": greedy, "label": label}
+
+
+def window_mean(curve: dict, end: float, width: float) -> np.ndarray:
+    """Per seed, the mean of the metric rows with env steps in (end - width, end]."""
+    x = curve["steps"]
+    rows = (x > end - width) & (x <= end)
+    return np.nanmean(curve["returns"][:, rows], axis=1) if rows.any() else np.full(
+        curve["returns"].shape[0], np.nan)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("runs", nargs="+")
+    p.add_argument("runs", nargs="+", help="run folder(s); comma-join folders to pool their seeds")
     p.add_argument("--out", default="minatar_curves.png")
     args = p.parse_args()
     import matplotlib
@@ -38,32 +77,38 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(args.runs), figsize=(5 * len(args.runs), 3.6), squeeze=False)
-    for ax, run in zip(axes[0], args.runs):
-        run = Path(run)
-        m = np.load(run / "metrics.npz")
-        summary = json.loads((run / "summary.json").read_text())
-        env_id = summary["env_id"]
-        x = m["env_steps"][0] / 1e6
-        r = m["episode_return"]
-        ax.plot(x, np.nanmean(r, axis=0), label=f"jaxdqn minatar-fast ({r.shape[0]} seeds)")
-        ax.fill_between(x, np.nanmin(r, axis=0), np.nanmax(r, axis=0), alpha=0.2)
-        px, py = zip(*PAPER_DQN[env_id])
-        ax.plot(px, py, "ks--", label="MinAtar paper DQN (read off its figure)")
-        ev = summary.get("evaluation", {})
-        if ev:
-            ax.axhline(ev["mean_over_seeds"], color="C2", ls=":",
-                       label=f"jaxdqn greedy, {ev['num_episodes']} episodes x seeds")
+    curves = [load_curve(spec) for spec in args.runs]
+    games = list(dict.fromkeys(c["env_id"] for c in curves))
+    fig, axes = plt.subplots(1, len(games), figsize=(5.5 * len(games), 3.8), squeeze=False)
+    for ax, env_id in zip(axes[0], games):
+        longest = 0.0
+        for i, c in enumerate(c for c in curves if c["env_id"] == env_id):
+            x, r = c["steps"] / 1e6, c["returns"]
+            longest = max(longest, x[-1])
+            ax.plot(x, np.nanmean(r, axis=0), color=f"C{i}",
+                    label=f"{c['label']}, {r.shape[0]} seeds")
+            ax.fill_between(x, np.nanmin(r, axis=0), np.nanmax(r, axis=0), color=f"C{i}",
+                            alpha=0.15)
+            total = c["steps"][-1]
+            report = [f"{c['spec']}: {env_id}, {c['label']}, {r.shape[0]} seeds, "
+                      f"{total / 1e6:g}M steps; training return"]
+            ends = [e for e in (0.5e6, 1e6) if e <= total]
+            windows = [(e, 0.1 * e) for e in ends] + ([(total, 0.1 * total)] if total > 1e6 else [])
+            for end, width in windows:
+                per_seed = window_mean(c, end, width)
+                report.append(f"  ({(end - width) / 1e6:g}M, {end / 1e6:g}M]: mean "
+                              f"{np.nanmean(per_seed):.2f} per seed {[round(float(v), 2) for v in per_seed]}")
+            if c["greedy"]:
+                report.append(f"  greedy (gymnax, 100 episodes a seed): mean "
+                              f"{np.mean(c['greedy']):.2f} per seed {c['greedy']}")
+            print("\n".join(report))
+        px, py = zip(*[(m, v) for m, v in PAPER_DQN[env_id] if m <= max(1.0, longest)])
+        ax.plot(px, py, "ks--", label="MinAtar paper's DQN, an update every step (read off its figure)")
         ax.set_title(env_id)
         ax.set_xlabel("env steps (millions)")
-        ax.set_ylabel("training return")
-        ax.set_xlim(0, max(1.0, x[-1]))
+        ax.set_ylabel("training return (epsilon-greedy)")
+        ax.set_xlim(0, max(1.0, longest))
         ax.legend(fontsize=7)
-        last = np.nanmean(r[:, -10:], axis=1)
-        print(f"{env_id}: mean training return over the last 10% of rows per seed "
-              f"{np.round(last, 2).tolist()}, mean {last.mean():.2f}; at 0.5M "
-              f"{np.nanmean(r[:, len(x) // 2 - 1]):.2f}; greedy "
-              f"{ev.get('mean_over_seeds')}")
     fig.tight_layout()
     fig.savefig(args.out, dpi=110)
     print("wrote", args.out)
