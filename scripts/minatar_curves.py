@@ -15,8 +15,9 @@ img/learning_curves.gif in github.com/kenjyoung/MinAtar (30 runs, moving average
 returns over 100 episodes, sticky actions 0.1, full 6-action set, one update per frame, RMSProp):
 approximate to about +-1 (Breakout) and +-3 (Space Invaders).
 
-Printed per curve: the mean training return in the windows (0.45M, 0.5M], (0.9M, 1M] and, for
-longer runs, the last 10% of the run, per seed and averaged; and the final greedy evaluation.
+Printed per curve: the mean training return in the windows (0.45M, 0.5M], (0.9M, 1M] of env
+steps (with ``--x updates``: the last 10% up to 0.245M, 0.5M and 0.99M updates) and, for longer runs, the last 10% of the run, per seed
+and averaged; and the final greedy evaluation.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def load_curve(spec: str) -> dict:
     for run in folders:
         with np.load(run / "metrics.npz") as m:
             returns.append(m["episode_return"])
-            steps = m["env_steps"][0]
+            steps, updates = m["env_steps"][0], m["updates"][0]
         config = json.loads((run / "config.json").read_text())["config"]
         configs.append({k: v for k, v in config.items()})
         ev = json.loads((run / "summary.json").read_text()).get("evaluation") or {}
@@ -53,15 +54,16 @@ def load_curve(spec: str) -> dict:
         raise SystemExit(f"{spec}: the runs' configs differ; pool only runs of one config")
     config = configs[0]
     every = config["train_frequency"]
-    label = (f"jaxdqn, an update every {every} step{'s' * (every > 1)}"
+    label = (f"jaxdqn, an update every {f'{every} steps' if every > 1 else 'step'}"
              f"{' (minatar-fast)' if every == 4 else ' (minatar)' if every == 1 else ''}")
-    return {"spec": spec, "env_id": config["env_id"], "steps": steps,
+    return {"spec": spec, "env_id": config["env_id"], "steps": steps, "updates": updates,
             "returns": np.concatenate(returns), "greedy": greedy, "label": label}
 
 
-def window_mean(curve: dict, end: float, width: float) -> np.ndarray:
-    """Per seed, the mean of the metric rows with env steps in (end - width, end]."""
-    x = curve["steps"]
+def window_mean(curve: dict, end: float, width: float, axis: str = "steps") -> np.ndarray:
+    """Per seed, the mean of the metric rows with ``axis`` (env steps or updates) in
+    (end - width, end]."""
+    x = curve[axis]
     rows = (x > end - width) & (x <= end)
     return np.nanmean(curve["returns"][:, rows], axis=1) if rows.any() else np.full(
         curve["returns"].shape[0], np.nan)
@@ -71,6 +73,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("runs", nargs="+", help="run folder(s); comma-join folders to pool their seeds")
     p.add_argument("--out", default="minatar_curves.png")
+    p.add_argument("--x", choices=("env_steps", "updates"), default="env_steps",
+                   help="the figure's x axis: env steps (default), or gradient steps, which "
+                        "compares runs of equal compute (the paper's points are then left out)")
     args = p.parse_args()
     import matplotlib
 
@@ -83,29 +88,34 @@ def main() -> None:
     for ax, env_id in zip(axes[0], games):
         longest = 0.0
         for i, c in enumerate(c for c in curves if c["env_id"] == env_id):
-            x, r = c["steps"] / 1e6, c["returns"]
+            x, r = c["steps" if args.x == "env_steps" else "updates"] / 1e6, c["returns"]
             longest = max(longest, x[-1])
             ax.plot(x, np.nanmean(r, axis=0), color=f"C{i}",
                     label=f"{c['label']}, {r.shape[0]} seeds")
             ax.fill_between(x, np.nanmin(r, axis=0), np.nanmax(r, axis=0), color=f"C{i}",
                             alpha=0.15)
-            total = c["steps"][-1]
+            axis = "steps" if args.x == "env_steps" else "updates"
+            total = c[axis][-1]
             report = [f"{c['spec']}: {env_id}, {c['label']}, {r.shape[0]} seeds, "
-                      f"{total / 1e6:g}M steps; training return"]
-            ends = [e for e in (0.5e6, 1e6) if e <= total]
+                      f"{c['steps'][-1] / 1e6:g}M env steps, {c['updates'][-1] / 1e6:.3g}M "
+                      f"updates; training return by {args.x.replace('_', ' ')}"]
+            marks = (0.5e6, 1e6) if axis == "steps" else (0.245e6, 0.5e6, 0.99e6)
+            ends = [e for e in marks if e <= total]
             windows = [(e, 0.1 * e) for e in ends] + ([(total, 0.1 * total)] if total > 1e6 else [])
             for end, width in windows:
-                per_seed = window_mean(c, end, width)
+                per_seed = window_mean(c, end, width, axis)
                 report.append(f"  ({(end - width) / 1e6:g}M, {end / 1e6:g}M]: mean "
                               f"{np.nanmean(per_seed):.2f} per seed {[round(float(v), 2) for v in per_seed]}")
             if c["greedy"]:
                 report.append(f"  greedy (gymnax, 100 episodes a seed): mean "
                               f"{np.mean(c['greedy']):.2f} per seed {c['greedy']}")
             print("\n".join(report))
-        px, py = zip(*[(m, v) for m, v in PAPER_DQN[env_id] if m <= max(1.0, longest)])
-        ax.plot(px, py, "ks--", label="MinAtar paper's DQN, an update every step (read off its figure)")
+        if args.x == "env_steps":
+            px, py = zip(*[(m, v) for m, v in PAPER_DQN[env_id] if m <= max(1.0, longest)])
+            ax.plot(px, py, "ks--",
+                    label="MinAtar paper's DQN, an update every step (read off its figure)")
         ax.set_title(env_id)
-        ax.set_xlabel("env steps (millions)")
+        ax.set_xlabel(f"{args.x.replace('_', ' ').replace('updates', 'gradient steps')} (millions)")
         ax.set_ylabel("training return (epsilon-greedy)")
         ax.set_xlim(0, max(1.0, longest))
         ax.legend(fontsize=7)
