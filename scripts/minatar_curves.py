@@ -91,12 +91,14 @@ def main() -> None:
             x, r = c["steps" if args.x == "env_steps" else "updates"] / 1e6, c["returns"]
             longest = max(longest, x[-1])
             ax.plot(x, np.nanmean(r, axis=0), color=f"C{i}",
-                    label=f"{c['label']}, {r.shape[0]} seeds")
+                    label=f"{c['label']}, {c['steps'][-1] / 1e6:g}M steps, {r.shape[0]} "
+                          f"seed{'s' * (r.shape[0] > 1)}")
             ax.fill_between(x, np.nanmin(r, axis=0), np.nanmax(r, axis=0), color=f"C{i}",
                             alpha=0.15)
             axis = "steps" if args.x == "env_steps" else "updates"
             total = c[axis][-1]
-            report = [f"{c['spec']}: {env_id}, {c['label']}, {r.shape[0]} seeds, "
+            report = [f"{c['spec']}: {env_id}, {c['label']}, {r.shape[0]} seed"
+                      f"{'s' * (r.shape[0] > 1)}, "
                       f"{c['steps'][-1] / 1e6:g}M env steps, {c['updates'][-1] / 1e6:.3g}M "
                       f"updates; training return by {args.x.replace('_', ' ')}"]
             marks = (0.5e6, 1e6) if axis == "steps" else (0.245e6, 0.5e6, 0.99e6)
