@@ -110,10 +110,12 @@ def shard_batch(tree: Any, mesh: Mesh) -> Any:
     return jax.tree.map(place, tree)
 
 
-def place_like(saved: Any, placed: Any) -> Any:
-    """``saved`` (host arrays, e.g. a loaded resume state) on the devices and shardings of the
-    matching leaves of ``placed``, so a jitted function sees one placement and compiles once."""
-    return jax.tree.map(lambda s, p: jax.device_put(s, p.sharding), saved, placed)
+def place_as_output(saved: Any, fn: Callable, *args: Any) -> Any:
+    """``saved`` (host arrays, e.g. a loaded resume state) placed as the jitted ``fn(*args)``
+    places its output, read from the compiled ``fn`` without running it (no second copy of a
+    state that may be most of a device's memory). A loop that feeds its output back in, e.g.
+    training in segments, then sees one placement and compiles once."""
+    return jax.tree.map(jax.device_put, saved, fn.lower(*args).compile().output_shardings)
 
 
 def pad_batch(tree: Any, multiple: int) -> tuple[Any, int]:

@@ -26,7 +26,7 @@ import numpy as np
 
 from jaxdqn.config import DQNConfig
 from jaxdqn.evaluation import evaluate
-from jaxdqn.parallel import devices_for, place_like, split_on_axis, to_host
+from jaxdqn.parallel import devices_for, place_as_output, split_on_axis, to_host
 from jaxdqn.runtime import compiler_options
 from jaxdqn.train import RUNNER_STATE_AXES, HParams, RunnerState, TrainMetrics, make_trainer
 
@@ -334,14 +334,14 @@ def _iter_sweep(groups, num_seeds, seed, num_episodes, target_segments, on_compi
             on_compile(gi, group)
         batch = make_run_batch(group.config, sweep=True, devices=devices)
         hparams = HParams(*(place(x) for x in group.hparams))
-        state = batch.init(keys, hparams)
         if resume is not None and gi == resume.group_index:
             # Placed as init's output is: a numpy state would compile ``run`` a second time
             # for the next segment, whose input is the device output of the first.
-            state = place_like(resume.state, state)
+            state = place_as_output(resume.state, batch.init, keys, hparams)
             first_row = resume.rows_done
             done = [] if resume.metrics is None or not first_row else [resume.metrics]
         else:
+            state = batch.init(keys, hparams)
             first_row, done = 0, []
         left = group.config.num_log_rows - first_row
         segment_rows = rows_per_segment(left, target_segments) if left else 0

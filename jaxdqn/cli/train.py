@@ -130,7 +130,7 @@ def _train(config, num_seeds: int, seed: int, num_episodes: int, out: Path, no_p
 
     from jaxdqn.checkpoint import CheckpointError, load_resume_state
     from jaxdqn.envs import solve_threshold
-    from jaxdqn.parallel import devices_for, place_like, to_host
+    from jaxdqn.parallel import devices_for, place_as_output, to_host
     from jaxdqn.sweep import (rows_per_segment, concat_metrics, evaluation_keys, make_run_batch,
                               run_in_segments, seed_keys)
     from jaxdqn.train import best_params
@@ -165,7 +165,7 @@ def _train(config, num_seeds: int, seed: int, num_episodes: int, out: Path, no_p
            f"{on_devices} -> {out}")
     t_compile = time.perf_counter()
     if resume:  # placed as init's output is: a host state would compile ``run`` twice
-        state = place_like(state, batch.init(keys, None))
+        state = place_as_output(state, batch.init, keys, None)
     else:
         state = batch.init(keys, None)
     if left:
