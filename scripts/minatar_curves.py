@@ -16,8 +16,8 @@ returns over 100 episodes, sticky actions 0.1, full 6-action set, one update per
 approximate to about +-1 (Breakout) and +-3 (Space Invaders).
 
 Printed per curve: the mean training return in the windows (0.45M, 0.5M], (0.9M, 1M] of env
-steps (with ``--x updates``: the last 10% up to 0.245M, 0.5M and 0.99M updates) and, for longer runs, the last 10% of the run, per seed
-and averaged; and the final greedy evaluation.
+steps (with ``--x updates``: the last 10% up to 0.245M, 0.5M and 0.99M updates) and, for longer
+runs, the last 10% of the run, per seed and averaged; and the final greedy evaluation.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def load_curve(spec: str) -> dict:
             returns.append(m["episode_return"])
             steps, updates = m["env_steps"][0], m["updates"][0]
         config = json.loads((run / "config.json").read_text())["config"]
-        configs.append({k: v for k, v in config.items()})
+        configs.append(config)
         ev = json.loads((run / "summary.json").read_text()).get("evaluation") or {}
         greedy += [row["mean"] for row in ev.get("per_seed", [])]
     if any(c != configs[0] for c in configs[1:]):
@@ -82,20 +82,20 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    axis = "steps" if args.x == "env_steps" else "updates"
     curves = [load_curve(spec) for spec in args.runs]
     games = list(dict.fromkeys(c["env_id"] for c in curves))
     fig, axes = plt.subplots(1, len(games), figsize=(5.5 * len(games), 3.8), squeeze=False)
     for ax, env_id in zip(axes[0], games):
         longest = 0.0
         for i, c in enumerate(c for c in curves if c["env_id"] == env_id):
-            x, r = c["steps" if args.x == "env_steps" else "updates"] / 1e6, c["returns"]
+            x, r = c[axis] / 1e6, c["returns"]
             longest = max(longest, x[-1])
             ax.plot(x, np.nanmean(r, axis=0), color=f"C{i}",
                     label=f"{c['label']}, {c['steps'][-1] / 1e6:g}M steps, {r.shape[0]} "
                           f"seed{'s' * (r.shape[0] > 1)}")
             ax.fill_between(x, np.nanmin(r, axis=0), np.nanmax(r, axis=0), color=f"C{i}",
                             alpha=0.15)
-            axis = "steps" if args.x == "env_steps" else "updates"
             total = c[axis][-1]
             report = [f"{c['spec']}: {env_id}, {c['label']}, {r.shape[0]} seed"
                       f"{'s' * (r.shape[0] > 1)}, "
@@ -107,12 +107,13 @@ def main() -> None:
             for end, width in windows:
                 per_seed = window_mean(c, end, width, axis)
                 report.append(f"  ({(end - width) / 1e6:g}M, {end / 1e6:g}M]: mean "
-                              f"{np.nanmean(per_seed):.2f} per seed {[round(float(v), 2) for v in per_seed]}")
+                              f"{np.nanmean(per_seed):.2f} per seed "
+                              f"{[round(float(v), 2) for v in per_seed]}")
             if c["greedy"]:
                 report.append(f"  greedy (gymnax, 100 episodes a seed): mean "
                               f"{np.mean(c['greedy']):.2f} per seed {c['greedy']}")
             print("\n".join(report))
-        if args.x == "env_steps":
+        if axis == "steps":
             px, py = zip(*[(m, v) for m, v in PAPER_DQN[env_id] if m <= max(1.0, longest)])
             ax.plot(px, py, "ks--",
                     label="MinAtar paper's DQN, an update every step (read off its figure)")

@@ -3,7 +3,6 @@ and a full train -> evaluate -> interrupt -> resume round trip in subprocesses."
 
 import json
 import os
-import signal
 import struct
 import subprocess
 import sys

@@ -144,7 +144,9 @@ def test_the_training_programs_compile_with_the_configs_compiler_options(monkeyp
         monkeypatch.setattr(module, "compiler_options", lambda config: probe)
     keys = jax.random.key_data(jax.random.split(jax.random.key(0), 1))
     if entry == "make_train_seeds":
-        lowered = jaxdqn.parallel.make_train_seeds(cfg, None).lower(keys, None)
+        # Uncached: the cached builder would keep the probe's program for later callers.
+        lowered = jaxdqn.parallel._make_train_seeds.__wrapped__(cfg, None, None, None).lower(
+            keys, None)
     else:
         batch = jaxdqn.sweep.make_run_batch(cfg, devices=jax.devices()[:1])
         lowered = batch.run.lower(jax.eval_shape(batch.init, jnp.asarray(keys), None), None, 0, 2)
