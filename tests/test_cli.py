@@ -221,9 +221,10 @@ RUN_SETS = ["--set", "total_timesteps=30000", "--set", "buffer_size=2000",
             "--set", "hidden_sizes=32,32", "--set", "target_update_freq=500"]
 
 
-# ``jaxdqn`` in a process of its own that sends itself SIGINT (Ctrl-C) as its first progress
-# segment comes back: a real signal at a known point, not one timed on a printed line.
-CTRL_C_AFTER_FIRST_SEGMENT = """
+# ``jaxdqn`` in a process of its own that sends itself SIGTERM (what kill, timeout and job
+# schedulers send; it acts as Ctrl-C does) as its first progress segment comes back: a real signal
+# at a known point, not one timed on a printed line. The sweep tests stop theirs with SIGINT.
+SIGTERM_AFTER_FIRST_SEGMENT = """
 import os, signal, sys
 from jaxdqn.runtime import fast_cpu_compile, use_all_cpu_cores
 fast_cpu_compile()
@@ -234,7 +235,7 @@ real = jaxdqn.sweep.run_in_segments
 def run_in_segments(*args, **kwargs):
     for i, segment in enumerate(real(*args, **kwargs)):
         if i == 0:
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGTERM)
         yield segment
 jaxdqn.sweep.run_in_segments = run_in_segments
 interrupts.install()
@@ -257,7 +258,7 @@ def runs(tmp_path_factory):
     """The real command in subprocesses, two at a time where they do not depend on each other:
 
     A: 2 seeds of a small CartPole run as one compiled call (no progress);
-    B: the same command in progress segments, stopped by Ctrl-C (SIGINT) as its first one ends;
+    B: the same command in progress segments, stopped by SIGTERM as its first one ends;
     E: a command with an error;
     then ``evaluate A --gymnasium`` alongside ``train --resume B``.
     """
@@ -266,7 +267,7 @@ def runs(tmp_path_factory):
     common = ["train", "--seeds", "2", "--episodes", "20", *RUN_SETS]
     pipes = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     proc_a = subprocess.Popen(_jaxdqn(*common, "--out", str(a), "--no-progress"), **pipes)
-    proc_b = subprocess.Popen([sys.executable, "-c", CTRL_C_AFTER_FIRST_SEGMENT, *common,
+    proc_b = subprocess.Popen([sys.executable, "-c", SIGTERM_AFTER_FIRST_SEGMENT, *common,
                                "--out", str(b)], **pipes)
     err_b = proc_b.communicate(timeout=300)[1]
     interrupted = {"returncode": proc_b.returncode, "stderr": err_b,
@@ -351,9 +352,10 @@ def test_evaluate_reproduces_the_training_evaluation_and_cross_checks_in_gymnasi
     assert "gymnax mean" in runs["evaluate_stdout"]
 
 
-def test_ctrl_c_stops_cleanly_and_keeps_what_was_done(runs):
+def test_sigterm_stops_cleanly_keeps_what_was_done_and_exits_143(runs):
     info = runs["interrupted"]
-    assert info["returncode"] == 130, info["stderr"]
+    assert info["returncode"] == 143, info["stderr"]
+    assert "jaxdqn: SIGTERM: stopping at the next safe point" in info["stderr"]
     assert "Traceback" not in info["stderr"]
     assert f"continue it with: jaxdqn train --resume {runs['b']}" in info["stderr"]
     summary = info["summary"]

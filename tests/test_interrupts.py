@@ -41,3 +41,46 @@ def test_first_ctrl_c_defers_and_second_exits_130_after_the_write(tmp_path):
         "jaxdqn: Ctrl-C: stopping at the next safe point (press Ctrl-C again to exit at once)",
         "jaxdqn: interrupted again: exited at once; the folder is as it was"]
     assert marker.exists()  # the clean-up ran before the exit
+
+
+def test_sigterm_acts_as_ctrl_c_and_exits_143(tmp_path):
+    """What ``kill``, ``timeout`` and schedulers send: deferred to the next safe point like
+    Ctrl-C; a second signal exits at once, with 128 + SIGTERM's number."""
+    marker = tmp_path / "cleaned"
+    script = SCRIPT.replace("signal.SIGINT", "signal.SIGTERM")
+    proc = subprocess.run([sys.executable, "-c", script, str(marker)], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 143, proc.stderr
+    assert proc.stdout.splitlines() == ["check raised", "write finished"]
+    assert proc.stderr.splitlines() == [
+        "jaxdqn: SIGTERM: stopping at the next safe point (press Ctrl-C again to exit at once)",
+        "jaxdqn: interrupted again: exited at once; the folder is as it was"]
+    assert marker.exists()
+
+
+EXIT_CODE_SCRIPT = textwrap.dedent("""
+    import os, signal, sys, time
+    from jaxdqn.cli import interrupts
+
+    previous = signal.getsignal(signal.SIGUSR1)
+    interrupts.install()
+    os.kill(os.getpid(), getattr(signal, sys.argv[1]))
+    for _ in range(200):
+        if interrupts.requested():
+            break
+        time.sleep(0.01)
+    print(interrupts.requested(), interrupts.exit_code(), flush=True)
+    interrupts.uninstall()
+    print(signal.getsignal(signal.SIGUSR1) is previous, interrupts.exit_code(), flush=True)
+""")
+
+
+def test_sigusr1_asks_for_a_stop_and_uninstall_restores_the_handlers():
+    """SLURM's ``--signal=USR1@N`` warning stops at the next safe point (exit 138 = 128 + 10);
+    ``uninstall`` puts the previous handlers back and forgets the signal."""
+    proc = subprocess.run([sys.executable, "-c", EXIT_CODE_SCRIPT, "SIGUSR1"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["True 138", "True 130"]
+    assert proc.stderr.splitlines() == [
+        "jaxdqn: SIGUSR1: stopping at the next safe point (press Ctrl-C again to exit at once)"]

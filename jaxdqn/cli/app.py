@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
-import threading
 from typing import Sequence
 
 from jaxdqn.cli import config, distributed, evaluate, interrupts, sweep, train
@@ -24,8 +22,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         fast_cpu_compile()
         use_all_cpu_cores()  # seeds split across cores: jaxdqn.sweep.make_run_batch
     argv = list(sys.argv[1:] if argv is None else argv)
-    previous = signal.getsignal(signal.SIGINT)
-    interrupts.install()  # Ctrl-C acts at the commands' safe points, never inside JAX
+    interrupts.install()  # Ctrl-C and SIGTERM act at the commands' safe points, never inside JAX
     try:
         distributed.start_from_argv(argv)  # before any JAX computation, parsing's imports too
         args = build_parser().parse_args(argv)
@@ -34,14 +31,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = args.handler(args, argv)
         if interrupts.requested() and code == 0:  # Ctrl-C after the last safe point
             say("interrupted (after the command had finished its work)")
-            return EXIT_INTERRUPTED
-        return code
+            return interrupts.exit_code()
+        return interrupts.exit_code() if code == EXIT_INTERRUPTED else code
     except UserError as e:
         say(f"error: {e}")
         return EXIT_USAGE
     except KeyboardInterrupt:
         say("interrupted")
-        return EXIT_INTERRUPTED
+        return interrupts.exit_code()
     except BrokenPipeError:  # output piped into a reader that stopped (| head): not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
@@ -55,8 +52,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILURE
     finally:
         interrupts.uninstall()
-        if threading.current_thread() is threading.main_thread() and previous is not None:
-            signal.signal(signal.SIGINT, previous)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,4 +1,5 @@
-"""Ctrl-C without crashes: the first press stops at the next safe point, a second exits at once.
+"""Ctrl-C and SIGTERM without crashes: the first signal stops at the next safe point, a second
+exits at once.
 
 A ``KeyboardInterrupt`` raised wherever Python happens to be (inside JAX's compiler callbacks,
 an XLA execution, a file write) can abort the process ("pure virtual method called", exit -6) or
@@ -6,6 +7,11 @@ leave half a folder. With ``install()``, SIGINT sets a flag and nothing else; ``
 commands' safe points (after compiling, between segments, before and after evaluating, between
 sweep groups, each step of a Gymnasium evaluation) raises ``KeyboardInterrupt`` there, where the
 command saves what it has and exits with 130.
+
+SIGTERM (what ``kill``, ``timeout``, SLURM at its time limit, Kubernetes and job schedulers send)
+and SIGUSR1 (SLURM's ``--signal=USR1@SECONDS`` warning) act as Ctrl-C does: the command saves what
+it has, so that ``--resume`` continues it, and exits with 128 + the first signal's number (130
+for SIGINT, 143 for SIGTERM, 138 for SIGUSR1; ``exit_code()``).
 
 The first press also says that a second one forces the exit. Python runs signal handlers only
 when the main thread is between bytecodes, which a long compilation or XLA call delays, so the
@@ -25,11 +31,16 @@ import threading
 from typing import Callable
 
 EXIT_INTERRUPTED = 130  # as jaxdqn.cli.parser's (not imported: this module stays import-light)
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR1")
+                     if hasattr(signal, name))
+"""The signals that stop a command at its next safe point (SIGUSR1 where the platform has it)."""
 
 _requested = threading.Event()
 _lock = threading.Lock()  # guards the counters and the force-exit slot
 _writing = threading.RLock()  # held while a command writes files: a forced exit waits for it
 _presses = 0
+_first_signal = signal.SIGINT  # the signal that asked to stop (its number sets the exit code)
+_previous: dict = {}  # while installed: each stop signal's previous handler
 _force_exit: tuple[str, Callable[[], None] | None] = ("", None)
 _watch: dict = {}  # while installed with a watcher: the pipe, the thread, the previous wakeup fd
 
@@ -43,14 +54,26 @@ def _say(line: str) -> None:
         pass
 
 
-def _press() -> None:
-    global _presses
+def _name(signum: int) -> str:
+    return "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+
+
+def exit_code() -> int:
+    """128 + the number of the signal that stopped the command (130 for Ctrl-C)."""
+    return 128 + int(_first_signal)
+
+
+def _press(signum: int = signal.SIGINT) -> None:
+    global _presses, _first_signal
     with _lock:
         _presses += 1
         first = _presses == 1
+        if first:
+            _first_signal = signum
     if first:
         _requested.set()
-        _say("Ctrl-C: stopping at the next safe point (press Ctrl-C again to exit at once)")
+        _say(f"{_name(signum)}: stopping at the next safe point (press Ctrl-C again to exit at "
+             "once)")
         return
     with _writing:  # a file being written is finished first, and may change the slot
         with _lock:
@@ -61,14 +84,18 @@ def _press() -> None:
             except OSError:
                 pass
         _say("interrupted again: exited at once" + (f"; {message}" if message else ""))
-        os._exit(EXIT_INTERRUPTED)
+        os._exit(exit_code())
 
 
-def _on_sigint(signum, frame) -> None:  # never raises: JAX or a write may be running
+def _on_signal(signum, frame) -> None:  # never raises: JAX or a write may be running
+    global _first_signal
     if _watch:  # the watcher counts the presses; this sets the flag as soon as Python runs
-        _requested.set()
+        with _lock:
+            if not _requested.is_set():
+                _first_signal = signum
+            _requested.set()
     else:  # no watcher thread: count them here
-        _press()
+        _press(signum)
 
 
 def _watcher(fd: int) -> None:
@@ -79,15 +106,19 @@ def _watcher(fd: int) -> None:
             return
         if not data:  # the write end was closed: uninstalled
             return
-        for _ in range(data.count(bytes([signal.SIGINT]))):
-            _press()
+        for signum in data:
+            if signum in STOP_SIGNALS:
+                _press(signum)
 
 
 def install() -> None:
-    """Defers SIGINT to the next ``check()`` (main thread only; a no-op elsewhere)."""
+    """Defers the ``STOP_SIGNALS`` to the next ``check()`` (main thread only; a no-op
+    elsewhere). ``uninstall()`` restores their previous handlers."""
     if threading.current_thread() is not threading.main_thread():
         return
-    signal.signal(signal.SIGINT, _on_sigint)
+    for signum in STOP_SIGNALS:
+        previous = signal.signal(signum, _on_signal)
+        _previous.setdefault(signum, previous)
     if _watch:
         return
     read_fd, write_fd = os.pipe()
@@ -105,14 +136,19 @@ def install() -> None:
 
 
 def uninstall() -> None:
-    """Stops the watcher thread and restores the previous wakeup fd (the caller restores the
-    previous SIGINT handler); forgets pending presses and the force-exit slot."""
-    if _watch and threading.current_thread() is threading.main_thread():
-        signal.set_wakeup_fd(_watch["previous"])
-        os.close(_watch["write"])
-        _watch["thread"].join(timeout=5)
-        os.close(_watch["read"])
-        _watch.clear()
+    """Stops the watcher thread, restores the previous wakeup fd and signal handlers; forgets
+    pending presses and the force-exit slot."""
+    if threading.current_thread() is threading.main_thread():
+        if _watch:
+            signal.set_wakeup_fd(_watch["previous"])
+            os.close(_watch["write"])
+            _watch["thread"].join(timeout=5)
+            os.close(_watch["read"])
+            _watch.clear()
+        for signum, previous in _previous.items():
+            if previous is not None:
+                signal.signal(signum, previous)
+        _previous.clear()
     reset()
 
 
@@ -121,7 +157,8 @@ def requested() -> bool:
 
 
 def check() -> None:
-    """Raises ``KeyboardInterrupt`` if Ctrl-C was pressed since ``install()``."""
+    """Raises ``KeyboardInterrupt`` if a stop signal (Ctrl-C, SIGTERM, SIGUSR1) came since
+    ``install()``."""
     if _requested.is_set():
         raise KeyboardInterrupt
 
@@ -144,8 +181,9 @@ def writing():
 
 def reset() -> None:
     """Forgets a pending Ctrl-C and the force-exit slot (for in-process callers such as tests)."""
-    global _presses, _force_exit
+    global _presses, _force_exit, _first_signal
     with _lock:
         _presses = 0
         _force_exit = ("", None)
+        _first_signal = signal.SIGINT
     _requested.clear()
