@@ -122,15 +122,19 @@ def test_bad_video_requests_are_one_line(run, capsys, extra, message):
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
 
 
-def test_missing_tensorboardx_is_a_note_and_training_goes_on(tmp_path, capsys, monkeypatch):
-    monkeypatch.setitem(sys.modules, "tensorboardX", None)
-    code, _, err = _cli(["train", *TINY, "--set", "eval_interval=none", "--episodes", "1",
-                         "--out", str(tmp_path / "r"), "--no-progress", "--tensorboard"], capsys)
-    assert code == 0
-    assert ("note: --tensorboard needs the tensorboardX package: pip install "
-            "'jaxdqn[tensorboard]'; continuing without it") in err
-    assert not (tmp_path / "r" / "tensorboard").exists()
-    assert not (tmp_path / "r" / "best_checkpoint.msgpack").exists()
+def test_missing_tensorboardx_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    """A logger asked for whose package is missing: one line and exit 2 before anything is
+    compiled or written (not a note after compiling and a run without its logs)."""
+    args = ["train", *TINY, "--set", "eval_interval=none", "--episodes", "1", "--no-progress"]
+    with monkeypatch.context() as m:
+        m.setitem(sys.modules, "tensorboardX", None)
+        code, out, err = _cli([*args, "--out", str(tmp_path / "r"), "--tensorboard"], capsys)
+    assert code == 2 and out == ""
+    assert err == ("jaxdqn: error: --tensorboard needs the tensorboardX package: pip install "
+                   "'jaxdqn[tensorboard]', or drop --tensorboard to run without it\n")
+    assert not (tmp_path / "r").exists()
+    code, _, _ = _cli([*args, "--out", str(tmp_path / "r")], capsys)
+    assert code == 0 and not (tmp_path / "r" / "best_checkpoint.msgpack").exists()
     code, _, err = _cli(["evaluate", str(tmp_path / "r"), "--episodes", "1", "--video", "v.gif",
                          "--video-params", "best"], capsys)
     assert code == 2 and "kept no best params" in err

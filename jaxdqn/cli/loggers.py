@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from jaxdqn.cli.parser import say
+from jaxdqn.cli.parser import UserError, say
 
 
 def add_logging_options(p: argparse.ArgumentParser, what: str) -> None:
@@ -46,23 +46,29 @@ class SegmentLogger:
         self.loggers.close()
 
 
+def check_logging_extras(args: argparse.Namespace) -> None:
+    """Refuses a ``--tensorboard`` or ``--wandb`` whose package is missing, before any work: one
+    line naming the package and the extra (exit 2)."""
+    from jaxdqn.loggers import MissingPackage, require_extra
+
+    for extra in ("tensorboard", "wandb"):
+        if getattr(args, extra, False):
+            try:
+                require_extra(extra)
+            except MissingPackage as e:
+                raise UserError(f"{e}, or drop --{extra} to run without it") from None
+
+
 def open_loggers(tensorboard: bool, wandb: bool, out: Path, run_names: Sequence[str], name: str,
                  config: Mapping[str, Any], runs_per_row: int, steps_per_row: int):
-    """A ``SegmentLogger`` for the loggers asked for, or None. A missing package skips its logger
-    with one line on stderr (training goes on)."""
-    from jaxdqn.loggers import MissingPackage, make_loggers, require_extra
+    """A ``SegmentLogger`` for the loggers asked for, or None. Their packages were checked before
+    any work (``check_logging_extras``)."""
+    from jaxdqn.loggers import make_loggers
 
-    wanted = {"tensorboard": tensorboard, "wandb": wandb}
-    for extra in [k for k, v in wanted.items() if v]:
-        try:
-            require_extra(extra)
-        except MissingPackage as e:
-            say(f"note: {e}; continuing without it")
-            wanted[extra] = False
-    if not any(wanted.values()):
+    if not (tensorboard or wandb):
         return None
-    loggers = make_loggers(out, run_names, name=name, config=config, **wanted)
-    if wanted["tensorboard"]:
+    loggers = make_loggers(out, run_names, name=name, config=config, tensorboard=tensorboard,
+                           wandb=wandb)
+    if tensorboard:
         say(f"TensorBoard: tensorboard --logdir {out / 'tensorboard'}")
     return SegmentLogger(loggers, runs_per_row, steps_per_row)
-

@@ -12,7 +12,7 @@ from jaxdqn.cli import interrupts
 from jaxdqn.cli.config import presets_epilog, wrap
 from jaxdqn.cli.distributed import (add_distributed_options, check_seed_split, is_writer,
                                     seed_share)
-from jaxdqn.cli.loggers import add_logging_options, open_loggers
+from jaxdqn.cli.loggers import add_logging_options, check_logging_extras, open_loggers
 from jaxdqn.cli.options import (add_config_options, add_out_options, check_counts, check_learns,
                                 parse_assignment, parse_field_value, refuse_settings_on_resume,
                                 resolve_config, traced_fields)
@@ -97,6 +97,7 @@ def run(args, argv) -> int:
     from jaxdqn.sweep import check_sweep_fits, expand_grid, shape_groups
 
     writer = is_writer(args)  # --distributed: the group was joined before parsing (app.main)
+    check_logging_extras(args)
     if args.resume is not None:
         out, stored = _resume_folder(args)
         base, _ = resolve_config("seed", str(out / "config.json"), [], None)

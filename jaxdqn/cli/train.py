@@ -12,7 +12,7 @@ from jaxdqn.cli import interrupts
 from jaxdqn.cli.config import presets_epilog, wrap
 from jaxdqn.cli.distributed import (add_distributed_options, check_seed_split, is_writer,
                                     seed_share)
-from jaxdqn.cli.loggers import add_logging_options, open_loggers
+from jaxdqn.cli.loggers import add_logging_options, check_logging_extras, open_loggers
 from jaxdqn.cli.options import (add_config_options, add_out_options, check_counts, check_learns,
                                 refuse_settings_on_resume, resolve_config)
 from jaxdqn.cli.outputs import RUN_FILES, default_out, prepare_out, provenance
@@ -55,6 +55,7 @@ def add_parser(sub) -> None:
 
 def run(args, argv) -> int:
     writer = is_writer(args)  # --distributed: the group was joined before parsing (app.main)
+    check_logging_extras(args)
     if args.resume is not None:
         return _resume(args, argv)
     config, run_settings = resolve_config(args.preset, args.config, args.sets, args.env)
