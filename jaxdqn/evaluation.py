@@ -114,7 +114,8 @@ def evaluate_episodes(config: DQNConfig, params, key: jax.Array,
 
 def start_state_value(config: DQNConfig, params, key: jax.Array,
                       num_states: int = 1000) -> jax.Array:
-    """``f32[]``: the mean over ``num_states`` reset states of ``max_a Q(s, a)``.
+    """``f32[]``: the mean over ``num_states`` reset states of ``max_a Q(s, a)`` (over legal
+    actions).
 
     What the network claims a fresh episode is worth, from the Q-values the agent acts on. On an
     env that pays 1 per step and is bootstrapped through its time limit (CartPole-v1), no policy
@@ -126,4 +127,8 @@ def start_state_value(config: DQNConfig, params, key: jax.Array,
         raise ValueError(f"num_states={num_states!r} is invalid: must be > 0")
     env, env_params = make_env(config.env_id, config.max_episode_steps)
     obs, _ = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(key, num_states), env_params)
-    return jnp.max(make_acting_q_fn(config)(params, obs), axis=-1).mean()
+    q = make_acting_q_fn(config)(params, obs)
+    legal_fn = legal_actions_fn(env, env_params)
+    if legal_fn is not None:
+        q = jnp.where(legal_fn(obs), q, -jnp.inf)
+    return jnp.max(q, axis=-1).mean()

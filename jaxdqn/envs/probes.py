@@ -11,14 +11,22 @@ Probe2    obs [-1] or [+1], 1 action, reward = obs   Q([-1]) = [-1], Q([+1]) = [
 Probe3    obs [0] -> [1] (reward 0) -> end (+1)      Q([0]) = [gamma], Q([1]) = [1]
 Probe4    obs [0], 2 actions, reward -1 / +1         Q([0]) = [-1, +1]
 Probe5    obs [0] or [1], reward +1 iff action==obs  Q([0]) = [1, -1], Q([1]) = [-1, 1]
+Probe6    obs [0]: action 0 -> [1] (reward 0),       Q([0]) = [-gamma, 1], Q([1]) = [-1, -]
+          action 1 ends (+1); in [1] only action 0
+          is legal, and it ends (-1)
 ========  =========================================  ==========================================
 
 A failing probe points at a bug: Probe1 the value fit, Probe2 conditioning on the observation,
-Probe3 bootstrapping and discounting, Probe4 the policy's action choice, Probe5 both together.
+Probe3 bootstrapping and discounting, Probe4 the policy's action choice, Probe5 both together,
+Probe6 the legal-action mask of the target (jaxdqn's sixth: the seed has five). Probe6's action 1
+is illegal in [1] and never taken there, so nothing trains ``Q([1], 1)``, and a network that has
+learnt ``Q([0], 1) = 1`` tends to carry it over: a target that maxes over every action of
+``s' = [1]`` instead of its legal ones bootstraps from it and learns ``Q([0], 0)`` near ``+gamma``.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
@@ -158,21 +166,54 @@ class Probe5(_Probe):
         return jnp.where(action == state.obs[0].astype(jnp.int32), 1.0, -1.0)
 
 
+class Probe6(_Probe):
+    """Legal actions in the target: obs [0]; action 0 moves to [1] (reward 0), action 1 ends the
+    episode with +1; in [1] only action 0 is legal, and it ends the episode with -1."""
+
+    n_actions = 2
+    obs_values = (0.0, 1.0)
+
+    def is_terminated(self, state, params):
+        return jnp.logical_or(state.time >= 2, state.obs[0] < 0)
+
+    def legal_actions(self, obs: jax.Array, params=None) -> jax.Array:
+        """``bool[..., 2]``: both actions in [0], action 0 alone in [1]."""
+        first = obs[..., 0] < 0.5
+        return jnp.stack([jnp.ones_like(first), first], axis=-1)
+
+    def step_env(self, key, state, action, params):
+        at_start = state.obs[0] < 0.5
+        ends_now = jnp.logical_and(at_start, jnp.asarray(action) == 1)
+        reward = jnp.where(at_start, jnp.where(ends_now, 1.0, 0.0), -1.0).astype(jnp.float32)
+        # An episode ended by action 1 is marked by obs -1 for is_terminated; it is never
+        # observed (gymnax resets on termination; final_observation holds it, unused at the end).
+        obs = jnp.where(ends_now, -1.0, 1.0).astype(jnp.float32)[None]
+        new_state = ProbeState(obs=obs, time=state.time + 1)
+        return new_state.obs, new_state, reward, self.is_terminated(new_state, params), {}
+
+
+ILLEGAL = math.nan
+"""``expected_q``'s entry for an action that is illegal in that state (it has no value)."""
+
+
 def expected_q(env_id: str, gamma: float) -> dict[tuple[float, ...], tuple[float, ...]]:
-    """Exact Q-values of a probe: ``{observation: Q-values per action}``."""
+    """Exact Q-values of a probe: ``{observation: Q-values per action}``; ``ILLEGAL`` (NaN) for
+    an action that is illegal in that state."""
     table = {
         "Probe1": {(0.0,): (1.0,)},
         "Probe2": {(-1.0,): (-1.0,), (1.0,): (1.0,)},
         "Probe3": {(0.0,): (gamma,), (1.0,): (1.0,)},
         "Probe4": {(0.0,): (-1.0, 1.0)},
         "Probe5": {(0.0,): (1.0, -1.0), (1.0,): (-1.0, 1.0)},
+        "Probe6": {(0.0,): (-gamma, 1.0), (1.0,): (-1.0, ILLEGAL)},
     }
     if env_id not in table:
         raise ValueError(f"env_id={env_id!r} is not a probe; probes are {sorted(table)}")
     return table[env_id]
 
 
-PROBES = {cls.__name__: cls for cls in (Probe1, Probe2, Probe3, Probe4, Probe5)}
+PROBES = {cls.__name__: cls for cls in (Probe1, Probe2, Probe3, Probe4, Probe5, Probe6)}
 # How close trained Q-values must come to ``expected_q`` (the course's tolerances): the probe
 # ladder's pass mark in tests/test_train.py and scripts/probe_check.py.
-PROBE_TOLERANCES = {"Probe1": 5e-4, "Probe2": 5e-4, "Probe3": 5e-4, "Probe4": 5e-4, "Probe5": 1e-3}
+PROBE_TOLERANCES = {"Probe1": 5e-4, "Probe2": 5e-4, "Probe3": 5e-4, "Probe4": 5e-4, "Probe5": 1e-3,
+                    "Probe6": 1e-3}
