@@ -17,12 +17,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdqn.checkpoint import load_checkpoint, run_checkpoint_path
+from jaxdqn.checkpoint import load_checkpoint
 from jaxdqn.config import DQNConfig
-from jaxdqn.envs import legal_actions_fn, make_env
 from jaxdqn.envs import legal_actions_fn, make_env
 from jaxdqn.networks import env_spec
 from jaxdqn.policy import epsilon_greedy, greedy_action, make_acting_q_fn
+from jaxdqn.run_folder import run_checkpoint_path
 
 
 class Agent:

@@ -12,6 +12,7 @@ A checkpoint is one msgpack file (``flax.serialization``) holding::
 
 Loading checks the params against the network the config builds, and against the caller's config
 when one is given, so a shape mismatch is reported by layer instead of failing inside ``apply``.
+A run folder keeps its final and best params in the files ``jaxdqn.run_folder`` names.
 
 A resume state (``save_resume_state``) is the same envelope around a whole batched
 ``RunnerState``: replay buffer, optimizer, env states and keys, so an interrupted run continues
@@ -31,21 +32,11 @@ from flax import serialization
 from jaxdqn.config import DQNConfig
 from jaxdqn.io import atomic_write
 from jaxdqn.networks import env_spec, init_q_params
+from jaxdqn.run_folder import CheckpointError
 
 FORMAT = "jaxdqn-checkpoint"
 RESUME_FORMAT = "jaxdqn-resume-state"
 FORMAT_VERSION = 1
-FINAL_FILE = "checkpoint.msgpack"
-BEST_FILE = "best_checkpoint.msgpack"
-"""A run folder holds the final params in ``FINAL_FILE`` and, when it evaluated during training,
-the params of each seed's best evaluation in ``BEST_FILE`` (same format; metadata ``which``,
-``best_eval_return`` and ``best_env_steps`` per seed). Folders from before hold only the first."""
-CHECKPOINT_FILES = {"final": FINAL_FILE, "best": BEST_FILE}
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read, is not a jaxdqn checkpoint, or does not fit."""
-
 
 class Checkpoint(NamedTuple):
     params: dict  # Q-network params, every leaf with a leading axis of num_seeds
@@ -105,29 +96,6 @@ def load_checkpoint(path: str | os.PathLike, config: DQNConfig | None = None) ->
     return Checkpoint(params=params, config=ckpt_config, num_seeds=found,
                       jaxdqn_version=str(payload.get("jaxdqn_version")),
                       metadata=dict(payload.get("metadata") or {}))
-
-
-def run_checkpoint_path(run: str | os.PathLike, which: str = "final"):
-    """The checkpoint file of run folder ``run`` holding its ``which`` params ("final" or
-    "best"); ``run`` may also be a checkpoint file (then ``which`` must be "final" or match it).
-    Raises ``CheckpointError`` naming what is missing."""
-    from pathlib import Path
-
-    if which not in CHECKPOINT_FILES:
-        raise CheckpointError(f"which={which!r} is invalid: must be 'final' or 'best'")
-    path = Path(run)
-    if path.is_file():
-        return path
-    if not path.is_dir():
-        raise CheckpointError(f"{str(path)!r} does not exist")
-    found = path / CHECKPOINT_FILES[which]
-    if found.is_file():
-        return found
-    if which == "best" and (path / FINAL_FILE).is_file():
-        raise CheckpointError(f"run folder {str(path)!r} holds no best params ({BEST_FILE}): it "
-                              "did not evaluate during training (eval_interval=None)")
-    raise CheckpointError(f"{str(path)!r} holds no {FINAL_FILE}: not a finished or interrupted "
-                          "jaxdqn run folder")
 
 
 def save_resume_state(path: str | os.PathLike, state, config: DQNConfig,

@@ -24,6 +24,8 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from jaxdqn.run_folder import TENSORBOARD_DIR, WANDB_DIR
+
 SCALARS: dict[str, str] = {
     "episode_return": "train/episode_return",
     "episode_length": "train/episode_length",
@@ -185,17 +187,17 @@ class RunLoggers:
 def make_loggers(out: str | os.PathLike, run_names: Sequence[str], *, tensorboard: bool = False,
                  wandb: bool = False, name: str = "jaxdqn",
                  config: Mapping[str, Any] | None = None) -> RunLoggers:
-    """``RunLoggers`` writing TensorBoard files under ``out/tensorboard/<run name>`` and/or a W&B
-    run under ``out/wandb``. Raises ``MissingPackage`` before anything is written when a package
-    is absent."""
+    """``RunLoggers`` writing TensorBoard files under ``out/TENSORBOARD_DIR/<run name>`` and/or a
+    W&B run under ``out/WANDB_DIR`` (``jaxdqn.run_folder``). Raises ``MissingPackage`` before
+    anything is written when a package is absent."""
     for extra, wanted in (("tensorboard", tensorboard), ("wandb", wandb)):
         if wanted:
             require_extra(extra)
     writers = []
     if tensorboard:
-        writers.append(TensorBoardWriter(Path(out) / "tensorboard", run_names))
+        writers.append(TensorBoardWriter(Path(out) / TENSORBOARD_DIR, run_names))
     if wandb:
-        writers.append(WandbWriter(Path(out) / "wandb", run_names, name, config or {}))
+        writers.append(WandbWriter(Path(out) / WANDB_DIR, run_names, name, config or {}))
     return RunLoggers(writers)
 
 

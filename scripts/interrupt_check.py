@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from jaxdqn import run_folder
 from jaxdqn.cli.parser import OneLineParser, UserError
 
 PHASES = {  # phase -> (the stderr line that starts it, max random delay in s)
@@ -33,8 +34,6 @@ PHASES = {  # phase -> (the stderr line that starts it, max random delay in s)
 RUN = ["--seeds", "2", "--episodes", "200", "--set", "total_timesteps=30000",
        "--set", "buffer_size=2000", "--set", "learning_starts=500", "--set", "batch_size=32",
        "--set", "hidden_sizes=32,32"]
-RUN_FILES = ("config.json", "metrics.csv", "metrics.npz", "summary.json", "learning_curve.png",
-             "checkpoint.msgpack", "resume_state.msgpack")
 SWEEP_PHASES = {  # phase -> (the stderr line that starts it, max random delay in s)
     "setup": ("sweep: ", 0.5),
     "compile": ("compiling group 1/2", 1.5),
@@ -45,22 +44,20 @@ SWEEP = ["--seeds", "2", "--episodes", "50", "--set", "total_timesteps=20000",
          "--set", "buffer_size=2000", "--set", "learning_starts=500", "--set", "batch_size=32",
          "--set", "hidden_sizes=32,32", "--grid", "learning_rate=1e-3,3e-3",
          "--grid", "buffer_size=2000,3000"]
-SWEEP_FILES = ("config.json", "sweep.csv", "sweep_runs.csv", "sweep.png", "sweep_metrics.npz",
-               "summary.json", "sweep_resume.npz", "resume_state.msgpack")
 
 
 def folder_state(out: Path) -> str:
     """resumable | complete | empty | BROKEN (what a user could not continue from)."""
     import json
 
-    present = [f for f in RUN_FILES if (out / f).exists()] if out.exists() else []
+    present = [f for f in run_folder.RUN_FILES if (out / f).exists()] if out.exists() else []
     if not present:
         return "empty"
-    if (out / "resume_state.msgpack").exists() and (out / "config.json").exists():
+    if (out / run_folder.RESUME_STATE).exists() and (out / run_folder.CONFIG).exists():
         return "resumable"
-    if (out / "summary.json").exists():
-        summary = json.loads((out / "summary.json").read_text())
-        if summary.get("complete") and (out / "checkpoint.msgpack").exists():
+    if (out / run_folder.SUMMARY).exists():
+        summary = json.loads((out / run_folder.SUMMARY).read_text())
+        if summary.get("complete") and (out / run_folder.FINAL_CHECKPOINT).exists():
             return "complete" + ("" if "evaluation" in summary else " (not evaluated)")
     return "BROKEN: " + ", ".join(present)
 
@@ -69,14 +66,14 @@ def sweep_folder_state(out: Path) -> str:
     """resumable | complete | empty | BROKEN, for a sweep folder."""
     import json
 
-    present = [f for f in SWEEP_FILES if (out / f).exists()] if out.exists() else []
+    present = [f for f in run_folder.SWEEP_FILES if (out / f).exists()] if out.exists() else []
     if not present:
         return "empty"
-    if (out / "config.json").exists() and ((out / "sweep_resume.npz").exists()
-                                           or (out / "resume_state.msgpack").exists()):
+    if (out / run_folder.CONFIG).exists() and ((out / run_folder.SWEEP_RESUME).exists()
+                                               or (out / run_folder.RESUME_STATE).exists()):
         return "resumable"
-    if (out / "summary.json").exists() and (out / "config.json").exists():
-        if json.loads((out / "summary.json").read_text()).get("complete"):
+    if (out / run_folder.SUMMARY).exists() and (out / run_folder.CONFIG).exists():
+        if json.loads((out / run_folder.SUMMARY).read_text()).get("complete"):
             return "complete"
     return "BROKEN: " + ", ".join(present)
 

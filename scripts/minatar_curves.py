@@ -5,7 +5,7 @@
         --out docs/minatar_curves.png
     python scripts/minatar_curves.py runs/B-5M-s0,runs/B-5M-s1,runs/B-5M-s2 --out b5m.png
 
-Each RUNS is a `jaxdqn train` folder (metrics.npz, summary.json, config.json), or several joined
+Each RUNS is a `jaxdqn train` folder (its metrics, summary and config), or several joined
 by commas whose seeds are pooled into one curve (runs of one config started with other --seed).
 Runs of the same game share a panel. A curve is the mean over seeds of each metric row's mean
 training return (epsilon-greedy, the run's schedule), with the range over seeds shaded; it is
@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxdqn import run_folder
+
 # env_id -> [(million frames, approximate DQN return)] read off the README figure.
 PAPER_DQN = {
     "Breakout-MinAtar": [(0.5, 8.5), (1.0, 9.5), (5.0, 10.0)],
@@ -43,12 +45,12 @@ def load_curve(spec: str) -> dict:
     folders = [Path(p) for p in spec.split(",")]
     returns, greedy, configs = [], [], []
     for run in folders:
-        with np.load(run / "metrics.npz") as m:
+        with np.load(run / run_folder.METRICS_NPZ) as m:
             returns.append(m["episode_return"])
             steps, updates = m["env_steps"][0], m["updates"][0]
-        config = json.loads((run / "config.json").read_text())["config"]
+        config = json.loads((run / run_folder.CONFIG).read_text())["config"]
         configs.append(config)
-        ev = json.loads((run / "summary.json").read_text()).get("evaluation") or {}
+        ev = json.loads((run / run_folder.SUMMARY).read_text()).get("evaluation") or {}
         greedy += [row["mean"] for row in ev.get("per_seed", [])]
     if any(c != configs[0] for c in configs[1:]):
         raise SystemExit(f"{spec}: the runs' configs differ; pool only runs of one config")

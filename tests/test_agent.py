@@ -8,7 +8,8 @@ import pytest
 
 import jaxdqn
 from jaxdqn import DQNConfig, init_q_params
-from jaxdqn.checkpoint import BEST_FILE, FINAL_FILE, CheckpointError, save_checkpoint
+from jaxdqn.checkpoint import CheckpointError, save_checkpoint
+from jaxdqn.run_folder import BEST_CHECKPOINT, FINAL_CHECKPOINT
 from trees import assert_trees_equal
 
 CFG = DQNConfig(total_timesteps=400, buffer_size=200, learning_starts=64, batch_size=32,
@@ -23,8 +24,8 @@ def _params(num_seeds, seed):
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("run")
-    save_checkpoint(path / FINAL_FILE, _params(3, 0), CFG, {"seed": 0, "which": "final"})
-    save_checkpoint(path / BEST_FILE, _params(3, 1), CFG,
+    save_checkpoint(path / FINAL_CHECKPOINT, _params(3, 0), CFG, {"seed": 0, "which": "final"})
+    save_checkpoint(path / BEST_CHECKPOINT, _params(3, 1), CFG,
                     {"seed": 0, "which": "best", "best_eval_return": [10.0, 20.0, 30.0],
                      "best_env_steps": [200, 400, 200]})
     return path
@@ -39,7 +40,7 @@ def test_load_picks_the_seed_and_the_params_asked_for(run_dir):
     assert agent.which == "best"
     assert agent.metadata["best_eval_return"] == 20.0 and agent.metadata["best_env_steps"] == 400
     assert_trees_equal(agent.params, jax.tree.map(lambda x: x[1], best))
-    file_agent = jaxdqn.load(run_dir / BEST_FILE, seed_index=1)  # a checkpoint file works too
+    file_agent = jaxdqn.load(run_dir / BEST_CHECKPOINT, seed_index=1)  # a checkpoint file works too
     np.testing.assert_array_equal(file_agent.q_values(np.ones(4)), agent.q_values(np.ones(4)))
 
 
@@ -90,7 +91,7 @@ def test_mistakes_are_one_clear_value_error(run_dir, call, message):
 
 
 def test_a_run_without_evaluation_during_training_has_no_best_params(tmp_path):
-    save_checkpoint(tmp_path / FINAL_FILE, _params(1, 0), CFG)
+    save_checkpoint(tmp_path / FINAL_CHECKPOINT, _params(1, 0), CFG)
     with pytest.raises(CheckpointError, match=r"holds no best params \(best_checkpoint.msgpack\): "
                                               r"it did not evaluate during training"):
         jaxdqn.load(tmp_path, which="best")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import jaxdqn.sweep
-from jaxdqn import DQNConfig, init_q_params
+from jaxdqn import DQNConfig, init_q_params, run_folder
 from jaxdqn.checkpoint import load_checkpoint, save_checkpoint
 from jaxdqn.cli import main, parse_field_value, resolve_config, split_values
 from trees import assert_trees_equal
@@ -185,9 +185,9 @@ def test_unreadable_mismatched_or_unsuitable_checkpoints_are_one_line_errors(tmp
                     learning_starts=64, hidden_sizes=(16,))
     run = tmp_path / "run"
     run.mkdir()
-    save_checkpoint(run / "checkpoint.msgpack", _random_params(cfg, 2), cfg, {"seed": 0})
+    save_checkpoint(run / run_folder.FINAL_CHECKPOINT, _random_params(cfg, 2), cfg, {"seed": 0})
     other = cfg.replace(hidden_sizes=(32,))
-    (run / "config.json").write_text(json.dumps({"config": other.to_dict(), "seeds": 2}))
+    (run / run_folder.CONFIG).write_text(json.dumps({"config": other.to_dict(), "seeds": 2}))
     empty = tmp_path / "empty"
     empty.mkdir()
     garbage = tmp_path / "garbage.msgpack"
@@ -197,7 +197,7 @@ def test_unreadable_mismatched_or_unsuitable_checkpoints_are_one_line_errors(tmp
                      "asks for 1 -> 32 -> 1"),
         ([str(empty)], "holds no checkpoint.msgpack"),
         ([str(garbage)], "is not a jaxdqn checkpoint (unreadable or truncated)"),
-        ([str(run / "checkpoint.msgpack"), "--gymnasium"],
+        ([str(run / run_folder.FINAL_CHECKPOINT), "--gymnasium"],
          "--gymnasium cross-checks CartPole-v1, Acrobot-v1, MountainCar-v0 only; this run is on "
          "'Probe1'"),
     ]
@@ -271,10 +271,10 @@ def runs(tmp_path_factory):
                                "--out", str(b)], **pipes)
     err_b = proc_b.communicate(timeout=300)[1]
     interrupted = {"returncode": proc_b.returncode, "stderr": err_b,
-                   "summary": json.loads((b / "summary.json").read_text()),
-                   "resume_state": (b / "resume_state.msgpack").exists(),
+                   "summary": json.loads((b / run_folder.SUMMARY).read_text()),
+                   "resume_state": (b / run_folder.RESUME_STATE).exists(),
                    "files": {p.name for p in b.iterdir()}}
-    with np.load(b / "metrics.npz") as m:
+    with np.load(b / run_folder.METRICS_NPZ) as m:
         interrupted["metrics_shape"] = m["env_steps"].shape
     error = subprocess.run(_jaxdqn("train", "--env", "Nope-v0"), capture_output=True, text=True,
                            timeout=300)
@@ -307,11 +307,11 @@ def test_train_writes_a_complete_run_folder_and_prints_the_evaluation_table(runs
     assert {p.name for p in a.iterdir()} == {"config.json", "metrics.csv", "metrics.npz",
                                              "summary.json", "learning_curve.png",
                                              "checkpoint.msgpack"}
-    config = json.loads((a / "config.json").read_text())
+    config = json.loads((a / run_folder.CONFIG).read_text())
     assert (config["seeds"], config["seed"], config["jaxdqn_version"]) == (2, 0, "0.1.0")
     assert config["config"]["total_timesteps"] == 30000
     assert config["config"]["hidden_sizes"] == [32, 32] and "jax_version" in config
-    summary = json.loads((a / "summary.json").read_text())
+    summary = json.loads((a / run_folder.SUMMARY).read_text())
     assert summary["complete"] and not summary["interrupted"]
     assert summary["env_steps_done"] == 30000 and summary["rows_done"] == 100
     evaluation = summary["evaluation"]
@@ -325,25 +325,25 @@ def test_train_writes_a_complete_run_folder_and_prints_the_evaluation_table(runs
         assert cells[0] == str(i) and float(cells[1]) == pytest.approx(row["mean"], abs=0.006)
         assert cells[-1] == ("yes" if row["solved"] else "no")
     assert lines[-1] == f"run folder: {a}"
-    with np.load(a / "metrics.npz") as m:
+    with np.load(a / run_folder.METRICS_NPZ) as m:
         assert m["episode_return"].shape == (2, 100) and list(m["seed_index"]) == [0, 1]
         np.testing.assert_array_equal(m["env_steps"][0], np.arange(1, 101) * 300)
-        csv = (a / "metrics.csv").read_text().splitlines()
+        csv = (a / run_folder.METRICS_CSV).read_text().splitlines()
         assert csv[0] == ("seed_index,row,env_steps,updates,episodes,episode_return,"
                           "episode_length,td_loss,q_taken,q_max,epsilon,eval_return,eval_truncated")
         assert len(csv) == 1 + 200
         last = csv[-1].split(",")
         assert last[:3] == ["1", "99", "30000"]
         assert float(last[5]) == pytest.approx(float(m["episode_return"][1, 99]), rel=1e-6)
-    width, height = _png_size(a / "learning_curve.png")
+    width, height = _png_size(a / run_folder.LEARNING_CURVE)
     assert width > 800 and height > 600
-    ckpt = load_checkpoint(a / "checkpoint.msgpack")
+    ckpt = load_checkpoint(a / run_folder.FINAL_CHECKPOINT)
     assert ckpt.num_seeds == 2 and ckpt.config.to_dict() == config["config"]
 
 
 def test_evaluate_reproduces_the_training_evaluation_and_cross_checks_in_gymnasium(runs):
     result = runs["evaluation"]
-    summary = json.loads((runs["a"] / "summary.json").read_text())
+    summary = json.loads((runs["a"] / run_folder.SUMMARY).read_text())
     # Same keys as at the end of training (the run's base seed): the same returns exactly.
     assert result["jax"]["per_seed"] == summary["evaluation"]["per_seed"]
     gym = result["gymnasium"]["per_seed"]
@@ -370,18 +370,18 @@ def test_resuming_an_interrupted_run_gives_the_uninterrupted_run_bit_for_bit(run
     """B ran in progress segments, was stopped, saved to disk and resumed; A ran in one call."""
     a, b = runs["a"], runs["b"]
     assert runs["resumed"].returncode == 0, runs["resumed"].stderr
-    assert not (b / "resume_state.msgpack").exists()
+    assert not (b / run_folder.RESUME_STATE).exists()
     # The loaded state is placed as init's output is, so the training program compiles once.
     assert runs["resumed"].stderr.count("Compiling jit(run_rows)") == 1, runs["resumed"].stderr
-    with np.load(a / "metrics.npz") as ma, np.load(b / "metrics.npz") as mb:
+    with np.load(a / run_folder.METRICS_NPZ) as ma, np.load(b / run_folder.METRICS_NPZ) as mb:
         for name in ma.files:
             np.testing.assert_array_equal(mb[name], ma[name], err_msg=name)
-    pa, pb = load_checkpoint(a / "checkpoint.msgpack"), load_checkpoint(b / "checkpoint.msgpack")
+    pa, pb = (load_checkpoint(d / run_folder.FINAL_CHECKPOINT) for d in (a, b))
     assert_trees_equal(pa.params, pb.params)
-    sa, sb = (json.loads((d / "summary.json").read_text()) for d in (a, b))
+    sa, sb = (json.loads((d / run_folder.SUMMARY).read_text()) for d in (a, b))
     assert sb["complete"] and sb["evaluation"] == sa["evaluation"]
     assert runs["resumed"].stdout == runs["train_stdout"].replace(str(a), str(b))
-    assert os.path.getsize(b / "learning_curve.png") > 10_000
+    assert os.path.getsize(b / run_folder.LEARNING_CURVE) > 10_000
 
 
 def test_runs_that_do_not_fit_are_refused_before_writing_or_compiling(no_compile, monkeypatch,

@@ -6,7 +6,7 @@ import pathlib
 
 import pytest
 
-from jaxdqn import DQNConfig
+from jaxdqn import DQNConfig, run_folder
 from jaxdqn.cli import main
 from jaxdqn.cli.config import markdown_field_table
 from jaxdqn.config import field_allowed, field_descriptions, field_types, preset_descriptions
@@ -76,7 +76,7 @@ def test_a_diverging_seed_is_flagged_in_the_table_summary_and_plot_title(tmp_pat
                  "--set", "optimizer=sgd"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / run_folder.SUMMARY).read_text())
     assert summary["diverged"] == [True, True]
     assert "warning: diverged (TD loss or Q-values not finite): seeds 0, 1 of 2" in captured.err
     head = captured.out.splitlines()[1].split()

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import jaxdqn
+from jaxdqn import run_folder
 from jaxdqn.checkpoint import load_checkpoint
 from jaxdqn.cli import main
 from jaxdqn.loggers import read_scalars
@@ -54,10 +55,10 @@ class _Tee:
 
 def test_train_keeps_best_params_and_writes_eval_columns_and_event_files(run):
     out, stdout = run
-    final, best = load_checkpoint(out / "checkpoint.msgpack"), load_checkpoint(
-        out / "best_checkpoint.msgpack")
+    final, best = load_checkpoint(out / run_folder.FINAL_CHECKPOINT), load_checkpoint(
+        out / run_folder.BEST_CHECKPOINT)
     assert final.metadata["which"] == "final" and best.metadata["which"] == "best"
-    with np.load(out / "metrics.npz") as m:
+    with np.load(out / run_folder.METRICS_NPZ) as m:
         evals = m["eval_return"]
         assert np.isnan(evals[:, 0::2]).all() and np.isfinite(evals[:, 1::2]).all()
         # the kept params' score is each seed's best evaluation, the latest among ties
@@ -65,17 +66,17 @@ def test_train_keeps_best_params_and_writes_eval_columns_and_event_files(run):
         for s in range(2):
             latest = np.flatnonzero(evals[s] == np.nanmax(evals[s]))[-1]
             assert best.metadata["best_env_steps"][s] == m["env_steps"][s, latest]
-    with open(out / "metrics.csv") as f:
+    with open(out / run_folder.METRICS_CSV) as f:
         rows = list(csv.DictReader(f))
     assert rows[1]["eval_return"] == repr(float(evals[0, 1])) and rows[0]["eval_return"] == "nan"
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / run_folder.SUMMARY).read_text())
     assert summary["best_during_training"]["eval_return"] == np.nanmax(evals, axis=1).tolist()
     assert len(summary["evaluation_best"]["per_seed"]) == 2
     assert "final vs best params" in stdout
     pytest.importorskip("tensorboardX")  # an optional extra: without it, no event files
     for s in range(2):
-        scalars = read_scalars(out / "tensorboard" / f"seed_{s}")
-        with np.load(out / "metrics.npz") as m:
+        scalars = read_scalars(out / run_folder.TENSORBOARD_DIR / f"seed_{s}")
+        with np.load(out / run_folder.METRICS_NPZ) as m:
             assert scalars["eval/return"] == [(int(m["env_steps"][s, r]), float(evals[s, r]))
                                               for r in range(1, 8, 2)]
             assert [v for _, v in scalars["train/epsilon"]] == [float(x) for x in m["epsilon"][s]]
@@ -88,13 +89,13 @@ def test_evaluate_scores_final_and_best_on_the_same_fresh_episodes(run, capsys, 
                             "--json", str(tmp_path / "e.json")], capsys)
     assert code == 0 and "final vs best params" in stdout
     result = json.loads((tmp_path / "e.json").read_text())
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / run_folder.SUMMARY).read_text())
     assert result["jax"]["per_seed"] == summary["evaluation"]["per_seed"]
     assert result["jax_best"]["per_seed"] == summary["evaluation_best"]["per_seed"]
     assert result["jax_best"]["selection_score"] == summary["best_during_training"]["eval_return"]
     # jaxdqn.load gives the same best params
     agent = jaxdqn.load(out, seed_index=1, which="best")
-    best = load_checkpoint(out / "best_checkpoint.msgpack")
+    best = load_checkpoint(out / run_folder.BEST_CHECKPOINT)
     np.testing.assert_array_equal(agent.params["params"]["Dense_0"]["kernel"],
                                   best.params["params"]["Dense_0"]["kernel"][1])
 
@@ -134,7 +135,7 @@ def test_missing_tensorboardx_is_refused_before_any_work(tmp_path, capsys, monke
                    "'jaxdqn[tensorboard]', or drop --tensorboard to run without it\n")
     assert not (tmp_path / "r").exists()
     code, _, _ = _cli([*args, "--out", str(tmp_path / "r")], capsys)
-    assert code == 0 and not (tmp_path / "r" / "best_checkpoint.msgpack").exists()
+    assert code == 0 and not (tmp_path / "r" / run_folder.BEST_CHECKPOINT).exists()
     code, _, err = _cli(["evaluate", str(tmp_path / "r"), "--episodes", "1", "--video", "v.gif",
                          "--video-params", "best"], capsys)
     assert code == 2 and "kept no best params" in err

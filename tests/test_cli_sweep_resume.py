@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import jaxdqn.sweep
+from jaxdqn import run_folder
 from jaxdqn.cli import main
 
 # Two compiled groups (batch_size) x two traced values (gamma) x 2 seeds; 10 segments per group.
@@ -18,7 +19,7 @@ SWEEP = ["sweep", "--set", "total_timesteps=400", "--set", "buffer_size=200",
          "--set", "learning_starts=64", "--set", "batch_size=32", "--set", "log_interval=40",
          "--grid", "batch_size=16,32", "--grid", "gamma=0.9,0.99", "--seeds", "2",
          "--episodes", "5", "--no-progress"]
-SAME = ("sweep.csv", "sweep_runs.csv")
+SAME = (run_folder.SWEEP_TABLE, run_folder.SWEEP_RUNS)
 
 
 def _interrupt_after(monkeypatch, segments):
@@ -84,11 +85,11 @@ def test_a_resumed_sweep_equals_the_uninterrupted_sweep_bit_for_bit(sweeps):
     a, b = sweeps["a"], sweeps["b"]
     for name in SAME:
         assert (b / name).read_text() == (a / name).read_text(), name
-    with np.load(a / "sweep_metrics.npz") as ma, np.load(b / "sweep_metrics.npz") as mb:
+    with np.load(a / run_folder.SWEEP_METRICS) as ma, np.load(b / run_folder.SWEEP_METRICS) as mb:
         assert sorted(ma.files) == sorted(mb.files) and len(ma.files) == 12
         for name in ma.files:
             np.testing.assert_array_equal(mb[name], ma[name], err_msg=name)
-    sa, sb = (json.loads((d / "summary.json").read_text()) for d in (a, b))
+    sa, sb = (json.loads((d / run_folder.SUMMARY).read_text()) for d in (a, b))
     assert sb["complete"] and sb["groups_done"] == 2
     assert {k: v for k, v in sb.items() if k != "seconds"} == \
         {k: v for k, v in sa.items() if k != "seconds"}

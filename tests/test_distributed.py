@@ -20,7 +20,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxdqn import DQNConfig, make_train
+from jaxdqn import DQNConfig, make_train, run_folder
 from jaxdqn.cli import main
 
 # As tests/test_parallel.py's: a short CartPole run that learns (about 440 gradient steps).
@@ -157,16 +157,17 @@ def test_cli_two_processes_write_one_folder_equal_to_one_process(cli_runs):
             if not ln.startswith("[Gloo]")] == []
     two, one = tmp / "two", tmp / "one"
     assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in one.iterdir())
-    with np.load(two / "metrics.npz") as a, np.load(one / "metrics.npz") as b:
+    with np.load(two / run_folder.METRICS_NPZ) as a, np.load(one / run_folder.METRICS_NPZ) as b:
         assert set(a.files) == set(b.files) and len(a.files) > 10
         for name in a.files:  # same per-device split: bit for bit, Q means included
             np.testing.assert_array_equal(a[name], b[name], err_msg=name)
         assert np.all(a["updates"][:, -1] > 0)
     # The final params, byte for byte (same config and metadata), and the greedy evaluation.
-    assert (two / "checkpoint.msgpack").read_bytes() == (one / "checkpoint.msgpack").read_bytes()
-    s2, s1 = (json.loads((d / "summary.json").read_text()) for d in (two, one))
+    final = run_folder.FINAL_CHECKPOINT
+    assert (two / final).read_bytes() == (one / final).read_bytes()
+    s2, s1 = (json.loads((d / run_folder.SUMMARY).read_text()) for d in (two, one))
     assert s2["evaluation"] == s1["evaluation"] and s2["diverged"] == s1["diverged"]
-    config = json.loads((two / "config.json").read_text())
+    config = json.loads((two / run_folder.CONFIG).read_text())
     assert config["num_processes"] == 2 and "--distributed" in config["command"]
     assert "split across 2 devices of 2 processes" in results[0].stderr
 

@@ -7,6 +7,7 @@ import types
 import numpy as np
 import pytest
 
+from jaxdqn import run_folder
 from jaxdqn.loggers import (THROUGHPUT_TAG, MissingPackage, make_loggers, mean_over_seeds,
                             read_scalars)
 from jaxdqn.train import TrainMetrics
@@ -32,7 +33,7 @@ def test_tensorboard_files_hold_every_finite_scalar_of_every_run(tmp_path):
     loggers.log_segment(m, env_steps_per_second=1234.5)
     loggers.close()
     for run in (0, 1):
-        got = read_scalars(tmp_path / "tensorboard" / f"seed_{run}")
+        got = read_scalars(tmp_path / run_folder.TENSORBOARD_DIR / f"seed_{run}")
         assert got["train/episode_return"] == [
             (400 * (k + 1), float(m.episode_return[run, k])) for k in range(3)]
         assert got["eval/return"] == [(1200, float(m.eval_return[run, 2]))]
@@ -68,7 +69,7 @@ def test_wandb_is_offline_unless_configured_and_logs_per_run_keys(tmp_path, monk
     loggers.close()
     init_kwargs = calls[0][1]
     assert init_kwargs["mode"] == "offline" and init_kwargs["config"] == {"gamma": 0.99}
-    assert init_kwargs["dir"] == str(tmp_path / "wandb")
+    assert init_kwargs["dir"] == str(tmp_path / run_folder.WANDB_DIR)
     logs = [c[1] for c in calls if c[0] == "log"]
     assert logs[1]["env_steps"] == 400
     assert logs[1]["seed_1/train/episode_return"] == float(_metrics(rows=1).episode_return[1, 0])
@@ -84,7 +85,7 @@ def test_a_missing_package_is_one_message_naming_the_extra(tmp_path, monkeypatch
     with pytest.raises(MissingPackage, match=r"^--wandb needs the wandb package: pip install "
                                              r"'jaxdqn\[wandb\]'$"):
         make_loggers(tmp_path, ["a"], tensorboard=True, wandb=True)
-    assert not (tmp_path / "tensorboard").exists()  # nothing written before the check
+    assert not (tmp_path / run_folder.TENSORBOARD_DIR).exists()  # nothing written before the check
 
 
 def test_a_sweep_logs_each_grid_point_as_the_mean_over_its_seeds():

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdqn import DQNConfig, QNetwork, init_q_params, make_q_fn
+from jaxdqn import DQNConfig, QNetwork, init_q_params, make_q_fn, run_folder
 from jaxdqn.buffer import Transition, buffer_add, buffer_bytes, buffer_init, buffer_sample
 from jaxdqn.config import preset
 from jaxdqn.envs import MINATAR_ENV_IDS, make_env
@@ -160,7 +160,7 @@ def test_evaluate_minatar_replays_each_seed_in_the_original_beside_gymnax(tmp_pa
     pytest.importorskip("minatar")  # the minatar extra: the original games
     cfg = preset("minatar-fast").replace(buffer_size=1000, learning_starts=100)
     params = jax.vmap(lambda k: init_q_params(cfg, k))(jax.random.split(jax.random.key(0), 2))
-    save_checkpoint(tmp_path / "checkpoint.msgpack", params, cfg, {"seed": 0})
+    save_checkpoint(tmp_path / run_folder.FINAL_CHECKPOINT, params, cfg, {"seed": 0})
     argv = ["evaluate", str(tmp_path), "--episodes", "3", "--minatar", "--epsilon", "0.05",
             "--sticky-action-prob", "0.2",
             "--json", str(tmp_path / "eval.json")]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from jaxdqn import run_folder
 from jaxdqn.cli import interrupts
 from jaxdqn.cli.options import make_config
 from jaxdqn.cli.parser import UserError, say
@@ -18,7 +19,8 @@ def add_parser(sub) -> None:
                     "--gymnasium, also run it in Gymnasium's own implementation of the "
                     "environment as a cross-check.",
     )
-    p.add_argument("run", metavar="RUN_DIR", help="a run folder, or a checkpoint.msgpack file")
+    p.add_argument("run", metavar="RUN_DIR",
+                   help=f"a run folder, or a {run_folder.FINAL_CHECKPOINT} file")
     p.add_argument("--episodes", type=int, default=100, metavar="E",
                    help="episodes per seed (default 100)")
     p.add_argument("--seed", type=int, default=None, metavar="S",
@@ -53,35 +55,19 @@ def add_parser(sub) -> None:
 def run(args, argv) -> int:
     import jax
 
-    from jaxdqn.checkpoint import BEST_FILE, CheckpointError, load_checkpoint
-    from jaxdqn.config import DQNConfig
     from jaxdqn.envs import solve_threshold
-    from jaxdqn.io import ConfigFileError, atomic_write_json, load_config_file
+    from jaxdqn.io import atomic_write_json
     from jaxdqn.sweep import evaluation_keys, make_run_batch
 
     if args.episodes < 1:
         raise UserError(f"--episodes={args.episodes} is invalid: must be >= 1")
     path = Path(args.run)
-    run_config = None
-    if path.is_dir():
-        ckpt_path = path / "checkpoint.msgpack"
-        if not ckpt_path.exists():
-            raise UserError(f"{str(path)!r} holds no checkpoint.msgpack: not a finished or "
-                            "interrupted jaxdqn run folder")
-        if (path / "config.json").exists():
-            try:
-                data = load_config_file(path / "config.json")
-            except ConfigFileError as e:
-                raise UserError(str(e)) from None
-            run_config = make_config(DQNConfig(), dict(data.get("config") or {}))
-    elif path.exists():
-        ckpt_path = path
-    else:
-        raise UserError(f"{str(path)!r} does not exist")
     try:
-        ckpt = load_checkpoint(ckpt_path, config=run_config)
-    except CheckpointError as e:
+        ckpt_path = run_folder.run_checkpoint_path(path)
+    except run_folder.CheckpointError as e:
         raise UserError(str(e)) from None
+    run_config = _run_config(path)
+    ckpt = _load(ckpt_path, run_config)
     config = ckpt.config
     if ckpt.metadata.get("complete") is False:
         say(f"note: {str(ckpt_path)!r} holds the params of an interrupted run, after "
@@ -104,7 +90,8 @@ def run(args, argv) -> int:
         raise UserError("--sticky-action-prob applies to --minatar only")
     if sticky is not None and not 0.0 <= sticky <= 1.0:
         raise UserError(f"--sticky-action-prob={sticky} is invalid: must be in [0, 1]")
-    best = _load_best(path, run_config) if path.is_dir() else None
+    best_path = run_folder.best_checkpoint_path(path)
+    best = None if best_path is None else _load(best_path, run_config)
     if args.video is not None:
         _check_video(args, config, ckpt.num_seeds, best is not None)
 
@@ -132,7 +119,7 @@ def run(args, argv) -> int:
         best_info = {"eval_return": list(best.metadata.get("best_eval_return") or []),
                      "env_steps": list(best.metadata.get("best_env_steps") or [])}
         result["jax_best"] = {**eval_summary(best_rows, threshold, args.episodes, seed),
-                              "checkpoint": str(path / BEST_FILE),
+                              "checkpoint": str(best_path),
                               "selection_score": best_info["eval_return"],
                               "selected_at_env_steps": best_info["env_steps"]}
     extra = None
@@ -188,14 +175,27 @@ def run(args, argv) -> int:
     return 0
 
 
-def _load_best(run_dir: Path, run_config):
-    """The run folder's best-params checkpoint, or None when it kept none."""
-    from jaxdqn.checkpoint import BEST_FILE, CheckpointError, load_checkpoint
+def _run_config(path: Path):
+    """The config in run folder ``path``'s ``run_folder.CONFIG``, to check its checkpoints
+    against; None for a checkpoint file or a folder without one."""
+    from jaxdqn.config import DQNConfig
+    from jaxdqn.io import ConfigFileError, load_config_file
 
-    if not (run_dir / BEST_FILE).is_file():
+    if not path.is_dir() or not (path / run_folder.CONFIG).exists():
         return None
     try:
-        return load_checkpoint(run_dir / BEST_FILE, config=run_config)
+        data = load_config_file(path / run_folder.CONFIG)
+    except ConfigFileError as e:
+        raise UserError(str(e)) from None
+    return make_config(DQNConfig(), dict(data.get("config") or {}))
+
+
+def _load(path: Path, run_config):
+    """The checkpoint at ``path``, checked against ``run_config`` when there is one."""
+    from jaxdqn.checkpoint import CheckpointError, load_checkpoint
+
+    try:
+        return load_checkpoint(path, config=run_config)
     except CheckpointError as e:
         raise UserError(str(e)) from None
 
@@ -285,20 +285,6 @@ def _gym_version() -> str:
     import gymnasium
 
     return gymnasium.__version__
-
-
-def numpy_q_values(params, obs):
-    """Q-values of ``QNetwork`` params (one seed) in numpy: ReLU after every layer but the last."""
-    import numpy as np
-
-    layers = params["params"]
-    names = sorted(layers, key=lambda n: int(n.rsplit("_", 1)[1]))
-    x = np.asarray(obs, np.float32)
-    for i, name in enumerate(names):
-        x = x @ np.asarray(layers[name]["kernel"]) + np.asarray(layers[name]["bias"])
-        if i < len(names) - 1:
-            x = np.maximum(x, 0.0)
-    return x
 
 
 def gymnasium_returns(config, params, num_episodes: int, seed: int, seed_index: int):

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from jaxdqn.cli.parser import UserError, say
+from jaxdqn.run_folder import TENSORBOARD_DIR
 
 
 def add_logging_options(p: argparse.ArgumentParser, what: str) -> None:
@@ -70,5 +71,5 @@ def open_loggers(tensorboard: bool, wandb: bool, out: Path, run_names: Sequence[
     loggers = make_loggers(out, run_names, name=name, config=config, tensorboard=tensorboard,
                            wandb=wandb)
     if tensorboard:
-        say(f"TensorBoard: tensorboard --logdir {out / 'tensorboard'}")
+        say(f"TensorBoard: tensorboard --logdir {out / TENSORBOARD_DIR}")
     return SegmentLogger(loggers, runs_per_row, steps_per_row)

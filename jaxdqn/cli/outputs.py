@@ -1,4 +1,5 @@
-"""Output folders: which files make a run or a sweep, refusing to overwrite, provenance."""
+"""Output folders: refusing to overwrite a run or a sweep (whose files ``jaxdqn.run_folder``
+names), provenance."""
 
 from __future__ import annotations
 
@@ -11,17 +12,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from jaxdqn.cli.parser import PROG, UserError
-
-RUN_FILES = ("config.json", "metrics.csv", "metrics.npz", "summary.json", "learning_curve.png",
-             "checkpoint.msgpack", "best_checkpoint.msgpack", "resume_state.msgpack")
-SWEEP_FILES = ("config.json", "sweep.csv", "sweep_runs.csv", "sweep.png", "sweep_metrics.npz",
-               "summary.json", "sweep_resume.npz", "resume_state.msgpack")
-LOGGER_DIRS = ("tensorboard", "wandb")  # the loggers' folders: an old run's logs go with it
+from jaxdqn.run_folder import LOGGER_DIRS
 
 
 def prepare_out(out: str | None, default: str, files: Sequence[str], overwrite: bool) -> Path:
-    """Creates the output folder; refuses one that holds results unless ``overwrite``, which
-    removes them and the old run's logger folders (``LOGGER_DIRS``); other files stay."""
+    """Creates the output folder; refuses one that holds any of ``files`` (``RUN_FILES`` or
+    ``SWEEP_FILES``) unless ``overwrite``, which removes them and the old run's logger folders
+    (``LOGGER_DIRS``); other files stay."""
     path = Path(out if out is not None else default)
     if path.exists() and not path.is_dir():
         raise UserError(f"--out {str(path)!r} is a file, not a folder")

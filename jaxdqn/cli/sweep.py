@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from jaxdqn import run_folder
 from jaxdqn.cli import interrupts
 from jaxdqn.cli.config import presets_epilog, wrap
 from jaxdqn.cli.distributed import (add_distributed_options, check_seed_split, is_writer,
@@ -16,7 +17,7 @@ from jaxdqn.cli.loggers import add_logging_options, check_logging_extras, open_l
 from jaxdqn.cli.options import (add_config_options, add_out_options, check_counts, check_learns,
                                 parse_assignment, parse_field_value, refuse_settings_on_resume,
                                 resolve_config, traced_fields)
-from jaxdqn.cli.outputs import SWEEP_FILES, default_out, prepare_out, provenance
+from jaxdqn.cli.outputs import default_out, prepare_out, provenance
 from jaxdqn.cli.parser import EXIT_INTERRUPTED, PROG, UserError, say
 from jaxdqn.cli.progress import Progress
 from jaxdqn.cli.reports import csv_value, latest_returns, show
@@ -30,7 +31,7 @@ def add_parser(sub) -> None:
             "that keep array shapes (" + ", ".join(traced_fields()) + ") are batched into one "
             "compiled, vmapped program; every other field (buffer_size, batch_size, "
             "hidden_sizes, ...) makes its own compiled group. Prints a ranked table and writes "
-            "sweep.csv, sweep_runs.csv and sweep.png."),
+            f"{run_folder.SWEEP_TABLE}, {run_folder.SWEEP_RUNS} and {run_folder.SWEEP_PLOT}."),
         epilog=wrap(f"Example: {PROG} sweep --env CartPole-v1 --seeds 16 "
                     "--grid learning_rate=1e-4,2.5e-4,1e-3 --grid gamma=0.98,0.99 "
                     "--out runs/lr-gamma. Tuple values are bracketed: "
@@ -49,7 +50,7 @@ def add_parser(sub) -> None:
     add_out_options(p, "runs/sweep-<env>-<time>")
     p.add_argument("--resume", metavar="SWEEP_DIR", default=None,
                    help="finish an interrupted sweep in SWEEP_DIR (settings come from its "
-                        "config.json); the results equal an uninterrupted sweep's")
+                        f"{run_folder.CONFIG}); the results equal an uninterrupted sweep's")
     p.add_argument("--no-progress", action="store_true", help="no progress output")
     add_logging_options(p, "grid point (the mean over its seeds)")
     add_distributed_options(p)
@@ -87,10 +88,6 @@ def parse_grid(specs: Sequence[str]) -> dict[str, list[Any]]:
     return grid
 
 
-RESUME_NPZ = "sweep_resume.npz"  # the finished groups' full results; removed once complete
-RESUME_STATE = "resume_state.msgpack"  # the group stopped part-way: its state and rows so far
-
-
 def run(args, argv) -> int:
     from jaxdqn.envs import solve_threshold
     from jaxdqn.io import atomic_write_json
@@ -100,7 +97,7 @@ def run(args, argv) -> int:
     check_logging_extras(args)
     if args.resume is not None:
         out, stored = _resume_folder(args)
-        base, _ = resolve_config("seed", str(out / "config.json"), [], None)
+        base, _ = resolve_config("seed", str(out / run_folder.CONFIG), [], None)
         grid = {k: [tuple(v) if isinstance(v, list) else v for v in values]
                 for k, values in stored["grid"].items()}
         args.seeds, args.seed = int(stored["seeds"]), int(stored["seed"])
@@ -141,12 +138,12 @@ def run(args, argv) -> int:
         interrupts.on_force_exit(f"{out} is as it was; finish it with: {PROG} sweep --resume {out}")
     else:
         interrupts.check()
-        out = prepare_out(args.out, default_out("sweep-", base.env_id), SWEEP_FILES,
+        out = prepare_out(args.out, default_out("sweep-", base.env_id), run_folder.SWEEP_FILES,
                           args.overwrite)
         interrupts.on_force_exit(
             f"nothing saved; {out} holds no sweep and can be used again as --out",
-            lambda: (out / "config.json").unlink(missing_ok=True))
-        atomic_write_json(out / "config.json", {
+            lambda: (out / run_folder.CONFIG).unlink(missing_ok=True))
+        atomic_write_json(out / run_folder.CONFIG, {
             "config": base.to_dict(), "grid": grid, "seeds": args.seeds, "seed": args.seed,
             "eval_episodes": args.episodes, "groups": group_layout, **provenance(argv),
         })
@@ -170,7 +167,7 @@ def json_round_trip(value):
 
 
 def _resume_folder(args):
-    """The sweep folder ``--resume`` names and its ``config.json``, or one line saying why not."""
+    """The sweep folder ``--resume`` names and its stored settings, or one line saying why not."""
     import json
 
     refuse_settings_on_resume(args, "sweep folder", **{
@@ -179,19 +176,22 @@ def _resume_folder(args):
     out = Path(args.resume)
     where = f"--resume {str(out)!r}"
     try:
-        stored = json.loads((out / "config.json").read_text(encoding="utf-8"))
+        stored = json.loads((out / run_folder.CONFIG).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise UserError(f"{where}: no config.json there, so it is not a sweep folder") from None
+        raise UserError(f"{where}: no {run_folder.CONFIG} there, so it is not a sweep folder"
+                        ) from None
     except (OSError, ValueError) as e:
-        raise UserError(f"{where}: cannot read its config.json: {e}") from None
+        raise UserError(f"{where}: cannot read its {run_folder.CONFIG}: {e}") from None
     if not isinstance(stored, dict) or not isinstance(stored.get("grid"), dict):
         if isinstance(stored, dict) and isinstance(stored.get("config"), dict):
             raise UserError(f"{where} is a train run's folder, not a sweep's; continue it with: "
                             f"{PROG} train --resume {out}")
-        raise UserError(f"{where}: its config.json is not a sweep's (no grid)")
-    if not (out / RESUME_NPZ).exists() and not (out / RESUME_STATE).exists():
+        raise UserError(f"{where}: its {run_folder.CONFIG} is not a sweep's (no grid)")
+    if (not (out / run_folder.SWEEP_RESUME).exists()
+            and not (out / run_folder.RESUME_STATE).exists()):
         try:
-            done = json.loads((out / "summary.json").read_text(encoding="utf-8")).get("complete")
+            summary = (out / run_folder.SUMMARY).read_text(encoding="utf-8")
+            done = json.loads(summary).get("complete")
         except (OSError, ValueError):
             done = False
         if done:
@@ -200,7 +200,7 @@ def _resume_folder(args):
 
 
 def _load_progress(out: Path, groups, num_seeds: int, seed: int):
-    """The finished groups' results (``RESUME_NPZ``), the group stopped part-way
+    """The finished groups' results (``SWEEP_RESUME``), the group stopped part-way
     (``RESUME_STATE``, if it is the next group) and the seconds spent so far."""
     import numpy as np
 
@@ -209,21 +209,22 @@ def _load_progress(out: Path, groups, num_seeds: int, seed: int):
     from jaxdqn.train import TrainMetrics
 
     results, seconds = [], 0.0
-    if (out / RESUME_NPZ).exists():
+    if (out / run_folder.SWEEP_RESUME).exists():
         try:
-            with np.load(out / RESUME_NPZ) as f:
+            with np.load(out / run_folder.SWEEP_RESUME) as f:
                 seconds = float(f["seconds"])
                 for gi in range(int(f["groups_done"])):
                     metrics = TrainMetrics(*(f[f"g{gi}/{name}"] for name in TrainMetrics._fields))
                     results.append(GroupResult(group_index=gi, group=groups[gi], metrics=metrics,
                                                params=None, eval_returns=f[f"g{gi}/eval_returns"]))
         except (OSError, ValueError, KeyError, IndexError) as e:
-            raise UserError(f"--resume: {str(out / RESUME_NPZ)!r} is unreadable: {e}") from None
+            raise UserError(f"--resume: {str(out / run_folder.SWEEP_RESUME)!r} is unreadable: {e}"
+                            ) from None
     progress = None
-    if (out / RESUME_STATE).exists() and len(results) < len(groups):
+    if (out / run_folder.RESUME_STATE).exists() and len(results) < len(groups):
         group = groups[len(results)]
         try:
-            state, meta = load_resume_state(out / RESUME_STATE,
+            state, meta = load_resume_state(out / run_folder.RESUME_STATE,
                                             group_state_shape(group, num_seeds, seed),
                                             group.config)
         except CheckpointError as e:
@@ -247,7 +248,7 @@ def _save_finished(out: Path, results, seconds: float) -> None:
         for name, values in res.metrics._asdict().items():
             arrays[f"g{res.group_index}/{name}"] = values
         arrays[f"g{res.group_index}/eval_returns"] = res.eval_returns
-    atomic_save_npz(out / RESUME_NPZ, arrays)
+    atomic_save_npz(out / run_folder.SWEEP_RESUME, arrays)
 
 
 def _sweep(args, out, base, grid, groups, results, resume, prior_seconds) -> int:
@@ -319,7 +320,7 @@ def _sweep(args, out, base, grid, groups, results, resume, prior_seconds) -> int
             current.update(gi=None, new=False)
             with interrupts.writing():  # a second Ctrl-C waits for these files
                 _save_finished(out, results, seconds())
-                (out / RESUME_STATE).unlink(missing_ok=True)  # its group has finished
+                (out / run_folder.RESUME_STATE).unlink(missing_ok=True)  # its group has finished
                 write_sweep_files(out, grid, groups, results, args, seconds())
                 interrupts.on_force_exit(
                     f"{len(results)} of {len(groups)} groups are saved in {out}; finish the "
@@ -336,7 +337,7 @@ def _sweep(args, out, base, grid, groups, results, resume, prior_seconds) -> int
             if gi is not None and current["new"] and jax.process_count() == 1:
                 group = groups[gi]
                 metrics = concat_metrics(current["metrics"], 2)
-                save_resume_state(out / RESUME_STATE, current["state"], group.config, {
+                save_resume_state(out / run_folder.RESUME_STATE, current["state"], group.config, {
                     "group_index": gi, "rows_done": current["rows"], "seconds": seconds(),
                     "metrics": metrics._asdict()})
                 say(f"interrupted: saved group {gi + 1}/{len(groups)} after "
@@ -344,9 +345,9 @@ def _sweep(args, out, base, grid, groups, results, resume, prior_seconds) -> int
                     f"{group.config.total_timesteps} env steps per run")
             if results:
                 _save_finished(out, results, seconds())
-            nothing = not results and not (out / RESUME_STATE).exists()
+            nothing = not results and not (out / run_folder.RESUME_STATE).exists()
             if nothing:
-                (out / "config.json").unlink(missing_ok=True)
+                (out / run_folder.CONFIG).unlink(missing_ok=True)
             interrupts.on_force_exit()
         if nothing:
             say(f"interrupted before any training was saved: {out} holds no sweep and can be "
@@ -362,8 +363,8 @@ def _sweep(args, out, base, grid, groups, results, resume, prior_seconds) -> int
         segment_log.close()
     with interrupts.writing():
         ranked = write_sweep_files(out, grid, groups, results, args, seconds())
-        (out / RESUME_NPZ).unlink(missing_ok=True)
-        (out / RESUME_STATE).unlink(missing_ok=True)
+        (out / run_folder.SWEEP_RESUME).unlink(missing_ok=True)
+        (out / run_folder.RESUME_STATE).unlink(missing_ok=True)
         interrupts.on_force_exit(f"the sweep is complete in {out}")
     print(format_sweep_table(ranked, grid, solve_threshold(base)))
     print(f"sweep folder: {out}")
@@ -371,8 +372,8 @@ def _sweep(args, out, base, grid, groups, results, resume, prior_seconds) -> int
 
 
 def write_sweep_files(out: Path, grid, groups, results, args, seconds: float):
-    """sweep.csv, sweep_runs.csv, sweep_metrics.npz, sweep.png and summary.json of the groups
-    finished so far; returns the ranked combinations."""
+    """The sweep's files (``SWEEP_TABLE``, ``SWEEP_RUNS``, ``SWEEP_METRICS``, ``SWEEP_PLOT``,
+    ``SUMMARY``) for the groups finished so far; returns the ranked combinations."""
     import numpy as np
 
     from jaxdqn.envs import solve_threshold
@@ -385,7 +386,7 @@ def write_sweep_files(out: Path, grid, groups, results, args, seconds: float):
     fields = list(grid)
     solved = lambda r: None if threshold is None else float(np.mean(r > threshold))  # noqa: E731
     atomic_write_csv(
-        out / "sweep.csv",
+        out / run_folder.SWEEP_TABLE,
         ["rank", *fields, "group", "mean", "std", "median", "min", "max", "solved_fraction"],
         ([rc.rank, *(csv_value(rc.combination.values[f]) for f in fields), rc.group_index,
           rc.mean, rc.std, rc.median, rc.min, rc.max, solved(rc.final_returns)] for rc in ranked),
@@ -402,10 +403,10 @@ def write_sweep_files(out: Path, grid, groups, results, args, seconds: float):
             npz[f"c{combo.index}/episode_return"] = res.metrics.episode_return[ci]
             npz[f"c{combo.index}/td_loss"] = res.metrics.td_loss[ci]
     runs.sort(key=lambda r: (r[0], r[len(fields) + 1]))
-    atomic_write_csv(out / "sweep_runs.csv",
+    atomic_write_csv(out / run_folder.SWEEP_RUNS,
                      ["combination", *fields, "seed_index", "final_greedy_return",
                       "final_training_return"], runs)
-    atomic_save_npz(out / "sweep_metrics.npz", npz)
+    atomic_save_npz(out / run_folder.SWEEP_METRICS, npz)
     by_index = {}
     for res in results:
         for ci, combo in enumerate(res.group.combinations):
@@ -417,8 +418,8 @@ def write_sweep_files(out: Path, grid, groups, results, args, seconds: float):
     total = sum(len(g.combinations) for g in groups)
     title = (f"Sweep on {groups[0].config.env_id}: {total} combinations x {args.seeds} seeds"
              + ("" if done == total else f" ({done} finished so far)"))
-    plot_sweep(curves, finals, out / "sweep.png", title, ", ".join(fields), threshold)
-    atomic_write_json(out / "summary.json", {
+    plot_sweep(curves, finals, out / run_folder.SWEEP_PLOT, title, ", ".join(fields), threshold)
+    atomic_write_json(out / run_folder.SUMMARY, {
         "complete": done == total, "combinations_done": done, "combinations": total,
         "groups_done": len(results), "groups": len(groups), "seconds": seconds,
         "solve_threshold": threshold,

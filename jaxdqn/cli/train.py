@@ -8,6 +8,7 @@ import json
 import time
 from pathlib import Path
 
+from jaxdqn import run_folder
 from jaxdqn.cli import interrupts
 from jaxdqn.cli.config import presets_epilog, wrap
 from jaxdqn.cli.distributed import (add_distributed_options, check_seed_split, is_writer,
@@ -15,7 +16,7 @@ from jaxdqn.cli.distributed import (add_distributed_options, check_seed_split, i
 from jaxdqn.cli.loggers import add_logging_options, check_logging_extras, open_loggers
 from jaxdqn.cli.options import (add_config_options, add_out_options, check_counts, check_learns,
                                 refuse_settings_on_resume, resolve_config)
-from jaxdqn.cli.outputs import RUN_FILES, default_out, prepare_out, provenance
+from jaxdqn.cli.outputs import default_out, prepare_out, provenance
 from jaxdqn.cli.parser import EXIT_INTERRUPTED, PROG, UserError, say
 from jaxdqn.cli.progress import PROGRESS_SEGMENTS, Progress
 from jaxdqn.cli.reports import (eval_rows, eval_summary, format_eval_table,
@@ -69,12 +70,13 @@ def run(args, argv) -> int:
     if not writer:  # another process writes the folder; this one only computes
         return _train(config, num_seeds, seed, args.episodes, Path(args.out or "."),
                       args.no_progress, writer=False)  # the same segments: the same gathers
-    out = prepare_out(args.out, default_out("", config.env_id), RUN_FILES, args.overwrite)
+    out = prepare_out(args.out, default_out("", config.env_id), run_folder.RUN_FILES,
+                      args.overwrite)
     from jaxdqn.io import atomic_write_json
 
     interrupts.on_force_exit(f"nothing saved; {out} holds no run and can be used again as --out",
-                             lambda: (out / "config.json").unlink(missing_ok=True))
-    atomic_write_json(out / "config.json", {
+                             lambda: (out / run_folder.CONFIG).unlink(missing_ok=True))
+    atomic_write_json(out / run_folder.CONFIG, {
         "config": config.to_dict(), "seeds": num_seeds, "seed": seed,
         "eval_episodes": args.episodes, **provenance(argv),
     })
@@ -98,21 +100,23 @@ def check_memory(config, num_seeds: int) -> None:
 def _resume(args, argv) -> int:
     refuse_settings_on_resume(args, "run folder", **{"--seeds": args.seeds, "--seed": args.seed})
     out = Path(args.resume)
-    if not (out / "config.json").is_file():
-        raise UserError(f"--resume {str(out)!r}: no config.json there, so it is not a run folder")
+    if not (out / run_folder.CONFIG).is_file():
+        raise UserError(f"--resume {str(out)!r}: no {run_folder.CONFIG} there, so it is not a run "
+                        "folder")
     try:
-        with open(out / "config.json", encoding="utf-8") as f:
+        with open(out / run_folder.CONFIG, encoding="utf-8") as f:
             stored = json.load(f)
     except (OSError, ValueError):
         stored = None  # resolve_config below reports what is wrong with it
     if isinstance(stored, dict) and "grid" in stored:
         raise UserError(f"--resume {str(out)!r} is a sweep's folder, not a train run's; finish it "
                         f"with: {PROG} sweep --resume {out}")
-    if not (out / "resume_state.msgpack").is_file():
-        done = (out / "summary.json").is_file() and (out / "checkpoint.msgpack").is_file()
-        raise UserError(f"--resume {str(out)!r}: no resume_state.msgpack there"
+    if not (out / run_folder.RESUME_STATE).is_file():
+        done = ((out / run_folder.SUMMARY).is_file()
+                and (out / run_folder.FINAL_CHECKPOINT).is_file())
+        raise UserError(f"--resume {str(out)!r}: no {run_folder.RESUME_STATE} there"
                         + ("; the run is already complete" if done else ""))
-    config, settings = resolve_config("seed", str(out / "config.json"), [], None)
+    config, settings = resolve_config("seed", str(out / run_folder.CONFIG), [], None)
     episodes = int(stored.get("eval_episodes", args.episodes))  # resolve_config read it
     check_memory(config, int(settings["seeds"]))
     interrupts.on_force_exit(f"{out} is as it was; continue it with: {PROG} train --resume {out}")
@@ -147,7 +151,7 @@ def _train(config, num_seeds: int, seed: int, num_episodes: int, out: Path, no_p
     if resume:
         template = jax.eval_shape(batch.init, keys, None)
         try:
-            state, meta = load_resume_state(out / "resume_state.msgpack", template, config)
+            state, meta = load_resume_state(out / run_folder.RESUME_STATE, template, config)
         except CheckpointError as e:
             raise UserError(str(e)) from None
         first_row = int(meta["rows_done"])
@@ -180,7 +184,7 @@ def _train(config, num_seeds: int, seed: int, num_episodes: int, out: Path, no_p
             report(f"interrupted before training resumed: {out} is as it was; continue it with: "
                    f"{PROG} train --resume {out}")
         else:
-            (out / "config.json").unlink(missing_ok=True)
+            (out / run_folder.CONFIG).unlink(missing_ok=True)
             report(f"interrupted before training: nothing saved; {out} holds no run and can be "
                    "used again as --out")
         return EXIT_INTERRUPTED
@@ -243,7 +247,7 @@ def _train(config, num_seeds: int, seed: int, num_episodes: int, out: Path, no_p
         summary["best_during_training"] = _best_summary(best, config)
     from jaxdqn.checkpoint import save_resume_state
 
-    resume_path = out / "resume_state.msgpack"
+    resume_path = out / run_folder.RESUME_STATE
     if not writer:
         return _evaluate_quietly(batch, params, best, seed, num_seeds, num_episodes,
                                  interrupted)
@@ -281,7 +285,7 @@ def _train(config, num_seeds: int, seed: int, num_episodes: int, out: Path, no_p
         summary["evaluation_best"] = eval_summary(best_rows, threshold, num_episodes, seed)
     from jaxdqn.io import atomic_write_json
 
-    atomic_write_json(out / "summary.json", summary)
+    atomic_write_json(out / run_folder.SUMMARY, summary)
     print(format_eval_table(rows, threshold, diverged=summary["diverged"]))
     if best is not None:
         print(format_final_vs_best(rows, best_rows, summary["best_during_training"], threshold,
@@ -367,7 +371,7 @@ def write_run_files(out: Path, config, num_seeds, seed, metrics, params, summary
     learning curve and summary of a finished or stopped run."""
     import numpy as np
 
-    from jaxdqn.checkpoint import BEST_FILE, FINAL_FILE, save_checkpoint
+    from jaxdqn.checkpoint import save_checkpoint
     from jaxdqn.envs import solve_threshold
     from jaxdqn.io import atomic_save_npz, atomic_write_csv, atomic_write_json
     from jaxdqn.plotting import plot_learning_curves, value_ceiling
@@ -375,24 +379,27 @@ def write_run_files(out: Path, config, num_seeds, seed, metrics, params, summary
 
     meta = {"seed": seed, "env_steps_done": summary["env_steps_done"],
             "complete": summary["complete"]}
-    save_checkpoint(out / FINAL_FILE, params, config, {**meta, "which": "final"})
+    save_checkpoint(out / run_folder.FINAL_CHECKPOINT, params, config, {**meta, "which": "final"})
     if best is not None:
         best_info = summary["best_during_training"]
-        save_checkpoint(out / BEST_FILE, best.params, config,
+        save_checkpoint(out / run_folder.BEST_CHECKPOINT, best.params, config,
                         {**meta, "which": "best", "best_eval_return": best_info["eval_return"],
                          "best_env_steps": best_info["env_steps"]})
     if metrics is not None:
         arrays = {f: np.asarray(getattr(metrics, f)) for f in TrainMetrics._fields}
-        atomic_save_npz(out / "metrics.npz", {**arrays, "seed_index": np.arange(num_seeds)})
+        atomic_save_npz(out / run_folder.METRICS_NPZ,
+                        {**arrays, "seed_index": np.arange(num_seeds)})
         rows = ([s, r, *(arrays[f][s, r].item() for f in TrainMetrics._fields)]
                 for s in range(num_seeds) for r in range(arrays["env_steps"].shape[1]))
-        atomic_write_csv(out / "metrics.csv", ["seed_index", "row", *TrainMetrics._fields], rows)
+        atomic_write_csv(out / run_folder.METRICS_CSV,
+                         ["seed_index", "row", *TrainMetrics._fields], rows)
         title = f"{method_name(config)} on {config.env_id}"
         if not summary["complete"]:
             title += (f" (interrupted at {summary['env_steps_done']} of "
                       f"{config.total_timesteps} steps)")
         if any(summary.get("diverged", ())):
             title += f" - diverged: {_seed_list(summary['diverged'])}"
-        plot_learning_curves(metrics, out / "learning_curve.png", title, solve_threshold(config),
+        plot_learning_curves(metrics, out / run_folder.LEARNING_CURVE, title,
+                             solve_threshold(config),
                              value_ceiling(config.env_id, config.gamma))
-    atomic_write_json(out / "summary.json", summary)
+    atomic_write_json(out / run_folder.SUMMARY, summary)
