@@ -11,8 +11,8 @@ Scalars, against env steps (per run): ``train/episode_return``, ``train/episode_
 ``perf/env_steps_per_second`` (the whole batch's throughput over the segment). A NaN (a row with no
 finished episode, no update or no evaluation) is left out rather than written.
 
-Optional packages: ``tensorboardX`` (``pip install 'jaxdqn[tensorboard]'``), ``wandb``
-(``pip install 'jaxdqn[wandb]'``); ``MissingPackage`` names the extra when one is absent.
+Optional packages: ``tensorboardX`` (``pip install "jaxdqn[tensorboard]"``), ``wandb``
+(``pip install "jaxdqn[wandb]"``); ``MissingPackage`` names the extra when one is absent.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def _require(module: str, extra: str):
         return importlib.import_module(module)
     except ImportError:
         raise MissingPackage(f"--{extra} needs the {module} package: pip install "
-                             f"'jaxdqn[{extra}]'") from None
+                             f'"jaxdqn[{extra}]"') from None
 
 
 EXTRA_PACKAGES = {"tensorboard": "tensorboardX", "wandb": "wandb"}
@@ -59,7 +59,7 @@ EXTRA_PACKAGES = {"tensorboard": "tensorboardX", "wandb": "wandb"}
 
 
 def require_extra(extra: str) -> None:
-    """Raises ``MissingPackage`` (naming ``pip install 'jaxdqn[extra]'``) unless the package of
+    """Raises ``MissingPackage`` (naming ``pip install "jaxdqn[extra]"``) unless the package of
     logging extra ``extra`` ("tensorboard" or "wandb") imports."""
     _require(EXTRA_PACKAGES[extra], extra)
 

@@ -27,7 +27,7 @@ def require_minatar():
     try:
         import minatar
     except ImportError:
-        raise ValueError("the original MinAtar is not installed: pip install 'jaxdqn[minatar]'") \
+        raise ValueError('the original MinAtar is not installed: pip install "jaxdqn[minatar]"') \
             from None
     return minatar
 

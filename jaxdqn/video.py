@@ -46,7 +46,7 @@ def check_video_request(config, path: str | os.PathLike) -> None:
     if suffix == ".mp4" and not _importable("imageio_ffmpeg"):
         missing.append("imageio-ffmpeg")
     if missing:
-        raise ValueError(f"--video needs {', '.join(missing)}: pip install 'jaxdqn[video]'")
+        raise ValueError(f"--video needs {', '.join(missing)}: pip install \"jaxdqn[video]\"")
 
 
 def _importable(name: str) -> bool:

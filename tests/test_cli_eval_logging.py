@@ -132,7 +132,7 @@ def test_missing_tensorboardx_is_refused_before_any_work(tmp_path, capsys, monke
         code, out, err = _cli([*args, "--out", str(tmp_path / "r"), "--tensorboard"], capsys)
     assert code == 2 and out == ""
     assert err == ("jaxdqn: error: --tensorboard needs the tensorboardX package: pip install "
-                   "'jaxdqn[tensorboard]', or drop --tensorboard to run without it\n")
+                   '"jaxdqn[tensorboard]", or drop --tensorboard to run without it\n')
     assert not (tmp_path / "r").exists()
     code, _, _ = _cli([*args, "--out", str(tmp_path / "r")], capsys)
     assert code == 0 and not (tmp_path / "r" / run_folder.BEST_CHECKPOINT).exists()

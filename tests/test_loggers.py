@@ -83,7 +83,7 @@ def test_wandb_is_offline_unless_configured_and_logs_per_run_keys(tmp_path, monk
 def test_a_missing_package_is_one_message_naming_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "wandb", None)
     with pytest.raises(MissingPackage, match=r"^--wandb needs the wandb package: pip install "
-                                             r"'jaxdqn\[wandb\]'$"):
+                                             r'"jaxdqn\[wandb\]"$'):
         make_loggers(tmp_path, ["a"], tensorboard=True, wandb=True)
     assert not (tmp_path / run_folder.TENSORBOARD_DIR).exists()  # nothing written before the check
 

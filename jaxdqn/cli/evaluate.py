@@ -30,7 +30,7 @@ def add_parser(sub) -> None:
                    help="also evaluate in gymnasium.make(env_id) (CartPole-v1, Acrobot-v1, "
                         "MountainCar-v0)")
     p.add_argument("--minatar", action="store_true",
-                   help="also evaluate in the original MinAtar (pip install 'jaxdqn[minatar]'), "
+                   help='also evaluate in the original MinAtar (pip install "jaxdqn[minatar]"), '
                         "with its sticky actions (0.1) and difficulty ramping, episodes cut at "
                         "the gymnax time limit")
     p.add_argument("--sticky-action-prob", type=float, default=None, metavar="P",
@@ -44,7 +44,7 @@ def add_parser(sub) -> None:
     p.add_argument("--video", metavar="FILE", default=None,
                    help="also write one greedy episode of Gymnasium's rendered env to FILE "
                         "(.mp4 or .gif; CartPole-v1, Acrobot-v1, MountainCar-v0; needs "
-                        "pip install 'jaxdqn[video]')")
+                        'pip install "jaxdqn[video]")')
     p.add_argument("--video-seed-index", type=int, default=0, metavar="I",
                    help="which seed of the run plays the video (default 0)")
     p.add_argument("--video-params", choices=("final", "best"), default="final",

@@ -15,11 +15,11 @@ from jaxdqn.run_folder import TENSORBOARD_DIR
 def add_logging_options(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--tensorboard", action="store_true",
                    help=f"write TensorBoard event files to OUT/tensorboard/, one run per {what} "
-                        "(needs tensorboardX: pip install 'jaxdqn[tensorboard]'); view with "
+                        '(needs tensorboardX: pip install "jaxdqn[tensorboard]"); view with '
                         "'tensorboard --logdir OUT/tensorboard'")
     p.add_argument("--wandb", action="store_true",
                    help="log to Weights & Biases, offline (OUT/wandb/; 'wandb sync' uploads) "
-                        "unless WANDB_MODE or WANDB_API_KEY is set (pip install 'jaxdqn[wandb]')")
+                        'unless WANDB_MODE or WANDB_API_KEY is set (pip install "jaxdqn[wandb]")')
 
 
 class SegmentLogger:
