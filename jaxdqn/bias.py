@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdqn.config import DQNConfig
-from jaxdqn.envs import legal_actions_fn, make_env
+from jaxdqn.envs import env_spec, env_spec_of
 from jaxdqn.envs.max_bias import MAX_BIAS_ENV_IDS, STATE_A, is_left, left_action_fraction
 from jaxdqn.policy import epsilon_greedy, make_acting_q_fn
 from jaxdqn.train import HParams, TrainMetrics, make_trainer
@@ -82,8 +82,7 @@ def value_eval_spec(
     suits episodes that terminate on their own; ``cut_fraction`` reports any that did not).
     """
     if measure_steps is None:
-        measure_steps = int(make_env(config.env_id, config.max_episode_steps)[1]
-                            .max_steps_in_episode)
+        measure_steps = env_spec(config).max_steps
     if horizon is None:
         extra = 0 if config.gamma >= 1.0 else tail_steps(config.gamma, tail_tolerance,
                                                          reward_bound)
@@ -196,9 +195,9 @@ def make_value_estimator(
     spec.measure_steps`` are not measured (their ``G`` would miss more of the tail).
     """
     check_spec(spec)
-    env, env_params = make_env(config.env_id, spec.horizon)
+    horizon_env = env_spec_of(config.env_id, spec.horizon)
+    env, env_params, legal_fn = horizon_env.env, horizon_env.params, horizon_env.legal_fn
     q_fn = make_acting_q_fn(config)
-    legal_fn = legal_actions_fn(env, env_params)
     n = spec.num_episodes
     vmap_step = jax.vmap(env.step, in_axes=(0, 0, 0, None))
 
@@ -248,19 +247,18 @@ def make_max_bias_probe(config: DQNConfig) -> Callable[[Any, Any], MaxBiasProbe]
     ``f_left`` the fraction of actions that go left in A (1/2): the probability that the agent's
     behaviour policy, with the epsilon it acts with at that moment, sends an episode left.
     """
-    env, env_params = make_env(config.env_id, config.max_episode_steps)
+    spec = env_spec(config)
     if config.env_id not in MAX_BIAS_ENV_IDS:
         raise ValueError(f"DQNConfig.env_id={config.env_id!r} is invalid here: the max-bias probe "
                          f"needs one of {MAX_BIAS_ENV_IDS}")
     q_fn = make_acting_q_fn(config)
-    num_actions = int(env.num_actions)
+    num_actions, legal_fn = spec.num_actions, spec.legal_fn
     obs_a = jnp.eye(2, dtype=jnp.float32)[STATE_A]
     obs_b = jnp.eye(2, dtype=jnp.float32)[1 - STATE_A]
-    legal_fn = legal_actions_fn(env, env_params)
     legal_a = jnp.ones(num_actions, bool) if legal_fn is None else legal_fn(obs_a)
     left = jnp.logical_and(is_left(jnp.arange(num_actions)), legal_a)
     right = jnp.logical_and(jnp.logical_not(left), legal_a)
-    f_left = left_action_fraction(num_actions, env.layout)
+    f_left = left_action_fraction(num_actions, spec.env.layout)
 
     def probe(params, epsilon) -> MaxBiasProbe:
         q_a, q_b = q_fn(params, obs_a), q_fn(params, obs_b)

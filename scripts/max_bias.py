@@ -473,9 +473,9 @@ def study(args):
 
 
 def _mdp_actions() -> int:
-    from jaxdqn.envs import make_env
+    from jaxdqn.envs import env_spec_of
 
-    return int(make_env("MaxBiasMDP")[0].num_actions)
+    return env_spec_of("MaxBiasMDP").num_actions
 
 
 def main(argv=None) -> int:
