@@ -22,7 +22,7 @@ _OWN_ENVS["MaxBiasMDP-book"] = lambda: MaxBiasMDP(layout="book")
 def register(env_id: str, factory) -> None:
     """Adds an environment factory (``factory() -> gymnax Environment``) under ``env_id``."""
     _OWN_ENVS[env_id] = factory
-    env_spec_of.cache_clear()  # a spec built before may hold the env this id named then
+    _built_env_spec.cache_clear()  # a spec built before may hold the env this id named then
 
 
 def known_env_ids() -> tuple[str, ...]:
@@ -78,10 +78,16 @@ class EnvSpec(NamedTuple):
     max_steps: int  # params.max_steps_in_episode: the time limit
 
 
-@functools.lru_cache(maxsize=None)
 def env_spec_of(env_id: str, max_episode_steps: int | None = None) -> EnvSpec:
     """The ``EnvSpec`` of ``make_env(env_id, max_episode_steps)``, built on the first call for
     those arguments and returned from a cache after (gymnax envs hold no state)."""
+    return _built_env_spec(env_id, None if max_episode_steps is None else int(max_episode_steps))
+
+
+@functools.lru_cache(maxsize=None)
+def _built_env_spec(env_id: str, max_episode_steps: int | None) -> EnvSpec:
+    """``env_spec_of``'s cache, keyed by its arguments normalised (``lru_cache`` would key
+    ``f(x)`` and ``f(x, None)`` apart)."""
     env, params = make_env(env_id, max_episode_steps)
     obs, _ = jax.eval_shape(env.reset, jax.ShapeDtypeStruct((2,), jnp.uint32), params)
     return EnvSpec(env=env, params=params, obs_shape=tuple(obs.shape),
