@@ -19,8 +19,7 @@ import numpy as np
 
 from jaxdqn.checkpoint import load_checkpoint
 from jaxdqn.config import DQNConfig
-from jaxdqn.envs import legal_actions_fn, make_env
-from jaxdqn.networks import env_spec
+from jaxdqn.envs import env_spec
 from jaxdqn.policy import epsilon_greedy, greedy_action, make_acting_q_fn
 from jaxdqn.run_folder import run_checkpoint_path
 
@@ -40,13 +39,11 @@ class Agent:
         self.which = which
         self.seed_index = seed_index
         self.metadata = dict(metadata or {})
-        obs_shape, num_actions = env_spec(config)
-        self.obs_shape: tuple[int, ...] = tuple(obs_shape)
-        self.num_actions: int = num_actions
+        spec = env_spec(config)
+        self.obs_shape: tuple[int, ...] = spec.obs_shape
+        self.num_actions: int = spec.num_actions
         q = make_acting_q_fn(config)
-        env, env_params = make_env(config.env_id, config.max_episode_steps)
-        legal_fn = legal_actions_fn(env, env_params)
-        legal = (lambda obs: None) if legal_fn is None else legal_fn  # noqa: E731
+        legal = (lambda obs: None) if spec.legal_fn is None else spec.legal_fn  # noqa: E731
         self._q_values = jax.jit(q)
         self._greedy = jax.jit(lambda p, obs: greedy_action(q(p, obs), legal(obs)))
         self._explore = jax.jit(lambda p, obs, key, eps: epsilon_greedy(

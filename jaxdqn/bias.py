@@ -5,8 +5,8 @@
 rewards and done flags; ``returns_to_go`` turns rewards into ``G_t = sum_k gamma^k r_{t+k}`` with a
 backwards ``lax.scan``; ``measure_bias`` averages ``Q - G`` over the measured states.
 ``make_value_study`` trains with the library's own loop (``Trainer.init``/``Trainer.run``) in
-chunks and measures after each chunk, all in one pure function: ``jax.jit(jax.vmap(study))`` runs
-a whole seed set in one program.
+segments of metric rows and measures after each segment, all in one pure function:
+``jax.jit(jax.vmap(study))`` runs a whole seed set in one program.
 
 The agent bootstraps through time-limit truncation, so ``Q`` estimates an untruncated return and
 ``G`` must not be cut by the training time limit. Evaluation episodes therefore run with a longer
@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdqn.config import DQNConfig
-from jaxdqn.envs import legal_actions_fn, make_env
+from jaxdqn.envs import env_spec, env_spec_of
 from jaxdqn.envs.max_bias import MAX_BIAS_ENV_IDS, STATE_A, is_left, left_action_fraction
 from jaxdqn.policy import epsilon_greedy, make_acting_q_fn
 from jaxdqn.train import HParams, TrainMetrics, make_trainer
@@ -82,8 +82,7 @@ def value_eval_spec(
     suits episodes that terminate on their own; ``cut_fraction`` reports any that did not).
     """
     if measure_steps is None:
-        measure_steps = int(make_env(config.env_id, config.max_episode_steps)[1]
-                            .max_steps_in_episode)
+        measure_steps = env_spec(config).max_steps
     if horizon is None:
         extra = 0 if config.gamma >= 1.0 else tail_steps(config.gamma, tail_tolerance,
                                                          reward_bound)
@@ -196,9 +195,9 @@ def make_value_estimator(
     spec.measure_steps`` are not measured (their ``G`` would miss more of the tail).
     """
     check_spec(spec)
-    env, env_params = make_env(config.env_id, spec.horizon)
+    horizon_env = env_spec_of(config.env_id, spec.horizon)
+    env, env_params, legal_fn = horizon_env.env, horizon_env.params, horizon_env.legal_fn
     q_fn = make_acting_q_fn(config)
-    legal_fn = legal_actions_fn(env, env_params)
     n = spec.num_episodes
     vmap_step = jax.vmap(env.step, in_axes=(0, 0, 0, None))
 
@@ -248,19 +247,18 @@ def make_max_bias_probe(config: DQNConfig) -> Callable[[Any, Any], MaxBiasProbe]
     ``f_left`` the fraction of actions that go left in A (1/2): the probability that the agent's
     behaviour policy, with the epsilon it acts with at that moment, sends an episode left.
     """
-    env, env_params = make_env(config.env_id, config.max_episode_steps)
+    spec = env_spec(config)
     if config.env_id not in MAX_BIAS_ENV_IDS:
         raise ValueError(f"DQNConfig.env_id={config.env_id!r} is invalid here: the max-bias probe "
                          f"needs one of {MAX_BIAS_ENV_IDS}")
     q_fn = make_acting_q_fn(config)
-    num_actions = int(env.num_actions)
+    num_actions, legal_fn = spec.num_actions, spec.legal_fn
     obs_a = jnp.eye(2, dtype=jnp.float32)[STATE_A]
     obs_b = jnp.eye(2, dtype=jnp.float32)[1 - STATE_A]
-    legal_fn = legal_actions_fn(env, env_params)
     legal_a = jnp.ones(num_actions, bool) if legal_fn is None else legal_fn(obs_a)
     left = jnp.logical_and(is_left(jnp.arange(num_actions)), legal_a)
     right = jnp.logical_and(jnp.logical_not(left), legal_a)
-    f_left = left_action_fraction(num_actions, env.layout)
+    f_left = left_action_fraction(num_actions, spec.env.layout)
 
     def probe(params, epsilon) -> MaxBiasProbe:
         q_a, q_b = q_fn(params, obs_a), q_fn(params, obs_b)
@@ -275,33 +273,34 @@ def make_max_bias_probe(config: DQNConfig) -> Callable[[Any, Any], MaxBiasProbe]
     return probe
 
 
-def realised_left_fraction(metrics: TrainMetrics, num_chunks: int) -> jax.Array:
-    """Per chunk, the fraction of ``MaxBiasMDP`` training episodes that went left from A.
+def realised_left_fraction(metrics: TrainMetrics, num_segments: int) -> jax.Array:
+    """Per segment, the fraction of ``MaxBiasMDP`` training episodes that went left from A.
 
     ``metrics`` fields are ``[..., num_log_rows]`` (e.g. ``StudyOutput.metrics``, vmapped over
-    seeds); returns ``[..., num_chunks]``, NaN for a chunk without episodes. A left episode lasts
-    two steps (A -> B -> end) and a right one a single step, so a row's left episodes number
+    seeds); returns ``[..., num_segments]``, NaN for a segment without episodes. A left episode
+    lasts two steps (A -> B -> end) and a right one a single step, so a row's left episodes number
     ``(mean episode length - 1) * episodes``: the behaviour actually taken, not a model of it.
     """
     episodes = jnp.asarray(metrics.episodes)
     rows = episodes.shape[-1]
-    if not isinstance(num_chunks, int) or num_chunks <= 0 or rows % num_chunks:
-        raise ValueError(f"num_chunks={num_chunks!r} is invalid: must be a positive divisor of "
-                         f"the {rows} metric rows")
+    if not isinstance(num_segments, int) or num_segments <= 0 or rows % num_segments:
+        raise ValueError(f"num_segments={num_segments!r} is invalid: must be a positive divisor "
+                         f"of the {rows} metric rows")
     left = jnp.where(episodes > 0,
                      jnp.round((jnp.asarray(metrics.episode_length) - 1.0) * episodes), 0.0)
-    shape = episodes.shape[:-1] + (num_chunks, rows // num_chunks)
+    shape = episodes.shape[:-1] + (num_segments, rows // num_segments)
     left, total = left.reshape(shape).sum(-1), episodes.reshape(shape).sum(-1)
     return jnp.where(total > 0, left / jnp.maximum(total, 1), jnp.nan)
 
 
 class StudyPoint(NamedTuple):
-    """One measurement after a training chunk (``[num_chunks]`` per field in a ``StudyOutput``)."""
+    """One measurement after a training segment (``[num_segments]`` per field in a
+    ``StudyOutput``)."""
 
     env_steps: jax.Array  # training env steps done
     episodes: jax.Array  # training episodes completed so far
     epsilon: jax.Array  # the behaviour policy's epsilon at that step
-    train_return: jax.Array  # mean return of training episodes that ended within the chunk
+    train_return: jax.Array  # mean return of training episodes that ended within the segment
     value: ValueEstimate
     probe: Any  # the probe's output, or None
 
@@ -315,21 +314,21 @@ class StudyOutput(NamedTuple):
 def make_value_study(
     config: DQNConfig,
     spec: ValueEvalSpec,
-    num_chunks: int,
+    num_segments: int,
     probe: Callable[[Any, Any], Any] | None = None,
 ) -> Callable[..., StudyOutput]:
     """A pure ``study(key, hparams=None) -> StudyOutput``: trains ``config`` with
-    ``make_trainer(config)`` in ``num_chunks`` equal chunks of metric rows and measures value
+    ``make_trainer(config)`` in ``num_segments`` equal segments of metric rows and measures value
     estimates (and ``probe(params, epsilon)``, if given) after each.
 
     ``key`` splits into ``train_key, measure_key``: measuring draws nothing from the training
     stream, so the agent trained is the one ``make_trainer(config).train(train_key)`` trains.
     """
     rows = config.num_log_rows
-    if not isinstance(num_chunks, int) or num_chunks <= 0 or rows % num_chunks:
-        raise ValueError(f"num_chunks={num_chunks!r} is invalid: must be a positive divisor of the "
-                         f"run's {rows} metric rows (total_timesteps / log_interval)")
-    rows_per_chunk = rows // num_chunks
+    if not isinstance(num_segments, int) or num_segments <= 0 or rows % num_segments:
+        raise ValueError(f"num_segments={num_segments!r} is invalid: must be a positive divisor of "
+                         f"the run's {rows} metric rows (total_timesteps / log_interval)")
+    rows_per_segment = rows // num_segments
     trainer = make_trainer(config)
     estimate = make_value_estimator(config, spec)
 
@@ -338,9 +337,10 @@ def make_value_study(
         train_key, measure_key = jax.random.split(key)
         runner = trainer.init(train_key, hparams)
 
-        def chunk(runner, xs):
+        def segment(runner, xs):
             index, key = xs
-            runner, metrics = trainer.run(runner, hparams, index * rows_per_chunk, rows_per_chunk)
+            runner, metrics = trainer.run(runner, hparams, index * rows_per_segment,
+                                          rows_per_segment)
             params = runner.train.params
             epsilon = metrics.epsilon[-1]
             episodes = metrics.episodes.sum()
@@ -357,7 +357,8 @@ def make_value_study(
             return runner, (point, metrics)
 
         runner, (points, metrics) = jax.lax.scan(
-            chunk, runner, (jnp.arange(num_chunks), jax.random.split(measure_key, num_chunks)))
+            segment, runner,
+            (jnp.arange(num_segments), jax.random.split(measure_key, num_segments)))
         points = points._replace(episodes=jnp.cumsum(points.episodes))
         metrics = jax.tree.map(lambda x: x.reshape((rows,) + x.shape[2:]), metrics)
         return StudyOutput(params=runner.train.params, points=points, metrics=metrics)

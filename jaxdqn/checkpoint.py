@@ -5,7 +5,8 @@ A checkpoint is one msgpack file (``flax.serialization``) holding::
     format, format_version      what the file is, so a stray file is refused clearly
     jaxdqn_version              the library that wrote it
     config                      the run's full ``DQNConfig`` (a dict)
-    network                     obs_shape, num_actions, hidden_sizes: the params' shapes in words
+    network                     obs_shape, num_actions, hidden_sizes (and a CNN's kind,
+                                conv_channels, conv_kernel_size): the params' shapes in words
     num_seeds                   params carry a leading axis of this size, one entry per run
     params                      the online Q-network params
     metadata                    free-form: base seed, env steps done, ...
@@ -31,7 +32,8 @@ from flax import serialization
 
 from jaxdqn.config import DQNConfig
 from jaxdqn.io import atomic_write
-from jaxdqn.networks import env_spec, init_q_params
+from jaxdqn.envs import env_spec
+from jaxdqn.networks import init_q_params, network_kind
 from jaxdqn.run_folder import CheckpointError
 
 FORMAT = "jaxdqn-checkpoint"
@@ -47,16 +49,32 @@ class Checkpoint(NamedTuple):
 
 
 def network_shape(config: DQNConfig) -> dict[str, Any]:
-    """What fixes the params' shapes: observation shape, action count and hidden sizes."""
-    obs_shape, num_actions = env_spec(config)
-    return {"obs_shape": list(obs_shape), "num_actions": num_actions,
-            "hidden_sizes": list(config.hidden_sizes)}
+    """What fixes the params' shapes: observation shape, action count, hidden sizes and, for a
+    CNN, ``kind="cnn"`` with its ``conv_channels`` and ``conv_kernel_size``. An MLP's record has
+    just the first three, as every record had before the convolutions were recorded."""
+    spec = env_spec(config)
+    shape = {"obs_shape": list(spec.obs_shape), "num_actions": spec.num_actions,
+             "hidden_sizes": list(config.hidden_sizes)}
+    if network_kind(config) == "cnn":
+        shape.update(kind="cnn", conv_channels=list(config.conv_channels),
+                     conv_kernel_size=config.conv_kernel_size)
+    return shape
 
 
 def describe_network(shape: dict[str, Any]) -> str:
-    """``"4 -> 120 -> 84 -> 2"``: input size, hidden sizes, number of actions."""
-    sizes = [*shape["obs_shape"], *shape["hidden_sizes"], shape["num_actions"]]
+    """``"4 -> 120 -> 84 -> 2"`` (input size, hidden sizes, number of actions); a CNN reads
+    ``"10x10x4 -> conv16k3 -> 128 -> 3"`` (16 channels of 3x3 kernels)."""
+    convs = [f"conv{c}k{shape['conv_kernel_size']}" for c in shape.get("conv_channels", ())]
+    sizes = ["x".join(str(n) for n in shape["obs_shape"]), *convs, *shape["hidden_sizes"],
+             shape["num_actions"]]
     return " -> ".join(str(s) for s in sizes)
+
+
+def _records_network(stored, built: dict[str, Any]) -> bool:
+    """Whether a checkpoint's ``network`` record agrees with ``built`` on every key it has: a
+    record written before the convolutions were recorded lacks a CNN's conv keys."""
+    return (isinstance(stored, dict) and {"obs_shape", "num_actions", "hidden_sizes"} <= set(stored)
+            and all(key in built and built[key] == value for key, value in stored.items()))
 
 
 def save_checkpoint(path: str | os.PathLike, params, config: DQNConfig,
@@ -73,7 +91,7 @@ def load_checkpoint(path: str | os.PathLike, config: DQNConfig | None = None) ->
     ckpt_config = _config_from(payload, path)
     stored = payload.get("network")
     built = network_shape(ckpt_config)
-    if stored != built:
+    if not _records_network(stored, built):
         raise CheckpointError(
             f"checkpoint {str(path)!r} records network {_describe_any(stored)} but its config "
             f"builds {describe_network(built)}"

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxdqn.config import DQNConfig
-from jaxdqn.envs import legal_actions_fn, make_env
+from jaxdqn.envs import env_spec
 from jaxdqn.policy import epsilon_greedy, greedy_action, make_acting_q_fn
 
 
@@ -47,10 +47,10 @@ def make_greedy_episodes(config: DQNConfig, num_episodes: int,
         raise ValueError(f"num_episodes={num_episodes!r} is invalid: must be an int > 0")
     if not 0.0 <= epsilon <= 1.0:
         raise ValueError(f"epsilon={epsilon!r} is invalid: must be in [0, 1]")
-    env, env_params = make_env(config.env_id, config.max_episode_steps)
+    spec = env_spec(config)
+    env, env_params, max_steps = spec.env, spec.params, spec.max_steps
+    legal_fn = spec.legal_fn  # None: every action legal
     q_fn = make_acting_q_fn(config)
-    legal_fn = legal_actions_fn(env, env_params)  # None: every action legal
-    max_steps = int(env_params.max_steps_in_episode)
     step_env = jax.vmap(env.step_env, in_axes=(0, 0, 0, None))
     is_truncated = jax.vmap(env.is_truncated, in_axes=(0, None))
 
@@ -125,10 +125,10 @@ def start_state_value(config: DQNConfig, params, key: jax.Array,
     """
     if num_states <= 0:
         raise ValueError(f"num_states={num_states!r} is invalid: must be > 0")
-    env, env_params = make_env(config.env_id, config.max_episode_steps)
-    obs, _ = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(key, num_states), env_params)
+    spec = env_spec(config)
+    obs, _ = jax.vmap(spec.env.reset, in_axes=(0, None))(jax.random.split(key, num_states),
+                                                         spec.params)
     q = make_acting_q_fn(config)(params, obs)
-    legal_fn = legal_actions_fn(env, env_params)
-    if legal_fn is not None:
-        q = jnp.where(legal_fn(obs), q, -jnp.inf)
+    if spec.legal_fn is not None:
+        q = jnp.where(spec.legal_fn(obs), q, -jnp.inf)
     return jnp.max(q, axis=-1).mean()

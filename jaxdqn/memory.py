@@ -19,8 +19,8 @@ import jax.numpy as jnp
 
 from jaxdqn.buffer import buffer_init
 from jaxdqn.config import DQNConfig
-from jaxdqn.envs import make_env
-from jaxdqn.networks import env_spec, network_kind
+from jaxdqn.envs import env_spec
+from jaxdqn.networks import network_kind
 from jaxdqn.train import make_trainer
 from jaxdqn.update import member_choice_needed
 
@@ -62,9 +62,8 @@ def _nbytes(tree) -> int:
 def transition_bytes(config: DQNConfig) -> int:
     """Bytes of one stored transition: obs, action, reward, terminated and next obs, the
     observations in the env's own dtype (1 byte per cell for MinAtar's booleans)."""
-    env, env_params = make_env(config.env_id, config.max_episode_steps)
-    obs, _ = jax.eval_shape(env.reset, jax.ShapeDtypeStruct((2,), jnp.uint32), env_params)
-    one = jax.eval_shape(lambda: buffer_init(1, obs.shape, obs.dtype))
+    spec = env_spec(config)
+    one = jax.eval_shape(lambda: buffer_init(1, spec.obs_shape, spec.obs_dtype))
     return _nbytes(one.data)
 
 
@@ -108,7 +107,8 @@ def estimate_memory(config: DQNConfig, num_seeds: int, num_devices: int = 1,
                                       or seeds_at_once < 1):
         raise ValueError(f"seeds_at_once={seeds_at_once!r} is invalid: "
                          "must be a positive int or None")
-    obs_shape, num_actions = env_spec(config)
+    spec = env_spec(config)
+    obs_shape, num_actions = spec.obs_shape, spec.num_actions
     trainer = make_trainer(config)
     key = jax.ShapeDtypeStruct((2,), jnp.uint32)
     state = jax.eval_shape(trainer.init, key)

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxdqn.config import DQNConfig
-from jaxdqn.envs import make_env
+from jaxdqn.envs import env_spec
 
 QFn = Callable[[dict, jax.Array], jax.Array]
 
@@ -50,15 +50,9 @@ def is_linear(network: QNetwork) -> bool:
     return not network.hidden_sizes and not network.conv_channels
 
 
-def env_spec(config: DQNConfig) -> tuple[tuple[int, ...], int]:
-    """``(obs_shape, num_actions)`` of the config's environment."""
-    env, env_params = make_env(config.env_id, config.max_episode_steps)
-    return tuple(env.observation_space(env_params).shape), int(env.num_actions)
-
-
 def network_kind(config: DQNConfig) -> str:
     """``"mlp"`` or ``"cnn"``: ``config.network``, or by observation rank when ``"auto"``."""
-    obs_shape, _ = env_spec(config)
+    obs_shape = env_spec(config).obs_shape
     kind = config.network
     if kind == "auto":
         kind = "cnn" if len(obs_shape) == 3 else "mlp"
@@ -71,7 +65,7 @@ def network_kind(config: DQNConfig) -> str:
 
 
 def make_q_network(config: DQNConfig) -> QNetwork:
-    num_actions = env_spec(config)[1]
+    num_actions = env_spec(config).num_actions
     conv = tuple(config.conv_channels) if network_kind(config) == "cnn" else ()
     return QNetwork(num_actions=num_actions, hidden_sizes=tuple(config.hidden_sizes),
                     conv_channels=conv, conv_kernel_size=config.conv_kernel_size)
@@ -135,8 +129,8 @@ def init_q_params(config: DQNConfig, key: jax.Array, num_members: int | None = N
     without a hidden layer there is no symmetry for random weights to break.
     """
     members = config.num_members if num_members is None else num_members
-    obs_shape, _ = env_spec(config)
     network = make_q_network(config)
+    obs_shape = env_spec(config).obs_shape
     shapes = jax.eval_shape(network.init, key, jnp.zeros(obs_shape, jnp.float32))
     if is_linear(network):
         return jax.tree.map(

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from jaxdqn.config import DQNConfig
-from jaxdqn.envs import MINATAR_ENV_IDS, make_env
+from jaxdqn.envs import MINATAR_ENV_IDS, env_spec
 
 # gymnax id -> the original's game name.
 ORIGINAL_GAMES = {env_id: env_id.removesuffix("-MinAtar").lower() for env_id in MINATAR_ENV_IDS}
@@ -61,7 +61,7 @@ def original_returns(config: DQNConfig, q_fn, params, num_episodes: int, seed: i
     if not 0.0 <= epsilon <= 1.0:
         raise ValueError(f"epsilon={epsilon!r} is invalid: must be in [0, 1]")
     if max_steps is None:
-        max_steps = int(make_env(config.env_id, config.max_episode_steps)[1].max_steps_in_episode)
+        max_steps = env_spec(config).max_steps
     seeds = [int(np.random.SeedSequence([seed, seed_index, e]).generate_state(1)[0])
              for e in range(num_episodes)]
     envs = [original_env(config.env_id, s, sticky_action_prob) for s in seeds]

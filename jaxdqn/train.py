@@ -29,7 +29,7 @@ import jax.numpy as jnp
 
 from jaxdqn.buffer import BufferState, Transition, buffer_add, buffer_init, buffer_sample
 from jaxdqn.config import DQNConfig
-from jaxdqn.envs import legal_actions_fn, make_env
+from jaxdqn.envs import env_spec
 from jaxdqn.evaluation import make_greedy_episodes
 from jaxdqn.networks import init_q_params, make_q_fn
 from jaxdqn.policy import epsilon_at, epsilon_greedy, make_acting_q_fn
@@ -150,9 +150,10 @@ class Trainer(NamedTuple):
 
 
 def make_trainer(config: DQNConfig) -> Trainer:
-    env, env_params = make_env(config.env_id, config.max_episode_steps)
+    spec = env_spec(config)
+    env, env_params = spec.env, spec.params
     q_fn = make_q_fn(config)
-    legal_fn = legal_actions_fn(env, env_params)  # None: every action legal in every state
+    legal_fn = spec.legal_fn  # None: every action legal in every state
     choose_member = member_choice_needed(config)
     num_envs = config.num_envs
     per_iteration = config.steps_per_iteration  # env steps between gradient steps

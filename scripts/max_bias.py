@@ -6,9 +6,9 @@
 For each env and estimator (``name`` or ``name:N`` for ``num_estimators``; default ``dqn,double_dqn``)
 it trains ``--seeds`` agents with jaxdqn's own loop (one ``jit(vmap)`` program per estimator; the
 estimators differ only in ``estimator``/``num_estimators`` and share the seed keys, so differences
-are paired by seed), and after every chunk of training measures ``Q(s, a)`` (the estimator's acting
-values) against the realised discounted return ``G`` over the states evaluation episodes visit
-(``jaxdqn.bias``). It writes to ``--out``:
+are paired by seed), and after every segment of training measures ``Q(s, a)`` (the estimator's
+acting values) against the realised discounted return ``G`` over the states evaluation episodes
+visit (``jaxdqn.bias``). It writes to ``--out``:
 
 - ``bias.json``: per env and estimator the mean bias ``Q - G`` (and mean ``Q``, mean ``G``, late
   and final bias, each estimator minus DQN, paired by seed) with 95% bootstrap intervals over
@@ -108,9 +108,9 @@ def parse_args(argv):
     p.add_argument("--cartpole-target-update-freq", type=positive_int, default=None,
                    help="CartPole target sync period in env steps (default: the config's)")
     p.add_argument("--mdp-steps", type=positive_int, default=10_000, help="MaxBiasMDP env steps")
-    p.add_argument("--chunks", type=positive_int, default=20,
+    p.add_argument("--segments", type=positive_int, default=20,
                    help="CartPole measurements per run (must divide the metric rows)")
-    p.add_argument("--mdp-chunks", type=positive_int, default=50,
+    p.add_argument("--mdp-segments", type=positive_int, default=50,
                    help="MaxBiasMDP measurements per run")
     p.add_argument("--eval-episodes", type=positive_int, default=16,
                    help="greedy CartPole episodes per measurement")
@@ -135,26 +135,27 @@ def cartpole_config(args):
     if args.cartpole_target_update_freq is not None:
         changes["target_update_freq"] = args.cartpole_target_update_freq
     cfg = base.replace(**changes) if changes else base
-    return with_chunks(cfg, args.chunks, "--chunks"), source
+    return with_segments(cfg, args.segments, "--segments"), source
 
 
 def mdp_config(args):
     from jaxdqn import DQNConfig
 
     cfg = DQNConfig(total_timesteps=args.mdp_steps, **MDP_CONFIG)
-    return with_chunks(cfg, args.mdp_chunks, "--mdp-chunks")
+    return with_segments(cfg, args.mdp_segments, "--mdp-segments")
 
 
-def with_chunks(cfg, chunks: int, flag: str):
-    """``cfg`` logging one metric row per chunk, so a chunk is any whole number of iterations."""
-    per_chunk, rest = divmod(cfg.num_iterations, chunks)
-    if per_chunk == 0 or rest:
-        raise ValueError(f"{flag}={chunks} is invalid: must divide the run's {cfg.num_iterations} "
-                         f"iterations of {cfg.steps_per_iteration} env steps")
-    return cfg.replace(log_interval=per_chunk * cfg.steps_per_iteration)
+def with_segments(cfg, segments: int, flag: str):
+    """``cfg`` logging one metric row per segment, so a segment is any whole number of
+    iterations."""
+    per_segment, rest = divmod(cfg.num_iterations, segments)
+    if per_segment == 0 or rest:
+        raise ValueError(f"{flag}={segments} is invalid: must divide the run's "
+                         f"{cfg.num_iterations} iterations of {cfg.steps_per_iteration} env steps")
+    return cfg.replace(log_interval=per_segment * cfg.steps_per_iteration)
 
 
-def run_methods(cfg, spec, chunks, seeds, key, probe, methods, final_eval=False):
+def run_methods(cfg, spec, segments, seeds, key, probe, methods, final_eval=False):
     """Trains every method on the same seed keys; numpy results per method. With
     ``final_eval``, each seed's final params also play ``FINAL_EVAL_EPISODES`` greedy episodes
     (the env's own time limit) on keys shared by all methods."""
@@ -169,7 +170,7 @@ def run_methods(cfg, spec, chunks, seeds, key, probe, methods, final_eval=False)
     results = {}
     for method, fields in methods:
         method_cfg = cfg.replace(**fields)
-        study = make_value_study(method_cfg, spec, chunks,
+        study = make_value_study(method_cfg, spec, segments,
                                  None if probe is None else probe(method_cfg))
         start = time.perf_counter()
         out = jax.block_until_ready(jax.jit(jax.vmap(study))(keys))
@@ -225,7 +226,7 @@ def summarize(results, resamples, left=None, baseline="DQN"):
     summary, per_seed = {}, {}
     for method, res in results.items():
         stats = res["points"].value.stats
-        bias, q, g = stats.bias, stats.q_mean, stats.g_mean  # [seeds, chunks]
+        bias, q, g = stats.bias, stats.q_mean, stats.g_mean  # [seeds, segments]
         half = bias.shape[1] // 2
         per_seed[method] = bias.mean(1)
         entry = {
@@ -340,7 +341,7 @@ def left_figure(results, left, epsilon, f_left):
         ax.fill_between(x, mean - 1.96 * se, mean + 1.96 * se, color=COLORS[method], alpha=0.15,
                         lw=0)
         ax.plot(x, 100 * res["points"].probe.left_prob.mean(0), ":", color=COLORS[method],
-                lw=1.2, label=f"{method}: P(left) of the policy after the chunk")
+                lw=1.2, label=f"{method}: P(left) of the policy after the segment")
     ax.axhline(100 * epsilon * f_left, color="k", ls="--", lw=1,
                label=f"optimal: epsilon x {f_left:g} = {100 * epsilon * f_left:g}%")
     n = next(iter(left.values())).shape[0]
@@ -410,29 +411,29 @@ def study(args):
         # Every policy has the same Q in MaxBiasMDP, so G is unbiased for Q* under any evaluation
         # policy: evaluate with the behaviour epsilon so that both states are always visited.
         spec = value_eval_spec(cfg, num_episodes=args.mdp_eval_episodes, epsilon=cfg.end_epsilon)
-        plan.append(("MaxBiasMDP", cfg, spec, args.mdp_chunks, args.mdp_seeds, "this script"))
+        plan.append(("MaxBiasMDP", cfg, spec, args.mdp_segments, args.mdp_seeds, "this script"))
     if args.env in ("both", "cartpole"):
         cfg, source = cartpole_config(args)
         spec = value_eval_spec(cfg, num_episodes=args.eval_episodes, epsilon=0.0)
         iqm_ci({"check": [0.0]}, 10)  # rliable is there (else one line naming the extra)
-        plan.append(("CartPole-v1", cfg, spec, args.chunks, args.seeds, source))
+        plan.append(("CartPole-v1", cfg, spec, args.segments, args.seeds, source))
     os.makedirs(args.out, exist_ok=True)
 
     report = {"command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]), "envs": {}}
-    for env_id, cfg, spec, chunks, seeds, source in plan:
+    for env_id, cfg, spec, segments, seeds, source in plan:
         print(f"{env_id}: training {names}, {seeds} seeds each ...", flush=True)
         probe = make_max_bias_probe if env_id == "MaxBiasMDP" else None
-        results = run_methods(cfg, spec, chunks, seeds, args.key, probe, methods,
+        results = run_methods(cfg, spec, segments, seeds, args.key, probe, methods,
                               final_eval=env_id != "MaxBiasMDP")
         env_report = {
             "config": cfg.to_dict(), "config_source": source, "seeds": seeds,
-            "eval_spec": spec._asdict(), "measurements_per_run": chunks,
+            "eval_spec": spec._asdict(), "measurements_per_run": segments,
             # Largest error of G of a measured state whose episode was cut at the horizon (None:
             # unbounded, gamma = 1); max_cut_fraction in the summary says whether any was.
             "tail_bound_per_cut_state": tail_bound(cfg.gamma, spec),
         }
         if env_id == "MaxBiasMDP":
-            left = {m: np.asarray(realised_left_fraction(r["metrics"], chunks))
+            left = {m: np.asarray(realised_left_fraction(r["metrics"], segments))
                     for m, r in results.items()}
             env_report["summary"] = summarize(results, args.resamples, left, baseline)
             env_report["true_q"] = true_q_values(cfg.gamma)
@@ -473,9 +474,9 @@ def study(args):
 
 
 def _mdp_actions() -> int:
-    from jaxdqn.envs import make_env
+    from jaxdqn.envs import env_spec_of
 
-    return int(make_env("MaxBiasMDP")[0].num_actions)
+    return env_spec_of("MaxBiasMDP").num_actions
 
 
 def main(argv=None) -> int:

@@ -146,7 +146,7 @@ def test_realised_left_fraction_from_episode_lengths():
     metrics = TrainMetrics(*[jnp.zeros(4)] * len(TrainMetrics._fields))._replace(
         episodes=jnp.asarray([2, 3, 0, 4]), episode_length=jnp.asarray([1.5, 2.0, nan, 1.0]))
     np.testing.assert_allclose(realised_left_fraction(metrics, 2), [4 / 5, 0.0])
-    with pytest.raises(ValueError, match="num_chunks=3"):
+    with pytest.raises(ValueError, match="num_segments=3"):
         realised_left_fraction(metrics, 3)
 
 
@@ -166,7 +166,7 @@ MDP = dict(env_id="MaxBiasMDP", total_timesteps=2000, buffer_size=200, batch_siz
            learning_rate=1e-3, target_update_freq=400, start_epsilon=0.1, end_epsilon=0.1,
            exploration_fraction=1.0, learning_starts=100, train_frequency=1, num_envs=1,
            hidden_sizes=(32,), log_interval=200)
-CHUNKS = 10
+SEGMENTS = 10
 SEEDS = jax.random.split(jax.random.key(0), 8)
 
 
@@ -176,7 +176,7 @@ def mdp_studies():
     for double_q in (False, True):
         cfg = DQNConfig(estimator="double_dqn" if double_q else "dqn", **MDP)
         spec = value_eval_spec(cfg, num_episodes=512, epsilon=0.1)
-        study = make_value_study(cfg, spec, CHUNKS, make_max_bias_probe(cfg))
+        study = make_value_study(cfg, spec, SEGMENTS, make_max_bias_probe(cfg))
         out[double_q] = (cfg, jax.jit(jax.vmap(study))(SEEDS))
     return out
 
@@ -184,7 +184,7 @@ def mdp_studies():
 def test_dqn_overestimates_and_goes_left_more_than_double_dqn(mdp_studies):
     (_, dqn), (_, ddqn) = mdp_studies[False], mdp_studies[True]
     bias = {k: np.asarray(v[1].points.value.stats.bias).mean(1) for k, v in mdp_studies.items()}
-    left = {k: np.nanmean(np.asarray(realised_left_fraction(v[1].metrics, CHUNKS)), 1)
+    left = {k: np.nanmean(np.asarray(realised_left_fraction(v[1].metrics, SEGMENTS)), 1)
             for k, v in mdp_studies.items()}
     p_left = {k: np.asarray(v[1].points.probe.left_prob).mean(1) for k, v in mdp_studies.items()}
     # Seed sets key(0) .. key(7), 8 seeds each, gave DQN bias 0.15-0.23 against 0.06-0.12 (gap
@@ -194,8 +194,8 @@ def test_dqn_overestimates_and_goes_left_more_than_double_dqn(mdp_studies):
     assert bias[False].mean() > bias[True].mean() + 0.05, bias
     assert left[False].mean() > left[True].mean() + 0.15, left
     assert p_left[False].mean() > p_left[True].mean() + 0.15, p_left
-    assert dqn.points.env_steps.shape == (8, CHUNKS)
-    np.testing.assert_array_equal(dqn.points.env_steps[0], np.arange(1, CHUNKS + 1) * 200)
+    assert dqn.points.env_steps.shape == (8, SEGMENTS)
+    np.testing.assert_array_equal(dqn.points.env_steps[0], np.arange(1, SEGMENTS + 1) * 200)
     assert np.all(np.diff(np.asarray(ddqn.points.episodes), axis=1) > 0)
 
 
@@ -206,5 +206,5 @@ def test_study_trains_exactly_the_agent_the_trainer_trains(mdp_studies):
     assert_trees_close(direct.params, jax.tree.map(lambda x: x[3], out.params), rtol=1e-5,
                        atol=1e-6)
     np.testing.assert_array_equal(direct.metrics.episodes, out.metrics.episodes[3])
-    with pytest.raises(ValueError, match="num_chunks=3"):
+    with pytest.raises(ValueError, match="num_segments=3"):
         make_value_study(cfg, value_eval_spec(cfg), 3)

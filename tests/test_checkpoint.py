@@ -62,6 +62,41 @@ def test_loading_with_a_config_of_another_network_shape_fails_clearly(tmp_path, 
     assert load_checkpoint(path, config=CFG.replace(gamma=0.5, buffer_size=300)).num_seeds == 2
 
 
+CNN = CFG.replace(env_id="Breakout-MinAtar", conv_channels=(16,), conv_kernel_size=3,
+                  hidden_sizes=(128,))
+
+
+def test_a_cnn_checkpoint_records_its_convolutions_and_refuses_other_ones(tmp_path):
+    path = tmp_path / "ckpt.msgpack"
+    save_checkpoint(path, _params(CNN, 2), CNN)
+    raw = serialization.msgpack_restore(path.read_bytes())
+    assert raw["network"] == {"obs_shape": [10, 10, 4], "num_actions": 3, "hidden_sizes": [128],
+                              "kind": "cnn", "conv_channels": [16], "conv_kernel_size": 3}
+    assert load_checkpoint(path, config=CNN).num_seeds == 2
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path, config=CNN.replace(conv_kernel_size=5))
+    assert "10x10x4 -> conv16k3 -> 128 -> 3" in str(err.value)
+    assert "10x10x4 -> conv16k5 -> 128 -> 3" in str(err.value)
+
+
+def test_a_cnn_checkpoint_written_before_convolutions_were_recorded_still_loads(tmp_path):
+    old = {"obs_shape": [10, 10, 4], "num_actions": 3, "hidden_sizes": [128]}
+    path = tmp_path / "ckpt.msgpack"
+    path.write_bytes(serialization.msgpack_serialize(
+        {"format": "jaxdqn-checkpoint", "format_version": 1, "jaxdqn_version": "0.1.0",
+         "config": CNN.to_dict(), "network": old, "num_seeds": 2, "metadata": {},
+         "params": jax.device_get(_params(CNN, 2))}))
+    assert load_checkpoint(path, config=CNN).num_seeds == 2
+    # What the old record does hold is still checked.
+    path.write_bytes(serialization.msgpack_serialize(
+        {"format": "jaxdqn-checkpoint", "format_version": 1, "jaxdqn_version": "0.1.0",
+         "config": CNN.to_dict(), "network": {**old, "num_actions": 4}, "num_seeds": 2,
+         "metadata": {}, "params": jax.device_get(_params(CNN, 2))}))
+    with pytest.raises(CheckpointError, match="records network 10x10x4 -> 128 -> 4 but its config "
+                                              "builds 10x10x4 -> conv16k3 -> 128 -> 3"):
+        load_checkpoint(path)
+
+
 def test_saving_params_that_do_not_fit_the_config_is_refused(tmp_path):
     wrong_layer = r"layer .*Dense_0.*bias.* has shape \(64,\), but a 4 -> 16 -> 8 -> 2 network"
     with pytest.raises(CheckpointError, match=wrong_layer + r" needs \(16,\)"):

@@ -8,9 +8,9 @@ import jaxdqn
 from jaxdqn import DQNConfig
 from jaxdqn import memory, parallel
 from jaxdqn.buffer import buffer_bytes, buffer_init
+from jaxdqn.envs import env_spec
 from jaxdqn.memory import (USABLE_FRACTION, check_fits, estimate_memory, free_bytes,
                            transition_bytes)
-from jaxdqn.networks import env_spec
 from jaxdqn.parallel import make_train_seeds
 
 
@@ -27,7 +27,7 @@ def test_buffer_is_exactly_capacity_times_transition_bytes(env_id, buffer_size, 
     assert transition_bytes(cfg) == expected
     est = estimate_memory(cfg, 1)
     assert est.buffer_bytes == buffer_size * expected
-    obs_shape, _ = env_spec(cfg)
+    obs_shape = env_spec(cfg).obs_shape
     assert buffer_bytes(buffer_init(buffer_size, obs_shape)) == buffer_size * expected
 
 

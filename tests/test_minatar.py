@@ -13,9 +13,9 @@ import pytest
 from jaxdqn import DQNConfig, QNetwork, init_q_params, make_q_fn, run_folder
 from jaxdqn.buffer import Transition, buffer_add, buffer_bytes, buffer_init, buffer_sample
 from jaxdqn.config import preset
-from jaxdqn.envs import MINATAR_ENV_IDS, make_env
+from jaxdqn.envs import MINATAR_ENV_IDS, env_spec, make_env
 from jaxdqn.memory import estimate_memory, transition_bytes
-from jaxdqn.networks import env_spec, network_kind, num_params
+from jaxdqn.networks import network_kind, num_params
 from jaxdqn.checkpoint import save_checkpoint
 from jaxdqn.cli import main
 from jaxdqn.original_minatar import original_env, original_returns
@@ -99,7 +99,7 @@ def test_cnn_q_fn_equals_flax_qnetwork_and_its_gradients():
     env_id, conv_channels, kernel = "Breakout-MinAtar", (6, 5), 3  # two convolutions
     cfg = DQNConfig(env_id=env_id, hidden_sizes=(32, 16), conv_channels=conv_channels,
                     conv_kernel_size=kernel)
-    obs_shape, num_actions = env_spec(cfg)
+    obs_shape, num_actions = env_spec(cfg).obs_shape, env_spec(cfg).num_actions
     params = init_q_params(cfg, jax.random.key(1))
     params = jax.tree.map(lambda x: x + 0.1 * jax.random.normal(jax.random.key(2), x.shape),
                           params)  # nonzero biases too

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+from typing import Any, Callable, NamedTuple
+
 import gymnax
+import jax
+import jax.numpy as jnp
 
 from jaxdqn.envs.max_bias import MaxBiasMDP
 from jaxdqn.envs.minatar import MINATAR_ENV_IDS, make_minatar
@@ -17,6 +22,7 @@ _OWN_ENVS["MaxBiasMDP-book"] = lambda: MaxBiasMDP(layout="book")
 def register(env_id: str, factory) -> None:
     """Adds an environment factory (``factory() -> gymnax Environment``) under ``env_id``."""
     _OWN_ENVS[env_id] = factory
+    _built_env_spec.cache_clear()  # a spec built before may hold the env this id named then
 
 
 def known_env_ids() -> tuple[str, ...]:
@@ -55,6 +61,46 @@ def legal_actions_fn(env, env_params):
     return lambda obs: fn(obs, env_params)
 
 
+class EnvSpec(NamedTuple):
+    """A config's environment and what the library derives from it, built once per
+    ``(env_id, max_episode_steps)`` (``env_spec_of``).
+
+    ``obs_shape``/``obs_dtype`` are those of ``env.reset``'s observation: what the replay buffer
+    stores and the Q-network reads (``bool`` for MinAtar, see ``envs.minatar``).
+    """
+
+    env: Any  # the gymnax environment (stateless: one object serves every caller)
+    params: Any  # its env params, with the time limit applied
+    obs_shape: tuple[int, ...]
+    obs_dtype: jnp.dtype
+    num_actions: int
+    legal_fn: Callable[[jax.Array], jax.Array] | None  # legal_actions_fn(env, params)
+    max_steps: int  # params.max_steps_in_episode: the time limit
+
+
+def env_spec_of(env_id: str, max_episode_steps: int | None = None) -> EnvSpec:
+    """The ``EnvSpec`` of ``make_env(env_id, max_episode_steps)``, built on the first call for
+    those arguments and returned from a cache after (gymnax envs hold no state)."""
+    return _built_env_spec(env_id, None if max_episode_steps is None else int(max_episode_steps))
+
+
+@functools.lru_cache(maxsize=None)
+def _built_env_spec(env_id: str, max_episode_steps: int | None) -> EnvSpec:
+    """``env_spec_of``'s cache, keyed by its arguments normalised (``lru_cache`` would key
+    ``f(x)`` and ``f(x, None)`` apart)."""
+    env, params = make_env(env_id, max_episode_steps)
+    obs, _ = jax.eval_shape(env.reset, jax.ShapeDtypeStruct((2,), jnp.uint32), params)
+    return EnvSpec(env=env, params=params, obs_shape=tuple(obs.shape),
+                   obs_dtype=jnp.dtype(obs.dtype), num_actions=int(env.num_actions),
+                   legal_fn=legal_actions_fn(env, params),
+                   max_steps=int(params.max_steps_in_episode))
+
+
+def env_spec(config) -> EnvSpec:
+    """The ``EnvSpec`` of a ``DQNConfig``'s environment (``env_id`` at ``max_episode_steps``)."""
+    return env_spec_of(config.env_id, config.max_episode_steps)
+
+
 # gymnax envs with a Gymnasium twin of the same id: cross-checked (evaluate --gymnasium) and
 # rendered (evaluate --video) in Gymnasium itself.
 GYMNASIUM_ENV_IDS = ("CartPole-v1", "Acrobot-v1", "MountainCar-v0")
@@ -86,5 +132,6 @@ def solve_threshold(config) -> float | None:
     return None if spec.reward_threshold is None else float(spec.reward_threshold)
 
 
-__all__ = ["legal_actions_fn", "GYMNAX_ENV_IDS", "MINATAR_ENV_IDS", "MaxBiasMDP", "PROBES", "expected_q", "known_env_ids", "make_env", "register",
-           "solve_threshold"]
+__all__ = ["EnvSpec", "GYMNAX_ENV_IDS", "MINATAR_ENV_IDS", "MaxBiasMDP", "PROBES", "env_spec",
+           "env_spec_of", "expected_q", "known_env_ids", "legal_actions_fn", "make_env",
+           "register", "solve_threshold"]
