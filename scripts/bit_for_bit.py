@@ -41,9 +41,9 @@ def cases():
         "seed_defaults_short": DQNConfig(total_timesteps=5000, buffer_size=1000),
     }
     for estimator, extra in (("dqn", {}), ("double_dqn", {}), ("double_q", {}),
-                             ("clipped_double", {}), ("maxmin", {"num_estimators": 3}),
-                             ("maxmin", {"num_estimators": 3, "update_all_members": True}),
-                             ("averaged", {"num_estimators": 3})):
+                             ("clipped_double", {}), ("maxmin", {"ensemble_size": 3}),
+                             ("maxmin", {"ensemble_size": 3, "update_all_members": True}),
+                             ("averaged", {"ensemble_size": 3})):
         name = estimator + ("_all" if extra.get("update_all_members") else "")
         out[f"estimator_{name}"] = DQNConfig(**short, estimator=estimator, **extra)
         out[f"estimator_{name}_eval"] = DQNConfig(
