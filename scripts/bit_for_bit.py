@@ -79,7 +79,8 @@ def same(a: np.ndarray, b: np.ndarray) -> bool:
     if a.shape != b.shape or a.dtype != b.dtype:
         return False
     if np.issubdtype(a.dtype, np.floating):
-        return bool(np.array_equal(a.view(np.uint8), b.view(np.uint8))
+        # reshape: a 0-d array cannot be viewed as bytes
+        return bool(np.array_equal(a.reshape(-1).view(np.uint8), b.reshape(-1).view(np.uint8))
                     or np.array_equal(a, b, equal_nan=True))
     return bool(np.array_equal(a, b))
 
