@@ -7,17 +7,16 @@ import math
 from typing import Any
 
 from jaxdqn.envs import known_env_ids
-from jaxdqn.estimators import ESTIMATORS as _ESTIMATOR_RECORDS
+from jaxdqn.estimators import ESTIMATORS
 
 LOSSES = ("mse", "huber")
-ESTIMATORS = tuple(_ESTIMATOR_RECORDS)
 OPTIMIZERS = ("adam", "sgd")
 NETWORKS = ("auto", "mlp", "cnn")
 
 
 def _names(which) -> str:
     """Names of the estimators whose record satisfies ``which``, joined by ``/``."""
-    return "/".join(e.name for e in _ESTIMATOR_RECORDS.values() if which(e))
+    return "/".join(e.name for e in ESTIMATORS.values() if which(e))
 
 
 def _ensemble_size_allowed() -> str:
@@ -25,7 +24,7 @@ def _ensemble_size_allowed() -> str:
     estimators' count rules."""
     fixed: dict[int, list[str]] = {}
     minima = set()
-    for e in _ESTIMATOR_RECORDS.values():
+    for e in ESTIMATORS.values():
         if e.size.fixed:
             fixed.setdefault(e.size.default, []).append(e.name)
         else:
@@ -81,8 +80,8 @@ class DQNConfig:
         (120, 84), "dense hidden layers (after the convolutions for a CNN); () is a linear Q",
         "positive ints, or () for a linear Q")
     estimator: str = _field("dqn", "TD target estimator: " + ", ".join(
-        f"{e.name} ({e.description})" for e in _ESTIMATOR_RECORDS.values()),
-        f"one of {ESTIMATORS}")
+        f"{e.name} ({e.description})" for e in ESTIMATORS.values()),
+        f"one of {tuple(ESTIMATORS)}")
     ensemble_size: int | None = _field(
         None, f"members ({_names(lambda e: not e.size.fixed and not e.snapshots)}) or target "
         f"snapshots ({_names(lambda e: e.snapshots)}); None: the estimator's usual count",
@@ -145,7 +144,7 @@ class DQNConfig:
         _check("estimator", self.estimator, self.estimator in ESTIMATORS)
         _check("optimizer", self.optimizer, self.optimizer in OPTIMIZERS)
         _check("network", self.network, self.network in NETWORKS)
-        size = _ESTIMATOR_RECORDS[self.estimator].size
+        size = ESTIMATORS[self.estimator].size
         if self.ensemble_size is None:
             set_("ensemble_size", size.default)
         _require("ensemble_size", self.ensemble_size, size.allows(self.ensemble_size),
@@ -153,9 +152,9 @@ class DQNConfig:
                  f"with estimator={self.estimator!r}")
         _require("update_all_members", self.update_all_members,
                  not self.update_all_members
-                 or _ESTIMATOR_RECORDS[self.estimator].train_all_option,
+                 or ESTIMATORS[self.estimator].train_all_option,
                  "applies to estimator=" + " or ".join(
-                     repr(e.name) for e in _ESTIMATOR_RECORDS.values() if e.train_all_option)
+                     repr(e.name) for e in ESTIMATORS.values() if e.train_all_option)
                  + f" only, not {self.estimator!r}")
         _check("eval_episodes", self.eval_episodes, self.eval_episodes > 0)
         if self.eval_interval is not None:
@@ -245,13 +244,13 @@ class DQNConfig:
         """Online Q-networks trained side by side (a leading member axis on the params when > 1);
         an estimator of snapshots (Averaged-DQN) has one online network and ``ensemble_size``
         target snapshots."""
-        return _ESTIMATOR_RECORDS[self.estimator].num_members(self.ensemble_size)
+        return ESTIMATORS[self.estimator].num_members(self.ensemble_size)
 
     @property
     def trained_members(self) -> str:
         """The members one gradient step trains: ``"only"`` network, one chosen at ``"random"``
         (the step takes a key) or ``"all"``."""
-        return _ESTIMATOR_RECORDS[self.estimator].trained(self.update_all_members)
+        return ESTIMATORS[self.estimator].trained(self.update_all_members)
 
     def replace(self, **changes: Any) -> "DQNConfig":
         """A copy with ``changes``; a derived default (``learning_starts``, ``log_interval``) is
@@ -382,8 +381,8 @@ def _check_types(cfg: DQNConfig) -> None:
     for name in ("anneal_lr", "update_all_members", "random_tie_break"):
         _require(name, getattr(cfg, name), isinstance(getattr(cfg, name), bool),
                  "must be True or False")
-    for name, allowed in (("loss", LOSSES), ("estimator", ESTIMATORS), ("optimizer", OPTIMIZERS),
-                          ("network", NETWORKS)):
+    for name, allowed in (("loss", LOSSES), ("estimator", tuple(ESTIMATORS)),
+                          ("optimizer", OPTIMIZERS), ("network", NETWORKS)):
         _require(name, getattr(cfg, name), isinstance(getattr(cfg, name), str),
                  f"must be one of {allowed}")
     for name in ("hidden_sizes", "conv_channels"):
