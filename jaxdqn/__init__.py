@@ -15,16 +15,16 @@ _EXPORTS = {
     "jaxdqn.buffer": ("BufferState", "Transition", "buffer_add", "buffer_init", "buffer_sample"),
     "jaxdqn.config": ("DQNConfig", "preset"),
     "jaxdqn.envs": ("expected_q", "known_env_ids", "legal_actions_fn", "make_env"),
+    "jaxdqn.estimators": ("ESTIMATORS", "Estimator", "averaged_target", "clipped_double_target",
+                          "double_dqn_target", "double_q_target", "dqn_target", "maxmin_target"),
     "jaxdqn.evaluation": ("EpisodeStats", "evaluate", "evaluate_episodes", "start_state_value"),
     "jaxdqn.networks": ("QNetwork", "init_q_params", "make_q_fn"),
     "jaxdqn.parallel": ("train_seeds",),
     "jaxdqn.policy": ("epsilon_at", "epsilon_greedy", "greedy_action", "make_acting_q_fn"),
     "jaxdqn.train": ("BestParams", "HParams", "RunnerState", "TrainMetrics", "TrainOutput",
                      "Trainer", "make_train", "make_trainer"),
-    "jaxdqn.update": ("TrainState", "UpdateInfo", "averaged_target", "clipped_double_target",
-                      "double_dqn_target", "double_q_target", "dqn_target", "init_train_state",
-                      "make_optimizer", "make_td_update", "maxmin_target", "sync_target",
-                      "td_loss", "td_targets"),
+    "jaxdqn.update": ("TrainState", "UpdateInfo", "init_train_state", "make_optimizer",
+                      "make_td_update", "sync_target", "td_loss"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 

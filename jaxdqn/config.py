@@ -7,14 +7,30 @@ import math
 from typing import Any
 
 from jaxdqn.envs import known_env_ids
+from jaxdqn.estimators import ESTIMATORS
 
 LOSSES = ("mse", "huber")
-ESTIMATORS = ("dqn", "double_dqn", "double_q", "clipped_double", "maxmin", "averaged")
 OPTIMIZERS = ("adam", "sgd")
 NETWORKS = ("auto", "mlp", "cnn")
-# Members of each estimator: fixed, or (None) set by num_estimators with this default.
-_FIXED_MEMBERS = {"dqn": 1, "double_dqn": 1, "double_q": 2, "clipped_double": 2}
-_DEFAULT_ESTIMATORS = {"maxmin": 2, "averaged": 2}
+
+
+def _names(which) -> str:
+    """Names of the estimators whose record satisfies ``which``, joined by ``/``."""
+    return "/".join(e.name for e in ESTIMATORS.values() if which(e))
+
+
+def _ensemble_size_allowed() -> str:
+    """``">= 1 (1 for dqn/double_dqn, 2 for double_q/clipped_double), or None"``, from the
+    estimators' count rules."""
+    fixed: dict[int, list[str]] = {}
+    minima = set()
+    for e in ESTIMATORS.values():
+        if e.size.fixed:
+            fixed.setdefault(e.size.default, []).append(e.name)
+        else:
+            minima.add(e.size.minimum)
+    exceptions = ", ".join(f"{n} for {'/'.join(names)}" for n, names in fixed.items())
+    return f">= {min(minima)} ({exceptions}), or None"
 
 
 def _field(default: Any, description: str, allowed: str = "") -> Any:
@@ -31,8 +47,8 @@ class DQNConfig:
 
     Step counts are in environment steps summed over the ``num_envs`` vectorised copies.
     ``learning_starts=None`` resolves to ``buffer_size`` (the seed fills the buffer first),
-    ``log_interval=None`` to about 100 metric rows per run and ``num_estimators=None`` to the
-    estimator's usual member count.
+    ``log_interval=None`` to about 100 metric rows per run and ``ensemble_size=None`` to the
+    estimator's usual count of members or snapshots.
     """
 
     env_id: str = _field("CartPole-v1", "environment id: a gymnax id or one of jaxdqn's own envs",
@@ -64,14 +80,16 @@ class DQNConfig:
         (120, 84), "dense hidden layers (after the convolutions for a CNN); () is a linear Q",
         "positive ints, or () for a linear Q")
     estimator: str = _field("dqn", "TD target estimator: " + ", ".join(
-        "dqn double_dqn double_q clipped_double maxmin averaged".split()),
-        f"one of {ESTIMATORS}")
-    num_estimators: int | None = _field(
-        None, "members (maxmin) or target snapshots (averaged); None: the estimator's usual count",
-        ">= 1 (1 for dqn/double_dqn, 2 for double_q/clipped_double), or None")
+        f"{e.name} ({e.description})" for e in ESTIMATORS.values()),
+        f"one of {tuple(ESTIMATORS)}")
+    ensemble_size: int | None = _field(
+        None, f"members ({_names(lambda e: not e.size.fixed and not e.snapshots)}) or target "
+        f"snapshots ({_names(lambda e: e.snapshots)}); None: the estimator's usual count",
+        _ensemble_size_allowed())
     update_all_members: bool = _field(
-        False, "maxmin: every gradient step updates all members instead of one chosen at random",
-        "true or false (true with estimator maxmin only)")
+        False, f"{_names(lambda e: e.train_all_option)}: every gradient step updates all members "
+        "instead of one chosen at random",
+        f"true or false (true with estimator {_names(lambda e: e.train_all_option)} only)")
     optimizer: str = _field("adam", "adam, or sgd (plain gradient steps: exact tabular updates)",
                             f"one of {OPTIMIZERS}")
     network: str = _field("auto", "mlp, cnn, or auto (cnn for image observations, else mlp)",
@@ -126,20 +144,18 @@ class DQNConfig:
         _check("estimator", self.estimator, self.estimator in ESTIMATORS)
         _check("optimizer", self.optimizer, self.optimizer in OPTIMIZERS)
         _check("network", self.network, self.network in NETWORKS)
-        if self.estimator in _FIXED_MEMBERS:
-            fixed = _FIXED_MEMBERS[self.estimator]
-            if self.num_estimators is None:
-                set_("num_estimators", fixed)
-            _require("num_estimators", self.num_estimators, self.num_estimators == fixed,
-                     f"must be {fixed} (or None) with estimator={self.estimator!r}")
-        else:
-            if self.num_estimators is None:
-                set_("num_estimators", _DEFAULT_ESTIMATORS[self.estimator])
-            _require("num_estimators", self.num_estimators, self.num_estimators >= 1,
-                     f"must be >= 1 with estimator={self.estimator!r}")
+        size = ESTIMATORS[self.estimator].size
+        if self.ensemble_size is None:
+            set_("ensemble_size", size.default)
+        _require("ensemble_size", self.ensemble_size, size.allows(self.ensemble_size),
+                 f"must be {size.allowed}{' (or None)' if size.fixed else ''} "
+                 f"with estimator={self.estimator!r}")
         _require("update_all_members", self.update_all_members,
-                 not self.update_all_members or self.estimator == "maxmin",
-                 f"applies to estimator='maxmin' only, not {self.estimator!r}")
+                 not self.update_all_members
+                 or ESTIMATORS[self.estimator].train_all_option,
+                 "applies to estimator=" + " or ".join(
+                     repr(e.name) for e in ESTIMATORS.values() if e.train_all_option)
+                 + f" only, not {self.estimator!r}")
         _check("eval_episodes", self.eval_episodes, self.eval_episodes > 0)
         if self.eval_interval is not None:
             _require("eval_interval", self.eval_interval,
@@ -226,8 +242,15 @@ class DQNConfig:
     @property
     def num_members(self) -> int:
         """Online Q-networks trained side by side (a leading member axis on the params when > 1);
-        Averaged-DQN has one online network and ``num_estimators`` target snapshots."""
-        return 1 if self.estimator == "averaged" else self.num_estimators
+        an estimator of snapshots (Averaged-DQN) has one online network and ``ensemble_size``
+        target snapshots."""
+        return ESTIMATORS[self.estimator].num_members(self.ensemble_size)
+
+    @property
+    def trained_members(self) -> str:
+        """The members one gradient step trains: ``"only"`` network, one chosen at ``"random"``
+        (the step takes a key) or ``"all"``."""
+        return ESTIMATORS[self.estimator].trained(self.update_all_members)
 
     def replace(self, **changes: Any) -> "DQNConfig":
         """A copy with ``changes``; a derived default (``learning_starts``, ``log_interval``) is
@@ -236,8 +259,8 @@ class DQNConfig:
         for name in changes:
             if name not in fields:
                 raise ValueError(f"unknown DQNConfig field {name!r}")
-        if "estimator" in changes and "num_estimators" not in changes:
-            fields["num_estimators"] = None
+        if "estimator" in changes and "ensemble_size" not in changes:
+            fields["ensemble_size"] = None
         for derived in ("learning_starts", "log_interval"):
             if derived not in changes and _was_derived(self, derived):
                 fields[derived] = None
@@ -252,8 +275,8 @@ class DQNConfig:
 
     @classmethod
     def from_dict(cls, fields: dict[str, Any]) -> "DQNConfig":
-        """A config from ``to_dict``'s output, including files written before a field was renamed:
-        ``double_q=True`` (before ``estimator``) reads as ``estimator="double_dqn"``."""
+        """A config from ``to_dict``'s output, including files written before a field was renamed
+        (``upgrade_legacy_fields``)."""
         fields = upgrade_legacy_fields(fields)
         unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
@@ -263,8 +286,14 @@ class DQNConfig:
 
 def upgrade_legacy_fields(fields: dict[str, Any]) -> dict[str, Any]:
     """A copy of ``fields`` with renamed fields in today's names: ``double_q`` (before
-    ``estimator``) becomes ``estimator="double_dqn"`` when true, ``"dqn"`` when false."""
+    ``estimator``) becomes ``estimator="double_dqn"`` when true, ``"dqn"`` when false;
+    ``num_estimators`` (before ``ensemble_size``) becomes ``ensemble_size``."""
     fields = dict(fields)
+    if "num_estimators" in fields:
+        if "ensemble_size" in fields:
+            raise ValueError("DQNConfig.num_estimators is invalid beside ensemble_size: it is the "
+                             "legacy name of ensemble_size; give one of the two")
+        fields["ensemble_size"] = fields.pop("num_estimators")
     if "double_q" in fields:
         legacy = fields.pop("double_q")
         if not isinstance(legacy, bool):
@@ -339,7 +368,7 @@ def _check_types(cfg: DQNConfig) -> None:
 
     for name in _INT_FIELDS:
         _require(name, getattr(cfg, name), is_int(getattr(cfg, name)), "must be an int")
-    for name in ("learning_starts", "max_episode_steps", "log_interval", "num_estimators",
+    for name in ("learning_starts", "max_episode_steps", "log_interval", "ensemble_size",
                  "eval_interval"):
         v = getattr(cfg, name)
         _require(name, v, v is None or is_int(v), "must be an int or None")
@@ -352,8 +381,8 @@ def _check_types(cfg: DQNConfig) -> None:
     for name in ("anneal_lr", "update_all_members", "random_tie_break"):
         _require(name, getattr(cfg, name), isinstance(getattr(cfg, name), bool),
                  "must be True or False")
-    for name, allowed in (("loss", LOSSES), ("estimator", ESTIMATORS), ("optimizer", OPTIMIZERS),
-                          ("network", NETWORKS)):
+    for name, allowed in (("loss", LOSSES), ("estimator", tuple(ESTIMATORS)),
+                          ("optimizer", OPTIMIZERS), ("network", NETWORKS)):
         _require(name, getattr(cfg, name), isinstance(getattr(cfg, name), str),
                  f"must be one of {allowed}")
     for name in ("hidden_sizes", "conv_channels"):

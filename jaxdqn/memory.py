@@ -20,9 +20,9 @@ import jax.numpy as jnp
 from jaxdqn.buffer import buffer_init
 from jaxdqn.config import DQNConfig
 from jaxdqn.envs import env_spec
+from jaxdqn.estimators import ESTIMATORS
 from jaxdqn.networks import network_kind
 from jaxdqn.train import make_trainer
-from jaxdqn.update import member_choice_needed
 
 # Only this fraction of a device's free memory is planned for: allocator fragmentation, the
 # compiled program and library workspaces (cuBLAS, XLA's scratch) take the rest.
@@ -81,14 +81,13 @@ def _conv_widths(config: DQNConfig, obs_shape: tuple[int, ...]) -> int:
 
 def network_passes(config: DQNConfig) -> int:
     """Forward passes over one minibatch in a gradient step (see ``update.make_td_update``): the
-    target networks on s' (one per member, or per snapshot for "averaged"), the online networks
-    on s' where the estimator evaluates with them, and the online networks trained on s."""
-    m, estimator = config.num_members, config.estimator
-    if estimator == "averaged":
-        return 1 + config.num_estimators
-    trained = 1 if member_choice_needed(config) else m
-    online_next = {"double_dqn": 1, "double_q": m, "clipped_double": 1}.get(estimator, 0)
-    return m + online_next + trained
+    target networks on s' (one per member, or per snapshot), the online networks on s' that the
+    estimator's target reads (``Estimator.online_next``), and the online networks trained on s."""
+    estimator, m = ESTIMATORS[config.estimator], config.num_members
+    target = config.ensemble_size if estimator.snapshots else m
+    online_next = {"none": 0, "first": 1, "every": m}[estimator.online_next]
+    trained = 1 if config.trained_members == "random" else m
+    return target + online_next + trained
 
 
 def estimate_memory(config: DQNConfig, num_seeds: int, num_devices: int = 1,

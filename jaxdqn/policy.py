@@ -68,7 +68,8 @@ def make_acting_q_fn(config):
 
     The one place that turns a run's params into acting Q-values, used by training's
     epsilon-greedy, greedy evaluation (during and after training), the bias study and
-    ``jaxdqn.load``. One network (``dqn``, ``double_dqn``, ``averaged``) acts on its own Q-values;
+    ``jaxdqn.load``; the rule is the estimator's ``act`` (``jaxdqn.estimators``). One network
+    (``dqn``, ``double_dqn``, ``averaged``, ``maxmin`` of one member) acts on its own Q-values;
     for Averaged-DQN that is the online network, the newest estimate (the snapshot average lags
     it by up to ``N`` target periods and serves to denoise the target). Members:
 
@@ -78,16 +79,11 @@ def make_acting_q_fn(config):
     - ``clipped_double``: the first member, whose argmax also picks the target's action, so that
       acting and the target follow one greedy policy (TD3's actor follows ``Q_1`` alone).
     """
+    from jaxdqn.estimators import ESTIMATORS
     from jaxdqn.networks import make_q_fn  # networks imports config and envs; keep this light
 
     q_fn = make_q_fn(config)
-    if config.num_members == 1:
+    if config.num_members == 1:  # no member axis
         return q_fn
-    if config.estimator == "clipped_double":
-        return lambda params, obs: q_fn(jax.tree.map(lambda x: x[0], params), obs)
-    combine = jnp.min if config.estimator == "maxmin" else jnp.mean
-
-    def acting_q(params, obs):
-        return combine(jax.vmap(q_fn, in_axes=(0, None))(params, obs), axis=0)
-
-    return acting_q
+    act = ESTIMATORS[config.estimator].act
+    return lambda params, obs: act(q_fn, params, obs)

@@ -30,11 +30,12 @@ import jax.numpy as jnp
 from jaxdqn.buffer import BufferState, Transition, buffer_add, buffer_init, buffer_sample
 from jaxdqn.config import DQNConfig
 from jaxdqn.envs import env_spec
+from jaxdqn.estimators import ESTIMATORS
 from jaxdqn.evaluation import make_greedy_episodes
 from jaxdqn.networks import init_q_params, make_q_fn
 from jaxdqn.policy import epsilon_at, epsilon_greedy, make_acting_q_fn
 from jaxdqn.update import (TrainState, UpdateInfo, init_train_state, make_optimizer,
-                           make_td_update, member_choice_needed, sync_target)
+                           make_td_update, sync_target)
 
 EVAL_STREAM = 0x6576616C
 """Evaluation during training draws from ``fold_in(run_key, EVAL_STREAM)``, apart from training."""
@@ -154,7 +155,8 @@ def make_trainer(config: DQNConfig) -> Trainer:
     env, env_params = spec.env, spec.params
     q_fn = make_q_fn(config)
     legal_fn = spec.legal_fn  # None: every action legal in every state
-    choose_member = member_choice_needed(config)
+    estimator = ESTIMATORS[config.estimator]
+    choose_member = config.trained_members == "random"
     num_envs = config.num_envs
     per_iteration = config.steps_per_iteration  # env steps between gradient steps
     iterations_per_row = config.iterations_per_log_row
@@ -295,7 +297,7 @@ def make_trainer(config: DQNConfig) -> Trainer:
             crossed = (step0 + per_iteration) // hp.target_update_freq > step0 // hp.target_update_freq
             do_sync = jnp.logical_and(it >= first_learning_iteration, crossed)
             runner = runner._replace(train=sync_target(runner.train, do_sync, hp.tau,
-                                                       snapshots=config.estimator == "averaged"))
+                                                       snapshots=estimator.snapshots))
             return (runner, sums), None
 
         def row(runner, row_index):

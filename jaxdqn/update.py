@@ -1,24 +1,7 @@
-"""Learning: the TD target of each estimator, the loss, one optimizer step, and target updates.
+"""Learning: the loss, one optimizer step of an estimator's members, and target updates.
 
-The estimators (``DQNConfig.estimator``) differ only in the target ``y`` and in which networks
-learn from it. Each target is a pure function of Q-value arrays, so it can be checked by hand:
-
-==================  ==============================================  ============================
-estimator           target ``y = r + gamma * (1 - terminated) * v``  networks trained per step
-==================  ==============================================  ============================
-``dqn``             ``v = max_a Q'(s', a)``                          the online network
-``double_dqn``      ``v = Q'(s', argmax_a Q(s', a))``                the online network
-``double_q``        member i: ``v = Q'_j(s', argmax_a Q_i(s', a))``  one of 2 members, at random
-``clipped_double``  ``v = min_j Q'_j(s', argmax_a Q_1(s', a))``      both members, same ``y``
-``maxmin``          ``v = max_a min_i Q'_i(s', a)``                  one of N members at random
-                                                                     (all: update_all_members)
-``averaged``        ``v = max_a mean_k Q(s', a; theta_k)``           the online network
-==================  ==============================================  ============================
-
-``Q`` is online, ``Q'`` target; members (``config.num_members > 1``) are one pytree with a leading
-member axis, applied with ``jax.vmap`` (one batched matmul); ``averaged`` keeps the ``N`` newest
-target snapshots ``theta_1..theta_N`` as a leading axis of ``target_params``, newest first.
-With a legal-action mask for ``s'`` every max and argmax ranges over legal actions only.
+What the target is, which networks it reads and which members a step trains come from the
+estimator's record (``jaxdqn.estimators``); this module applies them to networks and optimizers.
 """
 
 from __future__ import annotations
@@ -31,6 +14,7 @@ import optax
 
 from jaxdqn.buffer import Transition, uniform_index
 from jaxdqn.config import DQNConfig
+from jaxdqn.estimators import ESTIMATORS, first_member, masked_max
 from jaxdqn.networks import QFn
 
 LegalFn = Callable[[jax.Array], jax.Array]  # obs [..., *obs_shape] -> bool[..., num_actions]
@@ -69,102 +53,18 @@ def make_optimizer(config: DQNConfig, learning_rate=None) -> optax.GradientTrans
 
 def init_train_state(config: DQNConfig, params, optimizer: optax.GradientTransformation
                      ) -> TrainState:
-    """The state before the first step: the target is a copy of the online network (for
-    ``averaged``, all ``num_estimators`` snapshots are); members get their own optimizer state."""
+    """The state before the first step: the target is a copy of the online network (for an
+    estimator of snapshots, all ``ensemble_size`` snapshots are); members get their own optimizer
+    state."""
     if config.num_members > 1:
         opt_state = jax.vmap(optimizer.init)(params)
     else:
         opt_state = optimizer.init(params)
     target = params
-    if config.estimator == "averaged":
-        k = config.num_estimators
+    if ESTIMATORS[config.estimator].snapshots:
+        k = config.ensemble_size
         target = jax.tree.map(lambda x: jnp.broadcast_to(x, (k, *x.shape)), params)
     return TrainState(params=params, target_params=target, opt_state=opt_state)
-
-
-# ---- targets: pure functions of Q-values -------------------------------------------------------
-# Shapes: reward f32[B], terminated bool[B], next_q* f32[B, A] (one network) or f32[M, B, A]
-# (members or snapshots), next_legal bool[B, A] or None (every action legal). Targets are f32[B]
-# (f32[M, B] for double_q: one per member) and carry no gradient.
-
-
-def _masked(q, legal):
-    """``q`` with illegal actions at ``-inf``, so max and argmax range over legal ones."""
-    return q if legal is None else jnp.where(legal, q, -jnp.inf)
-
-
-def _bootstrap(reward, terminated, gamma, next_value, legal):
-    """``r + gamma * v * (1 - terminated)``; only ``terminated`` cuts the bootstrap (a time-limit
-    truncation is not a terminal state). A state without legal actions is worth 0."""
-    if legal is not None:
-        next_value = jnp.where(legal.any(-1), next_value, 0.0)
-    not_done = 1.0 - terminated.astype(jnp.float32)
-    return jax.lax.stop_gradient(reward + gamma * next_value * not_done)
-
-
-def _value_at(q, action):
-    """``q[..., b, action[..., b]]``."""
-    return jnp.take_along_axis(q, action[..., None], axis=-1)[..., 0]
-
-
-def dqn_target(reward, terminated, gamma, next_q_target, next_legal=None):
-    """DQN (Mnih et al. 2015): ``v = max_a Q'(s', a)``, with ``next_q_target: f32[B, A]``."""
-    v = jnp.max(_masked(next_q_target, next_legal), axis=-1)
-    return _bootstrap(reward, terminated, gamma, v, next_legal)
-
-
-def double_dqn_target(reward, terminated, gamma, next_q_target, next_q_online, next_legal=None):
-    """Double DQN (van Hasselt, Guez and Silver 2016): the online network picks
-    ``a* = argmax_a Q(s', a)`` (lowest index among ties), the target network values it:
-    ``v = Q'(s', a*)``. Both arguments ``f32[B, A]``."""
-    best = jnp.argmax(_masked(next_q_online, next_legal), axis=-1)
-    return _bootstrap(reward, terminated, gamma, _value_at(next_q_target, best), next_legal)
-
-
-def double_q_target(reward, terminated, gamma, next_q_target, next_q_online, next_legal=None):
-    """Double Q-learning (van Hasselt 2010), one target per member: member ``i``'s own online
-    values pick ``a*_i = argmax_a Q_i(s', a)`` and its partner ``j = (i + 1) mod M`` (the other of
-    two) values it with its target network, ``v_i = Q'_j(s', a*_i)``. Arguments ``f32[M, B, A]``;
-    returns ``f32[M, B]``. With the target synced every step this is the tabular
-    ``Q_A(s, a) += alpha * (r + gamma * Q_B(s', argmax_a Q_A(s', a)) - Q_A(s, a))``."""
-    best = jnp.argmax(_masked(next_q_online, next_legal), axis=-1)  # [M, B]
-    partner_q = jnp.roll(next_q_target, -1, axis=0)  # row i holds member (i + 1) mod M
-    return _bootstrap(reward, terminated, gamma, _value_at(partner_q, best), next_legal)
-
-
-def clipped_double_target(reward, terminated, gamma, next_q_target, next_q_online_first,
-                          next_legal=None):
-    """Clipped double Q (Fujimoto, van Hoof and Meger 2018, TD3's target in discrete form): the
-    first member's online values pick ``a* = argmax_a Q_1(s', a)``, and the smallest target
-    value of it is taken, ``v = min_j Q'_j(s', a*)``. ``next_q_target: f32[M, B, A]``,
-    ``next_q_online_first: f32[B, A]``; every member regresses to this one ``y``."""
-    best = jnp.argmax(_masked(next_q_online_first, next_legal), axis=-1)  # [B]
-    v = jnp.min(_value_at(next_q_target, jnp.broadcast_to(best, next_q_target.shape[:-1])), 0)
-    return _bootstrap(reward, terminated, gamma, v, next_legal)
-
-
-def maxmin_target(reward, terminated, gamma, next_q_target, next_legal=None):
-    """Maxmin Q-learning (Lan, Pan, Fyshe and White 2020): ``v = max_a min_i Q'_i(s', a)`` over
-    ``M`` members, ``next_q_target: f32[M, B, A]``. ``M = 1`` is DQN; larger ``M`` lowers the
-    target (from overestimation towards underestimation)."""
-    v = jnp.max(_masked(jnp.min(next_q_target, axis=0), next_legal), axis=-1)
-    return _bootstrap(reward, terminated, gamma, v, next_legal)
-
-
-def averaged_target(reward, terminated, gamma, next_q_snapshots, next_legal=None):
-    """Averaged-DQN (Anschel, Baram and Shimkin 2017): ``v = max_a mean_k Q(s', a; theta_k)`` over
-    the ``K`` newest target snapshots, ``next_q_snapshots: f32[K, B, A]``. Averaging cuts the
-    variance of the target's noise, and with it the max's upward bias."""
-    v = jnp.max(_masked(jnp.mean(next_q_snapshots, axis=0), next_legal), axis=-1)
-    return _bootstrap(reward, terminated, gamma, v, next_legal)
-
-
-def td_targets(reward, terminated, gamma, next_q_target, next_q_online=None, next_legal=None):
-    """DQN's target, or Double DQN's when ``next_q_online`` is given (kept for callers of the
-    two-estimator API)."""
-    if next_q_online is None:
-        return dqn_target(reward, terminated, gamma, next_q_target, next_legal)
-    return double_dqn_target(reward, terminated, gamma, next_q_target, next_q_online, next_legal)
 
 
 def td_loss(predicted_q, target, loss: str = "mse", huber_delta: float = 1.0, half: bool = False):
@@ -181,56 +81,69 @@ def td_loss(predicted_q, target, loss: str = "mse", huber_delta: float = 1.0, ha
     return jnp.mean(optax.huber_loss(predicted_q, target, delta=huber_delta))
 
 
-def member_choice_needed(config: DQNConfig) -> bool:
-    """Whether a gradient step updates one member chosen at random (and so needs a key)."""
-    return config.estimator == "double_q" or (config.estimator == "maxmin"
-                                              and not config.update_all_members)
-
-
 def make_td_update(
     config: DQNConfig, q_fn: QFn, optimizer: optax.GradientTransformation,
     legal_fn: LegalFn | None = None,
 ) -> Callable[..., tuple[TrainState, UpdateInfo]]:
     """A jitted ``td_update(state, batch, gamma, key=None) -> (state, info)``: one gradient step.
 
-    ``key`` picks the member to update (``member_choice_needed``); other estimators ignore it.
-    ``legal_fn(obs)`` gives the legal actions of ``s'`` (recomputed from the stored observation)
-    and of ``s``; None: all actions are legal, and the program is the one without masks.
+    The estimator's record says which Q-values its target reads at s' and which members the step
+    trains. ``key`` picks the member to update when it trains one chosen at random
+    (``config.trained_members == "random"``); other estimators ignore it. ``legal_fn(obs)`` gives
+    the legal actions of ``s'`` (recomputed from the stored observation) and of ``s``; None: all
+    actions are legal, and the program is the one without masks.
     """
     half = config.optimizer == "sgd"
-    estimator = config.estimator
+    estimator = ESTIMATORS[config.estimator]
     members = jax.vmap(q_fn, in_axes=(0, None))  # params [M, ...] -> f32[M, ..., A]
+    has_members = config.num_members > 1
 
     def legal_of(obs):
         return None if legal_fn is None else legal_fn(obs)
+
+    def stacked(params, obs):
+        """``f32[M, B, A]`` of params with a leading axis, ``f32[1, B, A]`` of one network."""
+        return members(params, obs) if has_members else q_fn(params, obs)[None]
+
+    def next_q_values(params, target_params, next_obs):
+        """``(next_q_target, next_q_online)``: what the estimator's target reads at s'."""
+        if estimator.snapshots:
+            next_q_target = members(target_params, next_obs)
+        elif estimator.stacked:
+            next_q_target = stacked(target_params, next_obs)
+        else:
+            next_q_target = q_fn(target_params, next_obs)
+        if estimator.online_next == "first":
+            next_q_online = q_fn(first_member(params) if has_members else params, next_obs)
+        elif estimator.online_next == "every":
+            next_q_online = stacked(params, next_obs)
+        else:
+            next_q_online = None
+        return next_q_target, next_q_online
+
+    def target_of(params, target_params, batch: Transition, gamma, legal):
+        next_q_target, next_q_online = next_q_values(params, target_params, batch.next_obs)
+        return estimator.target(batch.reward, batch.terminated, gamma, next_q_target,
+                                next_q_online, legal)
 
     def single_loss(params, batch: Transition, target):
         """The loss of one network against a fixed target; aux: (q_taken, q_max, target) means."""
         q = q_fn(params, batch.obs)
         q_taken = jnp.take_along_axis(q, batch.action[:, None].astype(jnp.int32), axis=-1)[:, 0]
         loss = td_loss(q_taken, target, config.loss, config.huber_delta, half)
-        q_max = _masked(q, legal_of(batch.obs)).max(axis=-1)
+        q_max = masked_max(q, legal_of(batch.obs))
         return loss, (q_taken.mean(), q_max.mean(), target.mean())
 
-    if config.num_members == 1:
+    if not has_members:
         def loss_fn(params, target_params, batch: Transition, gamma):
             # The order of operations of the original DQN/Double DQN update (bit-identical runs).
             q = q_fn(params, batch.obs)
             q_taken = jnp.take_along_axis(q, batch.action[:, None].astype(jnp.int32),
                                           axis=-1)[:, 0]
             legal = legal_of(batch.next_obs)
-            if estimator == "averaged":
-                target = averaged_target(batch.reward, batch.terminated, gamma,
-                                         members(target_params, batch.next_obs), legal)
-            elif estimator == "double_dqn":
-                target = double_dqn_target(batch.reward, batch.terminated, gamma,
-                                           q_fn(target_params, batch.next_obs),
-                                           q_fn(params, batch.next_obs), legal)
-            else:
-                target = dqn_target(batch.reward, batch.terminated, gamma,
-                                    q_fn(target_params, batch.next_obs), legal)
+            target = target_of(params, target_params, batch, gamma, legal)
             loss = td_loss(q_taken, target, config.loss, config.huber_delta, half)
-            q_max = _masked(q, legal_of(batch.obs)).max(axis=-1)
+            q_max = masked_max(q, legal_of(batch.obs))
             return loss, (q_taken.mean(), q_max.mean(), target.mean())
 
         @jax.jit
@@ -245,23 +158,14 @@ def make_td_update(
         return td_update
 
     num = config.num_members
-    choose = member_choice_needed(config)
+    choose = config.trained_members == "random"
 
     def member_targets(state: TrainState, batch: Transition, gamma):
-        """``f32[M, B]``: the target each member would regress to."""
+        """``f32[M, B]``: the target each member would regress to (a shared ``f32[B]`` target
+        is repeated)."""
         legal = legal_of(batch.next_obs)
-        r, term = batch.reward, batch.terminated
-        next_target = members(state.target_params, batch.next_obs)  # [M, B, A]
-        if estimator == "double_q":
-            return double_q_target(r, term, gamma, next_target,
-                                   members(state.params, batch.next_obs), legal)
-        if estimator == "clipped_double":
-            first = jax.tree.map(lambda x: x[0], state.params)
-            y = clipped_double_target(r, term, gamma, next_target, q_fn(first, batch.next_obs),
-                                      legal)
-        else:  # maxmin
-            y = maxmin_target(r, term, gamma, next_target, legal)
-        return jnp.broadcast_to(y, (num, *y.shape))
+        y = target_of(state.params, state.target_params, batch, gamma, legal)
+        return jnp.broadcast_to(y, (num, *batch.reward.shape))
 
     grad_fn = jax.value_and_grad(single_loss, has_aux=True)
 
@@ -275,8 +179,8 @@ def make_td_update(
         y = member_targets(state, batch, gamma)
         if choose:
             if key is None:
-                raise ValueError(f"estimator={estimator!r} updates one member chosen at random: "
-                                 "td_update needs a key")
+                raise ValueError(f"estimator={estimator.name!r} updates one member chosen at "
+                                 "random: td_update needs a key")
             i = uniform_index(key, (), num)
             pick = lambda tree: jax.tree.map(lambda x: x[i], tree)  # noqa: E731
             params, opt_state, loss, (q_taken, q_max, target), norm = step_one(
@@ -297,9 +201,10 @@ def make_td_update(
 def sync_target(state: TrainState, do_sync, tau, snapshots: bool = False) -> TrainState:
     """``theta^- <- tau * theta + (1 - tau) * theta^-`` where ``do_sync``; ``tau=1`` copies.
 
-    Members are synced each to its own online network. With ``snapshots`` (Averaged-DQN)
-    ``target_params`` is a ring ``[N, ...]``, newest first: a sync drops the oldest snapshot and
-    puts ``tau * theta + (1 - tau) * newest`` in front.
+    Members are synced each to its own online network. With ``snapshots`` (an estimator whose
+    record has ``snapshots``: Averaged-DQN) ``target_params`` is a ring ``[N, ...]``, newest
+    first: a sync drops the oldest snapshot and puts ``tau * theta + (1 - tau) * newest`` in
+    front.
     """
     def synced():
         if not snapshots:

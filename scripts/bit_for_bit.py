@@ -41,9 +41,9 @@ def cases():
         "seed_defaults_short": DQNConfig(total_timesteps=5000, buffer_size=1000),
     }
     for estimator, extra in (("dqn", {}), ("double_dqn", {}), ("double_q", {}),
-                             ("clipped_double", {}), ("maxmin", {"num_estimators": 3}),
-                             ("maxmin", {"num_estimators": 3, "update_all_members": True}),
-                             ("averaged", {"num_estimators": 3})):
+                             ("clipped_double", {}), ("maxmin", {"ensemble_size": 3}),
+                             ("maxmin", {"ensemble_size": 3, "update_all_members": True}),
+                             ("averaged", {"ensemble_size": 3})):
         name = estimator + ("_all" if extra.get("update_all_members") else "")
         out[f"estimator_{name}"] = DQNConfig(**short, estimator=estimator, **extra)
         out[f"estimator_{name}_eval"] = DQNConfig(
@@ -79,7 +79,8 @@ def same(a: np.ndarray, b: np.ndarray) -> bool:
     if a.shape != b.shape or a.dtype != b.dtype:
         return False
     if np.issubdtype(a.dtype, np.floating):
-        return bool(np.array_equal(a.view(np.uint8), b.view(np.uint8))
+        # reshape: a 0-d array cannot be viewed as bytes
+        return bool(np.array_equal(a.reshape(-1).view(np.uint8), b.reshape(-1).view(np.uint8))
                     or np.array_equal(a, b, equal_nan=True))
     return bool(np.array_equal(a, b))
 

@@ -3,12 +3,12 @@
     python scripts/max_bias.py --seeds 8 --out runs/max_bias
     python scripts/max_bias.py --estimators dqn,double_dqn,double_q,clipped_double,maxmin:4,averaged:4
 
-For each env and estimator (``name`` or ``name:N`` for ``num_estimators``; default ``dqn,double_dqn``)
-it trains ``--seeds`` agents with jaxdqn's own loop (one ``jit(vmap)`` program per estimator; the
-estimators differ only in ``estimator``/``num_estimators`` and share the seed keys, so differences
-are paired by seed), and after every segment of training measures ``Q(s, a)`` (the estimator's
-acting values) against the realised discounted return ``G`` over the states evaluation episodes
-visit (``jaxdqn.bias``). It writes to ``--out``:
+For each env and estimator (``name`` or ``name:N`` for ``ensemble_size``; default
+``dqn,double_dqn``) it trains ``--seeds`` agents with jaxdqn's own loop (one ``jit(vmap)`` program
+per estimator; the estimators differ only in ``estimator``/``ensemble_size`` and share the seed
+keys, so differences are paired by seed), and after every segment of training measures ``Q(s, a)``
+(the estimator's acting values) against the realised discounted return ``G`` over the states
+evaluation episodes visit (``jaxdqn.bias``). It writes to ``--out``:
 
 - ``bias.json``: per env and estimator the mean bias ``Q - G`` (and mean ``Q``, mean ``G``, late
   and final bias, each estimator minus DQN, paired by seed) with 95% bootstrap intervals over
@@ -51,8 +51,6 @@ MDP_CONFIG = dict(env_id="MaxBiasMDP", buffer_size=200, batch_size=32, gamma=1.0
 # hundred within 100k steps.
 CARTPOLE_FALLBACK = dict(env_id="CartPole-v1", total_timesteps=100_000, num_envs=10,
                          learning_starts=1000, exploration_fraction=0.5, end_epsilon=0.05)
-LABELS = {"dqn": "DQN", "double_dqn": "Double DQN", "double_q": "Double Q",
-          "clipped_double": "Clipped double Q", "maxmin": "Maxmin", "averaged": "Averaged"}
 PALETTE = ("tab:red", "tab:blue", "tab:green", "tab:purple", "tab:orange", "tab:brown",
            "tab:pink", "tab:olive", "tab:cyan", "tab:gray")
 FINAL_EVAL_EPISODES = 100
@@ -63,7 +61,7 @@ def parse_estimators(text: str) -> list[tuple[str, dict]]:
     """``"dqn,maxmin:4"`` -> ``[("DQN", {"estimator": "dqn"}), ("Maxmin N=4", {...})]``, each
     validated by ``DQNConfig`` before anything compiles."""
     from jaxdqn import DQNConfig
-    from jaxdqn.config import ESTIMATORS
+    from jaxdqn.estimators import ESTIMATORS
 
     methods = []
     for item in text.split(","):
@@ -75,10 +73,9 @@ def parse_estimators(text: str) -> list[tuple[str, dict]]:
         if n:
             if not n.isdigit():
                 raise ValueError(f"--estimators item {item!r} is invalid: N must be an int")
-            fields["num_estimators"] = int(n)
+            fields["ensemble_size"] = int(n)
         cfg = DQNConfig(**fields)  # one clear ValueError for a bad combination
-        label = LABELS[name] + (f" N={cfg.num_estimators}" if name in ("maxmin", "averaged")
-                                else "")
+        label = ESTIMATORS[name].label(cfg.ensemble_size)
         if label in dict(methods):
             raise ValueError(f"--estimators repeats {item!r}")
         methods.append((label, fields))
@@ -100,7 +97,7 @@ def parse_args(argv):
     p.add_argument("--out", default="runs/max_bias", help="output folder (created)")
     p.add_argument("--env", choices=("both", "cartpole", "mdp"), default="both")
     p.add_argument("--estimators", default="dqn,double_dqn",
-                   help="comma-separated estimators, each name or name:N (num_estimators)")
+                   help="comma-separated estimators, each name or name:N (ensemble_size)")
     p.add_argument("--seeds", type=positive_int, default=8, help="CartPole seeds per method")
     p.add_argument("--mdp-seeds", type=positive_int, default=64, help="MaxBiasMDP seeds per method")
     p.add_argument("--cartpole-steps", type=positive_int, default=None,

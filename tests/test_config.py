@@ -86,3 +86,16 @@ def test_bad_values_raise_one_clear_error(changes, field, allowed):
 def test_unknown_preset_lists_known_ones():
     with pytest.raises(ValueError, match="known presets: seed"):
         jaxdqn.preset("nope")
+
+
+def test_from_dict_reads_the_old_name_of_ensemble_size():
+    """Run folders written before the rename hold ``num_estimators``."""
+    saved = DQNConfig(estimator="maxmin", ensemble_size=3).to_dict()
+    assert "num_estimators" not in saved and saved["ensemble_size"] == 3
+    old = {("num_estimators" if k == "ensemble_size" else k): v for k, v in saved.items()}
+    assert DQNConfig.from_dict(old) == DQNConfig.from_dict(saved)
+    assert DQNConfig.from_dict(old).ensemble_size == 3
+    with pytest.raises(ValueError, match="DQNConfig.num_estimators is invalid beside ensemble_size"):
+        DQNConfig.from_dict({**saved, "num_estimators": 3})
+    with pytest.raises(ValueError, match="DQNConfig.ensemble_size=3 is invalid"):
+        DQNConfig.from_dict({"estimator": "double_q", "num_estimators": 3})

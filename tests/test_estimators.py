@@ -7,9 +7,9 @@ import pytest
 
 from jaxdqn import DQNConfig, init_q_params, make_q_fn, make_trainer
 from jaxdqn.policy import epsilon_greedy
-from jaxdqn.update import (averaged_target, clipped_double_target, double_dqn_target,
-                           double_q_target, dqn_target, init_train_state, make_optimizer,
-                           make_td_update, maxmin_target, sync_target)
+from jaxdqn.estimators import (averaged_target, clipped_double_target, double_dqn_target,
+                               double_q_target, dqn_target, maxmin_target)
+from jaxdqn.update import init_train_state, make_optimizer, make_td_update, sync_target
 from jaxdqn.buffer import Transition
 from trees import assert_same_structure
 
@@ -73,8 +73,8 @@ def test_maxmin_with_one_member_is_dqn_and_lower_with_more():
 
 @pytest.mark.parametrize("fields, message", [
     (dict(estimator="dqn_x"), "DQNConfig.estimator='dqn_x' is invalid"),
-    (dict(estimator="double_q", num_estimators=3), "DQNConfig.num_estimators=3 is invalid"),
-    (dict(estimator="maxmin", num_estimators=0), "DQNConfig.num_estimators=0 is invalid"),
+    (dict(estimator="double_q", ensemble_size=3), "DQNConfig.ensemble_size=3 is invalid"),
+    (dict(estimator="maxmin", ensemble_size=0), "DQNConfig.ensemble_size=0 is invalid"),
     (dict(estimator="dqn", update_all_members=True), "DQNConfig.update_all_members=True"),
 ])
 def test_bad_estimator_combinations_are_one_clear_value_error(fields, message):
@@ -98,8 +98,8 @@ def _changed(a, b, member):
 
 
 @pytest.mark.parametrize("estimator, extra, updated", [
-    ("double_q", {}, 1), ("maxmin", dict(num_estimators=3), 1),
-    ("maxmin", dict(num_estimators=3, update_all_members=True), 3),
+    ("double_q", {}, 1), ("maxmin", dict(ensemble_size=3), 1),
+    ("maxmin", dict(ensemble_size=3, update_all_members=True), 3),
     ("clipped_double", {}, 2),
 ])
 def test_members_are_independent_and_only_the_chosen_ones_learn(estimator, extra, updated):
@@ -126,7 +126,7 @@ def test_members_are_independent_and_only_the_chosen_ones_learn(estimator, extra
 
 def test_averaged_sync_pushes_the_newest_snapshot_and_drops_the_oldest():
     cfg = DQNConfig(env_id="Probe4", hidden_sizes=(4,), buffer_size=256, learning_starts=128,
-                    estimator="averaged", num_estimators=3)
+                    estimator="averaged", ensemble_size=3)
     params = init_q_params(cfg, jax.random.key(0))
     state = init_train_state(cfg, params, make_optimizer(cfg))
     for step in (1.0, 2.0):
@@ -169,7 +169,7 @@ def book_runs():
                         learning_starts=32, batch_size=8, train_frequency=1, hidden_sizes=(8,),
                         target_update_freq=20, learning_rate=1e-2, gamma=1.0,
                         exploration_fraction=0.5, end_epsilon=0.2, estimator=estimator,
-                        num_estimators=n, log_interval=400)
+                        ensemble_size=n, log_interval=400)
         trainer = make_trainer(cfg)
         run = jax.jit(jax.vmap(lambda k: trainer.run(trainer.init(k), None, 0, 1)))
         out[estimator] = run(jax.random.split(jax.random.key(5), 2))
@@ -259,11 +259,11 @@ def test_a_sweep_over_estimators_makes_one_compiled_group_per_shape():
 
     base = DQNConfig(env_id="MaxBiasMDP-book", total_timesteps=400, buffer_size=200,
                      learning_starts=32, batch_size=8, hidden_sizes=(8,))
-    combos = expand_grid(base, {"estimator": ["maxmin", "averaged"], "num_estimators": [2, 3],
+    combos = expand_grid(base, {"estimator": ["maxmin", "averaged"], "ensemble_size": [2, 3],
                                 "learning_rate": [1e-3, 1e-2]})
     groups = shape_groups(combos)
     assert len(groups) == 4 and all(len(g.combinations) == 2 for g in groups)
-    assert {(g.config.estimator, g.config.num_estimators) for g in groups} == {
+    assert {(g.config.estimator, g.config.ensemble_size) for g in groups} == {
         ("maxmin", 2), ("maxmin", 3), ("averaged", 2), ("averaged", 3)}
-    with pytest.raises(ValueError, match="num_estimators=4 is invalid"):
-        expand_grid(base, {"estimator": ["dqn"], "num_estimators": [4]})
+    with pytest.raises(ValueError, match="ensemble_size=4 is invalid"):
+        expand_grid(base, {"estimator": ["dqn"], "ensemble_size": [4]})

@@ -16,14 +16,14 @@ def test_estimator_list_parses_names_and_member_counts():
     methods = study.parse_estimators("dqn,double_dqn,double_q,clipped_double,maxmin:4,averaged:4")
     assert [m for m, _ in methods] == ["DQN", "Double DQN", "Double Q", "Clipped double Q",
                                        "Maxmin N=4", "Averaged N=4"]
-    assert methods[4][1] == {"estimator": "maxmin", "num_estimators": 4}
+    assert methods[4][1] == {"estimator": "maxmin", "ensemble_size": 4}
     assert study.baseline_of(methods) == "DQN"
     assert study.baseline_of(study.parse_estimators("maxmin,averaged:3")) == "Maxmin N=2"
 
 
 @pytest.mark.parametrize("text, message", [
     ("dqn,foo", "'foo' is invalid"), ("maxmin:x", "N must be an int"),
-    ("double_q:3", "num_estimators=3 is invalid"), ("dqn,dqn", "repeats"),
+    ("double_q:3", "ensemble_size=3 is invalid"), ("dqn,dqn", "repeats"),
 ])
 def test_bad_estimator_lists_are_one_value_error(text, message):
     with pytest.raises(ValueError, match=message):

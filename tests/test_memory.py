@@ -37,7 +37,7 @@ def test_buffer_is_exactly_capacity_times_transition_bytes(env_id, buffer_size, 
           buffer_size=2000), 6, 2),
     # Ensembles: five or six passes of wide activations per step dominate a small buffer.
     (dict(total_timesteps=2000, hidden_sizes=(512, 512), batch_size=512, estimator="maxmin",
-          num_estimators=4, update_all_members=True, buffer_size=600), 2, None),
+          ensemble_size=4, update_all_members=True, buffer_size=600), 2, None),
     (dict(total_timesteps=2000, hidden_sizes=(512, 512), batch_size=512,
           estimator="clipped_double", buffer_size=600), 2, None),
 ])

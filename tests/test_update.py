@@ -6,8 +6,8 @@ import numpy as np
 import optax
 import pytest
 
-from jaxdqn import (DQNConfig, TrainState, Transition, init_q_params, make_optimizer, make_q_fn,
-                    make_td_update, sync_target, td_loss, td_targets)
+from jaxdqn import (DQNConfig, TrainState, Transition, double_dqn_target, dqn_target,
+                    init_q_params, make_optimizer, make_q_fn, make_td_update, sync_target, td_loss)
 
 REWARD = jnp.array([1.0, 0.5, -1.0, 2.0])
 TERMINATED = jnp.array([False, True, False, True])
@@ -16,21 +16,21 @@ NEXT_Q_ONLINE = jnp.array([[2.0, 1.0], [0.0, 1.0], [0.0, 1.0], [3.0, 1.0]])
 
 
 def test_dqn_targets_cut_bootstrap_only_on_terminated_rows():
-    y = td_targets(REWARD, TERMINATED, 0.9, NEXT_Q_TARGET)
+    y = dqn_target(REWARD, TERMINATED, 0.9, NEXT_Q_TARGET)
     # row 0: 1 + 0.9 * max(1, 3); row 1: terminal -> 0.5; row 2: -1 + 0.9 * -2; row 3: terminal
     np.testing.assert_allclose(y, [1 + 0.9 * 3, 0.5, -1 + 0.9 * -2, 2.0], rtol=1e-6)
 
 
 def test_double_dqn_targets_online_picks_target_values():
-    y = td_targets(REWARD, TERMINATED, 0.9, NEXT_Q_TARGET, NEXT_Q_ONLINE)
+    y = double_dqn_target(REWARD, TERMINATED, 0.9, NEXT_Q_TARGET, NEXT_Q_ONLINE)
     # row 0: online argmax = 0 -> target Q 1.0; row 2: online argmax = 1 -> target Q -4.0
     np.testing.assert_allclose(y, [1 + 0.9 * 1.0, 0.5, -1 + 0.9 * -4.0, 2.0], rtol=1e-6)
     # Double DQN's value never exceeds DQN's max on the same target Q-values
-    assert np.all(y <= td_targets(REWARD, TERMINATED, 0.9, NEXT_Q_TARGET) + 1e-6)
+    assert np.all(y <= dqn_target(REWARD, TERMINATED, 0.9, NEXT_Q_TARGET) + 1e-6)
 
 
 def test_targets_carry_no_gradient():
-    g = jax.grad(lambda q: td_targets(REWARD, TERMINATED, 0.9, q).sum())(NEXT_Q_TARGET)
+    g = jax.grad(lambda q: dqn_target(REWARD, TERMINATED, 0.9, q).sum())(NEXT_Q_TARGET)
     np.testing.assert_array_equal(g, 0.0)
 
 

@@ -6,8 +6,11 @@ from typing import Any, Sequence
 
 
 def method_name(config) -> str:
-    """The method's name for titles and messages: DQN or Double DQN."""
-    return {"dqn": "DQN", "double_dqn": "Double DQN"}.get(config.estimator, config.estimator)
+    """The method's name for titles and messages: the estimator's label, e.g. "Double DQN",
+    "Maxmin N=3"."""
+    from jaxdqn.estimators import ESTIMATORS
+
+    return ESTIMATORS[config.estimator].label(config.ensemble_size)
 
 
 def eval_rows(returns, threshold: float | None) -> list[dict[str, Any]]:
