@@ -355,6 +355,10 @@ def _check(name: str, value: Any, ok: bool) -> None:
 
 _INT_FIELDS = ("total_timesteps", "buffer_size", "batch_size", "target_update_freq",
                "train_frequency", "num_envs", "conv_kernel_size", "eval_episodes")
+_OPTIONAL_INT_FIELDS = ("learning_starts", "max_episode_steps", "log_interval", "ensemble_size",
+                        "eval_interval")
+INT32_MAX = 2**31 - 1
+"""The largest value of an int field: the loop counts steps, updates, rows and slots in int32."""
 _FLOAT_FIELDS = ("gamma", "learning_rate", "start_epsilon", "end_epsilon",
                  "exploration_fraction", "huber_delta", "tau")
 
@@ -368,10 +372,14 @@ def _check_types(cfg: DQNConfig) -> None:
 
     for name in _INT_FIELDS:
         _require(name, getattr(cfg, name), is_int(getattr(cfg, name)), "must be an int")
-    for name in ("learning_starts", "max_episode_steps", "log_interval", "ensemble_size",
-                 "eval_interval"):
+    for name in _OPTIONAL_INT_FIELDS:
         v = getattr(cfg, name)
         _require(name, v, v is None or is_int(v), "must be an int or None")
+    for name in (*_INT_FIELDS, *_OPTIONAL_INT_FIELDS):
+        v = getattr(cfg, name)
+        _require(name, v, v is None or v <= INT32_MAX,
+                 f"must be <= {INT32_MAX} (steps, gradient steps, metric rows and buffer slots are "
+                 "counted in int32)")
     for name in _FLOAT_FIELDS:
         _require(name, getattr(cfg, name), is_real(getattr(cfg, name)), "must be a finite number")
     _require("max_grad_norm", cfg.max_grad_norm,

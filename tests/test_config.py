@@ -99,3 +99,22 @@ def test_from_dict_reads_the_old_name_of_ensemble_size():
         DQNConfig.from_dict({**saved, "num_estimators": 3})
     with pytest.raises(ValueError, match="DQNConfig.ensemble_size=3 is invalid"):
         DQNConfig.from_dict({"estimator": "double_q", "num_estimators": 3})
+
+
+def test_counts_that_overflow_int32_are_refused_and_the_largest_one_traces():
+    """Steps, gradient steps, rows and slots are int32 inside the program: a larger count is one
+    clear error naming the field and the largest value, and the largest run traces."""
+    import jax
+
+    from jaxdqn import make_train
+    from jaxdqn.config import INT32_MAX
+
+    for field, value in (("total_timesteps", 4_000_000_000), ("target_update_freq", 2**31),
+                         ("max_episode_steps", 10**12)):
+        with pytest.raises(ValueError, match=rf"^DQNConfig\.{field}={value} is invalid: must be "
+                                             rf"<= {INT32_MAX} \("):
+            DQNConfig(**{field: value})
+    largest = INT32_MAX - INT32_MAX % 10  # a multiple of train_frequency=10
+    cfg = DQNConfig(total_timesteps=largest, log_interval=largest // 4, buffer_size=100,
+                    batch_size=32, target_update_freq=INT32_MAX)
+    jax.jit(make_train(cfg)).lower(jax.random.key(0))  # traces without an overflow
