@@ -233,24 +233,30 @@ def plot_sweep(curves: Sequence[tuple[str, np.ndarray, np.ndarray]],
                    f"(best {shown} of {n} combinations)")
     left.set_ylabel("return per episode")
     _steps_axis(left)
-    left.legend(fontsize=8, loc="best", title=label_title, title_fontsize=8)
+    left.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncols=2,
+                frameon=False, title=label_title, title_fontsize=8)
 
     ys = np.arange(n)[::-1]  # rank 1 at the top
     for y, (_, values) in zip(ys, finals):
         values = np.asarray(values, np.float64)
         jitter = np.linspace(-0.15, 0.15, len(values)) if len(values) > 1 else np.zeros(1)
-        right.scatter(values, y + jitter, s=14, color="C0", alpha=0.6, lw=0)
-        right.errorbar(values.mean(), y, xerr=values.std(), fmt="D", color="k", ms=5, capsize=3)
+        dots = right.scatter(values, y + jitter, s=14, color="C0", alpha=0.6, lw=0)
+        mean = right.errorbar(values.mean(), y, xerr=values.std(), fmt="D", color="k", ms=5,
+                              capsize=3)
+    entries = [(dots, "each seed (spread up and down within its row, so that none hides "
+                      "another)"),
+               (mean, "mean over seeds, bar +- standard deviation")]
     right.set_yticks(ys, [f"#{i + 1}  {label}" for i, (label, _) in enumerate(finals)],
                      fontsize=8)
     right.set_ylabel(label_title)
     right.set_ylim(-0.7, n - 0.3)
     if solve_threshold is not None:
-        right.axvline(solve_threshold, color="k", ls="--", lw=1)
-    right.set_title("Final greedy return per combination\n"
-                    "(dots: seeds, diamond: mean, bar: +- std"
-                    + (", dashed: solved" if solve_threshold is not None else "") + ")")
+        entries.append((right.axvline(solve_threshold, color="k", ls="--", lw=1),
+                        f"solved threshold ({solve_threshold:g})"))
+    right.set_title("Final greedy return per combination")
     right.set_xlabel("mean return over the evaluation episodes")
+    right.legend(*zip(*entries), fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12),
+                 frameon=False)
     right.grid(alpha=0.3, axis="x")
     fig.suptitle(title, fontsize=13)
     atomic_savefig(fig, path, dpi=110)
