@@ -96,9 +96,13 @@ def baseline_of(methods) -> str:
 
 
 def parse_args(argv):
-    p = _Parser(prog="max_bias.py", description=__doc__.split("\n")[0])
+    from jaxdqn.cli.parser import DefaultsHelpFormatter
+
+    p = _Parser(prog="max_bias.py", description=__doc__.split("\n")[0],
+                formatter_class=DefaultsHelpFormatter)
     p.add_argument("--out", default="runs/max_bias", help="output folder (created)")
-    p.add_argument("--env", choices=("both", "cartpole", "mdp"), default="both")
+    p.add_argument("--env", choices=("both", "cartpole", "mdp"), default="both",
+                   help="which study to run")
     p.add_argument("--estimators", default="dqn,double_dqn",
                    help="comma-separated estimators, each name or name:N (num_estimators)")
     p.add_argument("--seeds", type=positive_int, default=8, help="CartPole seeds per method")

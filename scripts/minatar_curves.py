@@ -72,12 +72,15 @@ def window_mean(curve: dict, end: float, width: float, axis: str = "steps") -> n
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from jaxdqn.cli.parser import DefaultsHelpFormatter
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=DefaultsHelpFormatter)
     p.add_argument("runs", nargs="+", help="run folder(s); comma-join folders to pool their seeds")
-    p.add_argument("--out", default="minatar_curves.png")
+    p.add_argument("--out", default="minatar_curves.png", help="the figure's PNG file")
     p.add_argument("--x", choices=("env_steps", "updates"), default="env_steps",
-                   help="the figure's x axis: env steps (default), or gradient steps, which "
-                        "compares runs of equal compute (the paper's points are then left out)")
+                   help="the figure's x axis: env steps, or gradient steps, which compares runs "
+                        "of equal compute (the paper's points are then left out)")
     args = p.parse_args()
     import matplotlib
 

@@ -103,3 +103,20 @@ def test_a_diverging_seed_is_flagged_in_the_table_summary_and_plot_title(tmp_pat
     assert "warning: diverged (TD loss or Q-values not finite): seeds 0, 1 of 2" in captured.err
     head = captured.out.splitlines()[1].split()
     assert head[-1] == "diverged" and captured.out.splitlines()[-2].split()[-1] == "2/2"
+
+
+def test_the_scripts_help_shows_each_default_that_says_something():
+    import argparse
+
+    from jaxdqn.cli.parser import DefaultsHelpFormatter
+
+    p = argparse.ArgumentParser(prog="x.py", formatter_class=DefaultsHelpFormatter,
+                                description="line one\n  kept as written")
+    p.add_argument("--seeds", type=int, default=4, help="seeds per run")
+    p.add_argument("--out", default=None, help="write JSON here (default: print only)")
+    p.add_argument("--quick", action="store_true", help="fewer steps")
+    p.add_argument("--set", action="append", default=[], help="override a field")
+    text = " ".join(p.format_help().split())
+    assert "seeds per run (default: 4)" in text and "line one\n  kept as written" in p.format_help()
+    assert "(default: None)" not in text and "(default: False)" not in text
+    assert "(default: [])" not in text
