@@ -126,7 +126,8 @@ def main() -> None:
         ax.set_xlabel(f"{args.x.replace('_', ' ').replace('updates', 'gradient steps')} (millions)")
         ax.set_ylabel("training return (epsilon-greedy)")
         ax.set_xlim(0, max(1.0, longest))
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, title="runs: mean over seeds, shaded: min-max over seeds",
+                  title_fontsize=7)
     fig.tight_layout()
     fig.savefig(args.out, dpi=110)
     print("wrote", args.out)
