@@ -27,7 +27,6 @@ no cost of its own. ``seed throughput`` is seeds trained per second relative to 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -375,11 +374,12 @@ from jaxdqn.cli.parser import UserError as UsageError  # noqa: E402
 
 
 def parse_args(argv):
-    p = _Parser(
-        prog="benchmark.py", description=__doc__.splitlines()[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    from jaxdqn.cli.parser import DefaultsHelpFormatter
+
+    p = _Parser(prog="benchmark.py", description=__doc__.splitlines()[0],
+                formatter_class=DefaultsHelpFormatter)
     p.add_argument("--preset", default="seed",
-                   help="preset to start from (default: seed, i.e. DQNConfig())")
+                   help="preset to start from ('seed' is DQNConfig())")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="sets",
                    help="override a config field (repeatable), e.g. --set total_timesteps=50000")
     p.add_argument("--seeds", type=int, nargs="+", default=None, metavar="N",
@@ -396,11 +396,12 @@ def parse_args(argv):
                    help="seconds a measurement may take; a slower first call is the only one")
     p.add_argument("--seed", type=int, default=0, help="keys are split(key(seed), N)")
     p.add_argument("--profile", metavar="DIR", default=None,
-                   help="also trace one full-loop call per seed count into DIR (jax.profiler)")
+                   help="also trace one full-loop call per seed count into DIR (jax.profiler; "
+                        "default: no trace)")
     p.add_argument("--out", metavar="FILE", default="benchmark.json",
-                   help="JSON results (default: benchmark.json)")
+                   help="JSON results")
     p.add_argument("--timeout", type=float, default=None, metavar="S",
-                   help="give up on a seed count after S seconds")
+                   help="give up on a seed count after S seconds (default: never)")
     args = p.parse_args(argv)
     for name in ("seeds", "pieces_seeds"):
         values = getattr(args, name)

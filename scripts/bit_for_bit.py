@@ -86,8 +86,10 @@ def same(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 def main(argv=None) -> int:
+    from jaxdqn.cli.parser import DefaultsHelpFormatter
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=DefaultsHelpFormatter)
     mode = p.add_mutually_exclusive_group(required=True)
     mode.add_argument("--save", metavar="NPZ", help="write the outputs to this file")
     mode.add_argument("--compare", metavar="NPZ", help="compare the outputs with this file")

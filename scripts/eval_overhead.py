@@ -39,14 +39,18 @@ def main(argv=None) -> int:
 
 
 def _main(argv) -> int:
-    p = OneLineParser(prog="eval_overhead.py", description=__doc__.splitlines()[0])
-    p.add_argument("--preset", default="cartpole")
-    p.add_argument("--seeds", type=int, default=1)
+    from jaxdqn.cli.parser import DefaultsHelpFormatter
+
+    p = OneLineParser(prog="eval_overhead.py", description=__doc__.splitlines()[0],
+                      formatter_class=DefaultsHelpFormatter)
+    p.add_argument("--preset", default="cartpole", help="preset to train")
+    p.add_argument("--seeds", type=int, default=1, help="seeds trained together")
     p.add_argument("--eval-interval", type=int, default=None,
                    help="env steps between evaluations (default: a tenth of the run)")
-    p.add_argument("--eval-episodes", type=int, default=8)
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--json", default=None, help="also write the results here")
+    p.add_argument("--eval-episodes", type=int, default=8, help="greedy episodes per evaluation")
+    p.add_argument("--repeats", type=int, default=5,
+                   help="timed calls of each program after its warm-up call")
+    p.add_argument("--json", default=None, help="also write the results here (default: don't)")
     args = p.parse_args(argv)
     if args.seeds < 1 or args.eval_episodes < 1:
         raise UserError(f"--seeds={args.seeds} and --eval-episodes={args.eval_episodes} "

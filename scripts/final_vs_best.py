@@ -40,14 +40,20 @@ def main(argv=None) -> int:
 
 
 def _main(argv) -> int:
-    p = OneLineParser(prog="final_vs_best.py", description=__doc__.splitlines()[0])
-    p.add_argument("--preset", default="cartpole")
-    p.add_argument("--seeds", type=int, default=32)
-    p.add_argument("--first-seed", type=int, default=0)
-    p.add_argument("--eval-interval", type=int, default=8000)
-    p.add_argument("--eval-episodes", type=int, default=8)
+    from jaxdqn.cli.parser import DefaultsHelpFormatter
+
+    p = OneLineParser(prog="final_vs_best.py", description=__doc__.splitlines()[0],
+                      formatter_class=DefaultsHelpFormatter)
+    p.add_argument("--preset", default="cartpole", help="preset to train")
+    p.add_argument("--seeds", type=int, default=32, help="runs trained")
+    p.add_argument("--first-seed", type=int, default=0, help="run i uses key(first_seed + i)")
+    p.add_argument("--eval-interval", type=int, default=8000,
+                   help="env steps between evaluations during training")
+    p.add_argument("--eval-episodes", type=int, default=8,
+                   help="greedy episodes per evaluation during training")
     p.add_argument("--episodes", type=int, default=100, help="fresh greedy episodes per params")
-    p.add_argument("--out", default=None, help="write the results as JSON here")
+    p.add_argument("--out", default=None,
+                   help="write the results as JSON here (default: print them only)")
     args = p.parse_args(argv)
     if args.seeds < 1 or args.eval_episodes < 1:
         raise UserError(f"--seeds={args.seeds} and --eval-episodes={args.eval_episodes} "

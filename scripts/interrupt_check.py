@@ -103,7 +103,10 @@ def one_run(out: Path, phase: str, delay: float, sweep: bool = False,
 
 
 def main(argv=None) -> int:
-    p = OneLineParser(prog="interrupt_check.py", description=__doc__.splitlines()[0])
+    from jaxdqn.cli.parser import DefaultsHelpFormatter
+
+    p = OneLineParser(prog="interrupt_check.py", description=__doc__.splitlines()[0],
+                      formatter_class=DefaultsHelpFormatter)
     p.add_argument("--runs", type=int, default=20, help="runs, spread evenly over the phases")
     p.add_argument("--seed", type=int, default=0, help="random delays' seed")
     p.add_argument("--sweep", action="store_true",

@@ -93,9 +93,13 @@ def baseline_of(methods) -> str:
 
 
 def parse_args(argv):
-    p = _Parser(prog="max_bias.py", description=__doc__.split("\n")[0])
+    from jaxdqn.cli.parser import DefaultsHelpFormatter
+
+    p = _Parser(prog="max_bias.py", description=__doc__.split("\n")[0],
+                formatter_class=DefaultsHelpFormatter)
     p.add_argument("--out", default="runs/max_bias", help="output folder (created)")
-    p.add_argument("--env", choices=("both", "cartpole", "mdp"), default="both")
+    p.add_argument("--env", choices=("both", "cartpole", "mdp"), default="both",
+                   help="which study to run")
     p.add_argument("--estimators", default="dqn,double_dqn",
                    help="comma-separated estimators, each name or name:N (ensemble_size)")
     p.add_argument("--seeds", type=positive_int, default=8, help="CartPole seeds per method")
@@ -288,8 +292,11 @@ def curves(res, left=None):
     return out
 
 
+BAND_NOTE = "lines: median over seeds, shaded: 25th-75th percentile of seeds"
+
+
 def band(ax, x, y, color, label, style="-"):
-    """Median over seeds (axis 0) with the interquartile range shaded."""
+    """Median over seeds (axis 0) with the interquartile range shaded (``BAND_NOTE``)."""
     import numpy as np
 
     low, mid, high = np.nanpercentile(y, [25, 50, 75], axis=0)
@@ -301,7 +308,7 @@ def value_figure(results, title, third_panel, ceiling=None):
     import matplotlib.pyplot as plt
     import numpy as np
 
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6), constrained_layout=True)
+    fig, axes = plt.subplots(1, 3, figsize=(16, 6), constrained_layout=True)
     for method, res in results.items():
         p = res["points"]
         x = np.median(p.env_steps, axis=0)
@@ -319,33 +326,40 @@ def value_figure(results, title, third_panel, ceiling=None):
     axes[1].set(title="Bias: mean (Q - G)", xlabel="training env steps", ylabel="Q - G")
     for ax in axes:
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        legend_below(ax, title=BAND_NOTE)
     fig.suptitle(title)
     return fig
+
+
+def legend_below(ax, **kwargs):
+    """The legend under the axes, where it hides no data."""
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), frameon=False,
+              title_fontsize=8, **kwargs)
 
 
 def left_figure(results, left, epsilon, f_left):
     import matplotlib.pyplot as plt
     import numpy as np
 
-    fig, ax = plt.subplots(figsize=(7, 4.6), constrained_layout=True)
+    fig, ax = plt.subplots(figsize=(7, 5.8), constrained_layout=True)
     for method, res in results.items():
         x = np.median(res["points"].episodes, axis=0)
         frac = left[method]
         mean = 100 * np.nanmean(frac, axis=0)
         se = 100 * np.nanstd(frac, axis=0, ddof=1) / math.sqrt(frac.shape[0])
-        ax.plot(x, mean, color=COLORS[method], lw=1.8, label=f"{method}: realised")
+        ax.plot(x, mean, color=COLORS[method], lw=1.8,
+                label=f"{method}: realised, mean over seeds")
         ax.fill_between(x, mean - 1.96 * se, mean + 1.96 * se, color=COLORS[method], alpha=0.15,
-                        lw=0)
+                        lw=0, label=f"{method}: that mean +- 1.96 standard errors")
         ax.plot(x, 100 * res["points"].probe.left_prob.mean(0), ":", color=COLORS[method],
                 lw=1.2, label=f"{method}: P(left) of the policy after the segment")
     ax.axhline(100 * epsilon * f_left, color="k", ls="--", lw=1,
                label=f"optimal: epsilon x {f_left:g} = {100 * epsilon * f_left:g}%")
     n = next(iter(left.values())).shape[0]
     ax.set(xlabel="training episodes", ylabel="% left actions from A", ylim=(0, 100),
-           title=f"MaxBiasMDP: episodes that went left (mean over {n} seeds, 95% band)")
+           title=f"MaxBiasMDP: episodes that went left (mean over {n} seeds)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    legend_below(ax)
     return fig
 
 
@@ -439,11 +453,16 @@ def study(args):
             def q_panel(ax, method, res, x, c):
                 band(ax, x, res["points"].probe.q_a_left, c, f"{method}: max Q(A, left)")
                 band(ax, x, res["points"].probe.q_b_max, c, f"{method}: max_b Q(B, b)", "--")
-                if method == methods[-1][0]:
-                    ax.axhline(truth["A_left"], color="k", lw=0.8, label="true Q(A, left)")
-                    ax.axhline(truth["B"], color="k", ls="--", lw=0.8, label="true Q(B, b)")
-                ax.set(title="Q of A's left actions and B's best action",
-                       xlabel="training env steps")
+                if method == methods[-1][0] and math.isclose(truth["A_left"], truth["B"]):
+                    ax.axhline(truth["A_left"], color="k", ls=":", lw=1.2,
+                               label=f"true Q(A, left) = true Q(B, b) = {truth['B']:g}")
+                elif method == methods[-1][0]:
+                    ax.axhline(truth["A_left"], color="k", ls=":", lw=1.2,
+                               label=f"true Q(A, left) = {truth['A_left']:g}")
+                    ax.axhline(truth["B"], color="k", ls="-.", lw=1.2,
+                               label=f"true Q(B, b) = {truth['B']:g}")
+                ax.set(title="Q of A's left actions and B's best action\n"
+                             "against their exact values (black)", xlabel="training env steps")
 
             save_figure(value_figure(results, f"MaxBiasMDP: {names}, {seeds} seeds",
                                      q_panel), os.path.join(args.out, "max_bias_mdp.png"))

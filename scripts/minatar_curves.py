@@ -72,12 +72,15 @@ def window_mean(curve: dict, end: float, width: float, axis: str = "steps") -> n
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from jaxdqn.cli.parser import DefaultsHelpFormatter
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=DefaultsHelpFormatter)
     p.add_argument("runs", nargs="+", help="run folder(s); comma-join folders to pool their seeds")
-    p.add_argument("--out", default="minatar_curves.png")
+    p.add_argument("--out", default="minatar_curves.png", help="the figure's PNG file")
     p.add_argument("--x", choices=("env_steps", "updates"), default="env_steps",
-                   help="the figure's x axis: env steps (default), or gradient steps, which "
-                        "compares runs of equal compute (the paper's points are then left out)")
+                   help="the figure's x axis: env steps, or gradient steps, which compares runs "
+                        "of equal compute (the paper's points are then left out)")
     args = p.parse_args()
     import matplotlib
 
@@ -123,7 +126,8 @@ def main() -> None:
         ax.set_xlabel(f"{args.x.replace('_', ' ').replace('updates', 'gradient steps')} (millions)")
         ax.set_ylabel("training return (epsilon-greedy)")
         ax.set_xlim(0, max(1.0, longest))
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, title="runs: mean over seeds, shaded: min-max over seeds",
+                  title_fontsize=7)
     fig.tight_layout()
     fig.savefig(args.out, dpi=110)
     print("wrote", args.out)

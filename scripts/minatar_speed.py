@@ -25,12 +25,15 @@ import os  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", default="minatar-fast", help="minatar-fast (default) or minatar")
+    from jaxdqn.cli.parser import DefaultsHelpFormatter
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=DefaultsHelpFormatter)
+    parser.add_argument("--preset", default="minatar-fast", help="minatar-fast or minatar")
     parser.add_argument("--env", default=None, help="a MinAtar id (default: the preset's Breakout)")
     parser.add_argument("--steps", type=int, default=None, help="env steps (default: the preset's)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--seeds", type=int, default=1, help="seeds vmapped together (default 1)")
+    parser.add_argument("--seed", type=int, default=0, help="the run's key is PRNGKey(seed)")
+    parser.add_argument("--seeds", type=int, default=1, help="seeds vmapped together")
     args = parser.parse_args()
 
     from jaxdqn.runtime import compiler_options, fast_cpu_compile

@@ -17,10 +17,14 @@ from jaxdqn.noisy_max import compounding_table, noisy_max_table
 
 
 def main(argv=None) -> int:
-    p = _Parser(prog="noisy_max.py", description=__doc__.split("\n")[0])
+    from jaxdqn.cli.parser import DefaultsHelpFormatter
+
+    p = _Parser(prog="noisy_max.py", description=__doc__.split("\n")[0],
+                formatter_class=DefaultsHelpFormatter)
     p.add_argument("--samples", type=int, default=100_000, help="Monte Carlo draws per row")
     p.add_argument("--seed", type=int, default=0, help="numpy Generator seed")
-    p.add_argument("--out", default=None, help="also write the tables as JSON here")
+    p.add_argument("--out", default=None,
+                   help="also write the tables as JSON here (default: print them only)")
     try:
         args = p.parse_args(sys.argv[1:] if argv is None else argv)
         if args.samples < 2:

@@ -127,13 +127,18 @@ def search_group(group, seed_keys: jax.Array) -> tuple[np.ndarray, np.ndarray, f
 
 
 def main(argv=None) -> int:
+    from jaxdqn.cli.parser import DefaultsHelpFormatter
+
     p = argparse.ArgumentParser(usage=__doc__.splitlines()[2].strip(), description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("base", metavar="BASE")
-    p.add_argument("grid", metavar="GRID")
-    p.add_argument("seeds", metavar="SEEDS", nargs="?", type=int, default=16)
-    p.add_argument("key", metavar="KEY", nargs="?", default="0")
-    p.add_argument("--out", help="write every combination's figures as JSON here")
+                                formatter_class=DefaultsHelpFormatter)
+    p.add_argument("base", metavar="BASE", help="the base DQNConfig, as dict(field=value, ...)")
+    p.add_argument("grid", metavar="GRID", help="the values to try, as dict(field=[values], ...)")
+    p.add_argument("seeds", metavar="SEEDS", nargs="?", type=int, default=16,
+                   help="seeds per combination")
+    p.add_argument("key", metavar="KEY", nargs="?", default="0",
+                   help="seed keys split(key(KEY), SEEDS), or seqN for key(N), key(N+1), ...")
+    p.add_argument("--out", help="write every combination's figures as JSON here "
+                                 "(default: print the table only)")
     argv = sys.argv[1:] if argv is None else argv
     if not argv:
         print(__doc__)

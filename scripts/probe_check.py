@@ -27,8 +27,11 @@ from jaxdqn.envs.probes import PROBE_TOLERANCES  # noqa: E402
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seeds", type=int, default=4, help="seeds trained in one vmap (default 4)")
+    from jaxdqn.cli.parser import DefaultsHelpFormatter
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=DefaultsHelpFormatter)
+    p.add_argument("--seeds", type=int, default=4, help="seeds trained in one vmap")
     p.add_argument("--key", type=int, default=42, help="seeds are split(key(KEY), SEEDS)")
     args = p.parse_args(argv)
     if args.seeds <= 0:

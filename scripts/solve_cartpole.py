@@ -42,16 +42,20 @@ SOLVED = solve_threshold("CartPole-v1")  # 475
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--preset", default="cartpole", help="preset name (default: cartpole)")
+    from jaxdqn.cli.parser import DefaultsHelpFormatter
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=DefaultsHelpFormatter)
+    p.add_argument("--preset", default="cartpole", help="preset name")
     p.add_argument("--seeds", type=int, default=16, help="number of seeds trained in one vmap")
     p.add_argument("--first-seed", type=int, default=0, help="seed i uses key(first_seed + i)")
     p.add_argument("--episodes", type=int, default=100, help="greedy evaluation episodes per seed")
     p.add_argument("--value-states", type=int, default=1000,
-                   help="reset states averaged for the start-state value (default 1000)")
+                   help="reset states averaged for the start-state value")
     p.add_argument("--gymnasium", action="store_true",
                    help="also evaluate every seed in Gymnasium's own env (same episode count)")
-    p.add_argument("--out", default=None, help="write the results as JSON here")
+    p.add_argument("--out", default=None,
+                   help="write the results as JSON here (default: print them only)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a DQNConfig field of the preset (Python literal), repeatable")
     args = p.parse_args(argv)

@@ -39,7 +39,10 @@ EPSILON, ALPHA = 0.1, 0.1
 
 
 def parse_args(argv):
-    p = _Parser(prog="sutton_barto_6_7.py", description=__doc__.split("\n")[0])
+    from jaxdqn.cli.parser import DefaultsHelpFormatter
+
+    p = _Parser(prog="sutton_barto_6_7.py", description=__doc__.split("\n")[0],
+                formatter_class=DefaultsHelpFormatter)
     p.add_argument("--runs", type=positive_int, default=1000, help="independent runs per method")
     p.add_argument("--episodes", type=positive_int, default=300, help="episodes per run")
     p.add_argument("--out", default="runs/sutton_barto_6_7", help="output folder (created)")

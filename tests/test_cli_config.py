@@ -38,7 +38,8 @@ def test_the_doc_field_table_is_current():
         "docs/cli.md's field table is stale: replace it with `jaxdqn config --markdown`")
 
 
-def test_config_prints_the_resolved_value_of_every_field(capsys):
+def test_config_prints_the_resolved_value_of_every_field(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "1000")  # wide enough for one line per field
     assert main(["config", "--preset", "cartpole", "--set", "gamma=0.98"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["field", "value", "type", "allowed", "description"]
@@ -47,6 +48,27 @@ def test_config_prints_the_resolved_value_of_every_field(capsys):
     assert rows["gamma"].split()[1:3] == ["0.98", "float"]
     assert rows["total_timesteps"].split()[1] == "80000"  # the preset's
     assert field_descriptions()["tau"] in rows["tau"] and field_allowed()["tau"] in rows["tau"]
+
+
+def test_config_wraps_to_the_terminal_width_with_each_column_under_itself(capsys, monkeypatch):
+    import re
+
+    monkeypatch.setenv("COLUMNS", "100")
+    assert main(["config", "--preset", "cartpole"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert max(map(len, lines)) <= 100
+    spans = [m.span() for m in re.finditer("-+", lines[1])]  # each column's place in the rule
+    cells = {}  # field -> its column texts, one list per column
+    for line in lines[2:]:
+        if not line.startswith(" "):
+            cells[line.split()[0]] = [[] for _ in spans]
+        for column, (start, end) in zip(cells[list(cells)[-1]], spans):
+            assert line[end:end + 2].strip() == "", line  # nothing spills into the gap
+            column.append(line[start:end].strip())
+    assert list(cells) == [f.name for f in dataclasses.fields(DQNConfig)]
+    assert " ".join(filter(None, cells["tau"][4])) == field_descriptions()["tau"]
+    assert " ".join(filter(None, cells["batch_size"][3])) == field_allowed()["batch_size"]
+    assert any(len(columns[4]) > 1 for columns in cells.values())  # the table did wrap
 
 
 def test_train_help_lists_every_preset_with_its_line(capsys):
@@ -81,3 +103,20 @@ def test_a_diverging_seed_is_flagged_in_the_table_summary_and_plot_title(tmp_pat
     assert "warning: diverged (TD loss or Q-values not finite): seeds 0, 1 of 2" in captured.err
     head = captured.out.splitlines()[1].split()
     assert head[-1] == "diverged" and captured.out.splitlines()[-2].split()[-1] == "2/2"
+
+
+def test_the_scripts_help_shows_each_default_that_says_something():
+    import argparse
+
+    from jaxdqn.cli.parser import DefaultsHelpFormatter
+
+    p = argparse.ArgumentParser(prog="x.py", formatter_class=DefaultsHelpFormatter,
+                                description="line one\n  kept as written")
+    p.add_argument("--seeds", type=int, default=4, help="seeds per run")
+    p.add_argument("--out", default=None, help="write JSON here (default: print only)")
+    p.add_argument("--quick", action="store_true", help="fewer steps")
+    p.add_argument("--set", action="append", default=[], help="override a field")
+    text = " ".join(p.format_help().split())
+    assert "seeds per run (default: 4)" in text and "line one\n  kept as written" in p.format_help()
+    assert "(default: None)" not in text and "(default: False)" not in text
+    assert "(default: [])" not in text

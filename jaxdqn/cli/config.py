@@ -45,8 +45,10 @@ def run(args, argv) -> int:
     if args.markdown:
         print(markdown_field_table())
         return 0
+    import shutil
+
     config, _ = resolve_config(args.preset, args.config, args.sets, args.env)
-    print(field_table(config))
+    print(field_table(config, shutil.get_terminal_size(fallback=(100, 24)).columns))
     return 0
 
 
@@ -56,17 +58,43 @@ def _value(v) -> str:
     return repr(v) if isinstance(v, str) else str(v)
 
 
-def field_table(config) -> str:
-    """One line per field: name, value, type, allowed values, description."""
+def field_table(config, width: int | None = None) -> str:
+    """One row per field: name, value, type, allowed values, description; with ``width``, the
+    allowed and description columns wrap (each under itself) so that rows fit in ``width``."""
     import dataclasses
 
-    from jaxdqn.cli.reports import plain_table
     from jaxdqn.config import field_allowed, field_descriptions, field_types
 
     types, allowed, desc = field_types(), field_allowed(), field_descriptions()
     rows = [[f.name, _value(getattr(config, f.name)), types[f.name], allowed[f.name],
              desc[f.name]] for f in dataclasses.fields(config)]
-    return plain_table(["field", "value", "type", "allowed", "description"], rows)
+    return wrapped_table(["field", "value", "type", "allowed", "description"], rows, width,
+                         wrap=(3, 4))
+
+
+def wrapped_table(head: list[str], rows: list[list[str]], width: int | None,
+                  wrap: tuple[int, ...]) -> str:
+    """Left-aligned columns under a rule, as ``plain_table``; when a row would be wider than
+    ``width``, the columns ``wrap`` share what the others leave, each wrapped under itself (at
+    least 12 columns each, so a very narrow terminal gets longer lines rather than none)."""
+    widths = [max(len(c) for c in col) for col in zip(head, *rows)]
+    total = sum(widths) + 2 * (len(widths) - 1)
+    if width is not None and total > width:
+        # Water-filling: the narrowest wrapped column keeps its width if under an equal share.
+        left = width - (total - sum(widths[i] for i in wrap))
+        for n, i in enumerate(sorted(wrap, key=widths.__getitem__)):
+            widths[i] = max(12, min(widths[i], left // (len(wrap) - n)))
+            left -= widths[i]
+
+    def lines(row):
+        cells = [textwrap.wrap(c, widths[i]) or [""] if i in wrap else [c]
+                 for i, c in enumerate(row)]
+        for k in range(max(map(len, cells))):
+            yield "  ".join((cell[k] if k < len(cell) else "").ljust(w)
+                            for cell, w in zip(cells, widths)).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([*lines(head), rule, *(line for row in rows for line in lines(row))])
 
 
 def markdown_field_table() -> str:

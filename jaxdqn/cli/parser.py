@@ -25,6 +25,18 @@ class OneLineParser(argparse.ArgumentParser):
         raise UserError(f"{message} (see '{self.prog} --help')")
 
 
+class DefaultsHelpFormatter(argparse.RawDescriptionHelpFormatter,
+                            argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` for the scripts: the description as written, and each option's default after
+    its help, except a default that shows nothing (None, a flag's False, an empty list): the
+    help of such an option says what leaving it out does."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or action.default == []:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def positive_int(text: str) -> int:
     """An argparse ``type`` for counts: an int > 0, else an error the parser reports in one line."""
     try:

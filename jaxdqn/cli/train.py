@@ -374,7 +374,7 @@ def write_run_files(out: Path, config, num_seeds, seed, metrics, params, summary
     from jaxdqn.checkpoint import save_checkpoint
     from jaxdqn.envs import solve_threshold
     from jaxdqn.io import atomic_save_npz, atomic_write_csv, atomic_write_json
-    from jaxdqn.plotting import plot_learning_curves, value_ceiling
+    from jaxdqn.plotting import plot_learning_curves
     from jaxdqn.train import TrainMetrics
 
     meta = {"seed": seed, "env_steps_done": summary["env_steps_done"],
@@ -400,6 +400,5 @@ def write_run_files(out: Path, config, num_seeds, seed, metrics, params, summary
         if any(summary.get("diverged", ())):
             title += f" - diverged: {_seed_list(summary['diverged'])}"
         plot_learning_curves(metrics, out / run_folder.LEARNING_CURVE, title,
-                             solve_threshold(config),
-                             value_ceiling(config.env_id, config.gamma))
+                             solve_threshold(config), config.env_id, config.gamma)
     atomic_write_json(out / run_folder.SUMMARY, summary)
