@@ -388,9 +388,9 @@ def parse_args(argv):
     p.add_argument("--pieces-seeds", type=int, nargs="*", default=None, metavar="N",
                    help="seed counts at which to time the pieces alone (default: all; "
                         "none: give the flag alone)")
-    p.add_argument("--seeds-at-once", "--seeds-per-chunk", type=int, default=None, metavar="K",
+    p.add_argument("--seeds-at-once", type=int, default=None, metavar="K",
                    dest="seeds_at_once", help="run at most K seeds at once per device (default: "
-                   "all at once; --seeds-per-chunk is its deprecated name)")
+                   "all at once)")
     p.add_argument("--repeats", type=int, default=3, help="timed calls per measurement (median)")
     p.add_argument("--budget", type=float, default=180.0, metavar="S",
                    help="seconds a measurement may take; a slower first call is the only one")
@@ -406,9 +406,6 @@ def parse_args(argv):
         values = getattr(args, name)
         if values is not None and any(n < 1 for n in values):
             raise UsageError(f"--{name.replace('_', '-')} {values} is invalid: counts must be >= 1")
-    if any(a.split("=")[0] == "--seeds-per-chunk" for a in argv or sys.argv[1:]):
-        print("benchmark.py: --seeds-per-chunk is deprecated: use --seeds-at-once",
-              file=sys.stderr)
     if args.seeds_at_once is not None and args.seeds_at_once < 1:
         raise UsageError(f"--seeds-at-once {args.seeds_at_once} is invalid: must be >= 1")
     if args.repeats < 1 or args.budget <= 0:

@@ -10,7 +10,7 @@ import signal
 import numpy as np
 import pytest
 
-import jaxdqn.sweep
+import jaxdqn.runs
 from jaxdqn.cli import main
 
 # Two compiled groups (batch_size) x two traced values (gamma) x 2 seeds; 10 segments per group.
@@ -24,7 +24,7 @@ SAME = ("sweep.csv", "sweep_runs.csv")
 def _interrupt_after(monkeypatch, segments):
     """Sends this process SIGINT as the ``segments``-th segment of the call comes back (the
     handler ``main`` installs only sets a flag; the sweep stops at its next safe point)."""
-    real = jaxdqn.sweep.run_in_segments
+    real = jaxdqn.runs.run_in_segments
     seen = [0]
 
     def run_in_segments(*args, **kwargs):
@@ -34,7 +34,7 @@ def _interrupt_after(monkeypatch, segments):
                 os.kill(os.getpid(), signal.SIGINT)
             yield chunk
 
-    monkeypatch.setattr(jaxdqn.sweep, "run_in_segments", run_in_segments)
+    monkeypatch.setattr(jaxdqn.runs, "run_in_segments", run_in_segments)
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ import jaxdqn
 from jaxdqn import DQNConfig, init_q_params, make_trainer
 from jaxdqn.checkpoint import load_resume_state, save_resume_state
 from jaxdqn.evaluation import make_greedy_episodes
-from jaxdqn.sweep import make_run_batch
-from jaxdqn.train import EVAL_STREAM, TrainMetrics, TrainOutput, best_params
+from jaxdqn.runs import EVAL_STREAM, make_runs
+from jaxdqn.train import TrainMetrics, TrainOutput, best_params
 from trees import assert_trees_equal
 
 CFG = DQNConfig(total_timesteps=4000, buffer_size=2000, learning_starts=500, batch_size=32,
@@ -31,7 +31,7 @@ def runs():
 
 
 def _train(cfg, rows_per_segment):
-    batch = make_run_batch(cfg)
+    batch = make_runs(cfg, len(KEYS))
     state = batch.init(KEYS, None)
     segments, params_at = [], []
     for first in range(0, cfg.num_log_rows, rows_per_segment):

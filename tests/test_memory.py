@@ -6,12 +6,12 @@ import pytest
 
 import jaxdqn
 from jaxdqn import DQNConfig
-from jaxdqn import memory, parallel
+from jaxdqn import memory, runs
 from jaxdqn.buffer import buffer_bytes, buffer_init
 from jaxdqn.memory import (USABLE_FRACTION, check_fits, estimate_memory, free_bytes,
                            transition_bytes)
 from jaxdqn.networks import env_spec
-from jaxdqn.parallel import make_train_seeds
+from jaxdqn.runs import make_train_seeds
 
 
 @pytest.mark.parametrize("env_id, buffer_size, expected", [
@@ -112,10 +112,10 @@ def test_train_seeds_refuses_before_compiling(monkeypatch):
     def no_compiling(*args, **kwargs):
         raise AssertionError("train_seeds compiled a run that does not fit")
 
-    monkeypatch.setattr(parallel, "make_train_seeds", no_compiling)
+    monkeypatch.setattr(runs, "make_train_seeds", no_compiling)
     monkeypatch.setattr(memory, "free_bytes", lambda devices: (10**6, "test memory"))
     with pytest.raises(ValueError, match="only 976.6 KiB of test memory is free"):
-        parallel.train_seeds(DQNConfig(), jax.random.split(jax.random.key(0), 64))
+        runs.train_seeds(DQNConfig(), jax.random.split(jax.random.key(0), 64))
 
 
 def test_cpu_devices_share_the_host_memory():

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from jaxdqn import DQNConfig, HParams, make_train
-from jaxdqn.parallel import (devices_for, even_batch_size, hparams_axes, pad_batch, seed_mesh,
-                             shard_batch, sharded_vmap, split_on_axis, train_seeds)
+from jaxdqn.parallel import pad_runs, seed_mesh, shard_runs, sharded_vmap, split_on_axis
+from jaxdqn.runs import even_round_size, hparams_axes, run_devices, train_seeds
 
 # A short CartPole run that learns (about 400 gradient steps), with the default network.
 # (XLA:CPU picks matmul kernels by size; with tiny layers the kernel, and so the last bits, can
@@ -63,12 +63,12 @@ def test_one_run_is_the_unbatched_program():
     _assert_trees_equal(out, expected, "train_seeds(one key) vs jit(train)")
 
 
-def test_devices_for_uses_the_largest_count_that_divides_the_runs():
+def test_run_devices_uses_every_device_but_not_more_than_the_runs():
     devices = ["d0", "d1", "d2", "d3"]  # only counted and sliced
-    assert [len(devices_for(n, devices)) for n in (1, 2, 3, 4, 6, 8, 9, 12)] == \
-        [1, 2, 3, 4, 3, 4, 3, 4]
-    assert devices_for(6, devices) == ["d0", "d1", "d2"]
-    assert devices_for(5, devices[:2]) == ["d0"]
+    assert [len(run_devices(n, devices)) for n in (1, 2, 3, 4, 6, 8, 9, 12)] == \
+        [1, 2, 3, 4, 4, 4, 4, 4]
+    assert run_devices(6, devices) == devices
+    assert run_devices(5, devices[:2]) == ["d0", "d1"]
 
 
 def test_split_on_axis_with_one_device_is_the_function_itself():
@@ -78,18 +78,18 @@ def test_split_on_axis_with_one_device_is_the_function_itself():
     assert split_on_axis(f, jax.devices()[:1], 0, 0) is f
 
 
-def test_even_batch_size_and_padding():
-    assert [even_batch_size(n, 16) for n in (1, 16, 17, 100, 112)] == [1, 16, 9, 15, 16]
-    assert even_batch_size(64, 8) == 8 and even_batch_size(5, 2) == 2 and even_batch_size(3, 1) == 1
+def test_even_round_size_and_padding():
+    assert [even_round_size(n, 16) for n in (1, 16, 17, 100, 112)] == [1, 16, 9, 15, 16]
+    assert even_round_size(64, 8) == 8 and even_round_size(5, 2) == 2 and even_round_size(3, 1) == 1
     tree = {"a": jnp.arange(5), "b": jnp.arange(10).reshape(5, 2)}
-    padded, n = pad_batch(tree, 4)
+    padded, n = pad_runs(tree, 4)
     assert n == 5
     np.testing.assert_array_equal(padded["a"], [0, 1, 2, 3, 4, 4, 4, 4])
     np.testing.assert_array_equal(padded["b"][-1], [8, 9])
-    same, n = pad_batch(tree, 5)
+    same, n = pad_runs(tree, 5)
     assert n == 5 and same is tree
     with pytest.raises(ValueError, match="disagree"):
-        pad_batch({"a": jnp.zeros(3), "b": jnp.zeros(4)}, 2)
+        pad_runs({"a": jnp.zeros(3), "b": jnp.zeros(4)}, 2)
 
 
 def test_sharded_vmap_with_shared_arguments_and_chunks_matches_vmap():
@@ -99,10 +99,10 @@ def test_sharded_vmap_with_shared_arguments_and_chunks_matches_vmap():
     x = jnp.arange(12.0).reshape(6, 2)
     scale = {"s": jnp.arange(6.0)[:, None]}
     expected = jax.vmap(f, in_axes=(0, {"s": 0}, None))(x, scale, 3.0)
-    for batch_size in (None, 2, 4):
+    for at_once in (None, 2, 4):
         got = jax.jit(sharded_vmap(f, seed_mesh(), in_axes=(0, {"s": 0}, None),
-                                   batch_size=batch_size))(x, scale, 3.0)
-        _assert_trees_equal(got, expected, f"batch_size={batch_size}")
+                                   at_once=at_once))(x, scale, 3.0)
+        _assert_trees_equal(got, expected, f"at_once={at_once}")
     with pytest.raises(ValueError, match="0 or None"):
         sharded_vmap(f, in_axes=(1, 0, None))(x, scale, 3.0)
 
@@ -128,12 +128,12 @@ def test_bad_arguments_are_refused_before_compiling(kwargs, match):
                     seeds_at_once=args["seeds_at_once"])
 
 
-def test_shard_batch_places_leading_axes_and_refuses_scalars():
+def test_shard_runs_places_leading_axes_and_refuses_scalars():
     one = seed_mesh(jax.devices()[:1])
-    placed = shard_batch({"a": jnp.zeros((3, 2))}, one)  # one device: any size splits
+    placed = shard_runs({"a": jnp.zeros((3, 2))}, one)  # one device: any size splits
     assert placed["a"].shape == (3, 2)
     with pytest.raises(ValueError, match="leading axis"):
-        shard_batch(jnp.float32(1.0), one)
+        shard_runs(jnp.float32(1.0), one)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -143,7 +143,8 @@ CHILD = textwrap.dedent("""
     import json, re, sys
     import jax, numpy as np
     import jaxdqn
-    from jaxdqn.parallel import make_train_seeds, seed_mesh, shard_batch, train_seeds
+    from jaxdqn.parallel import seed_mesh, shard_runs
+    from jaxdqn.runs import make_train_seeds, train_seeds
 
     cfg = jaxdqn.DQNConfig(**json.loads(sys.argv[1]))
     out_path = sys.argv[2]
@@ -154,7 +155,7 @@ CHILD = textwrap.dedent("""
     padded = train_seeds(cfg, keys[:3])                        # 3 runs padded to 4
     mesh = seed_mesh()
     fn = make_train_seeds(cfg, None, mesh=mesh)
-    kd = shard_batch(jax.random.key_data(keys), mesh)
+    kd = shard_runs(jax.random.key_data(keys), mesh)
     hlo = fn.lower(kd, None).compile().as_text()
     collectives = sorted(set(re.findall(
         r"all-gather|all-reduce|collective-permute|all-to-all|reduce-scatter", hlo)))
@@ -164,10 +165,11 @@ CHILD = textwrap.dedent("""
             arrays[name + jax.tree_util.keystr(path)] = np.asarray(leaf)
     # The CLI's and the sweep's path (jaxdqn.sweep): the same code, no device argument, splits the
     # seeds across both devices; devices=[first] is the single-device run.
-    from jaxdqn.sweep import make_run_batch, run_sweep, seed_keys
+    from jaxdqn.runs import make_runs, seed_keys
+    from jaxdqn.sweep import run_sweep
 
     def chunked(devices):
-        batch = make_run_batch(cfg, devices=devices)
+        batch = make_runs(cfg, 4, devices=devices)
         state = batch.init(seed_keys(0, 4), None)
         state, m1 = batch.run(state, None, 0, 2)
         state, m2 = batch.run(state, None, 2, cfg.num_log_rows - 2)
@@ -272,7 +274,7 @@ def _compare_runs(sharded, single, what):
 
 def test_cli_path_splits_seeds_across_two_devices_and_equals_one_device(two_devices):
     info, arrays = two_devices
-    assert info["cli_devices"] == [0, 1]  # make_run_batch with no devices argument used both
+    assert info["cli_devices"] == [0, 1]  # make_runs with no devices argument used both
     sharded, single = _group(arrays, "cli_sharded"), _group(arrays, "cli_single")
     _compare_runs(sharded, single, "jaxdqn train path")
     assert np.all(single["[2].updates"][:, -1] > 0)  # it learned: real updates were compared
