@@ -136,6 +136,37 @@ def test_shard_runs_places_leading_axes_and_refuses_scalars():
         shard_runs(jnp.float32(1.0), one)
 
 
+def test_padded_runs_never_reach_an_output():
+    """3 runs on every device (2 in CI's second pass: padded to 4): segments, results, saved and
+    restored states hold the 3 real runs, and each equals the run its key gives alone."""
+    from jaxdqn.parallel import place_as_output
+    from jaxdqn.runs import evaluation_keys, make_runs, run_in_segments, seed_keys
+
+    cfg = DQNConfig(env_id="Probe3", total_timesteps=400, buffer_size=200, learning_starts=64,
+                    batch_size=32, hidden_sizes=(8,), log_interval=40)
+    keys, half = seed_keys(4, 3), cfg.num_log_rows // 2
+    runs = make_runs(cfg, 3)
+    assert len(runs.devices) == min(3, jax.device_count())
+    state = runs.init(keys, None)
+    assert state.obs.shape[0] == runs.num_padded == -(-3 // len(runs.devices)) * len(runs.devices)
+    first, second = run_in_segments(runs, state, None, 0, half)
+    assert first.metrics.env_steps.shape == (3, half)
+    saved = first.saved_state()
+    assert saved.obs.shape[0] == 3 and saved.buffer.pos.shape == ()
+    assert jax.tree.map(lambda x: x.shape, saved) == jax.tree.map(
+        lambda x: x.shape, runs.state_shape(keys, None))
+    restored = place_as_output(runs.restored_state(saved), runs.init, keys, None)
+    (again,) = run_in_segments(runs, restored, None, half, half)
+    _assert_trees_equal(again.metrics, second.metrics, "resumed from a saved state")
+    returns = runs.results(runs.evaluate(second.state.train.params, evaluation_keys(4, 3), 2))
+    params = runs.results(second.state.train.params)
+    assert returns.shape == (3, 2) and params["params"]["Dense_0"]["kernel"].shape[0] == 3
+    alone = make_runs(cfg, 1, devices=jax.devices()[:1])
+    (last,) = run_in_segments(alone, alone.init(keys[2:], None), None, 0, cfg.num_log_rows)
+    np.testing.assert_array_equal(last.metrics.episode_return[0, half:],
+                                  second.metrics.episode_return[2])
+
+
 # ---------------------------------------------------------------------------------------------
 # Two forced CPU devices, in a child process
 
