@@ -1,7 +1,7 @@
 """Metric logging to TensorBoard and Weights & Biases, on the host between segments of a run.
 
 The training program never calls out: a segment of metric rows comes back to the host (as the
-progress display already does, ``jaxdqn.sweep.run_in_segments``), and ``RunLoggers.log_segment``
+progress display already does, ``jaxdqn.runs.run_in_segments``), and ``RunLoggers.log_segment``
 writes its rows. Each logged run is one row of the metrics' leading axis: a seed of ``jaxdqn
 train``, or a grid point of ``jaxdqn sweep`` (the mean over its seeds).
 
@@ -171,13 +171,6 @@ class RunLoggers:
                     w.log(run, last, {THROUGHPUT_TAG: float(env_steps_per_second)})
         for w in self.writers:
             w.flush()
-
-    def log_chunk(self, *args, **kwargs) -> None:
-        """Deprecated name of ``log_segment``."""
-        from jaxdqn.deprecation import warn_renamed
-
-        warn_renamed("RunLoggers.log_chunk", "RunLoggers.log_segment")
-        self.log_segment(*args, **kwargs)
 
     def close(self) -> None:
         for w in self.writers:

@@ -1,4 +1,4 @@
-"""Memory of a batch of runs: where it is estimated from the config alone, before compiling, and
+"""Memory of a group of runs: where it is estimated from the config alone, before compiling, and
 checked against what the devices have free.
 
 A run's carried state (replay buffer, networks, optimizer, env copies) is known exactly from
@@ -32,7 +32,7 @@ FIXED_BYTES = 64 << 10
 
 
 class MemoryEstimate(NamedTuple):
-    """Bytes of a batch of runs; the per-run fields are for one run.
+    """Bytes of a group of runs; the per-run fields are for one run.
 
     ``device_bytes`` is what the busiest device needs: ``concurrent_runs`` runs' state and
     workspace at once, plus the results of all ``runs_per_device`` runs it holds.
@@ -91,13 +91,10 @@ def network_passes(config: DQNConfig) -> int:
 
 
 def estimate_memory(config: DQNConfig, num_seeds: int, num_devices: int = 1,
-                    seeds_at_once: int | None = None, **deprecated) -> MemoryEstimate:
-    """The memory ``num_seeds`` runs of ``config`` need, split over ``num_devices`` devices and run
-    ``seeds_at_once`` at a time per device (None: all at once). No compilation.
-    (``seeds_per_chunk`` is the deprecated name of ``seeds_at_once``.)"""
-    from jaxdqn.parallel import _seeds_at_once
-
-    seeds_at_once = _seeds_at_once(deprecated, seeds_at_once, "estimate_memory")
+                    seeds_at_once: int | None = None) -> MemoryEstimate:
+    """The memory ``num_seeds`` runs of ``config`` need, split over ``num_devices`` devices (each
+    holding ``ceil(num_seeds / num_devices)``, padded runs included) and run ``seeds_at_once`` at
+    a time per device (None: all at once). No compilation."""
     for name, value in (("num_seeds", num_seeds), ("num_devices", num_devices)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name}={value!r} is invalid: must be a positive int")
@@ -180,40 +177,38 @@ def _host_available_bytes() -> int | None:
         return None
 
 
-def max_concurrent_runs(estimate: MemoryEstimate, free: int) -> int:
-    """How many runs a device can hold at once in ``free`` bytes (0 if not even one)."""
+def max_seeds_at_once(estimate: MemoryEstimate, free: int) -> int:
+    """The largest ``seeds_at_once`` that fits in ``free`` bytes: runs a device holds at once while
+    the rest of its runs wait their turn (the results of all of them are held too; 0 if not even
+    one run fits)."""
     results = estimate.runs_per_device * estimate.output_bytes * 2
     usable = int(free * USABLE_FRACTION) - FIXED_BYTES - results
     return max(usable // estimate.run_bytes, 0)
 
 
-def max_runs_at_once(estimate: MemoryEstimate, free: int) -> int:
-    """How many runs a device can hold in ``free`` bytes when all of them run at once (no
-    ``seeds_at_once``): each needs its state, workspace and results (0 if not even one fits)."""
+def max_resident_runs(estimate: MemoryEstimate, free: int) -> int:
+    """How many runs a device can hold in ``free`` bytes when all of them are resident at once
+    (no ``seeds_at_once``): each needs its state, workspace and results (0 if not even one
+    fits)."""
     per_run = estimate.run_bytes + 2 * estimate.output_bytes
     return max((int(free * USABLE_FRACTION) - FIXED_BYTES) // per_run, 0)
 
 
 def check_fits(config: DQNConfig, num_seeds: int, devices: Sequence[jax.Device] | None = None,
                seeds_at_once: int | None = None, can_limit: bool = True,
-               runs_per_seed: int = 1, **deprecated) -> MemoryEstimate:
+               runs_per_seed: int = 1) -> MemoryEstimate:
     """The estimate of ``num_seeds`` runs over ``devices`` (default: all); raises ``ValueError``
     (one line, figures per device) with what fits instead when it exceeds ``USABLE_FRACTION`` of
     the free memory. ``can_limit=False`` leaves ``seeds_at_once`` out of the advice (callers
     without it) and names the most seeds that fit, ``runs_per_seed`` runs each (a sweep's
-    combinations). (Deprecated names: ``seeds_per_chunk``, ``can_chunk``.)"""
-    from jaxdqn.deprecation import renamed_kwarg
-    from jaxdqn.parallel import _seeds_at_once
-
-    if "can_chunk" in deprecated:
-        can_limit = renamed_kwarg(deprecated, "can_chunk", "can_limit", None, "check_fits")
-    seeds_at_once = _seeds_at_once(deprecated, seeds_at_once, "check_fits")
+    combinations). Pass the devices the runs are split across (``jaxdqn.runs.run_devices``):
+    each holds ``ceil(num_seeds / len(devices))`` of them, as the padded split does."""
     devices = jax.devices() if devices is None else list(devices)
     est = estimate_memory(config, num_seeds, len(devices), seeds_at_once)
     free, where = free_bytes(devices)
     if free is None or est.device_bytes <= free * USABLE_FRACTION:
         return est
-    fit = max_concurrent_runs(est, free) if can_limit else max_runs_at_once(est, free)
+    fit = max_seeds_at_once(est, free) if can_limit else max_resident_runs(est, free)
     if fit >= 1 and can_limit:
         advice = (f"run at most {fit} seeds at once per device (seeds_at_once={fit}), use "
                   f"fewer seeds, or a smaller buffer_size")

@@ -1,9 +1,7 @@
-"""Batches of runs: seeds x hyperparameter combinations, one compiled program per shape group.
+"""Grids of hyperparameters: seeds x combinations, one compiled program per shape group.
 
-A ``RunBatch`` is one config's training loop, jitted and vmapped over seeds (and, for a sweep,
-over combinations of the traced ``HParams``), split into ``init``, ``run`` (a given number of
-metric rows, so a caller can show progress or stop between segments of rows) and ``evaluate``. ``jaxdqn
-train`` is a batch of seeds; a sweep is one batch per shape group::
+Each shape group runs as ``jaxdqn.runs.make_runs(config, num_seeds, sweep=True)``: one config's
+training loop vmapped over seeds and over combinations of the traced ``HParams``::
 
     grid  --expand_grid-->  combinations  --shape_groups-->  groups
     group: the fields outside HParams are equal, so one compiled program runs all its combinations;
@@ -17,154 +15,22 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import math
 from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+import jaxdqn.runs
 from jaxdqn.config import DQNConfig
-from jaxdqn.evaluation import evaluate
-from jaxdqn.parallel import devices_for, place_as_output, split_on_axis, to_host
-from jaxdqn.runtime import compiler_options
-from jaxdqn.train import RUNNER_STATE_AXES, HParams, RunnerState, TrainMetrics, make_trainer
+from jaxdqn.memory import check_fits
+from jaxdqn.parallel import place_as_output
+from jaxdqn.runs import (Segment, concat_metrics, evaluation_keys, host_key_data, padded_count,
+                         rows_per_segment, run_devices, seed_keys)
+from jaxdqn.train import HParams, RunnerState, TrainMetrics
 
 TRACED_FIELDS: tuple[str, ...] = HParams._fields
 """Fields a sweep batches into one compiled program; every other field makes its own group."""
-
-EVAL_STREAM = 1
-"""Evaluation keys come from ``fold_in(PRNGKey(seed), EVAL_STREAM)``, apart from training's."""
-
-
-def seed_keys(seed: int, num_seeds: int) -> jax.Array:
-    """``u32[num_seeds, 2]``: one training key per run, ``split(PRNGKey(seed), num_seeds)``."""
-    return jax.random.split(jax.random.PRNGKey(seed), num_seeds)
-
-
-def evaluation_keys(seed: int, num_seeds: int) -> jax.Array:
-    """``u32[num_seeds, 2]``: one greedy-evaluation key per run, independent of training's keys."""
-    return jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), EVAL_STREAM), num_seeds)
-
-
-class RunBatch(NamedTuple):
-    """One config's runs, jitted: state and params carry leading axes ``batch_axes``.
-
-    ``init(keys, hparams) -> RunnerState``; ``run(state, hparams, first_row, num_rows) ->
-    (state, TrainMetrics[..., num_rows])`` (``num_rows`` static: each distinct value compiles once);
-    ``evaluate(params, keys, num_episodes) -> f32[..., num_episodes]`` greedy returns.
-    ``hparams`` is None for a batch of seeds (the config's values, compiled in as constants),
-    or an ``HParams`` of arrays ``[num_combinations]`` for a sweep group.
-    """
-
-    config: DQNConfig
-    init: Callable[..., RunnerState]
-    run: Callable[..., tuple[RunnerState, TrainMetrics]]
-    evaluate: Callable[..., jax.Array]
-
-
-def make_run_batch(config: DQNConfig, sweep: bool = False,
-                   devices: Sequence[jax.Device] | None = None) -> RunBatch:
-    """Jitted init/run/evaluate for ``config``, vmapped over seeds, and over combinations first
-    when ``sweep``. Each function compiles once per distinct argument shape.
-
-    With several ``devices`` (default: this process's, e.g. GPUs, or CPU cores exposed with
-    ``jaxdqn.runtime.use_all_cpu_cores``) the seed axis is split across as many of them as divide
-    the number of seeds (``parallel.devices_for``); each device runs its block of seeds for every
-    combination, with no communication, and every run is the one a single device computes.
-    """
-    trainer = make_trainer(config)
-    state_axes = RUNNER_STATE_AXES
-    seed_dim = 1 if sweep else 0  # where the seed axis sits in batched states and outputs
-    state_dims = jax.tree.map(lambda ax: None if ax is None else seed_dim, state_axes,
-                              is_leaf=lambda x: x is None)
-
-    def over_batch(fn, seed_axes, combo_axes, out_axes=0):
-        fn = jax.vmap(fn, in_axes=seed_axes, out_axes=out_axes)
-        return jax.vmap(fn, in_axes=combo_axes, out_axes=out_axes) if sweep else fn
-
-    def on_devices(fn, num_seeds, in_dims, out_dims):
-        return split_on_axis(fn, devices_for(num_seeds, devices), in_dims, out_dims)
-
-    def init_runs(keys, hparams):
-        fn = over_batch(trainer.init, (0, None), (None, 0), state_axes)
-        return on_devices(fn, keys.shape[0], (0, None), state_dims)(keys, hparams)
-
-    def run_rows(state, hparams, first_row, num_rows):
-        def one(s, hp):
-            return trainer.run(s, hp, first_row, num_rows)
-
-        fn = over_batch(one, (state_axes, None), (state_axes, 0), (state_axes, 0))
-        num_seeds = state.obs.shape[seed_dim]
-        return on_devices(fn, num_seeds, (state_dims, None), (state_dims, seed_dim))(state, hparams)
-
-    def evaluate_runs(params, keys, num_episodes):
-        def one(p, k):
-            return evaluate(config, p, k, num_episodes)
-
-        fn = over_batch(one, (0, 0), (0, None))
-        return on_devices(fn, keys.shape[0], (seed_dim, 0), seed_dim)(params, keys)
-
-    return RunBatch(
-        config=config,
-        init=jax.jit(init_runs),
-        run=jax.jit(run_rows, static_argnums=3, compiler_options=compiler_options(config)),
-        evaluate=jax.jit(evaluate_runs, static_argnums=2),
-    )
-
-
-def rows_per_segment(num_rows: int, target_segments: int = 20) -> int:
-    """Metric rows per segment: a divisor of ``num_rows`` (so one compiled ``run`` serves every
-    segment) whose segment count is closest to ``target_segments`` on a log scale."""
-    if num_rows < 1 or target_segments < 1:
-        raise ValueError(f"num_rows={num_rows} and target_segments={target_segments} must be >= 1")
-    divisors = [d for d in range(1, num_rows + 1) if num_rows % d == 0]
-    return min(divisors, key=lambda d: (abs(math.log(num_rows / d / target_segments)), d))
-
-
-class Segment(NamedTuple):
-    """Consecutive metric rows of a batch of runs, as ``run_in_segments`` yields them."""
-
-    state: RunnerState  # after the segment
-    metrics: TrainMetrics  # numpy, leading batch axes then [segment_rows]
-    rows_done: int  # metric rows done after the segment, counted from the run's start
-
-
-def run_in_segments(batch: RunBatch, state: RunnerState, hparams: HParams | None, first_row: int,
-                  segment_rows: int) -> Iterator[Segment]:
-    """Runs rows ``first_row ..`` to the end in segments of ``segment_rows``, yielding after each.
-
-    The next segment is dispatched before the previous one's metrics are read back, so the device
-    never waits for the host; stopping the iteration (or Ctrl-C while it waits) loses at most the
-    segment in flight, and every yielded state is a consistent place to save or resume from.
-    """
-    num_rows = batch.config.num_log_rows
-    if (num_rows - first_row) % segment_rows:
-        raise ValueError(f"segment_rows={segment_rows} must divide the {num_rows - first_row} "
-                         "rows left")
-    pending = None
-    for row in range(first_row, num_rows, segment_rows):
-        state, metrics = batch.run(state, hparams, row, segment_rows)
-        if pending is not None:
-            yield _finish(pending)
-        pending = (state, metrics, row + segment_rows)
-    if pending is not None:
-        yield _finish(pending)
-
-
-def _finish(pending) -> Segment:
-    state, metrics, rows_done = pending
-    return Segment(state=state, metrics=TrainMetrics(*to_host(tuple(metrics))),
-                 rows_done=rows_done)
-
-
-def concat_metrics(segments: Sequence[TrainMetrics], num_batch_axes: int) -> TrainMetrics:
-    """Joins segments of metric rows along the row axis (after ``num_batch_axes`` batch axes)."""
-    return TrainMetrics(*(np.concatenate(parts, axis=num_batch_axes) for parts in zip(*segments)))
-
-
-# ---------------------------------------------------------------------------------------------
-# Grids
 
 
 class Combination(NamedTuple):
@@ -235,14 +101,13 @@ def _hashable(value):
 def check_sweep_fits(groups: Sequence[ShapeGroup], num_seeds: int,
                      devices: Sequence[jax.Device] | None = None) -> None:
     """Raises ``ValueError`` (``jaxdqn.memory.check_fits``'s message, naming the group) before
-    anything compiles if a group's runs (combinations x seeds, the seeds split across devices as
-    ``make_run_batch`` splits them) will not fit in device memory."""
-    from jaxdqn.memory import check_fits  # memory imports train; keep this module light
-
-    run_devices = devices_for(num_seeds, devices)
+    anything compiles if a group's runs (combinations x seeds, the seeds split across devices and
+    padded as ``jaxdqn.runs.make_runs`` splits them) will not fit in device memory."""
+    on = run_devices(num_seeds, devices)
+    padded = padded_count(num_seeds, len(on))
     for gi, group in enumerate(groups):
         try:
-            check_fits(group.config, len(group.combinations) * num_seeds, run_devices,
+            check_fits(group.config, len(group.combinations) * padded, on,
                        can_limit=False, runs_per_seed=len(group.combinations))
         except ValueError as e:
             where = f"group {gi + 1}/{len(groups)}: " if len(groups) > 1 else ""
@@ -268,11 +133,11 @@ class GroupProgress(NamedTuple):
 
 
 def group_state_shape(group: ShapeGroup, num_seeds: int, seed: int = 0):
-    """The ``jax.ShapeDtypeStruct`` tree of a group's batched ``RunnerState`` (no compilation):
-    the template to read a saved ``GroupProgress.state`` into."""
-    batch = make_run_batch(group.config, sweep=True)
-    return jax.eval_shape(batch.init, seed_keys(seed, num_seeds),
-                          HParams(*(jnp.asarray(x) for x in group.hparams)))
+    """The ``jax.ShapeDtypeStruct`` tree of a group's saved ``RunnerState`` (no compilation, no
+    padded runs): the template to read a saved ``GroupProgress.state`` into."""
+    runs = jaxdqn.runs.make_runs(group.config, num_seeds, sweep=True)
+    return runs.state_shape(seed_keys(seed, num_seeds),
+                            HParams(*(jnp.asarray(x) for x in group.hparams)))
 
 
 def iter_sweep(groups: Sequence[ShapeGroup], num_seeds: int, seed: int = 0,
@@ -281,84 +146,69 @@ def iter_sweep(groups: Sequence[ShapeGroup], num_seeds: int, seed: int = 0,
                on_group_start: Callable[[int, ShapeGroup], None] | None = None,
                on_segment: Callable[[int, Segment], None] | None = None,
                devices: Sequence[jax.Device] | None = None, first_group: int = 0,
-               resume: GroupProgress | None = None, **deprecated) -> Iterator[GroupResult]:
+               resume: GroupProgress | None = None) -> Iterator[GroupResult]:
     """Trains and evaluates each group in turn (one compiled program each), yielding its results.
 
     For progress displays: ``on_compile(group_index, group)`` is called before a group compiles,
     ``on_group_start(group_index, group)`` once it is compiled and about to run, and
     ``on_segment(group_index, segment)`` after each segment of metric rows.
-    Every group uses the same ``seed_keys(seed, num_seeds)`` and evaluation keys. The seeds are
-    split across ``devices`` as ``make_run_batch`` does (default: all of this process's). First,
+    Every group uses the same ``seed_keys(seed, num_seeds)`` and ``evaluation_keys``. The seeds
+    are split across devices as ``jaxdqn.runs.make_runs`` splits them (``run_devices``). First,
     before anything compiles, every group's memory is checked (``check_sweep_fits``).
     An interrupted sweep continues from ``first_group`` (the groups before it are done), or from
-    ``resume``, a group stopped part-way; either way each group's results equal those of an
-    uninterrupted sweep (a run does not depend on where its rows were split into segments).
-    (``target_chunks`` and ``on_chunk`` are the deprecated names of ``target_segments`` and
-    ``on_segment``.)
+    ``resume``, a group stopped part-way (its state saved without padded runs,
+    ``Runs.saved_state``); either way each group's results equal those of an uninterrupted sweep
+    (a run does not depend on where its rows were split into segments).
 
     With several processes (``jax.distributed``) every process calls this alike: the seeds split
     across the devices of all processes, and every process gets the gathered results.
     """
-    from jaxdqn.deprecation import renamed_kwarg
-
-    on_segment = renamed_kwarg(deprecated, "on_chunk", "on_segment", on_segment, "iter_sweep")
-    if "target_chunks" in deprecated:
-        target_segments = renamed_kwarg(deprecated, "target_chunks", "target_segments", None,
-                                        "iter_sweep")
-    if deprecated:
-        raise TypeError(f"iter_sweep() got an unexpected keyword argument "
-                        f"{next(iter(deprecated))!r}")
-    return _iter_sweep(groups, num_seeds, seed, num_episodes, target_segments, on_compile,
-                       on_group_start, on_segment, devices, first_group, resume)
-
-
-def _iter_sweep(groups, num_seeds, seed, num_episodes, target_segments, on_compile,
-                on_group_start, on_segment, devices, first_group, resume):
     if resume is not None:
         first_group = resume.group_index
     if not 0 <= first_group <= len(groups):
         raise ValueError(f"first_group={first_group} is outside the {len(groups)} groups")
     multi = jax.process_count() > 1
     if multi:  # this process's share on its devices; inputs as host arrays, equal everywhere
-        check_sweep_fits(groups, max(num_seeds // jax.process_count(), 1))
-        devices = jax.devices() if devices is None else devices
+        check_sweep_fits(groups, max(num_seeds // jax.process_count(), 1), jax.local_devices())
+        keys = host_key_data(seed_keys(seed, num_seeds))
+        eval_keys = host_key_data(evaluation_keys(seed, num_seeds))
         place = np.asarray
     else:
         check_sweep_fits(groups, num_seeds, devices)
+        keys, eval_keys = seed_keys(seed, num_seeds), evaluation_keys(seed, num_seeds)
         place = jnp.asarray
-    keys = place(seed_keys(seed, num_seeds))
-    eval_keys = place(evaluation_keys(seed, num_seeds))
     for gi in range(first_group, len(groups)):
         group = groups[gi]
         if on_compile is not None:
             on_compile(gi, group)
-        batch = make_run_batch(group.config, sweep=True, devices=devices)
+        runs = jaxdqn.runs.make_runs(group.config, num_seeds, sweep=True, devices=devices)
         hparams = HParams(*(place(x) for x in group.hparams))
         if resume is not None and gi == resume.group_index:
             # Placed as init's output is: a numpy state would compile ``run`` a second time
             # for the next segment, whose input is the device output of the first.
-            state = place_as_output(resume.state, batch.init, keys, hparams)
+            state = place_as_output(runs.restored_state(resume.state), runs.init, keys, hparams)
             first_row = resume.rows_done
             done = [] if resume.metrics is None or not first_row else [resume.metrics]
         else:
-            state = batch.init(keys, hparams)
+            state = runs.init(keys, hparams)
             first_row, done = 0, []
         left = group.config.num_log_rows - first_row
         segment_rows = rows_per_segment(left, target_segments) if left else 0
         if left:
-            batch.run.lower(state, hparams, first_row, segment_rows).compile()  # cached below
+            runs.run.lower(state, hparams, first_row, segment_rows).compile()  # cached below
         if on_group_start is not None:
             on_group_start(gi, group)
-        segments = run_in_segments(batch, state, hparams, first_row, segment_rows) if left else ()
+        segments = (jaxdqn.runs.run_in_segments(runs, state, hparams, first_row, segment_rows)
+                    if left else ())
         for segment in segments:
             done.append(segment.metrics)
             state = segment.state
             if on_segment is not None:
                 on_segment(gi, segment)
-        returns = batch.evaluate(state.train.params, eval_keys, num_episodes)
+        returns = runs.evaluate(state.train.params, eval_keys, num_episodes)
         yield GroupResult(group_index=gi, group=group, metrics=concat_metrics(done, 2),
-                          params=to_host(state.train.params),
-                          eval_returns=np.asarray(to_host(returns)))
+                          params=runs.results(state.train.params),
+                          eval_returns=runs.results(returns))
 
 
 class RankedCombination(NamedTuple):
@@ -401,25 +251,8 @@ def run_sweep(base: DQNConfig, grid: Mapping[str, Sequence[Any]], num_seeds: int
     return results, rank_combinations(results)
 
 
-_RENAMED = {"Chunk": "Segment", "chunk_rows_for": "rows_per_segment",
-            "run_in_chunks": "run_in_segments"}
-
-
-def __getattr__(name: str):
-    """The deprecated names of ``Segment``, ``rows_per_segment`` and ``run_in_segments``."""
-    if name in _RENAMED:
-        from jaxdqn.deprecation import warn_renamed
-
-        warn_renamed(f"jaxdqn.sweep.{name}", f"jaxdqn.sweep.{_RENAMED[name]}")
-        return globals()[_RENAMED[name]]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 __all__ = [
-    "Combination", "GroupProgress", "GroupResult", "RankedCombination", "RunBatch", "Segment",
-    "ShapeGroup",
-    "TRACED_FIELDS", "check_sweep_fits", "rows_per_segment", "concat_metrics", "evaluation_keys",
-    "expand_grid", "group_state_shape",
-    "iter_sweep", "make_run_batch", "rank_combinations", "run_in_segments", "run_sweep",
-    "seed_keys", "shape_groups",
+    "Combination", "GroupProgress", "GroupResult", "RankedCombination", "ShapeGroup",
+    "TRACED_FIELDS", "check_sweep_fits", "expand_grid", "group_state_shape", "iter_sweep",
+    "rank_combinations", "run_sweep", "shape_groups",
 ]

@@ -7,7 +7,7 @@ the loop's two halves timed alone (env stepping only, gradient updates only).
     python scripts/benchmark.py --set total_timesteps=50000 --set learning_starts=1000
 
 Every seed count runs in a fresh Python process, so its compile cache, peak host RSS and peak
-device memory are its own. In each, the runs go through ``jaxdqn.parallel`` (split across all
+device memory are its own. In each, the runs go through ``jaxdqn.runs`` (split across all
 devices, memory checked before compiling), compile is timed apart from running
 (``lower().compile()``), a first call warms up and the median of ``--repeats`` timed calls is
 reported (one call only when a call takes longer than ``--budget`` / ``--repeats`` seconds).
@@ -167,26 +167,26 @@ def run_case(spec: dict[str, Any]) -> dict[str, Any]:
     from jaxdqn.buffer import buffer_bytes
     from jaxdqn.config import DQNConfig
     from jaxdqn.memory import check_fits
-    from jaxdqn.parallel import make_train_seeds, seed_mesh, shard_batch, sharded_vmap
+    from jaxdqn.parallel import seed_mesh, shard_runs, sharded_vmap
+    from jaxdqn.runs import (even_round_size, make_train_seeds, padded_count, run_devices,
+                             seed_keys)
     from jaxdqn.train import make_trainer
 
     config = DQNConfig(**{k: tuple(v) if isinstance(v, list) else v
                           for k, v in spec["config"].items()})
     seeds, at_once = spec["seeds"], spec["seeds_at_once"]
-    devices = jax.devices()[:seeds]  # as train_seeds: fewer runs than devices, one per device
+    devices = run_devices(seeds)  # as train_seeds
     mesh = seed_mesh(devices)
     num_devices = len(devices)
-    padded = -(-seeds // num_devices) * num_devices
+    padded = padded_count(seeds, num_devices)
     if at_once is not None:
-        from jaxdqn.parallel import even_batch_size
-
-        at_once = even_batch_size(padded // num_devices, at_once)
+        at_once = even_round_size(padded // num_devices, at_once)
         padded = -(-seeds // (num_devices * at_once)) * num_devices * at_once
     estimate = check_fits(config, padded, devices, at_once)  # ValueError: reported, not compiled
     run_mesh = mesh if num_devices > 1 else None
-    key_data = jax.random.key_data(jax.random.split(jax.random.key(spec["seed"]), padded))
+    key_data = jax.random.key_data(seed_keys(spec["seed"], padded))
     if num_devices > 1:
-        key_data = shard_batch(key_data, mesh)
+        key_data = shard_runs(key_data, mesh)
 
     one_state = jax.jit(make_trainer(config).init)(jax.random.key(0))
     real_buffer_bytes = buffer_bytes(one_state.buffer)
@@ -227,7 +227,7 @@ def run_case(spec: dict[str, Any]) -> dict[str, Any]:
         if config.num_updates > 0:
             upd = updates_only(config)
             upd_fn = jax.jit(sharded_vmap(lambda k: upd(jax.random.wrap_key_data(k)), run_mesh,
-                                          batch_size=at_once))
+                                          at_once=at_once))
             compiled, compile_s, _ = _compile(upd_fn, key_data)
             timing = _time_calls(lambda: compiled(key_data), repeats, budget)
             result["updates_only"] = {"compile_s": compile_s, **timing,
@@ -388,13 +388,13 @@ def parse_args(argv):
     p.add_argument("--pieces-seeds", type=int, nargs="*", default=None, metavar="N",
                    help="seed counts at which to time the pieces alone (default: all; "
                         "none: give the flag alone)")
-    p.add_argument("--seeds-at-once", "--seeds-per-chunk", type=int, default=None, metavar="K",
+    p.add_argument("--seeds-at-once", type=int, default=None, metavar="K",
                    dest="seeds_at_once", help="run at most K seeds at once per device (default: "
-                   "all at once; --seeds-per-chunk is its deprecated name)")
+                   "all at once)")
     p.add_argument("--repeats", type=int, default=3, help="timed calls per measurement (median)")
     p.add_argument("--budget", type=float, default=180.0, metavar="S",
                    help="seconds a measurement may take; a slower first call is the only one")
-    p.add_argument("--seed", type=int, default=0, help="keys are split(key(seed), N)")
+    p.add_argument("--seed", type=int, default=0, help="keys are runs.seed_keys(seed, N)")
     p.add_argument("--profile", metavar="DIR", default=None,
                    help="also trace one full-loop call per seed count into DIR (jax.profiler; "
                         "default: no trace)")
@@ -407,9 +407,6 @@ def parse_args(argv):
         values = getattr(args, name)
         if values is not None and any(n < 1 for n in values):
             raise UsageError(f"--{name.replace('_', '-')} {values} is invalid: counts must be >= 1")
-    if any(a.split("=")[0] == "--seeds-per-chunk" for a in argv or sys.argv[1:]):
-        print("benchmark.py: --seeds-per-chunk is deprecated: use --seeds-at-once",
-              file=sys.stderr)
     if args.seeds_at_once is not None and args.seeds_at_once < 1:
         raise UsageError(f"--seeds-at-once {args.seeds_at_once} is invalid: must be >= 1")
     if args.repeats < 1 or args.budget <= 0:

@@ -3,7 +3,7 @@ from compilation, and checked to follow the same training trajectory bit for bit
 
     python scripts/eval_overhead.py --preset cartpole --seeds 1 --eval-interval 8000 --repeats 5
 
-Runs go through ``jaxdqn.parallel.train_seeds``'s program (seeds split across all devices; each
+Runs go through ``jaxdqn.runs.train_seeds``'s program (seeds split across all devices; each
 CPU core is a device here). The two programs alternate, ``--repeats`` times each, and the median
 wall time of each is reported (with the minima and the process CPU time, steadier on a shared
 machine); the first call of each is a warm-up and not counted.
@@ -21,13 +21,12 @@ fast_cpu_compile()
 use_all_cpu_cores()
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import jaxdqn  # noqa: E402
 from jaxdqn.cli.parser import OneLineParser, UserError, say  # noqa: E402
 from jaxdqn.io import atomic_write_json  # noqa: E402
-from jaxdqn.parallel import plan_train_seeds  # noqa: E402
+from jaxdqn.runs import plan_train_seeds, seed_keys  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -58,7 +57,7 @@ def _main(argv) -> int:
     off = jaxdqn.preset(args.preset)
     on = off.replace(eval_interval=args.eval_interval or off.total_timesteps // 10,
                      eval_episodes=args.eval_episodes)
-    keys = jnp.stack([jax.random.key(i) for i in range(args.seeds)])
+    keys = seed_keys(0, args.seeds)
     programs = {}
     for name, config in (("off", off), ("on", on)):
         runs = plan_train_seeds(config, keys)

@@ -2,7 +2,7 @@
 
     python scripts/final_vs_best.py --preset cartpole --seeds 32 --eval-interval 8000 --out r.json
 
-Trains ``--seeds`` runs (``jaxdqn.parallel.train_seeds``; seed i uses ``key(first_seed + i)``) with
+Trains ``--seeds`` runs (``jaxdqn.runs.train_seeds``; seed i uses ``key(first_seed + i)``) with
 ``eval_episodes`` greedy episodes every ``eval_interval`` env steps, then plays ``--episodes``
 greedy episodes with each run's final and best params on keys that neither training nor its
 evaluations used (``fold_in(key, 1)``, as solve_cartpole.py). The best evaluation's own score is
@@ -28,7 +28,7 @@ import jaxdqn  # noqa: E402
 from jaxdqn.cli.parser import OneLineParser, UserError, say  # noqa: E402
 from jaxdqn.io import atomic_write_json  # noqa: E402
 from jaxdqn.envs import solve_threshold  # noqa: E402
-from jaxdqn.parallel import train_seeds  # noqa: E402
+from jaxdqn.runs import train_seeds  # noqa: E402
 
 
 def main(argv=None) -> int:

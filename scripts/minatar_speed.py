@@ -40,6 +40,7 @@ def main() -> None:
     fast_cpu_compile()
     import jax
     from jaxdqn.config import preset
+    from jaxdqn.runs import seed_keys
     from jaxdqn.train import make_train
 
     config = preset(args.preset)
@@ -49,10 +50,11 @@ def main() -> None:
         decay = config.exploration_fraction * config.total_timesteps
         config = dataclasses.replace(config, total_timesteps=args.steps,
                                      exploration_fraction=min(1.0, decay / args.steps))
-    key = jax.random.PRNGKey(args.seed)
-    train = make_train(config)
+    key, train = seed_keys(args.seed, args.seeds), make_train(config)
     if args.seeds > 1:
-        key, train = jax.random.split(key, args.seeds), jax.vmap(train)
+        train = jax.vmap(train)
+    else:
+        key = key[0]
     t0, c0 = time.time(), time.process_time()
     compiled = jax.jit(train, compiler_options=compiler_options(config)).lower(key).compile()
     t1, c1 = time.time(), time.process_time()

@@ -43,7 +43,8 @@ import numpy as np  # noqa: E402
 import jaxdqn  # noqa: E402
 from jaxdqn.envs import solve_threshold  # noqa: E402
 from jaxdqn.io import atomic_write_json  # noqa: E402
-from jaxdqn.parallel import devices_for, seed_mesh, sharded_vmap  # noqa: E402
+from jaxdqn.parallel import pad_runs, seed_mesh, sharded_vmap  # noqa: E402
+from jaxdqn.runs import run_devices  # noqa: E402
 from jaxdqn.sweep import expand_grid, shape_groups  # noqa: E402
 
 SOLVED = solve_threshold("CartPole-v1")  # 475
@@ -119,10 +120,11 @@ def search_group(group, seed_keys: jax.Array) -> tuple[np.ndarray, np.ndarray, f
     hparams = jax.tree.map(lambda col: jnp.repeat(jnp.asarray(col), num_seeds), group.hparams)
     keys = jnp.tile(seed_keys, (num_combos,))
     t = time.perf_counter()
-    mesh = seed_mesh(devices_for(num_combos * num_seeds))  # agents split across devices (cores)
+    mesh = seed_mesh(run_devices(num_combos * num_seeds))  # agents split across devices (cores)
+    (keys, hparams), n = pad_runs((keys, hparams), mesh.devices.size)
     means, ratios = jax.jit(sharded_vmap(one, mesh))(keys, hparams)
-    means = np.asarray(means).reshape(num_combos, num_seeds)
-    ratios = np.asarray(ratios).reshape(num_combos, num_seeds)
+    means = np.asarray(means)[:n].reshape(num_combos, num_seeds)
+    ratios = np.asarray(ratios)[:n].reshape(num_combos, num_seeds)
     return means, ratios, time.perf_counter() - t
 
 

@@ -24,6 +24,7 @@ import numpy as np  # noqa: E402
 
 import jaxdqn  # noqa: E402
 from jaxdqn.envs.probes import PROBE_TOLERANCES  # noqa: E402
+from jaxdqn.runs import seed_keys  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -32,11 +33,11 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=DefaultsHelpFormatter)
     p.add_argument("--seeds", type=int, default=4, help="seeds trained in one vmap")
-    p.add_argument("--key", type=int, default=42, help="seeds are split(key(KEY), SEEDS)")
+    p.add_argument("--key", type=int, default=42, help="seeds are runs.seed_keys(KEY, SEEDS)")
     args = p.parse_args(argv)
     if args.seeds <= 0:
         p.error("--seeds must be > 0")
-    keys = jax.random.split(jax.random.key(args.key), args.seeds)
+    keys = seed_keys(args.key, args.seeds)
     failed = False
     print(f"{'probe':<8} {'max |Q - Q*| over seeds':>24} {'tolerance':>10}  pass")
     for probe, tol in PROBE_TOLERANCES.items():

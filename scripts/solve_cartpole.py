@@ -8,7 +8,7 @@ the mean of max_a Q over 1000 reset states) and its ratio to 1/(1-gamma), the va
 that never fails when rewards are 1 per step and the time limit does not cut bootstrapping (as in
 CartPole-v1): a ratio above 1 is over-estimation no policy can justify.
 
-Seed i uses ``jax.random.key(first_seed + i)``. The seeds run as ``jaxdqn.parallel.train_seeds``
+Seed i uses ``jax.random.key(first_seed + i)``. The seeds run as ``jaxdqn.runs.train_seeds``
 runs them: one program, split across all devices (each CPU core is a device here, see
 ``jaxdqn.runtime.use_all_cpu_cores``); one seed runs unbatched. Compile and run times are measured
 separately (``.lower(...).compile()``, then the call).
@@ -36,7 +36,7 @@ import numpy as np  # noqa: E402
 import jaxdqn  # noqa: E402
 from jaxdqn.envs import solve_threshold  # noqa: E402
 from jaxdqn.io import atomic_write_json  # noqa: E402
-from jaxdqn.parallel import plan_train_seeds  # noqa: E402
+from jaxdqn.runs import plan_train_seeds  # noqa: E402
 
 SOLVED = solve_threshold("CartPole-v1")  # 475
 

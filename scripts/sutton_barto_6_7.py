@@ -85,9 +85,10 @@ def run_method(estimator: str, runs: int, episodes: int, key: int):
     import numpy as np
 
     from jaxdqn import make_train
+    from jaxdqn.runs import seed_keys
 
     cfg = book_config(episodes, estimator)
-    keys = jax.random.split(jax.random.key(key), runs)
+    keys = seed_keys(key, runs)
     train = jax.jit(jax.vmap(make_train(cfg)))
     start = time.perf_counter()
     compiled = train.lower(keys).compile()

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-import jaxdqn.sweep
+import jaxdqn.runs
 from jaxdqn import DQNConfig, init_q_params, run_folder
 from jaxdqn.checkpoint import load_checkpoint, save_checkpoint
 from jaxdqn.cli import main, parse_field_value, resolve_config, split_values
@@ -34,7 +34,7 @@ def no_compile(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("reached compilation")
 
-    monkeypatch.setattr(jaxdqn.sweep, "make_run_batch", refuse)
+    monkeypatch.setattr(jaxdqn.runs, "make_runs", refuse)
 
 
 def _random_params(config, num_seeds):
@@ -229,15 +229,15 @@ import os, signal, sys
 from jaxdqn.runtime import fast_cpu_compile, use_all_cpu_cores
 fast_cpu_compile()
 use_all_cpu_cores()
-import jaxdqn.sweep
+import jaxdqn.runs
 from jaxdqn.cli import interrupts, main
-real = jaxdqn.sweep.run_in_segments
+real = jaxdqn.runs.run_in_segments
 def run_in_segments(*args, **kwargs):
     for i, segment in enumerate(real(*args, **kwargs)):
         if i == 0:
             os.kill(os.getpid(), signal.SIGTERM)
         yield segment
-jaxdqn.sweep.run_in_segments = run_in_segments
+jaxdqn.runs.run_in_segments = run_in_segments
 interrupts.install()
 sys.exit(main(sys.argv[1:]))
 """

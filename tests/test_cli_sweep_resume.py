@@ -10,7 +10,7 @@ import signal
 import numpy as np
 import pytest
 
-import jaxdqn.sweep
+import jaxdqn.runs
 from jaxdqn import run_folder
 from jaxdqn.cli import main
 
@@ -25,17 +25,17 @@ SAME = (run_folder.SWEEP_TABLE, run_folder.SWEEP_RUNS)
 def _interrupt_after(monkeypatch, segments):
     """Sends this process SIGINT as the ``segments``-th segment of the call comes back (the
     handler ``main`` installs only sets a flag; the sweep stops at its next safe point)."""
-    real = jaxdqn.sweep.run_in_segments
+    real = jaxdqn.runs.run_in_segments
     seen = [0]
 
     def run_in_segments(*args, **kwargs):
-        for chunk in real(*args, **kwargs):
+        for segment in real(*args, **kwargs):
             seen[0] += 1
             if seen[0] == segments:
                 os.kill(os.getpid(), signal.SIGINT)
-            yield chunk
+            yield segment
 
-    monkeypatch.setattr(jaxdqn.sweep, "run_in_segments", run_in_segments)
+    monkeypatch.setattr(jaxdqn.runs, "run_in_segments", run_in_segments)
 
 
 @pytest.fixture(scope="module")

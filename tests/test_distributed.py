@@ -77,7 +77,8 @@ CHILD = textwrap.dedent("""
     port, pid, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     start_distributed(f"localhost:{port}", 2, pid, timeout_s=120)   # before any JAX computation
     import jax, numpy as np, jaxdqn
-    from jaxdqn.parallel import to_host, train_seeds
+    from jaxdqn.parallel import to_host
+    from jaxdqn.runs import train_seeds
 
     cfg = jaxdqn.DQNConfig(**json.loads(sys.argv[4]))
     keys = jax.random.split(jax.random.key(5), 4)      # the same keys in every process

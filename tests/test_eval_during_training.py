@@ -10,8 +10,8 @@ import jaxdqn
 from jaxdqn import DQNConfig, init_q_params, make_trainer
 from jaxdqn.checkpoint import load_resume_state, save_resume_state
 from jaxdqn.evaluation import make_greedy_episodes
-from jaxdqn.sweep import make_run_batch
-from jaxdqn.train import EVAL_STREAM, TrainMetrics, TrainOutput, best_params
+from jaxdqn.runs import EVAL_STREAM, make_runs
+from jaxdqn.train import TrainMetrics, TrainOutput, best_params
 from trees import assert_trees_equal
 
 CFG = DQNConfig(total_timesteps=4000, buffer_size=2000, learning_starts=500, batch_size=32,
@@ -26,12 +26,12 @@ def runs():
     """Both configs trained on the same keys as one call, and the eval config again in segments of
     two rows with the online params after each segment (the params each evaluation saw)."""
     plain, whole = (_train(cfg, cfg.num_log_rows)[0] for cfg in (CFG, EVAL))
-    chunked, params_at = _train(EVAL, 2)
-    return plain, whole, chunked, params_at
+    segmented, params_at = _train(EVAL, 2)
+    return plain, whole, segmented, params_at
 
 
 def _train(cfg, rows_per_segment):
-    batch = make_run_batch(cfg)
+    batch = make_runs(cfg, len(KEYS))
     state = batch.init(KEYS, None)
     segments, params_at = [], []
     for first in range(0, cfg.num_log_rows, rows_per_segment):
@@ -60,10 +60,10 @@ def test_training_trajectory_is_bit_identical_with_evaluation_on(runs):
 
 
 def test_eval_rows_hold_the_greedy_episodes_of_their_own_keys_and_nan_elsewhere(runs):
-    _, whole, chunked, params_at = runs
+    _, whole, segmented, params_at = runs
     for field in TrainMetrics._fields:  # segmenting changes nothing, evaluation included
         np.testing.assert_array_equal(getattr(whole.metrics, field),
-                                      getattr(chunked.metrics, field))
+                                      getattr(segmented.metrics, field))
     evaluated = (np.arange(EVAL.num_log_rows) + 1) % 2 == 0
     assert np.isnan(whole.metrics.eval_return[:, ~evaluated]).all()
     assert np.isnan(whole.metrics.eval_truncated[:, ~evaluated]).all()

@@ -6,12 +6,12 @@ import pytest
 
 import jaxdqn
 from jaxdqn import DQNConfig
-from jaxdqn import memory, parallel
+from jaxdqn import memory, runs
 from jaxdqn.buffer import buffer_bytes, buffer_init
 from jaxdqn.envs import env_spec
 from jaxdqn.memory import (USABLE_FRACTION, check_fits, estimate_memory, free_bytes,
                            transition_bytes)
-from jaxdqn.parallel import make_train_seeds
+from jaxdqn.runs import make_train_seeds
 
 
 @pytest.mark.parametrize("env_id, buffer_size, expected", [
@@ -31,7 +31,7 @@ def test_buffer_is_exactly_capacity_times_transition_bytes(env_id, buffer_size, 
     assert buffer_bytes(buffer_init(buffer_size, obs_shape)) == buffer_size * expected
 
 
-@pytest.mark.parametrize("changes, seeds, chunk", [
+@pytest.mark.parametrize("changes, seeds, at_once", [
     (dict(total_timesteps=2000, num_envs=4, train_frequency=4, buffer_size=5000), 4, None),
     (dict(total_timesteps=2000, hidden_sizes=(64, 64), batch_size=256, estimator="double_dqn",
           buffer_size=2000), 6, 2),
@@ -41,13 +41,13 @@ def test_buffer_is_exactly_capacity_times_transition_bytes(env_id, buffer_size, 
     (dict(total_timesteps=2000, hidden_sizes=(512, 512), batch_size=512,
           estimator="clipped_double", buffer_size=600), 2, None),
 ])
-def test_estimate_bounds_what_xla_allocates_from_above_and_closely(changes, seeds, chunk):
+def test_estimate_bounds_what_xla_allocates_from_above_and_closely(changes, seeds, at_once):
     """XLA's buffer assignment for the compiled program (arguments, outputs and temporaries) is
     at most the estimate, and the estimate overshoots it by less than a third."""
     cfg = DQNConfig(**changes)
-    est = estimate_memory(cfg, seeds, seeds_at_once=chunk)
+    est = estimate_memory(cfg, seeds, seeds_at_once=at_once)
     keys = jax.random.key_data(jax.random.split(jax.random.key(0), seeds))
-    stats = make_train_seeds(cfg, None, seeds_at_once=chunk).lower(keys, None) \
+    stats = make_train_seeds(cfg, None, seeds_at_once=at_once).lower(keys, None) \
         .compile().memory_analysis()
     actual = stats.temp_size_in_bytes + stats.argument_size_in_bytes + stats.output_size_in_bytes
     assert actual <= est.device_bytes < 4 / 3 * actual, (actual, est)
@@ -55,7 +55,7 @@ def test_estimate_bounds_what_xla_allocates_from_above_and_closely(changes, seed
     assert est.concurrent_runs * est.buffer_bytes < actual
 
 
-def test_estimate_scales_with_runs_per_device_and_chunks():
+def test_estimate_scales_with_runs_per_device_and_seeds_at_once():
     cfg = DQNConfig()
     one = estimate_memory(cfg, 1)
     many = estimate_memory(cfg, 64)
@@ -63,9 +63,9 @@ def test_estimate_scales_with_runs_per_device_and_chunks():
     split = estimate_memory(cfg, 64, num_devices=4)  # 16 runs per device
     assert split.runs_per_device == 16
     assert split.device_bytes == estimate_memory(cfg, 16).device_bytes
-    chunked = estimate_memory(cfg, 64, seeds_at_once=8)
-    assert chunked.concurrent_runs == 8
-    assert chunked.device_bytes < many.device_bytes / 4
+    limited = estimate_memory(cfg, 64, seeds_at_once=8)
+    assert limited.concurrent_runs == 8
+    assert limited.device_bytes < many.device_bytes / 4
 
 
 class FakeAccelerator:
@@ -112,10 +112,10 @@ def test_train_seeds_refuses_before_compiling(monkeypatch):
     def no_compiling(*args, **kwargs):
         raise AssertionError("train_seeds compiled a run that does not fit")
 
-    monkeypatch.setattr(parallel, "make_train_seeds", no_compiling)
+    monkeypatch.setattr(runs, "make_train_seeds", no_compiling)
     monkeypatch.setattr(memory, "free_bytes", lambda devices: (10**6, "test memory"))
     with pytest.raises(ValueError, match="only 976.6 KiB of test memory is free"):
-        parallel.train_seeds(DQNConfig(), jax.random.split(jax.random.key(0), 64))
+        runs.train_seeds(DQNConfig(), jax.random.split(jax.random.key(0), 64))
 
 
 def test_cpu_devices_share_the_host_memory():

@@ -20,7 +20,7 @@ from jaxdqn.checkpoint import save_checkpoint
 from jaxdqn.cli import main
 from jaxdqn.original_minatar import original_env, original_returns
 from jaxdqn.policy import make_acting_q_fn
-from jaxdqn.parallel import make_train_seeds
+from jaxdqn.runs import make_train_seeds
 
 CHANNELS = {"Asterix-MinAtar": (4, 5), "Breakout-MinAtar": (4, 3), "Freeway-MinAtar": (7, 3),
             "Seaquest-MinAtar": (10, 6), "SpaceInvaders-MinAtar": (6, 4)}

@@ -1,4 +1,4 @@
-"""Seeds across devices and chunks: ``train_seeds`` equals ``jit(vmap(train))`` run by run.
+"""Seeds across devices and in rounds (seeds_at_once): ``train_seeds`` equals ``jit(vmap(train))`` run by run.
 
 The two-device checks run in a child process, because ``XLA_FLAGS`` must force the CPU device
 count before JAX starts and this process has already started it with one device.
@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from jaxdqn import DQNConfig, HParams, make_train
-from jaxdqn.parallel import (devices_for, even_batch_size, hparams_axes, pad_batch, seed_mesh,
-                             shard_batch, sharded_vmap, split_on_axis, train_seeds)
+from jaxdqn.parallel import pad_runs, seed_mesh, shard_runs, sharded_vmap, split_on_axis
+from jaxdqn.runs import even_round_size, hparams_axes, run_devices, train_seeds
 
 # A short CartPole run that learns (about 400 gradient steps), with the default network.
 # (XLA:CPU picks matmul kernels by size; with tiny layers the kernel, and so the last bits, can
@@ -32,8 +32,8 @@ def _assert_trees_equal(actual, expected, what):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(e), err_msg=f"{what}: {path}")
 
 
-def test_chunked_sweep_equals_plain_vmap_bit_for_bit():
-    """5 runs at most 2 at a time (padded to 3 chunks of 2), one learning rate per run and the
+def test_seeds_at_once_equals_plain_vmap_bit_for_bit():
+    """5 runs at most 2 at a time (padded to 3 rounds of 2), one learning rate per run and the
     other hparams shared: every leaf equals the plain vmapped program's."""
     cfg = DQNConfig(**SMALL)
     keys = jax.random.split(jax.random.key(3), 5)
@@ -41,10 +41,10 @@ def test_chunked_sweep_equals_plain_vmap_bit_for_bit():
     hp = HParams.from_config(cfg)._replace(learning_rate=lr)
     axes = HParams(0, *(None,) * 6)
     expected = jax.jit(jax.vmap(make_train(cfg), in_axes=(0, axes)))(keys, hp)
-    one = jax.devices()[:1]  # chunking on one device: bit for bit (across devices: rounding)
+    one = jax.devices()[:1]  # rounds on one device: bit for bit (across devices: rounding)
     out = train_seeds(cfg, keys, hp, seeds_at_once=2, devices=one)
     assert out.metrics.env_steps.shape == (5, cfg.num_log_rows)
-    _assert_trees_equal(out, expected, "chunked train_seeds vs jit(vmap(train))")
+    _assert_trees_equal(out, expected, "train_seeds in rounds vs jit(vmap(train))")
     # The learning rates really were used per run: final params differ between runs.
     kernels = np.asarray(out.params["params"]["Dense_0"]["kernel"])
     assert not np.allclose(kernels[0], kernels[4])
@@ -63,12 +63,12 @@ def test_one_run_is_the_unbatched_program():
     _assert_trees_equal(out, expected, "train_seeds(one key) vs jit(train)")
 
 
-def test_devices_for_uses_the_largest_count_that_divides_the_runs():
+def test_run_devices_uses_every_device_but_not_more_than_the_runs():
     devices = ["d0", "d1", "d2", "d3"]  # only counted and sliced
-    assert [len(devices_for(n, devices)) for n in (1, 2, 3, 4, 6, 8, 9, 12)] == \
-        [1, 2, 3, 4, 3, 4, 3, 4]
-    assert devices_for(6, devices) == ["d0", "d1", "d2"]
-    assert devices_for(5, devices[:2]) == ["d0"]
+    assert [len(run_devices(n, devices)) for n in (1, 2, 3, 4, 6, 8, 9, 12)] == \
+        [1, 2, 3, 4, 4, 4, 4, 4]
+    assert run_devices(6, devices) == devices
+    assert run_devices(5, devices[:2]) == ["d0", "d1"]
 
 
 def test_split_on_axis_with_one_device_is_the_function_itself():
@@ -78,31 +78,31 @@ def test_split_on_axis_with_one_device_is_the_function_itself():
     assert split_on_axis(f, jax.devices()[:1], 0, 0) is f
 
 
-def test_even_batch_size_and_padding():
-    assert [even_batch_size(n, 16) for n in (1, 16, 17, 100, 112)] == [1, 16, 9, 15, 16]
-    assert even_batch_size(64, 8) == 8 and even_batch_size(5, 2) == 2 and even_batch_size(3, 1) == 1
+def test_even_round_size_and_padding():
+    assert [even_round_size(n, 16) for n in (1, 16, 17, 100, 112)] == [1, 16, 9, 15, 16]
+    assert even_round_size(64, 8) == 8 and even_round_size(5, 2) == 2 and even_round_size(3, 1) == 1
     tree = {"a": jnp.arange(5), "b": jnp.arange(10).reshape(5, 2)}
-    padded, n = pad_batch(tree, 4)
+    padded, n = pad_runs(tree, 4)
     assert n == 5
     np.testing.assert_array_equal(padded["a"], [0, 1, 2, 3, 4, 4, 4, 4])
     np.testing.assert_array_equal(padded["b"][-1], [8, 9])
-    same, n = pad_batch(tree, 5)
+    same, n = pad_runs(tree, 5)
     assert n == 5 and same is tree
     with pytest.raises(ValueError, match="disagree"):
-        pad_batch({"a": jnp.zeros(3), "b": jnp.zeros(4)}, 2)
+        pad_runs({"a": jnp.zeros(3), "b": jnp.zeros(4)}, 2)
 
 
-def test_sharded_vmap_with_shared_arguments_and_chunks_matches_vmap():
+def test_sharded_vmap_with_shared_arguments_and_rounds_matches_vmap():
     def f(x, scale, offset):
         return {"y": x * scale["s"] + offset, "z": jnp.sum(x)}
 
     x = jnp.arange(12.0).reshape(6, 2)
     scale = {"s": jnp.arange(6.0)[:, None]}
     expected = jax.vmap(f, in_axes=(0, {"s": 0}, None))(x, scale, 3.0)
-    for batch_size in (None, 2, 4):
+    for at_once in (None, 2, 4):
         got = jax.jit(sharded_vmap(f, seed_mesh(), in_axes=(0, {"s": 0}, None),
-                                   batch_size=batch_size))(x, scale, 3.0)
-        _assert_trees_equal(got, expected, f"batch_size={batch_size}")
+                                   at_once=at_once))(x, scale, 3.0)
+        _assert_trees_equal(got, expected, f"at_once={at_once}")
     with pytest.raises(ValueError, match="0 or None"):
         sharded_vmap(f, in_axes=(1, 0, None))(x, scale, 3.0)
 
@@ -128,12 +128,43 @@ def test_bad_arguments_are_refused_before_compiling(kwargs, match):
                     seeds_at_once=args["seeds_at_once"])
 
 
-def test_shard_batch_places_leading_axes_and_refuses_scalars():
+def test_shard_runs_places_leading_axes_and_refuses_scalars():
     one = seed_mesh(jax.devices()[:1])
-    placed = shard_batch({"a": jnp.zeros((3, 2))}, one)  # one device: any size splits
+    placed = shard_runs({"a": jnp.zeros((3, 2))}, one)  # one device: any size splits
     assert placed["a"].shape == (3, 2)
     with pytest.raises(ValueError, match="leading axis"):
-        shard_batch(jnp.float32(1.0), one)
+        shard_runs(jnp.float32(1.0), one)
+
+
+def test_padded_runs_never_reach_an_output():
+    """3 runs on every device (2 in CI's second pass: padded to 4): segments, results, saved and
+    restored states hold the 3 real runs, and each equals the run its key gives alone."""
+    from jaxdqn.parallel import place_as_output
+    from jaxdqn.runs import evaluation_keys, make_runs, run_in_segments, seed_keys
+
+    cfg = DQNConfig(env_id="Probe3", total_timesteps=400, buffer_size=200, learning_starts=64,
+                    batch_size=32, hidden_sizes=(8,), log_interval=40)
+    keys, half = seed_keys(4, 3), cfg.num_log_rows // 2
+    runs = make_runs(cfg, 3)
+    assert len(runs.devices) == min(3, jax.device_count())
+    state = runs.init(keys, None)
+    assert state.obs.shape[0] == runs.num_padded == -(-3 // len(runs.devices)) * len(runs.devices)
+    first, second = run_in_segments(runs, state, None, 0, half)
+    assert first.metrics.env_steps.shape == (3, half)
+    saved = first.saved_state()
+    assert saved.obs.shape[0] == 3 and saved.buffer.pos.shape == ()
+    assert jax.tree.map(lambda x: x.shape, saved) == jax.tree.map(
+        lambda x: x.shape, runs.state_shape(keys, None))
+    restored = place_as_output(runs.restored_state(saved), runs.init, keys, None)
+    (again,) = run_in_segments(runs, restored, None, half, half)
+    _assert_trees_equal(again.metrics, second.metrics, "resumed from a saved state")
+    returns = runs.results(runs.evaluate(second.state.train.params, evaluation_keys(4, 3), 2))
+    params = runs.results(second.state.train.params)
+    assert returns.shape == (3, 2) and params["params"]["Dense_0"]["kernel"].shape[0] == 3
+    alone = make_runs(cfg, 1, devices=jax.devices()[:1])
+    (last,) = run_in_segments(alone, alone.init(keys[2:], None), None, 0, cfg.num_log_rows)
+    np.testing.assert_array_equal(last.metrics.episode_return[0, half:],
+                                  second.metrics.episode_return[2])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -143,7 +174,8 @@ CHILD = textwrap.dedent("""
     import json, re, sys
     import jax, numpy as np
     import jaxdqn
-    from jaxdqn.parallel import make_train_seeds, seed_mesh, shard_batch, train_seeds
+    from jaxdqn.parallel import seed_mesh, shard_runs
+    from jaxdqn.runs import make_train_seeds, train_seeds
 
     cfg = jaxdqn.DQNConfig(**json.loads(sys.argv[1]))
     out_path = sys.argv[2]
@@ -154,7 +186,7 @@ CHILD = textwrap.dedent("""
     padded = train_seeds(cfg, keys[:3])                        # 3 runs padded to 4
     mesh = seed_mesh()
     fn = make_train_seeds(cfg, None, mesh=mesh)
-    kd = shard_batch(jax.random.key_data(keys), mesh)
+    kd = shard_runs(jax.random.key_data(keys), mesh)
     hlo = fn.lower(kd, None).compile().as_text()
     collectives = sorted(set(re.findall(
         r"all-gather|all-reduce|collective-permute|all-to-all|reduce-scatter", hlo)))
@@ -164,17 +196,18 @@ CHILD = textwrap.dedent("""
             arrays[name + jax.tree_util.keystr(path)] = np.asarray(leaf)
     # The CLI's and the sweep's path (jaxdqn.sweep): the same code, no device argument, splits the
     # seeds across both devices; devices=[first] is the single-device run.
-    from jaxdqn.sweep import make_run_batch, run_sweep, seed_keys
+    from jaxdqn.runs import make_runs, seed_keys
+    from jaxdqn.sweep import run_sweep
 
-    def chunked(devices):
-        batch = make_run_batch(cfg, devices=devices)
+    def in_segments(devices):
+        batch = make_runs(cfg, 4, devices=devices)
         state = batch.init(seed_keys(0, 4), None)
         state, m1 = batch.run(state, None, 0, 2)
         state, m2 = batch.run(state, None, 2, cfg.num_log_rows - 2)
         returns = batch.evaluate(state.train.params, seed_keys(1, 4), 3)
         return state, m1, m2, returns
 
-    cli_sharded, cli_single = chunked(None), chunked(devices[:1])
+    cli_sharded, cli_single = in_segments(None), in_segments(devices[:1])
     sweep_devices = {}
     for name, devs in (("sw_sharded", None), ("sw_single", devices[:1])):
         results, _ = run_sweep(cfg, {"learning_rate": [1e-3, 3e-3]}, num_seeds=4, seed=2,
@@ -250,7 +283,7 @@ def test_padded_sharded_run_keeps_only_the_requested_seeds(two_devices):
             np.testing.assert_array_equal(padded[path], expected[:3], err_msg=path)
 
 
-# The chunked CLI/sweep programs: the acting trajectory (returns, lengths, step and episode
+# The segmented CLI/sweep programs: the acting trajectory (returns, lengths, step and episode
 # counts, greedy evaluation) is identical; float state may differ in the last bits, because
 # XLA:CPU splits its float reductions by per-device shape (docs/benchmarks.md).
 EXACT = ("episode_return", "episode_length", "episodes", "env_steps", "updates", "epsilon")
@@ -272,7 +305,7 @@ def _compare_runs(sharded, single, what):
 
 def test_cli_path_splits_seeds_across_two_devices_and_equals_one_device(two_devices):
     info, arrays = two_devices
-    assert info["cli_devices"] == [0, 1]  # make_run_batch with no devices argument used both
+    assert info["cli_devices"] == [0, 1]  # make_runs with no devices argument used both
     sharded, single = _group(arrays, "cli_sharded"), _group(arrays, "cli_single")
     _compare_runs(sharded, single, "jaxdqn train path")
     assert np.all(single["[2].updates"][:, -1] > 0)  # it learned: real updates were compared

@@ -126,29 +126,27 @@ def test_the_cnn_compiler_option_compiles_and_keeps_the_values():
     assert jnp.allclose(plain, optioned, rtol=1e-6, atol=0)
 
 
-@pytest.mark.parametrize("entry", ["make_train_seeds", "make_run_batch"])
+@pytest.mark.parametrize("entry", ["make_train_seeds", "make_runs"])
 def test_the_training_programs_compile_with_the_configs_compiler_options(monkeypatch, entry):
     """Both builders of a training program pass ``compiler_options(config)`` to XLA: an option
     XLA does not know, put in its place, fails the compile by name."""
     import jax
     import jax.numpy as jnp
 
-    import jaxdqn.parallel
-    import jaxdqn.sweep
+    import jaxdqn.runs
     from jaxdqn.config import DQNConfig
 
     cfg = DQNConfig(total_timesteps=80, buffer_size=80, batch_size=8, learning_starts=10,
                     train_frequency=10, log_interval=40, hidden_sizes=(4,))
     probe = {"xla_jaxdqn_probe_option": True}
-    for module in (jaxdqn.parallel, jaxdqn.sweep):
-        monkeypatch.setattr(module, "compiler_options", lambda config: probe)
+    monkeypatch.setattr(jaxdqn.runs, "compiler_options", lambda config: probe)
     keys = jax.random.key_data(jax.random.split(jax.random.key(0), 1))
     if entry == "make_train_seeds":
         # Uncached: the cached builder would keep the probe's program for later callers.
-        lowered = jaxdqn.parallel._make_train_seeds.__wrapped__(cfg, None, None, None).lower(
+        lowered = jaxdqn.runs._make_train_seeds.__wrapped__(cfg, None, None, None).lower(
             keys, None)
     else:
-        batch = jaxdqn.sweep.make_run_batch(cfg, devices=jax.devices()[:1])
+        batch = jaxdqn.runs.make_runs(cfg, 1, devices=jax.devices()[:1])
         lowered = batch.run.lower(jax.eval_shape(batch.init, jnp.asarray(keys), None), None, 0, 2)
     with pytest.raises(Exception, match="xla_jaxdqn_probe_option"):
         lowered.compile()

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from jaxdqn import DQNConfig, epsilon_at, make_q_fn
-from jaxdqn.sweep import (GroupResult, rows_per_segment, expand_grid, make_run_batch,
-                          rank_combinations, run_in_segments, run_sweep, shape_groups)
+from jaxdqn.runs import make_runs, rows_per_segment, run_in_segments
+from jaxdqn.sweep import GroupResult, expand_grid, rank_combinations, run_sweep, shape_groups
 from jaxdqn.train import HParams, TrainMetrics
 
 TINY = DQNConfig(env_id="Probe3", total_timesteps=400, buffer_size=200, learning_starts=64,
@@ -73,7 +73,7 @@ def test_segment_rows_divide_the_run_into_about_the_target_number_of_segments(nu
 
 
 def test_segments_must_divide_the_rows_left():
-    batch = make_run_batch(TINY)  # nothing compiles: the check comes first
+    batch = make_runs(TINY, 1)  # nothing compiles: the check comes first
     with pytest.raises(ValueError, match="segment_rows=3 must divide the 10 rows left"):
         next(run_in_segments(batch, None, None, 0, 3))
     with pytest.raises(ValueError, match="segment_rows=4 must divide the 6 rows left"):

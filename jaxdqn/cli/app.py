@@ -20,7 +20,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
     if "jax" not in sys.modules:  # an in-process caller (a test) has set up its JAX already
         fast_cpu_compile()
-        use_all_cpu_cores()  # seeds split across cores: jaxdqn.sweep.make_run_batch
+        use_all_cpu_cores()  # seeds split across cores: jaxdqn.runs.make_runs
     argv = list(sys.argv[1:] if argv is None else argv)
     interrupts.install()  # Ctrl-C and SIGTERM act at the commands' safe points, never inside JAX
     try:

@@ -1,7 +1,7 @@
 """``--distributed``: one run or sweep computed by several processes (hosts), written by one.
 
 Every process runs the same command; ``jax.distributed`` joins them, the seeds are split across
-the devices of all processes (``jaxdqn.parallel``), results are gathered onto every process
+the devices of all processes (``jaxdqn.runs``), results are gathered onto every process
 (``to_host``), and only process 0 writes the output folder and prints the results.
 """
 
@@ -114,7 +114,8 @@ def seed_share(num_seeds: int) -> int:
 
 def check_seed_split(num_seeds: int) -> None:
     """Several processes split the seeds evenly across all their devices: refuse a count that
-    does not divide."""
+    does not divide. This is the one exception to ``jaxdqn.runs.run_devices``'s padded split,
+    because each process checks memory for, and reports, a share of ``num_seeds // processes``."""
     import jax
 
     n, p = jax.device_count(), jax.process_count()

@@ -57,7 +57,7 @@ def run(args, argv) -> int:
 
     from jaxdqn.envs import solve_threshold
     from jaxdqn.io import atomic_write_json
-    from jaxdqn.sweep import evaluation_keys, make_run_batch
+    from jaxdqn.runs import evaluation_keys, make_runs
 
     if args.episodes < 1:
         raise UserError(f"--episodes={args.episodes} is invalid: must be >= 1")
@@ -106,10 +106,10 @@ def run(args, argv) -> int:
         def jax_returns(params):
             return jax.device_get(evaluate_all(params, keys))
     else:
-        batch = make_run_batch(config)
+        runs = make_runs(config, ckpt.num_seeds)
 
         def jax_returns(params):
-            return jax.device_get(batch.evaluate(params, keys, args.episodes))
+            return runs.results(runs.evaluate(params, keys, args.episodes))
     rows = eval_rows(jax_returns(ckpt.params), threshold)
     result = {"checkpoint": str(ckpt_path), "env_id": config.env_id,
               "jax": eval_summary(rows, threshold, args.episodes, seed)}

@@ -32,7 +32,7 @@ def eval_summary(rows: list[dict[str, Any]], threshold, num_episodes: int, seed:
     return {
         "num_episodes": num_episodes,
         "seed": seed,
-        "keys": f"jax.random.split(jax.random.fold_in(PRNGKey({seed}), 1), num_seeds)",
+        "keys": f"jaxdqn.runs.evaluation_keys({seed}, num_seeds)",
         "solve_threshold": threshold,
         "mean_over_seeds": float(np.mean([r["mean"] for r in rows])),
         "solved_seeds": None if threshold is None else int(sum(solved)),

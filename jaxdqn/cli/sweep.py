@@ -89,6 +89,8 @@ def parse_grid(specs: Sequence[str]) -> dict[str, list[Any]]:
 
 
 def run(args, argv) -> int:
+    import jax
+
     from jaxdqn.envs import solve_threshold
     from jaxdqn.io import atomic_write_json
     from jaxdqn.sweep import check_sweep_fits, expand_grid, shape_groups
@@ -118,7 +120,7 @@ def run(args, argv) -> int:
             check_learns(c.config, f"grid combination {where}: ")
         groups = shape_groups(combinations)
         check_seed_split(args.seeds)
-        check_sweep_fits(groups, seed_share(args.seeds))
+        check_sweep_fits(groups, seed_share(args.seeds), jax.local_devices())
     except ValueError as e:
         raise UserError(str(e)) from None
     if not writer:  # another process writes the folder; this one computes its share
@@ -256,7 +258,8 @@ def _sweep(args, out, base, grid, groups, results, resume, prior_seconds) -> int
 
     from jaxdqn.checkpoint import save_resume_state
     from jaxdqn.envs import solve_threshold
-    from jaxdqn.sweep import concat_metrics, iter_sweep
+    from jaxdqn.runs import concat_metrics
+    from jaxdqn.sweep import iter_sweep
 
     progress = None
     combos = sorted((c for g in groups for c in g.combinations), key=lambda c: c.index)
@@ -268,7 +271,7 @@ def _sweep(args, out, base, grid, groups, results, resume, prior_seconds) -> int
                              args.seeds, base.log_interval) \
         if args.tensorboard or args.wandb else None
     # The group in progress: what a Ctrl-C saves (``new`` once a segment ran in this session).
-    current = {"gi": None, "state": None, "rows": 0, "metrics": [], "new": False}
+    current = {"gi": None, "segment": None, "rows": 0, "metrics": [], "new": False}
 
     def describe(gi, group):
         static = ", ".join(f"{k}={show(v)}" for k, v in group.static_values(list(grid)).items())
@@ -286,7 +289,7 @@ def _sweep(args, out, base, grid, groups, results, resume, prior_seconds) -> int
     def on_group_start(gi, group):
         nonlocal progress
         resumed = resume is not None and resume.group_index == gi
-        current.update(gi=gi, state=None, new=False, rows=resume.rows_done if resumed else 0,
+        current.update(gi=gi, segment=None, new=False, rows=resume.rows_done if resumed else 0,
                        metrics=[resume.metrics] if resumed and resume.rows_done else [])
         interrupts.check()  # after compiling: a safe point
         progress = Progress(describe(gi, group), group.config.total_timesteps,
@@ -298,7 +301,7 @@ def _sweep(args, out, base, grid, groups, results, resume, prior_seconds) -> int
 
     def on_segment(gi, segment):
         current["metrics"].append(segment.metrics)
-        current.update(state=segment.state, rows=segment.rows_done, new=True)
+        current.update(segment=segment, rows=segment.rows_done, new=True)
         progress.update(segment.rows_done * groups[gi].config.log_interval,
                         latest_returns(segment.metrics))
         if segment_log is not None:  # each grid point: the mean over its seeds
@@ -337,9 +340,10 @@ def _sweep(args, out, base, grid, groups, results, resume, prior_seconds) -> int
             if gi is not None and current["new"] and jax.process_count() == 1:
                 group = groups[gi]
                 metrics = concat_metrics(current["metrics"], 2)
-                save_resume_state(out / run_folder.RESUME_STATE, current["state"], group.config, {
-                    "group_index": gi, "rows_done": current["rows"], "seconds": seconds(),
-                    "metrics": metrics._asdict()})
+                save_resume_state(
+                    out / run_folder.RESUME_STATE, current["segment"].saved_state(), group.config, {
+                        "group_index": gi, "rows_done": current["rows"], "seconds": seconds(),
+                        "metrics": metrics._asdict()})
                 say(f"interrupted: saved group {gi + 1}/{len(groups)} after "
                     f"{current['rows'] * group.config.log_interval} of "
                     f"{group.config.total_timesteps} env steps per run")

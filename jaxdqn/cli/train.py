@@ -40,7 +40,8 @@ def add_parser(sub) -> None:
                    help="number of independent runs, vmapped together (default 1, or the "
                         "value stored in a run's config.json given to --config)")
     p.add_argument("--seed", type=int, default=None, metavar="S",
-                   help="base seed: run i uses jax.random.split(PRNGKey(S), N)[i] (default 0)")
+                   help="base seed: run i uses jax.random.split(jax.random.key(S), N)[i] "
+                        "(default 0)")
     p.add_argument("--episodes", type=int, default=100, metavar="E",
                    help="greedy evaluation episodes per seed at the end (default 100)")
     add_out_options(p, "runs/<env>-<time>")
@@ -87,12 +88,14 @@ def run(args, argv) -> int:
 def check_memory(config, num_seeds: int) -> None:
     """Refuses, before anything is written or compiled, runs that will not fit in memory (this
     process's share of the seeds on its devices)."""
+    import jax
+
     from jaxdqn.memory import check_fits
-    from jaxdqn.parallel import devices_for
+    from jaxdqn.runs import run_devices
 
     share = seed_share(num_seeds)
     try:
-        check_fits(config, share, devices_for(share), can_limit=False)
+        check_fits(config, share, run_devices(share, jax.local_devices()), can_limit=False)
     except ValueError as e:
         raise UserError(str(e)) from None
 
@@ -135,21 +138,21 @@ def _train(config, num_seeds: int, seed: int, num_episodes: int, out: Path, no_p
 
     from jaxdqn.checkpoint import CheckpointError, load_resume_state
     from jaxdqn.envs import solve_threshold
-    from jaxdqn.parallel import devices_for, place_as_output, to_host
-    from jaxdqn.sweep import (rows_per_segment, concat_metrics, evaluation_keys, make_run_batch,
-                              run_in_segments, seed_keys)
+    import jaxdqn.runs
+    from jaxdqn.parallel import place_as_output
+    from jaxdqn.runs import (concat_metrics, evaluation_keys, host_key_data, make_runs,
+                             rows_per_segment, seed_keys)
     from jaxdqn.train import best_params
 
     # Several processes: the seeds split across the devices of all of them, inputs given as host
-    # arrays (the same in every process), results gathered with to_host.
+    # arrays (the same in every process), results gathered (Runs.results).
     multi = jax.process_count() > 1
-    run_devices = jax.devices() if multi else devices_for(num_seeds)
-    batch = make_run_batch(config, devices=run_devices if multi else None)
-    host = np.asarray if multi else (lambda x: x)
+    batch = make_runs(config, num_seeds)
+    host = host_key_data if multi else (lambda x: x)
     keys = host(seed_keys(seed, num_seeds))
     first_row, done_segments, prior = 0, [], {}
     if resume:
-        template = jax.eval_shape(batch.init, keys, None)
+        template = batch.state_shape(keys, None)
         try:
             state, meta = load_resume_state(out / run_folder.RESUME_STATE, template, config)
         except CheckpointError as e:
@@ -160,7 +163,7 @@ def _train(config, num_seeds: int, seed: int, num_episodes: int, out: Path, no_p
     num_rows = config.num_log_rows
     left = num_rows - first_row
     segment_rows = left if no_progress else rows_per_segment(left, PROGRESS_SEGMENTS)
-    num_devices = len(run_devices)
+    num_devices = len(batch.devices)
     on_devices = f" split across {num_devices} devices" if num_devices > 1 else ""
     if multi:
         on_devices += f" of {jax.process_count()} processes"
@@ -170,7 +173,7 @@ def _train(config, num_seeds: int, seed: int, num_episodes: int, out: Path, no_p
            f"{on_devices} -> {out}")
     t_compile = time.perf_counter()
     if resume:  # placed as init's output is: a host state would compile ``run`` twice
-        state = place_as_output(state, batch.init, keys, None)
+        state = place_as_output(batch.restored_state(state), batch.init, keys, None)
     else:
         state = batch.init(keys, None)
     if left:
@@ -200,7 +203,7 @@ def _train(config, num_seeds: int, seed: int, num_episodes: int, out: Path, no_p
     if segment_log is not None:
         segment_log.restart_clock()
     try:
-        for segment in run_in_segments(batch, state, None, first_row, segment_rows):
+        for segment in jaxdqn.runs.run_in_segments(batch, state, None, first_row, segment_rows):
             done.append(segment)
             progress.update(segment.rows_done * steps_per_row, latest_returns(segment.metrics))
             if segment_log is not None:  # on the host, while the next segment runs
@@ -226,7 +229,7 @@ def _train(config, num_seeds: int, seed: int, num_episodes: int, out: Path, no_p
     metrics = concat_metrics(all_segments, 1) if all_segments else None
     params = state.train.params  # on the devices, for the evaluation
     best = best_params(state)
-    host_params, host_best = to_host(params), to_host(best)  # every process: a collective
+    host_params, host_best = batch.results(params), batch.results(best)  # a collective
     summary = {
         "env_id": config.env_id, "num_seeds": num_seeds, "seed": seed,
         "total_timesteps": config.total_timesteps, "env_steps_done": rows_done * steps_per_row,
@@ -244,7 +247,7 @@ def _train(config, num_seeds: int, seed: int, num_episodes: int, out: Path, no_p
         report(f"warning: diverged (TD loss or Q-values not finite): "
                f"{_seed_list(summary['diverged'])}; lower learning_rate or set max_grad_norm")
     if best is not None:
-        summary["best_during_training"] = _best_summary(best, config)
+        summary["best_during_training"] = _best_summary(host_best, config)
     from jaxdqn.checkpoint import save_resume_state
 
     resume_path = out / run_folder.RESUME_STATE
@@ -253,7 +256,7 @@ def _train(config, num_seeds: int, seed: int, num_episodes: int, out: Path, no_p
                                  interrupted)
     with interrupts.writing():  # a second Ctrl-C waits for these files
         if interrupted and not multi:  # first what --resume needs: the state and metric rows
-            save_resume_state(resume_path, state, config, {
+            save_resume_state(resume_path, batch.saved_state(state), config, {
                 "rows_done": rows_done, "train_seconds": train_seconds,
                 "metrics": None if metrics is None else metrics._asdict()})
         write_run_files(out, config, num_seeds, seed, metrics, host_params, summary, host_best)
@@ -277,11 +280,11 @@ def _train(config, num_seeds: int, seed: int, num_episodes: int, out: Path, no_p
     eval_keys = host(evaluation_keys(seed, num_seeds))
     returns = batch.evaluate(params, eval_keys, num_episodes)
     threshold = solve_threshold(config)
-    rows = eval_rows(to_host(returns), threshold)
+    rows = eval_rows(batch.results(returns), threshold)
     summary["evaluation"] = eval_summary(rows, threshold, num_episodes, seed)
     if best is not None:  # the same fresh episodes for the best params
-        best_rows = eval_rows(to_host(batch.evaluate(best.params, eval_keys, num_episodes)),
-                              threshold)
+        best_rows = eval_rows(batch.results(batch.evaluate(best.params, eval_keys,
+                                                           num_episodes)), threshold)
         summary["evaluation_best"] = eval_summary(best_rows, threshold, num_episodes, seed)
     from jaxdqn.io import atomic_write_json
 
@@ -304,17 +307,14 @@ def _quiet(message: str) -> None:
 def _evaluate_quietly(batch, params, best, seed, num_seeds, num_episodes, interrupted) -> int:
     """A non-writing process's part of the evaluation: the same computations and gathers as the
     writer's, in the same order, with nothing written or printed."""
-    import numpy as np
-
-    from jaxdqn.parallel import to_host
-    from jaxdqn.sweep import evaluation_keys
+    from jaxdqn.runs import evaluation_keys, host_key_data
 
     if interrupted or interrupts.requested():
         return EXIT_INTERRUPTED
-    eval_keys = np.asarray(evaluation_keys(seed, num_seeds))
-    to_host(batch.evaluate(params, eval_keys, num_episodes))
+    eval_keys = host_key_data(evaluation_keys(seed, num_seeds))
+    batch.results(batch.evaluate(params, eval_keys, num_episodes))
     if best is not None:
-        to_host(batch.evaluate(best.params, eval_keys, num_episodes))
+        batch.results(batch.evaluate(best.params, eval_keys, num_episodes))
     return 0
 
 
