@@ -3,12 +3,15 @@
 import signal
 import sys
 
-# Ctrl-C from here on only sets a flag that the command checks at safe points (jaxdqn.cli.interrupts).
+# Ctrl-C from here on only sets a flag that the command checks at safe points
+# (jaxdqn.cli.interrupts).
 signal.signal(signal.SIGINT, lambda signum, frame: _pending.append(signum))
 _pending: list = []
 
-from jaxdqn.cli import interrupts  # noqa: E402
-from jaxdqn.cli import main  # noqa: E402
+from jaxdqn.cli import (
+    interrupts,
+    main,
+)
 
 interrupts.install()
 if _pending:  # Ctrl-C while importing

@@ -43,7 +43,7 @@ class Agent:
         self.obs_shape: tuple[int, ...] = spec.obs_shape
         self.num_actions: int = spec.num_actions
         q = make_acting_q_fn(config)
-        legal = (lambda obs: None) if spec.legal_fn is None else spec.legal_fn  # noqa: E731
+        legal = (lambda obs: None) if spec.legal_fn is None else spec.legal_fn
         self._q_values = jax.jit(q)
         self._greedy = jax.jit(lambda p, obs: greedy_action(q(p, obs), legal(obs)))
         self._explore = jax.jit(lambda p, obs, key, eps: epsilon_greedy(

@@ -18,7 +18,8 @@ reward_bound / (1 - gamma)`` (``tail_bound``), and nothing at all where the epis
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -288,7 +289,7 @@ def realised_left_fraction(metrics: TrainMetrics, num_segments: int) -> jax.Arra
                          f"of the {rows} metric rows")
     left = jnp.where(episodes > 0,
                      jnp.round((jnp.asarray(metrics.episode_length) - 1.0) * episodes), 0.0)
-    shape = episodes.shape[:-1] + (num_segments, rows // num_segments)
+    shape = (*episodes.shape[:-1], num_segments, rows // num_segments)
     left, total = left.reshape(shape).sum(-1), episodes.reshape(shape).sum(-1)
     return jnp.where(total > 0, left / jnp.maximum(total, 1), jnp.nan)
 
@@ -360,7 +361,7 @@ def make_value_study(
             segment, runner,
             (jnp.arange(num_segments), jax.random.split(measure_key, num_segments)))
         points = points._replace(episodes=jnp.cumsum(points.episodes))
-        metrics = jax.tree.map(lambda x: x.reshape((rows,) + x.shape[2:]), metrics)
+        metrics = jax.tree.map(lambda x: x.reshape((rows, *x.shape[2:])), metrics)
         return StudyOutput(params=runner.train.params, points=points, metrics=metrics)
 
     return study

@@ -31,8 +31,8 @@ import numpy as np
 from flax import serialization
 
 from jaxdqn.config import DQNConfig
-from jaxdqn.io import atomic_write
 from jaxdqn.envs import env_spec
+from jaxdqn.io import atomic_write
 from jaxdqn.networks import init_q_params, network_kind
 from jaxdqn.run_folder import CheckpointError
 
@@ -182,7 +182,7 @@ def _read(path, fmt: str) -> dict:
         raise CheckpointError(f"cannot read {what} {str(path)!r}: {e.strerror or e}") from None
     try:
         payload = serialization.msgpack_restore(raw)
-    except Exception:  # msgpack raises several unrelated types for bad bytes
+    except Exception:  # noqa: BLE001 - msgpack raises several unrelated types for bad bytes
         payload = None
     if not isinstance(payload, dict) or payload.get("format") != fmt:
         raise CheckpointError(f"{str(path)!r} is not a jaxdqn {what} (unreadable or truncated)")

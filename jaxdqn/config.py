@@ -229,7 +229,8 @@ class DQNConfig:
     @property
     def num_updates(self) -> int:
         """Gradient steps in the whole run."""
-        return max(self.num_iterations - self.first_learning_iteration, 0) * self.updates_per_iteration
+        learning = max(self.num_iterations - self.first_learning_iteration, 0)
+        return learning * self.updates_per_iteration
 
     @property
     def num_log_rows(self) -> int:
@@ -252,7 +253,7 @@ class DQNConfig:
         (the step takes a key) or ``"all"``."""
         return ESTIMATORS[self.estimator].trained(self.update_all_members)
 
-    def replace(self, **changes: Any) -> "DQNConfig":
+    def replace(self, **changes: Any) -> DQNConfig:
         """A copy with ``changes``; a derived default (``learning_starts``, ``log_interval``) is
         re-derived unless given, so ``replace(buffer_size=...)`` behaves like a fresh config."""
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -274,7 +275,7 @@ class DQNConfig:
         return d
 
     @classmethod
-    def from_dict(cls, fields: dict[str, Any]) -> "DQNConfig":
+    def from_dict(cls, fields: dict[str, Any]) -> DQNConfig:
         """A config from ``to_dict``'s output, including files written before a field was renamed
         (``upgrade_legacy_fields``)."""
         fields = upgrade_legacy_fields(fields)
@@ -469,7 +470,8 @@ _PRESETS["minatar-fast"] = dict(_MINATAR, total_timesteps=1_000_000, train_frequ
 _PRESET_DESCRIPTIONS = {
     "seed": "the seed's train_dqn defaults (CartPole-v1, 500k steps)",
     "probes": "learns each probe's exact Q-values in 3k steps (set env_id to Probe1..Probe5)",
-    "cartpole": "CartPole-v1 in 80k steps: 8 envs, Double DQN, soft target (docs/cartpole_preset.md)",
+    "cartpole": ("CartPole-v1 in 80k steps: 8 envs, Double DQN, soft target "
+                 "(docs/cartpole_preset.md)"),
     "minatar": "the MinAtar paper's DQN on Breakout-MinAtar, Adam, 5M steps (docs/minatar.md)",
     "minatar-fast": "minatar with an update every 4 steps, 1M steps (docs/minatar.md)",
 }

@@ -39,7 +39,8 @@ module keeps every fact of an estimator in one record instead of splitting a JAX
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 import jax
 import jax.numpy as jnp

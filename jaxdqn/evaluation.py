@@ -9,7 +9,8 @@ auto-resetting ``step``), so a finished copy costs no reset draw and its later s
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import math
 import os
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp

@@ -4,7 +4,7 @@ action; optionally a stack of independently initialised members (ensemble estima
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -22,9 +22,10 @@ class QNetwork(nn.Module):
     With no convolutions it is the seed's ``QNetwork``: for CartPole (4 -> 120 -> 84 -> 2) it has
     10,934 parameters. With neither hidden layers nor convolutions it is ``Q(s) = s @ W``, linear
     in the observation and without a bias: on one-hot observations ``W`` is exactly a table (a
-    bias would be shared by all states and couple their entries). With ``conv_channels`` the observation is an image ``[..., H, W, C]``; each
-    convolution is ``conv_kernel_size`` square, stride 1, no padding, then ReLU (the MinAtar
-    paper's network is ``conv_channels=(16,)``, kernel 3, ``hidden_sizes=(128,)``).
+    bias would be shared by all states and couple their entries). With ``conv_channels`` the
+    observation is an image ``[..., H, W, C]``; each convolution is ``conv_kernel_size`` square,
+    stride 1, no padding, then ReLU (the MinAtar paper's network is ``conv_channels=(16,)``,
+    kernel 3, ``hidden_sizes=(128,)``).
     """
 
     num_actions: int
@@ -157,7 +158,8 @@ def _leaf_name(path) -> str:
     return str(getattr(last, "key", getattr(last, "name", last)))
 
 
-# Standard deviation of a unit normal truncated to [-2, 2] (the constant in flax's variance_scaling).
+# Standard deviation of a unit normal truncated to [-2, 2] (the constant in flax's
+# variance_scaling).
 _TRUNCATED_NORMAL_STD = 0.87962566103423978
 
 

@@ -134,7 +134,7 @@ def compounding_table(ks=(2, 10), sigmas=(0.1,), gammas=(0.9, 0.99), num_runs: i
     for k in ks:
         for sigma in sigmas:
             for gamma in gammas:
-                iterations = int(round(10 / (1 - gamma)))
+                iterations = round(10 / (1 - gamma))
                 trace = simulate_compounding(k, sigma, gamma, iterations, num_runs, rng)
                 rows.append({"k": int(k), "sigma": sigma, "gamma": gamma,
                              "per_step_bias": expected_max(k, 0.0, sigma),

@@ -13,7 +13,8 @@ values and ``to_host`` gathers the results onto every process.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp

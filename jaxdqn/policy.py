@@ -8,7 +8,8 @@ import jax.numpy as jnp
 
 
 def epsilon_at(step, start_epsilon, end_epsilon, exploration_fraction, total_timesteps):
-    """The seed's ``linear_schedule``: ``start + (end - start) * min(step / (fraction * total), 1)``.
+    """The seed's ``linear_schedule``:
+    ``start + (end - start) * min(step / (fraction * total), 1)``.
 
     Every argument may be a traced value, so one compiled program serves a grid of schedules.
     Where ``fraction * total`` is a whole number this equals ``optax.linear_schedule``.

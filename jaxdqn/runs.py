@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable, Iterator, NamedTuple, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -38,11 +39,18 @@ import numpy as np
 from jaxdqn.config import DQNConfig
 from jaxdqn.evaluation import evaluate
 from jaxdqn.memory import check_fits
-from jaxdqn.parallel import (pad_runs, seed_mesh, shard_runs, sharded_vmap, split_on_axis,
-                             to_host)
+from jaxdqn.parallel import pad_runs, seed_mesh, shard_runs, sharded_vmap, split_on_axis, to_host
 from jaxdqn.runtime import compiler_options
-from jaxdqn.train import (EVAL_STREAM, RUNNER_STATE_AXES, HParams, RunnerState, TrainMetrics,
-                          TrainOutput, make_train, make_trainer)
+from jaxdqn.train import (
+    EVAL_STREAM,
+    RUNNER_STATE_AXES,
+    HParams,
+    RunnerState,
+    TrainMetrics,
+    TrainOutput,
+    make_train,
+    make_trainer,
+)
 
 AFTER_TRAINING = 0xFFFFFFFF
 """Folded into a run's evaluation key for the evaluation after training (rows fold in their
@@ -288,7 +296,7 @@ class Runs(NamedTuple):
             def one(s):
                 if d is None:
                     return s
-                shape = s.shape[:d] + (self.num_seeds,) + s.shape[d + 1:]
+                shape = (*s.shape[:d], self.num_seeds, *s.shape[d + 1:])
                 return jax.ShapeDtypeStruct(shape, s.dtype)
 
             return jax.tree.map(one, x)
@@ -435,8 +443,23 @@ def concat_metrics(segments: Sequence[TrainMetrics], num_run_axes: int) -> Train
 
 
 __all__ = [
-    "AFTER_TRAINING", "EVAL_STREAM", "Runs", "Segment", "SeedRuns", "concat_metrics",
-    "evaluation_keys", "even_round_size", "hparams_axes", "host_key_data", "make_runs",
-    "make_train_seeds", "padded_count", "plan_train_seeds", "rows_per_segment", "run_devices",
-    "run_in_segments", "seed_keys", "train_seeds",
+    "AFTER_TRAINING",
+    "EVAL_STREAM",
+    "Runs",
+    "SeedRuns",
+    "Segment",
+    "concat_metrics",
+    "evaluation_keys",
+    "even_round_size",
+    "host_key_data",
+    "hparams_axes",
+    "make_runs",
+    "make_train_seeds",
+    "padded_count",
+    "plan_train_seeds",
+    "rows_per_segment",
+    "run_devices",
+    "run_in_segments",
+    "seed_keys",
+    "train_seeds",
 ]

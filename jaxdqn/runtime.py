@@ -15,7 +15,8 @@ from importlib import metadata
 
 # XLA:CPU's MLIR fusion emitters take ~1.5x longer to compile jaxdqn's training loop (1.8 s -> 1.2 s
 # for preset("cartpole") on a 2-core CPU, jax 0.10.2) for no measurable run-time gain on these
-# small kernels. jaxlib 0.11 removed the flag, and XLA aborts the process on a flag it does not know.
+# small kernels. jaxlib 0.11 removed the flag, and XLA aborts the process on a flag it does not
+# know.
 FAST_CPU_COMPILE_FLAG = "--xla_cpu_use_fusion_emitters=false"
 LAST_JAXLIB_WITH_FLAG = (0, 10)
 CPU_DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"

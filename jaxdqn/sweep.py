@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -25,8 +26,16 @@ import jaxdqn.runs
 from jaxdqn.config import DQNConfig
 from jaxdqn.memory import check_fits
 from jaxdqn.parallel import place_as_output
-from jaxdqn.runs import (Segment, concat_metrics, evaluation_keys, host_key_data, padded_count,
-                         rows_per_segment, run_devices, seed_keys)
+from jaxdqn.runs import (
+    Segment,
+    concat_metrics,
+    evaluation_keys,
+    host_key_data,
+    padded_count,
+    rows_per_segment,
+    run_devices,
+    seed_keys,
+)
 from jaxdqn.train import HParams, RunnerState, TrainMetrics
 
 TRACED_FIELDS: tuple[str, ...] = HParams._fields
@@ -252,7 +261,17 @@ def run_sweep(base: DQNConfig, grid: Mapping[str, Sequence[Any]], num_seeds: int
 
 
 __all__ = [
-    "Combination", "GroupProgress", "GroupResult", "RankedCombination", "ShapeGroup",
-    "TRACED_FIELDS", "check_sweep_fits", "expand_grid", "group_state_shape", "iter_sweep",
-    "rank_combinations", "run_sweep", "shape_groups",
+    "TRACED_FIELDS",
+    "Combination",
+    "GroupProgress",
+    "GroupResult",
+    "RankedCombination",
+    "ShapeGroup",
+    "check_sweep_fits",
+    "expand_grid",
+    "group_state_shape",
+    "iter_sweep",
+    "rank_combinations",
+    "run_sweep",
+    "shape_groups",
 ]

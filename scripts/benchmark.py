@@ -106,7 +106,8 @@ def updates_only(config):
             train_state, key, loss_sum = jax.lax.fori_loop(
                 0, config.updates_per_iteration, one_update, (train_state, key, loss_sum))
             step0 = it * per_iteration
-            crossed = (step0 + per_iteration) // hp.target_update_freq > step0 // hp.target_update_freq
+            freq = hp.target_update_freq
+            crossed = (step0 + per_iteration) // freq > step0 // freq
             train_state = sync_target(train_state, crossed, hp.tau)
             return (train_state, key, loss_sum), None
 
@@ -168,8 +169,7 @@ def run_case(spec: dict[str, Any]) -> dict[str, Any]:
     from jaxdqn.config import DQNConfig
     from jaxdqn.memory import check_fits
     from jaxdqn.parallel import seed_mesh, shard_runs, sharded_vmap
-    from jaxdqn.runs import (even_round_size, make_train_seeds, padded_count, run_devices,
-                             seed_keys)
+    from jaxdqn.runs import even_round_size, make_train_seeds, padded_count, run_devices, seed_keys
     from jaxdqn.train import make_trainer
 
     config = DQNConfig(**{k: tuple(v) if isinstance(v, list) else v

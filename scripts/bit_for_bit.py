@@ -7,7 +7,7 @@ of the outputs (final params, metric rows, best params) to one ``.npz``. ``--com
 cases and reports each array that differs in any bit (NaNs at the same places count as equal)::
 
     python scripts/bit_for_bit.py --save /tmp/before.npz      # on the old code
-    python scripts/bit_for_bit.py --compare /tmp/before.npz   # on the new code: exit 1 if any differs
+    python scripts/bit_for_bit.py --compare /tmp/before.npz   # new code: exit 1 if any differs
 
 The cases cover the presets (the cartpole preset whole; probes; the MinAtar presets shortened),
 every estimator, evaluation during training, a legal-action mask with random tie-breaking, SGD on

@@ -26,8 +26,8 @@ import numpy as np  # noqa: E402
 
 import jaxdqn  # noqa: E402
 from jaxdqn.cli.parser import OneLineParser, UserError, say  # noqa: E402
-from jaxdqn.io import atomic_write_json  # noqa: E402
 from jaxdqn.envs import solve_threshold  # noqa: E402
+from jaxdqn.io import atomic_write_json  # noqa: E402
 from jaxdqn.runs import train_seeds  # noqa: E402
 
 

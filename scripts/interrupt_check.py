@@ -13,7 +13,6 @@ exits 1 if any run did not exit 130 or left an unusable folder.
 
 from __future__ import annotations
 
-import argparse
 import random
 import signal
 import subprocess
@@ -72,9 +71,9 @@ def sweep_folder_state(out: Path) -> str:
     if (out / run_folder.CONFIG).exists() and ((out / run_folder.SWEEP_RESUME).exists()
                                                or (out / run_folder.RESUME_STATE).exists()):
         return "resumable"
-    if (out / run_folder.SUMMARY).exists() and (out / run_folder.CONFIG).exists():
-        if json.loads((out / run_folder.SUMMARY).read_text()).get("complete"):
-            return "complete"
+    if ((out / run_folder.SUMMARY).exists() and (out / run_folder.CONFIG).exists()
+            and json.loads((out / run_folder.SUMMARY).read_text()).get("complete")):
+        return "complete"
     return "BROKEN: " + ", ".join(present)
 
 

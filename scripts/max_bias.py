@@ -1,7 +1,8 @@
 """Measured maximization bias of any set of estimators on CartPole-v1 and MaxBiasMDP, one command.
 
     python scripts/max_bias.py --seeds 8 --out runs/max_bias
-    python scripts/max_bias.py --estimators dqn,double_dqn,double_q,clipped_double,maxmin:4,averaged:4
+    python scripts/max_bias.py \
+        --estimators dqn,double_dqn,double_q,clipped_double,maxmin:4,averaged:4
 
 For each env and estimator (``name`` or ``name:N`` for ``ensemble_size``; default
 ``dqn,double_dqn``) it trains ``--seeds`` agents with jaxdqn's own loop (one ``jit(vmap)`` program
@@ -180,8 +181,8 @@ def run_methods(cfg, spec, segments, seeds, key, probe, methods, final_eval=Fals
                            "metrics": jax.tree.map(np.asarray, out.metrics),
                            "seconds": seconds, "config": method_cfg.to_dict()}
         if final_eval:
-            returns = jax.jit(jax.vmap(lambda p, k: evaluate(method_cfg, p, k,
-                                                             FINAL_EVAL_EPISODES)))(
+            returns = jax.jit(jax.vmap(lambda p, k, cfg=method_cfg: evaluate(
+                cfg, p, k, FINAL_EVAL_EPISODES)))(
                 out.params, eval_keys)
             results[method]["final_returns"] = np.asarray(returns)  # [seeds, episodes]
         print(f"  {cfg.env_id} {method}: {seeds} seeds x {cfg.total_timesteps} steps in "
@@ -220,9 +221,9 @@ def iqm_ci(scores_by_method, resamples, seed=0):
 def summarize(results, resamples, left=None, baseline="DQN"):
     """Per method: bias and values with bootstrap CIs over seeds; each method minus ``baseline``,
     paired by seed; on CartPole (``final_returns``) the final return, solve rate and IQM."""
-    from jaxdqn.envs import solve_threshold
-
     import numpy as np
+
+    from jaxdqn.envs import solve_threshold
 
     summary, per_seed = {}, {}
     for method, res in results.items():
@@ -407,8 +408,7 @@ def noisy_max_report():
 def study(args):
     import numpy as np
 
-    from jaxdqn.bias import (make_max_bias_probe, realised_left_fraction, tail_bound,
-                             value_eval_spec)
+    from jaxdqn.bias import make_max_bias_probe, realised_left_fraction, tail_bound, value_eval_spec
     from jaxdqn.envs.max_bias import left_action_fraction, true_q_values
     from jaxdqn.io import atomic_write_json
 
@@ -430,7 +430,7 @@ def study(args):
         plan.append(("CartPole-v1", cfg, spec, args.segments, args.seeds, source))
     os.makedirs(args.out, exist_ok=True)
 
-    report = {"command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]), "envs": {}}
+    report = {"command": " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]]), "envs": {}}
     for env_id, cfg, spec, segments, seeds, source in plan:
         print(f"{env_id}: training {names}, {seeds} seeds each ...", flush=True)
         probe = make_max_bias_probe if env_id == "MaxBiasMDP" else None
@@ -450,7 +450,7 @@ def study(args):
             env_report["true_q"] = true_q_values(cfg.gamma)
             truth = env_report["true_q"]
 
-            def q_panel(ax, method, res, x, c):
+            def q_panel(ax, method, res, x, c, truth=truth):
                 band(ax, x, res["points"].probe.q_a_left, c, f"{method}: max Q(A, left)")
                 band(ax, x, res["points"].probe.q_b_max, c, f"{method}: max_b Q(B, b)", "--")
                 if method == methods[-1][0] and math.isclose(truth["A_left"], truth["B"]):
@@ -472,7 +472,7 @@ def study(args):
         else:
             env_report["summary"] = summarize(results, args.resamples, baseline=baseline)
 
-            def return_panel(ax, method, res, x, c):
+            def return_panel(ax, method, res, x, c, spec=spec):
                 band(ax, x, res["points"].value.eval_return, c, method)
                 ax.set(title=f"Greedy return of the measured episodes (limit {spec.horizon})",
                        xlabel="training env steps", ylabel="return")

@@ -39,6 +39,7 @@ def main() -> None:
     from jaxdqn.runtime import compiler_options, fast_cpu_compile
     fast_cpu_compile()
     import jax
+
     from jaxdqn.config import preset
     from jaxdqn.runs import seed_keys
     from jaxdqn.train import make_train
@@ -55,7 +56,7 @@ def main() -> None:
         train = jax.vmap(train)
     else:
         key = key[0]
-    t0, c0 = time.time(), time.process_time()
+    t0 = time.time()
     compiled = jax.jit(train, compiler_options=compiler_options(config)).lower(key).compile()
     t1, c1 = time.time(), time.process_time()
     out = jax.block_until_ready(compiled(key))
@@ -70,7 +71,8 @@ def main() -> None:
           f"(cpu {c2 - C_START:.1f} s) | {per_update * 1e3:.3f} ms per update with its env steps, "
           f"1M env steps ~ {per_iteration * 1e6 / config.train_frequency:.0f} s of run | "
           f"load {' '.join(f'{x:.2f}' for x in os.getloadavg())} | "
-          f"last row's mean return {float(out.metrics.episode_return[..., -1].mean()):.2f}", flush=True)
+          f"last row's mean return {float(out.metrics.episode_return[..., -1].mean()):.2f}",
+          flush=True)
 
 
 if __name__ == "__main__":

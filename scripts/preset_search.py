@@ -96,7 +96,8 @@ def summarise(values: dict, means: np.ndarray, ratios: np.ndarray) -> dict:
 
 
 def _row_line(row: dict) -> str:
-    return (f"{row['values']}  solved {row['solved']:.2f}  return median {row['median_return']:.0f} "
+    return (f"{row['values']}  solved {row['solved']:.2f}  "
+            f"return median {row['median_return']:.0f} "
             f"min {row['min_return']:.0f}  ratio median {row['median_ratio']:.3f} "
             f"[{row['min_ratio']:.2f}, {row['max_ratio']:.2f}]"
             f"{' calibrated' if row['calibrated'] else ''}  objective {row['objective']:+.3f}")
@@ -172,7 +173,8 @@ def main(argv=None) -> int:
         rows += group_rows
 
     print(f"base={base_fields} seeds={num_seeds} key={args.key}")
-    print("ranked by objective = solved - calibration penalty; ratio = start-state value x (1 - gamma)")
+    print("ranked by objective = solved - calibration penalty; "
+          "ratio = start-state value x (1 - gamma)")
     for row in sorted(rows, key=lambda r: -r["objective"]):
         print(_row_line(row))
     if args.out:

@@ -98,8 +98,8 @@ def main(argv=None) -> int:
     returns = np.asarray(jax.block_until_ready(evaluate(params, eval_keys)))
     eval_s = time.perf_counter() - t
     value_keys = jax.vmap(lambda k: jax.random.fold_in(k, 2))(keys)
-    values = np.asarray(jax.jit(jax.vmap(
-        lambda p, k: jaxdqn.start_state_value(config, p, k, args.value_states)))(params, value_keys))
+    value_of = jax.vmap(lambda p, k: jaxdqn.start_state_value(config, p, k, args.value_states))
+    values = np.asarray(jax.jit(value_of)(params, value_keys))
     ideal = 1.0 / (1.0 - config.gamma) if config.gamma < 1 else float("nan")
     ratios = values / ideal
 
@@ -111,7 +111,7 @@ def main(argv=None) -> int:
 
         t = time.perf_counter()
         gym_means = np.asarray([
-            gymnasium_returns(config, jax.tree.map(lambda x: np.asarray(x)[i], params),
+            gymnasium_returns(config, jax.tree.map(lambda x, i=i: np.asarray(x)[i], params),
                               args.episodes, args.first_seed, i).mean()
             for i in range(args.seeds)])
         gym_s = time.perf_counter() - t
@@ -166,7 +166,8 @@ def main(argv=None) -> int:
     print(f"compile {compile_s:.2f} s, run {run_s:.2f} s, train total {compile_s + run_s:.2f} s; "
           f"evaluation {eval_s:.2f} s; wall since start {result['wall_s_since_start']:.2f} s")
     print(f"{result['env_steps_per_s']:,} env steps/s, {result['updates_per_s']:,} updates/s "
-          f"on {runs.num_devices} x {result['device']} ({result['backend']}), jax {jax.__version__}")
+          f"on {runs.num_devices} x {result['device']} ({result['backend']}), "
+          f"jax {jax.__version__}")
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         atomic_write_json(args.out, result)

@@ -5,12 +5,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from trees import assert_trees_equal
 
 import jaxdqn
 from jaxdqn import DQNConfig, init_q_params
 from jaxdqn.checkpoint import CheckpointError, save_checkpoint
 from jaxdqn.run_folder import BEST_CHECKPOINT, FINAL_CHECKPOINT
-from trees import assert_trees_equal
 
 CFG = DQNConfig(total_timesteps=400, buffer_size=200, learning_starts=64, batch_size=32,
                 hidden_sizes=(16,), log_interval=200, eval_interval=200)

@@ -7,14 +7,26 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from trees import assert_trees_close
 
 from jaxdqn import DQNConfig, init_q_params, make_trainer
-from jaxdqn.bias import (BiasStats, Trajectory, ValueEvalSpec, bootstrap_ci, make_max_bias_probe,
-                         make_value_estimator, make_value_study, measure_bias,
-                         realised_left_fraction, return_was_cut, returns_to_go, tail_bound,
-                         tail_steps, value_eval_spec)
+from jaxdqn.bias import (
+    BiasStats,
+    Trajectory,
+    ValueEvalSpec,
+    bootstrap_ci,
+    make_max_bias_probe,
+    make_value_estimator,
+    make_value_study,
+    measure_bias,
+    realised_left_fraction,
+    return_was_cut,
+    returns_to_go,
+    tail_bound,
+    tail_steps,
+    value_eval_spec,
+)
 from jaxdqn.train import TrainMetrics
-from trees import assert_trees_close
 
 # Two episodes and a piece of a third in one column, gamma = 0.5 (exact in float32):
 #   t:        0    1    2  |  3    4  |  5
@@ -85,9 +97,9 @@ def test_tail_steps_and_default_spec_bound_the_cut_tail():
     assert tail_bound(1.0, spec) == math.inf
     with pytest.raises(ValueError, match="horizon=10"):
         value_eval_spec(cfg, measure_steps=20, horizon=10)
-    with pytest.raises(ValueError, match="num_episodes=0"):
+    with pytest.raises(ValueError, match=r"num_episodes=0"):
         value_eval_spec(cfg, num_episodes=0)
-    with pytest.raises(ValueError, match="epsilon=1.5"):
+    with pytest.raises(ValueError, match=r"epsilon=1\.5"):
         value_eval_spec(cfg, epsilon=1.5)
 
 

@@ -7,8 +7,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jaxdqn.buffer import (Transition, buffer_add, buffer_bytes, buffer_init, buffer_sample,
-                           uniform_index)
+from jaxdqn.buffer import (
+    Transition,
+    buffer_add,
+    buffer_bytes,
+    buffer_init,
+    buffer_sample,
+    uniform_index,
+)
 
 
 class SeedReplayBuffer:
@@ -105,7 +111,8 @@ def test_sample_is_uniform_over_the_filled_part_only():
 
 @pytest.mark.parametrize("n", [1, 3, 1000, 50_000])
 def test_uniform_index_is_the_64_bit_draw_mod_n(n):
-    # Below 2**16 the fold is exact: index = (hi * 2**32 + lo) mod n, as jax.random.randint computes.
+    # Below 2**16 the fold is exact: index = (hi * 2**32 + lo) mod n, as jax.random.randint
+    # computes.
     key = jax.random.key(7)
     hi, lo = (np.asarray(x, dtype=np.uint64) for x in jax.random.bits(key, (2, 500), jnp.uint32))
     expected = ((hi.astype(object) << 32) + lo.astype(object)) % n

@@ -10,8 +10,14 @@ from flax import serialization
 
 import jaxdqn
 from jaxdqn import DQNConfig, init_q_params
-from jaxdqn.checkpoint import (CheckpointError, load_checkpoint, load_resume_state,
-                               network_shape, save_checkpoint, save_resume_state)
+from jaxdqn.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_resume_state,
+    network_shape,
+    save_checkpoint,
+    save_resume_state,
+)
 from jaxdqn.io import atomic_open, atomic_write, atomic_write_json
 from jaxdqn.train import make_trainer
 
@@ -173,10 +179,9 @@ def test_atomic_write_replaces_whole_files_and_leaves_the_old_one_on_failure(tmp
     umask = os.umask(0)
     os.umask(umask)
     assert mode == 0o666 & ~umask  # not mkstemp's 0600
-    with pytest.raises(RuntimeError):
-        with atomic_open(path) as f:
-            f.write(b"half a fi")
-            raise RuntimeError("crash while writing")
+    with pytest.raises(RuntimeError), atomic_open(path) as f:
+        f.write(b"half a fi")
+        raise RuntimeError("crash while writing")
     assert path.read_text().startswith('{\n  "a"')  # the old content survives
     atomic_write(path, "new")
     assert path.read_text() == "new"

@@ -80,7 +80,7 @@ def test_bad_values_raise_one_clear_error(changes, field, allowed):
         DQNConfig(**changes)
     message = str(err.value)
     assert f"DQNConfig.{field}=" in message and allowed in message
-    assert repr(changes[field] if field in changes else None) in message or field == "batch_size"
+    assert repr(changes.get(field)) in message or field == "batch_size"
 
 
 def test_unknown_preset_lists_known_ones():
@@ -95,9 +95,10 @@ def test_from_dict_reads_the_old_name_of_ensemble_size():
     old = {("num_estimators" if k == "ensemble_size" else k): v for k, v in saved.items()}
     assert DQNConfig.from_dict(old) == DQNConfig.from_dict(saved)
     assert DQNConfig.from_dict(old).ensemble_size == 3
-    with pytest.raises(ValueError, match="DQNConfig.num_estimators is invalid beside ensemble_size"):
+    with pytest.raises(ValueError,
+                       match=r"DQNConfig\.num_estimators is invalid beside ensemble_size"):
         DQNConfig.from_dict({**saved, "num_estimators": 3})
-    with pytest.raises(ValueError, match="DQNConfig.ensemble_size=3 is invalid"):
+    with pytest.raises(ValueError, match=r"DQNConfig\.ensemble_size=3 is invalid"):
         DQNConfig.from_dict({"estimator": "double_q", "num_estimators": 3})
 
 

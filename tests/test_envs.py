@@ -2,8 +2,7 @@
 
 import jax.numpy as jnp
 
-from jaxdqn import DQNConfig
-from jaxdqn import envs
+from jaxdqn import DQNConfig, envs
 from jaxdqn.envs import env_spec, env_spec_of, register
 from jaxdqn.envs.max_bias import MaxBiasMDP
 from jaxdqn.envs.probes import PROBES

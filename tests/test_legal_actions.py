@@ -8,8 +8,14 @@ import numpy as np
 import optax
 import pytest
 
-from jaxdqn import (DQNConfig, Transition, evaluate_episodes, init_train_state, make_env,
-                    make_td_update)
+from jaxdqn import (
+    DQNConfig,
+    Transition,
+    evaluate_episodes,
+    init_train_state,
+    make_env,
+    make_td_update,
+)
 from jaxdqn.envs import legal_actions_fn
 from jaxdqn.evaluation import start_state_value
 from jaxdqn.networks import make_q_fn

@@ -8,8 +8,13 @@ import numpy as np
 import pytest
 
 from jaxdqn import run_folder
-from jaxdqn.loggers import (THROUGHPUT_TAG, MissingPackage, make_loggers, mean_over_seeds,
-                            read_scalars)
+from jaxdqn.loggers import (
+    THROUGHPUT_TAG,
+    MissingPackage,
+    make_loggers,
+    mean_over_seeds,
+    read_scalars,
+)
 from jaxdqn.train import TrainMetrics
 
 NAN = float("nan")

@@ -6,8 +6,13 @@ import numpy as np
 import pytest
 
 from jaxdqn import DQNConfig, known_env_ids, make_env
-from jaxdqn.envs.max_bias import (MaxBiasMDP, MaxBiasParams, is_left, left_action_fraction,
-                                  true_q_values)
+from jaxdqn.envs.max_bias import (
+    MaxBiasMDP,
+    MaxBiasParams,
+    is_left,
+    left_action_fraction,
+    true_q_values,
+)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +60,7 @@ def _rewards_from_b(env, params, reset, step, action, n, seed):
     obs, state = reset(jax.random.split(jax.random.key(seed), n), params)
     keys = jax.random.split(jax.random.key(seed + 1), 2 * n).reshape(2, n)
     _, state, *_ = step(keys[0], state, jnp.zeros(n, jnp.int32), params)  # go left to B
-    obs, state, reward, terminated, truncated, info = step(
+    obs, state, reward, terminated, truncated, _ = step(
         keys[1], state, jnp.full(n, action, jnp.int32), params)
     assert np.all(terminated) and not np.any(truncated)
     np.testing.assert_array_equal(obs, np.tile([1.0, 0.0], (n, 1)))  # reset to A

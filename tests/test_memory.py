@@ -5,12 +5,10 @@ import jax
 import pytest
 
 import jaxdqn
-from jaxdqn import DQNConfig
-from jaxdqn import memory, runs
+from jaxdqn import DQNConfig, memory, runs
 from jaxdqn.buffer import buffer_bytes, buffer_init
 from jaxdqn.envs import env_spec
-from jaxdqn.memory import (USABLE_FRACTION, check_fits, estimate_memory, free_bytes,
-                           transition_bytes)
+from jaxdqn.memory import USABLE_FRACTION, check_fits, estimate_memory, free_bytes, transition_bytes
 from jaxdqn.runs import make_train_seeds
 
 
@@ -114,7 +112,7 @@ def test_train_seeds_refuses_before_compiling(monkeypatch):
 
     monkeypatch.setattr(runs, "make_train_seeds", no_compiling)
     monkeypatch.setattr(memory, "free_bytes", lambda devices: (10**6, "test memory"))
-    with pytest.raises(ValueError, match="only 976.6 KiB of test memory is free"):
+    with pytest.raises(ValueError, match=r"only 976\.6 KiB of test memory is free"):
         runs.train_seeds(DQNConfig(), jax.random.split(jax.random.key(0), 64))
 
 

@@ -12,12 +12,12 @@ import pytest
 
 from jaxdqn import DQNConfig, QNetwork, init_q_params, make_q_fn, run_folder
 from jaxdqn.buffer import Transition, buffer_add, buffer_bytes, buffer_init, buffer_sample
+from jaxdqn.checkpoint import save_checkpoint
+from jaxdqn.cli import main
 from jaxdqn.config import preset
 from jaxdqn.envs import MINATAR_ENV_IDS, env_spec, make_env
 from jaxdqn.memory import estimate_memory, transition_bytes
 from jaxdqn.networks import network_kind, num_params
-from jaxdqn.checkpoint import save_checkpoint
-from jaxdqn.cli import main
 from jaxdqn.original_minatar import original_env, original_returns
 from jaxdqn.policy import make_acting_q_fn
 from jaxdqn.runs import make_train_seeds
@@ -173,7 +173,7 @@ def test_evaluate_minatar_replays_each_seed_in_the_original_beside_gymnax(tmp_pa
     assert result["minatar"]["sticky_action_prob"] == 0.2
     q_fn = jax.jit(make_acting_q_fn(cfg))
     for i in range(2):  # the same episodes again, from the documented seeds
-        returns, _ = original_returns(cfg, q_fn, jax.tree.map(lambda x: x[i], params), 3, 0, i,
+        returns, _ = original_returns(cfg, q_fn, jax.tree.map(lambda x, i=i: x[i], params), 3, 0, i,
                                       epsilon=0.05, sticky_action_prob=0.2)
         assert result["minatar"]["per_seed"][i]["mean"] == pytest.approx(returns.mean())
     # CartPole has no original MinAtar game: one line, exit 2, before any compilation.

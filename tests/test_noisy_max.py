@@ -5,9 +5,16 @@ import math
 import numpy as np
 import pytest
 
-from jaxdqn.noisy_max import (CLOSED_FORMS, compounded_bias, compounding_table, expected_max,
-                              expected_max_standard_normal, noisy_max_table, simulate_compounding,
-                              simulate_expected_max)
+from jaxdqn.noisy_max import (
+    CLOSED_FORMS,
+    compounded_bias,
+    compounding_table,
+    expected_max,
+    expected_max_standard_normal,
+    noisy_max_table,
+    simulate_compounding,
+    simulate_expected_max,
+)
 
 
 def test_closed_forms_match_numerical_integration():
@@ -22,7 +29,7 @@ def test_numerical_integration_matches_scipy_quad():
     scipy_stats = pytest.importorskip("scipy.stats")
     for k in (6, 10, 100, 1000):
         ref, _ = scipy_integrate.quad(
-            lambda x: k * x * scipy_stats.norm.pdf(x) * scipy_stats.norm.cdf(x) ** (k - 1),
+            lambda x, k=k: k * x * scipy_stats.norm.pdf(x) * scipy_stats.norm.cdf(x) ** (k - 1),
             -40, 40, epsabs=1e-13, epsrel=1e-13, limit=400, points=[0.0, 2.0, 3.0])
         assert expected_max_standard_normal(k) == pytest.approx(ref, abs=1e-10), k
     # Tabulated order-statistic means (Harter 1961): e_10 = 1.53875, e_100 = 2.50759.

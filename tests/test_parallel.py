@@ -1,4 +1,5 @@
-"""Seeds across devices and in rounds (seeds_at_once): ``train_seeds`` equals ``jit(vmap(train))`` run by run.
+"""Seeds across devices and in rounds (seeds_at_once): ``train_seeds`` equals
+``jit(vmap(train))`` run by run.
 
 The two-device checks run in a child process, because ``XLA_FLAGS`` must force the CPU device
 count before JAX starts and this process has already started it with one device.

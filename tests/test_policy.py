@@ -8,7 +8,8 @@ from jaxdqn import epsilon_at, epsilon_greedy
 
 
 def seed_linear_schedule(current_step, start_e, end_e, exploration_fraction, total_timesteps):
-    return start_e + (end_e - start_e) * min(current_step / (exploration_fraction * total_timesteps), 1.0)
+    progress = min(current_step / (exploration_fraction * total_timesteps), 1.0)
+    return start_e + (end_e - start_e) * progress
 
 
 @pytest.mark.parametrize("step, expected", [(0, 1.0), (50_000, 0.55), (100_000, 0.1),

@@ -112,7 +112,7 @@ def test_sweep_routes_each_combination_its_own_hyperparameters():
     (res,) = results
     q_fn = make_q_fn(cfg)
     for ci, combo in enumerate(res.group.combinations):
-        params = jax.tree.map(lambda x: x[ci], res.params)
+        params = jax.tree.map(lambda x, ci=ci: x[ci], res.params)
         q0 = jax.vmap(q_fn, in_axes=(0, None))(params, jnp.zeros((1,)))
         np.testing.assert_allclose(q0[:, 0], combo.values["gamma"], atol=5e-3)
         expected_eps = epsilon_at(res.metrics.env_steps[ci, 0], 1.0, combo.values["end_epsilon"],

@@ -3,7 +3,6 @@ episode is the one the agent plays without rendering; unsupported requests fail 
 
 import gymnasium
 import jax
-import numpy as np
 import pytest
 
 imageio = pytest.importorskip("imageio")  # the video extra

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import gymnax
 import jax
@@ -30,7 +31,8 @@ def known_env_ids() -> tuple[str, ...]:
 
 
 def make_env(env_id: str, max_episode_steps: int | None = None):
-    """Returns ``(env, env_params)`` for ``env_id``; ``max_episode_steps`` overrides the time limit."""
+    """Returns ``(env, env_params)`` for ``env_id``; ``max_episode_steps`` overrides the time
+    limit."""
     if env_id in _OWN_ENVS:
         env = _OWN_ENVS[env_id]()
         params = env.default_params
@@ -84,7 +86,7 @@ def env_spec_of(env_id: str, max_episode_steps: int | None = None) -> EnvSpec:
     return _built_env_spec(env_id, None if max_episode_steps is None else int(max_episode_steps))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _built_env_spec(env_id: str, max_episode_steps: int | None) -> EnvSpec:
     """``env_spec_of``'s cache, keyed by its arguments normalised (``lru_cache`` would key
     ``f(x)`` and ``f(x, None)`` apart)."""
@@ -132,6 +134,18 @@ def solve_threshold(config) -> float | None:
     return None if spec.reward_threshold is None else float(spec.reward_threshold)
 
 
-__all__ = ["EnvSpec", "GYMNAX_ENV_IDS", "MINATAR_ENV_IDS", "MaxBiasMDP", "PROBES", "env_spec",
-           "env_spec_of", "expected_q", "known_env_ids", "legal_actions_fn", "make_env",
-           "register", "solve_threshold"]
+__all__ = [
+    "GYMNAX_ENV_IDS",
+    "MINATAR_ENV_IDS",
+    "PROBES",
+    "EnvSpec",
+    "MaxBiasMDP",
+    "env_spec",
+    "env_spec_of",
+    "expected_q",
+    "known_env_ids",
+    "legal_actions_fn",
+    "make_env",
+    "register",
+    "solve_threshold",
+]
