@@ -91,6 +91,15 @@ def network_passes(config: DQNConfig) -> int:
     return target + online_next + trained
 
 
+def check_seeds_at_once(seeds_at_once) -> None:
+    """Raises ``ValueError`` unless ``seeds_at_once`` is a positive int or None."""
+    if seeds_at_once is not None and (not isinstance(seeds_at_once, int)
+                                      or isinstance(seeds_at_once, bool)
+                                      or seeds_at_once < 1):
+        raise ValueError(f"seeds_at_once={seeds_at_once!r} is invalid: "
+                         "must be a positive int or None")
+
+
 def estimate_memory(config: DQNConfig, num_seeds: int, num_devices: int = 1,
                     seeds_at_once: int | None = None) -> MemoryEstimate:
     """The memory ``num_seeds`` runs of ``config`` need, split over ``num_devices`` devices (each
@@ -99,11 +108,7 @@ def estimate_memory(config: DQNConfig, num_seeds: int, num_devices: int = 1,
     for name, value in (("num_seeds", num_seeds), ("num_devices", num_devices)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name}={value!r} is invalid: must be a positive int")
-    if seeds_at_once is not None and (not isinstance(seeds_at_once, int)
-                                      or isinstance(seeds_at_once, bool)
-                                      or seeds_at_once < 1):
-        raise ValueError(f"seeds_at_once={seeds_at_once!r} is invalid: "
-                         "must be a positive int or None")
+    check_seeds_at_once(seeds_at_once)
     spec = env_spec(config)
     obs_shape, num_actions = spec.obs_shape, spec.num_actions
     trainer = make_trainer(config)

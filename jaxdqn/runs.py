@@ -38,7 +38,7 @@ import numpy as np
 
 from jaxdqn.config import DQNConfig
 from jaxdqn.evaluation import evaluate
-from jaxdqn.memory import check_fits
+from jaxdqn.memory import check_fits, check_seeds_at_once
 from jaxdqn.parallel import pad_runs, seed_mesh, shard_runs, sharded_vmap, split_on_axis, to_host
 from jaxdqn.runtime import compiler_options
 from jaxdqn.train import (
@@ -180,11 +180,7 @@ def plan_train_seeds(config: DQNConfig, keys: jax.Array, hparams: HParams | None
     program chosen. Nothing is compiled."""
     key_data = _key_data(keys)
     num_seeds = key_data.shape[0]
-    if seeds_at_once is not None and (not isinstance(seeds_at_once, int)
-                                      or isinstance(seeds_at_once, bool)
-                                      or seeds_at_once < 1):
-        raise ValueError(f"seeds_at_once={seeds_at_once!r} is invalid: "
-                         "must be a positive int or None")
+    check_seeds_at_once(seeds_at_once)
     axes = hparams_axes(hparams)
     if hparams is not None:
         sizes = {jnp.shape(v)[0] for v, ax in zip(hparams, axes) if ax == 0}

@@ -6,6 +6,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 SCRIPT = textwrap.dedent("""
     import os, signal, sys, threading, time
     from jaxdqn.cli import interrupts
@@ -31,31 +33,21 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_first_ctrl_c_defers_and_second_exits_130_after_the_write(tmp_path):
+@pytest.mark.parametrize("signame, code, name", [("SIGINT", 130, "Ctrl-C"),
+                                                  ("SIGTERM", 143, "SIGTERM")])
+def test_first_signal_defers_and_second_exits_after_the_write(tmp_path, signame, code, name):
+    """Ctrl-C, and SIGTERM (what ``kill``, ``timeout`` and schedulers send) alike: deferred to
+    the next safe point; a second signal exits at once with 128 + the first one's number."""
     marker = tmp_path / "cleaned"
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(marker)], capture_output=True,
-                          text=True, timeout=60)
-    assert proc.returncode == 130, proc.stderr
-    assert proc.stdout.splitlines() == ["check raised", "write finished"]
-    assert proc.stderr.splitlines() == [
-        "jaxdqn: Ctrl-C: stopping at the next safe point (press Ctrl-C again to exit at once)",
-        "jaxdqn: interrupted again: exited at once; the folder is as it was"]
-    assert marker.exists()  # the clean-up ran before the exit
-
-
-def test_sigterm_acts_as_ctrl_c_and_exits_143(tmp_path):
-    """What ``kill``, ``timeout`` and schedulers send: deferred to the next safe point like
-    Ctrl-C; a second signal exits at once, with 128 + SIGTERM's number."""
-    marker = tmp_path / "cleaned"
-    script = SCRIPT.replace("signal.SIGINT", "signal.SIGTERM")
+    script = SCRIPT.replace("signal.SIGINT", f"signal.{signame}")
     proc = subprocess.run([sys.executable, "-c", script, str(marker)], capture_output=True,
                           text=True, timeout=60)
-    assert proc.returncode == 143, proc.stderr
+    assert proc.returncode == code, proc.stderr
     assert proc.stdout.splitlines() == ["check raised", "write finished"]
     assert proc.stderr.splitlines() == [
-        "jaxdqn: SIGTERM: stopping at the next safe point (press Ctrl-C again to exit at once)",
+        f"jaxdqn: {name}: stopping at the next safe point (press Ctrl-C again to exit at once)",
         "jaxdqn: interrupted again: exited at once; the folder is as it was"]
-    assert marker.exists()
+    assert marker.exists()  # the clean-up ran before the exit
 
 
 EXIT_CODE_SCRIPT = textwrap.dedent("""
