@@ -27,7 +27,8 @@ import numpy as np
 
 from jaxdqn.config import DQNConfig
 from jaxdqn.envs import env_spec, env_spec_of
-from jaxdqn.envs.max_bias import MAX_BIAS_ENV_IDS, STATE_A, is_left, left_action_fraction
+from jaxdqn.envs.ids import MAX_BIAS_ENV_IDS
+from jaxdqn.envs.max_bias import STATE_A, is_left, left_action_fraction
 from jaxdqn.policy import epsilon_greedy, make_acting_q_fn
 from jaxdqn.train import HParams, TrainMetrics, make_trainer
 

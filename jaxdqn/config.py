@@ -12,6 +12,10 @@ from jaxdqn.estimators import ESTIMATORS
 LOSSES = ("mse", "huber")
 OPTIMIZERS = ("adam", "sgd")
 NETWORKS = ("auto", "mlp", "cnn")
+TRACED_FIELDS = ("learning_rate", "gamma", "start_epsilon", "end_epsilon", "exploration_fraction",
+                 "target_update_freq", "tau")
+"""The fields that change no array shape: traced (``train.HParams``), so a sweep batches their
+values into one compiled program."""
 
 
 def _names(which) -> str:

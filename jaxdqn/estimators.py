@@ -31,9 +31,9 @@ code asks, read where the question is asked (a return's record: how the target b
 head's: how Q-values come from its output and what the loss compares; a sampler's: how a minibatch
 is drawn and weighted).
 
-``config.py`` imports this module for the names and count rules. It needs JAX for the targets,
-and that costs ``config`` nothing: it imports JAX already, through ``jaxdqn.envs`` (gymnax). One
-module keeps every fact of an estimator in one record instead of splitting a JAX-free half off.
+``config.py`` imports this module for the names and count rules, so it imports JAX lazily
+(``jaxdqn.lazy``): validating a config, ``jaxdqn config`` and ``--help`` never load it, and the
+targets load it when they first run. One module keeps every fact of an estimator in one record.
 """
 
 from __future__ import annotations
@@ -42,15 +42,18 @@ import dataclasses
 from collections.abc import Callable
 from typing import Literal
 
-import jax
-import jax.numpy as jnp
+from jaxdqn.lazy import LazyModule
+
+# JAX is imported when a target first runs, not with this module: config.py reads the records.
+jax = LazyModule("jax")
+jnp = LazyModule("jax.numpy")
 
 # Shapes: reward f32[B], terminated bool[B], next_q* f32[B, A] (one network) or f32[M, B, A]
 # (members or snapshots), next_legal bool[B, A] or None (every action legal). Targets are f32[B]
 # (f32[M, B] for double_q: one per member) and carry no gradient.
-TargetFn = Callable[..., jax.Array]
+TargetFn = Callable[..., "jax.Array"]
 """``target(reward, terminated, gamma, next_q_target, next_q_online, next_legal) -> y``."""
-ActFn = Callable[[Callable, dict, jax.Array], jax.Array]
+ActFn = Callable[[Callable, dict, "jax.Array"], "jax.Array"]
 """``act(q_fn, params, obs) -> f32[..., A]``: the Q-values the agent acts on."""
 
 

@@ -13,9 +13,9 @@ import jaxdqn
 
 LAYERS = (
     # what depends on nothing else in jaxdqn (the package itself only lazily re-exports)
-    {"jaxdqn", "jaxdqn.io", "jaxdqn.run_folder", "jaxdqn.parallel", "jaxdqn.buffer",
-     "jaxdqn.estimators", "jaxdqn.noisy_max", "jaxdqn.envs.max_bias", "jaxdqn.envs.minatar",
-     "jaxdqn.envs.probes"},
+    {"jaxdqn", "jaxdqn.io", "jaxdqn.run_folder", "jaxdqn.parallel", "jaxdqn.buffer", "jaxdqn.lazy",
+     "jaxdqn.envs.ids", "jaxdqn.noisy_max"},
+    {"jaxdqn.estimators", "jaxdqn.envs.max_bias", "jaxdqn.envs.minatar", "jaxdqn.envs.probes"},
     {"jaxdqn.envs"},
     {"jaxdqn.config"},
     {"jaxdqn.networks"},

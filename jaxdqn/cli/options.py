@@ -44,9 +44,9 @@ def refuse_settings_on_resume(args, folder: str, **more: bool) -> None:
 
 def traced_fields() -> tuple[str, ...]:
     """The hyperparameters a sweep batches into one compiled program."""
-    from jaxdqn.train import HParams
+    from jaxdqn.config import TRACED_FIELDS
 
-    return HParams._fields
+    return TRACED_FIELDS
 
 
 def field_names() -> list[str]:

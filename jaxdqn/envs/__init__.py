@@ -1,23 +1,44 @@
-"""Environment registry: gymnax ids (classic control, MinAtar) plus jaxdqn's own environments."""
+"""Environment registry: gymnax ids (classic control, MinAtar) plus jaxdqn's own environments.
+
+Importing it imports neither gymnax nor JAX (``jaxdqn --help`` and config validation need only
+the ids, ``jaxdqn.envs.ids``): each environment's module is imported when one is built.
+"""
 
 from __future__ import annotations
 
 import functools
+import importlib
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-import gymnax
-import jax
-import jax.numpy as jnp
+from jaxdqn.envs.ids import (
+    GYMNASIUM_ENV_IDS,
+    GYMNAX_ENV_IDS,
+    MAX_BIAS_ENV_IDS,
+    MINATAR_ENV_IDS,
+    PROBE_IDS,
+)
 
-from jaxdqn.envs.max_bias import MaxBiasMDP
-from jaxdqn.envs.minatar import MINATAR_ENV_IDS, make_minatar
-from jaxdqn.envs.probes import PROBES, expected_q
 
-# Discrete-action gymnax environments with flat vector observations: what an MLP Q-network fits.
-GYMNAX_ENV_IDS = ("CartPole-v1", "Acrobot-v1", "MountainCar-v0")
-_OWN_ENVS = dict(PROBES, MaxBiasMDP=MaxBiasMDP)
-_OWN_ENVS["MaxBiasMDP-book"] = lambda: MaxBiasMDP(layout="book")
+def _factory(module: str, name: str, **kwargs) -> Callable[[], Any]:
+    """``factory()`` building ``module.name(**kwargs)``, importing ``module`` on the first call."""
+    return lambda: getattr(importlib.import_module(module), name)(**kwargs)
+
+
+_OWN_ENVS: dict[str, Callable[[], Any]] = {
+    **{probe: _factory("jaxdqn.envs.probes", probe) for probe in PROBE_IDS},
+    "MaxBiasMDP": _factory("jaxdqn.envs.max_bias", "MaxBiasMDP"),
+    "MaxBiasMDP-book": _factory("jaxdqn.envs.max_bias", "MaxBiasMDP", layout="book"),
+}
+_LAZY = {"MaxBiasMDP": "jaxdqn.envs.max_bias", "PROBES": "jaxdqn.envs.probes",
+         "expected_q": "jaxdqn.envs.probes"}
+
+
+def __getattr__(name: str):
+    """``MaxBiasMDP``, ``PROBES`` and ``expected_q``, imported on first use (PEP 562)."""
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def register(env_id: str, factory) -> None:
@@ -37,8 +58,12 @@ def make_env(env_id: str, max_episode_steps: int | None = None):
         env = _OWN_ENVS[env_id]()
         params = env.default_params
     elif env_id in MINATAR_ENV_IDS:
+        from jaxdqn.envs.minatar import make_minatar
+
         env, params = make_minatar(env_id)
     elif env_id in GYMNAX_ENV_IDS:
+        import gymnax
+
         env, params = gymnax.make(env_id)
     else:
         raise ValueError(f"env_id={env_id!r} is unknown; known ids: {', '.join(known_env_ids())}")
@@ -74,9 +99,9 @@ class EnvSpec(NamedTuple):
     env: Any  # the gymnax environment (stateless: one object serves every caller)
     params: Any  # its env params, with the time limit applied
     obs_shape: tuple[int, ...]
-    obs_dtype: jnp.dtype
+    obs_dtype: Any  # a numpy dtype
     num_actions: int
-    legal_fn: Callable[[jax.Array], jax.Array] | None  # legal_actions_fn(env, params)
+    legal_fn: Callable[[Any], Any] | None  # legal_actions_fn(env, params)
     max_steps: int  # params.max_steps_in_episode: the time limit
 
 
@@ -90,6 +115,9 @@ def env_spec_of(env_id: str, max_episode_steps: int | None = None) -> EnvSpec:
 def _built_env_spec(env_id: str, max_episode_steps: int | None) -> EnvSpec:
     """``env_spec_of``'s cache, keyed by its arguments normalised (``lru_cache`` would key
     ``f(x)`` and ``f(x, None)`` apart)."""
+    import jax
+    import jax.numpy as jnp
+
     env, params = make_env(env_id, max_episode_steps)
     obs, _ = jax.eval_shape(env.reset, jax.ShapeDtypeStruct((2,), jnp.uint32), params)
     return EnvSpec(env=env, params=params, obs_shape=tuple(obs.shape),
@@ -101,11 +129,6 @@ def _built_env_spec(env_id: str, max_episode_steps: int | None) -> EnvSpec:
 def env_spec(config) -> EnvSpec:
     """The ``EnvSpec`` of a ``DQNConfig``'s environment (``env_id`` at ``max_episode_steps``)."""
     return env_spec_of(config.env_id, config.max_episode_steps)
-
-
-# gymnax envs with a Gymnasium twin of the same id: cross-checked (evaluate --gymnasium) and
-# rendered (evaluate --video) in Gymnasium itself.
-GYMNASIUM_ENV_IDS = ("CartPole-v1", "Acrobot-v1", "MountainCar-v0")
 
 
 def gymnasium_limit_mismatch(config) -> int | None:
@@ -135,9 +158,12 @@ def solve_threshold(config) -> float | None:
 
 
 __all__ = [
+    "GYMNASIUM_ENV_IDS",
     "GYMNAX_ENV_IDS",
+    "MAX_BIAS_ENV_IDS",
     "MINATAR_ENV_IDS",
     "PROBES",
+    "PROBE_IDS",
     "EnvSpec",
     "MaxBiasMDP",
     "env_spec",

@@ -39,7 +39,6 @@ from gymnax.environments import environment, spaces
 STATE_A, STATE_B, STATE_END = 0, 1, 2
 DEFAULT_NUM_ACTIONS = 10
 LAYOUTS = ("parity", "book")
-MAX_BIAS_ENV_IDS = ("MaxBiasMDP", "MaxBiasMDP-book")
 
 
 @struct.dataclass

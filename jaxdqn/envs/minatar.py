@@ -13,10 +13,6 @@ import gymnax
 import jax.numpy as jnp
 from gymnax.environments import spaces
 
-# The five MinAtar games gymnax ships (all five reset and step with gymnax 1.0.1).
-MINATAR_ENV_IDS = ("Asterix-MinAtar", "Breakout-MinAtar", "Freeway-MinAtar",
-                   "Seaquest-MinAtar", "SpaceInvaders-MinAtar")
-
 
 class BoolObservations:
     """A gymnax env whose observations (from ``reset``, ``step``, ``info["final_observation"]``,
