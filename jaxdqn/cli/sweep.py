@@ -89,39 +89,10 @@ def parse_grid(specs: Sequence[str]) -> dict[str, list[Any]]:
 
 
 def run(args, argv) -> int:
-    import jax
-
-    from jaxdqn.io import atomic_write_json
-    from jaxdqn.sweep import check_sweep_fits, expand_grid, shape_groups
-
     writer = is_writer(args)  # --distributed: the group was joined before parsing (app.main)
     check_logging_extras(args)
-    if args.resume is not None:
-        out, stored = _resume_folder(args)
-        base, _ = resolve_config("seed", str(out / run_folder.CONFIG), [], None)
-        grid = {k: [tuple(v) if isinstance(v, list) else v for v in values]
-                for k, values in stored["grid"].items()}
-        args.seeds, args.seed = int(stored["seeds"]), int(stored["seed"])
-        args.episodes = int(stored.get("eval_episodes", 100))
-    else:
-        base, _ = resolve_config(args.preset, args.config, args.sets, args.env)
-        if not args.grid:
-            raise UserError("sweep needs at least one --grid FIELD=V1,V2,...")
-        grid = parse_grid(args.grid)
-        args.seeds = 8 if args.seeds is None else args.seeds
-        args.seed = 0 if args.seed is None else args.seed
-        args.episodes = 100 if args.episodes is None else args.episodes
-    check_counts(args, args.seeds, args.seed)
-    try:
-        combinations = expand_grid(base, grid)
-        for c in combinations:
-            where = ", ".join(f"{k}={show(v)}" for k, v in c.values.items())
-            check_learns(c.config, f"grid combination {where}: ")
-        groups = shape_groups(combinations)
-        check_seed_split(args.seeds)
-        check_sweep_fits(groups, seed_share(args.seeds), jax.local_devices())
-    except ValueError as e:
-        raise UserError(str(e)) from None
+    out, stored, base, grid = _settings(args)
+    groups = _checked_groups(args, base, grid)
     if not writer:  # another process writes the folder; this one computes its share
         from jaxdqn.sweep import iter_sweep
 
@@ -139,26 +110,80 @@ def run(args, argv) -> int:
         interrupts.on_force_exit(f"{out} is as it was; finish it with: {PROG} sweep --resume {out}")
     else:
         interrupts.check()
-        out = prepare_out(args.out, default_out("sweep-", base.env_id), run_folder.SWEEP_FILES,
-                          args.overwrite)
-        interrupts.on_force_exit(
-            f"nothing saved; {out} holds no sweep and can be used again as --out",
-            lambda: (out / run_folder.CONFIG).unlink(missing_ok=True))
-        atomic_write_json(out / run_folder.CONFIG, {
-            "config": base.to_dict(), "grid": grid, "seeds": args.seeds, "seed": args.seed,
-            "eval_episodes": args.episodes, "groups": group_layout, **provenance(argv),
-        })
+        out = _new_folder(args, argv, base, grid, group_layout)
         results, progress_of, prior_seconds = [], None, 0.0
+    say(_announcement(args, out, groups, results, progress_of))
+    return _sweep(args, out, base, grid, groups, results, progress_of, prior_seconds)
+
+
+def _settings(args):
+    """The sweep folder and its stored settings (``--resume``; else None, None), the base config
+    and the grid; fills in ``args.seeds``, ``args.seed`` and ``args.episodes``."""
+    if args.resume is not None:
+        out, stored = _resume_folder(args)
+        base, _ = resolve_config("seed", str(out / run_folder.CONFIG), [], None)
+        grid = {k: [tuple(v) if isinstance(v, list) else v for v in values]
+                for k, values in stored["grid"].items()}
+        args.seeds, args.seed = int(stored["seeds"]), int(stored["seed"])
+        args.episodes = int(stored.get("eval_episodes", 100))
+        return out, stored, base, grid
+    base, _ = resolve_config(args.preset, args.config, args.sets, args.env)
+    if not args.grid:
+        raise UserError("sweep needs at least one --grid FIELD=V1,V2,...")
+    grid = parse_grid(args.grid)
+    args.seeds = 8 if args.seeds is None else args.seeds
+    args.seed = 0 if args.seed is None else args.seed
+    args.episodes = 100 if args.episodes is None else args.episodes
+    return None, None, base, grid
+
+
+def _checked_groups(args, base, grid):
+    """The grid's compiled groups, each combination checked (it learns, it fits), before
+    anything is written or compiled."""
+    import jax
+
+    from jaxdqn.sweep import check_sweep_fits, expand_grid, shape_groups
+
+    check_counts(args, args.seeds, args.seed)
+    try:
+        combinations = expand_grid(base, grid)
+        for c in combinations:
+            where = ", ".join(f"{k}={show(v)}" for k, v in c.values.items())
+            check_learns(c.config, f"grid combination {where}: ")
+        groups = shape_groups(combinations)
+        check_seed_split(args.seeds)
+        check_sweep_fits(groups, seed_share(args.seeds), jax.local_devices())
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    return groups
+
+
+def _new_folder(args, argv, base, grid, group_layout) -> Path:
+    """The sweep folder, prepared, with its ``CONFIG`` (removed again by a second Ctrl-C before
+    anything is saved)."""
+    from jaxdqn.io import atomic_write_json
+
+    out = prepare_out(args.out, default_out("sweep-", base.env_id), run_folder.SWEEP_FILES,
+                      args.overwrite)
+    interrupts.on_force_exit(
+        f"nothing saved; {out} holds no sweep and can be used again as --out",
+        lambda: (out / run_folder.CONFIG).unlink(missing_ok=True))
+    atomic_write_json(out / run_folder.CONFIG, {
+        "config": base.to_dict(), "grid": grid, "seeds": args.seeds, "seed": args.seed,
+        "eval_episodes": args.episodes, "groups": group_layout, **provenance(argv),
+    })
+    return out
+
+
+def _announcement(args, out, groups, results, progress_of) -> str:
     num_combos = sum(len(g.combinations) for g in groups)
     runs = f"{num_combos} combinations x {args.seeds} seeds = {num_combos * args.seeds} runs"
-    if args.resume is not None:
-        part = (f" and group {progress_of.group_index + 1}'s first "
-                f"{progress_of.rows_done * groups[progress_of.group_index].config.log_interval}"
-                " env steps" if progress_of is not None else "")
-        say(f"resuming sweep: {runs}; {len(results)} of {len(groups)} groups done{part} -> {out}")
-    else:
-        say(f"sweep: {runs} in {len(groups)} compiled group{'s' * (len(groups) != 1)} -> {out}")
-    return _sweep(args, out, base, grid, groups, results, progress_of, prior_seconds)
+    if args.resume is None:
+        return f"sweep: {runs} in {len(groups)} compiled group{'s' * (len(groups) != 1)} -> {out}"
+    part = (f" and group {progress_of.group_index + 1}'s first "
+            f"{progress_of.rows_done * groups[progress_of.group_index].config.log_interval}"
+            " env steps" if progress_of is not None else "")
+    return f"resuming sweep: {runs}; {len(results)} of {len(groups)} groups done{part} -> {out}"
 
 
 def json_round_trip(value):
