@@ -53,11 +53,7 @@ def add_parser(sub) -> None:
 
 
 def run(args, argv) -> int:
-    import jax
-
     from jaxdqn.envs import solve_threshold
-    from jaxdqn.io import atomic_write_json
-    from jaxdqn.runs import evaluation_keys, make_runs
 
     if args.episodes < 1:
         raise UserError(f"--episodes={args.episodes} is invalid: must be >= 1")
@@ -72,7 +68,48 @@ def run(args, argv) -> int:
     if ckpt.metadata.get("complete") is False:
         say(f"note: {str(ckpt_path)!r} holds the params of an interrupted run, after "
             f"{ckpt.metadata.get('env_steps_done')} of {config.total_timesteps} env steps")
-    seed = args.seed if args.seed is not None else int(ckpt.metadata.get("seed", 0))
+    seed = _check_options(args, config, int(ckpt.metadata.get("seed", 0)))
+    best_path = run_folder.best_checkpoint_path(path)
+    best = None if best_path is None else _load(best_path, run_config)
+    if args.video is not None:
+        _check_video(args, config, ckpt.num_seeds, best is not None)
+
+    threshold = solve_threshold(config)
+    jax_returns = _jax_returns(args, config, ckpt.num_seeds, seed)
+    rows = eval_rows(jax_returns(ckpt.params), threshold)
+    result = {"checkpoint": str(ckpt_path), "env_id": config.env_id,
+              "jax": eval_summary(rows, threshold, args.episodes, seed)}
+    best_rows, best_info = None, None
+    if best is not None:  # the same fresh episodes as the final params
+        best_rows = eval_rows(jax_returns(best.params), threshold)
+        best_info = {"eval_return": list(best.metadata.get("best_eval_return") or []),
+                     "env_steps": list(best.metadata.get("best_env_steps") or [])}
+        result["jax_best"] = {**eval_summary(best_rows, threshold, args.episodes, seed),
+                              "checkpoint": str(best_path),
+                              "selection_score": best_info["eval_return"],
+                              "selected_at_env_steps": best_info["env_steps"]}
+    shown, extra = rows, None  # the table's rows; with a cross-check, its verdict
+    if args.gymnasium:
+        shown, extra = _gymnasium_rows(args, ckpt, seed, threshold, rows, result)
+    if args.minatar:
+        shown, extra = _minatar_rows(args, ckpt, seed, threshold, rows, result)
+    result["jax"]["epsilon"] = args.epsilon
+    label = ("gymnasium mean" if args.gymnasium else "minatar mean" if args.minatar
+             else "mean return")
+    policy = f"epsilon-greedy ({args.epsilon:g})" if args.epsilon else "greedy"
+    print(format_eval_table(shown, threshold, extra, label, policy))
+    if best is not None:
+        print(format_final_vs_best(rows, best_rows, best_info, threshold, args.episodes))
+    if args.video is not None:
+        result["video"] = _write_video(args, ckpt, best, seed)
+    if args.json:
+        _write_json(args.json, result)
+    return 0
+
+
+def _check_options(args, config, run_seed: int) -> int:
+    """Refuses options that do not fit together or the run; returns the evaluation seed."""
+    seed = args.seed if args.seed is not None else run_seed
     if not 0 <= seed < 2**32:
         raise UserError(f"--seed={seed} is invalid: must be in [0, 2**32)")
     if not 0.0 <= args.epsilon <= 1.0:
@@ -90,89 +127,79 @@ def run(args, argv) -> int:
         raise UserError("--sticky-action-prob applies to --minatar only")
     if sticky is not None and not 0.0 <= sticky <= 1.0:
         raise UserError(f"--sticky-action-prob={sticky} is invalid: must be in [0, 1]")
-    best_path = run_folder.best_checkpoint_path(path)
-    best = None if best_path is None else _load(best_path, run_config)
-    if args.video is not None:
-        _check_video(args, config, ckpt.num_seeds, best is not None)
+    return seed
 
-    threshold = solve_threshold(config)
-    keys = evaluation_keys(seed, ckpt.num_seeds)
+
+def _jax_returns(args, config, num_seeds: int, seed: int):
+    """``fn(params) -> f32[num_seeds, episodes]``: each seed's returns in gymnax, greedy (on the
+    runs' devices) or epsilon-greedy, from ``evaluation_keys(seed, num_seeds)``."""
+    import jax
+
+    from jaxdqn.runs import evaluation_keys, make_runs
+
+    keys = evaluation_keys(seed, num_seeds)
     if args.epsilon:
         from jaxdqn.evaluation import make_greedy_episodes
 
         episodes = make_greedy_episodes(config, args.episodes, args.epsilon)
         evaluate_all = jax.jit(jax.vmap(lambda p, k: episodes(p, k).returns))
+        return lambda params: jax.device_get(evaluate_all(params, keys))
+    runs = make_runs(config, num_seeds)
+    return lambda params: runs.results(runs.evaluate(params, keys, args.episodes))
 
-        def jax_returns(params):
-            return jax.device_get(evaluate_all(params, keys))
-    else:
-        runs = make_runs(config, ckpt.num_seeds)
 
-        def jax_returns(params):
-            return runs.results(runs.evaluate(params, keys, args.episodes))
-    rows = eval_rows(jax_returns(ckpt.params), threshold)
-    result = {"checkpoint": str(ckpt_path), "env_id": config.env_id,
-              "jax": eval_summary(rows, threshold, args.episodes, seed)}
-    jax_rows, best_rows, best_info = rows, None, None
-    if best is not None:  # the same fresh episodes as the final params
-        best_rows = eval_rows(jax_returns(best.params), threshold)
-        best_info = {"eval_return": list(best.metadata.get("best_eval_return") or []),
-                     "env_steps": list(best.metadata.get("best_env_steps") or [])}
-        result["jax_best"] = {**eval_summary(best_rows, threshold, args.episodes, seed),
-                              "checkpoint": str(best_path),
-                              "selection_score": best_info["eval_return"],
-                              "selected_at_env_steps": best_info["env_steps"]}
-    extra = None
-    if args.gymnasium:
-        import numpy as np
+def _gymnasium_rows(args, ckpt, seed: int, threshold, rows, result):
+    """The final params in Gymnasium itself: its rows (its verdict is the table's "solved"
+    column) and the gymnax means beside them; adds ``result["gymnasium"]``."""
+    import jax
+    import numpy as np
 
-        gym = per_seed(ckpt.num_seeds, lambda i: gymnasium_returns(
-            config, jax.tree.map(lambda x: np.asarray(x)[i], ckpt.params), args.episodes, seed, i))
-        gym_rows = eval_rows(np.stack(gym), threshold)
-        result["gymnasium"] = eval_summary(gym_rows, threshold, args.episodes, seed)
-        result["gymnasium"]["keys"] = "env.reset(seed=SeedSequence([seed, seed_index, episode]))"
-        # The table's "solved" column is Gymnasium's verdict in this mode.
-        extra = {"gymnax mean": [r["mean"] for r in rows]}
-        rows = gym_rows
-        print(f"{config.env_id}: {ckpt.num_seeds} seed(s) in Gymnasium {_gym_version()} "
-              f"(actions from the run's acting Q-values), {args.episodes} episodes each")
-    if args.minatar:
-        import numpy as np
+    config = ckpt.config
+    gym = per_seed(ckpt.num_seeds, lambda i: gymnasium_returns(
+        config, jax.tree.map(lambda x: np.asarray(x)[i], ckpt.params), args.episodes, seed, i))
+    gym_rows = eval_rows(np.stack(gym), threshold)
+    result["gymnasium"] = eval_summary(gym_rows, threshold, args.episodes, seed)
+    result["gymnasium"]["keys"] = "env.reset(seed=SeedSequence([seed, seed_index, episode]))"
+    print(f"{config.env_id}: {ckpt.num_seeds} seed(s) in Gymnasium {_gym_version()} "
+          f"(actions from the run's acting Q-values), {args.episodes} episodes each")
+    return gym_rows, {"gymnax mean": [r["mean"] for r in rows]}
 
-        from jaxdqn.original_minatar import STICKY_ACTION_PROB, original_returns
-        from jaxdqn.policy import make_acting_q_fn
 
-        q_fn = jax.jit(make_acting_q_fn(config))
-        sticky = STICKY_ACTION_PROB if sticky is None else sticky
-        runs = per_seed(ckpt.num_seeds, lambda i: original_returns(
-            config, q_fn, jax.tree.map(lambda x: x[i], ckpt.params), args.episodes, seed, i,
-            args.epsilon, sticky))
-        orig_rows = eval_rows(np.stack([r for r, _ in runs]), threshold)
-        result["minatar"] = eval_summary(orig_rows, threshold, args.episodes, seed)
-        result["minatar"].update(
-            sticky_action_prob=sticky, epsilon=args.epsilon,
-            truncated=[int(t.sum()) for _, t in runs],
-            keys="minatar.Environment.seed(SeedSequence([seed, seed_index, episode]))")
-        extra = {"gymnax mean": [r["mean"] for r in rows]}
-        rows = orig_rows
-        print(f"{config.env_id}: {ckpt.num_seeds} seed(s) in the original MinAtar "
-              f"{_minatar_version()} (sticky actions {sticky}, "
-              f"epsilon {args.epsilon}), {args.episodes} episodes each")
-    result["jax"]["epsilon"] = args.epsilon
-    label = ("gymnasium mean" if args.gymnasium else "minatar mean" if args.minatar
-             else "mean return")
-    policy = f"epsilon-greedy ({args.epsilon:g})" if args.epsilon else "greedy"
-    print(format_eval_table(rows, threshold, extra, label, policy))
-    if best is not None:
-        print(format_final_vs_best(jax_rows, best_rows, best_info, threshold, args.episodes))
-    if args.video is not None:
-        result["video"] = _write_video(args, ckpt, best, seed)
-    if args.json:
-        try:
-            atomic_write_json(args.json, result)
-        except OSError as e:
-            raise UserError(f"cannot write --json {args.json!r}: {e.strerror or e}") from None
-    return 0
+def _minatar_rows(args, ckpt, seed: int, threshold, rows, result):
+    """The final params in the original MinAtar: its rows and the gymnax means beside them; adds
+    ``result["minatar"]``."""
+    import jax
+    import numpy as np
+
+    from jaxdqn.original_minatar import STICKY_ACTION_PROB, original_returns
+    from jaxdqn.policy import make_acting_q_fn
+
+    config = ckpt.config
+    q_fn = jax.jit(make_acting_q_fn(config))
+    sticky = (STICKY_ACTION_PROB if args.sticky_action_prob is None
+              else args.sticky_action_prob)
+    runs = per_seed(ckpt.num_seeds, lambda i: original_returns(
+        config, q_fn, jax.tree.map(lambda x: x[i], ckpt.params), args.episodes, seed, i,
+        args.epsilon, sticky))
+    orig_rows = eval_rows(np.stack([r for r, _ in runs]), threshold)
+    result["minatar"] = eval_summary(orig_rows, threshold, args.episodes, seed)
+    result["minatar"].update(
+        sticky_action_prob=sticky, epsilon=args.epsilon,
+        truncated=[int(t.sum()) for _, t in runs],
+        keys="minatar.Environment.seed(SeedSequence([seed, seed_index, episode]))")
+    print(f"{config.env_id}: {ckpt.num_seeds} seed(s) in the original MinAtar "
+          f"{_minatar_version()} (sticky actions {sticky}, "
+          f"epsilon {args.epsilon}), {args.episodes} episodes each")
+    return orig_rows, {"gymnax mean": [r["mean"] for r in rows]}
+
+
+def _write_json(file: str, result: dict) -> None:
+    from jaxdqn.io import atomic_write_json
+
+    try:
+        atomic_write_json(file, result)
+    except OSError as e:
+        raise UserError(f"cannot write --json {file!r}: {e.strerror or e}") from None
 
 
 def _run_config(path: Path):

@@ -19,8 +19,8 @@ from jaxdqn.cli.options import (add_config_options, add_out_options, check_count
                                 resolve_config, traced_fields)
 from jaxdqn.cli.outputs import default_out, prepare_out, provenance
 from jaxdqn.cli.parser import EXIT_INTERRUPTED, PROG, UserError, say
-from jaxdqn.cli.progress import Progress
 from jaxdqn.cli.reports import csv_value, latest_returns, show
+from jaxdqn.cli.segments import SegmentLoop, until_stopped
 
 
 def add_parser(sub) -> None:
@@ -89,40 +89,10 @@ def parse_grid(specs: Sequence[str]) -> dict[str, list[Any]]:
 
 
 def run(args, argv) -> int:
-    import jax
-
-    from jaxdqn.envs import solve_threshold
-    from jaxdqn.io import atomic_write_json
-    from jaxdqn.sweep import check_sweep_fits, expand_grid, shape_groups
-
     writer = is_writer(args)  # --distributed: the group was joined before parsing (app.main)
     check_logging_extras(args)
-    if args.resume is not None:
-        out, stored = _resume_folder(args)
-        base, _ = resolve_config("seed", str(out / run_folder.CONFIG), [], None)
-        grid = {k: [tuple(v) if isinstance(v, list) else v for v in values]
-                for k, values in stored["grid"].items()}
-        args.seeds, args.seed = int(stored["seeds"]), int(stored["seed"])
-        args.episodes = int(stored.get("eval_episodes", 100))
-    else:
-        base, _ = resolve_config(args.preset, args.config, args.sets, args.env)
-        if not args.grid:
-            raise UserError("sweep needs at least one --grid FIELD=V1,V2,...")
-        grid = parse_grid(args.grid)
-        args.seeds = 8 if args.seeds is None else args.seeds
-        args.seed = 0 if args.seed is None else args.seed
-        args.episodes = 100 if args.episodes is None else args.episodes
-    check_counts(args, args.seeds, args.seed)
-    try:
-        combinations = expand_grid(base, grid)
-        for c in combinations:
-            where = ", ".join(f"{k}={show(v)}" for k, v in c.values.items())
-            check_learns(c.config, f"grid combination {where}: ")
-        groups = shape_groups(combinations)
-        check_seed_split(args.seeds)
-        check_sweep_fits(groups, seed_share(args.seeds), jax.local_devices())
-    except ValueError as e:
-        raise UserError(str(e)) from None
+    out, stored, base, grid = _settings(args)
+    groups = _checked_groups(args, base, grid)
     if not writer:  # another process writes the folder; this one computes its share
         from jaxdqn.sweep import iter_sweep
 
@@ -140,26 +110,80 @@ def run(args, argv) -> int:
         interrupts.on_force_exit(f"{out} is as it was; finish it with: {PROG} sweep --resume {out}")
     else:
         interrupts.check()
-        out = prepare_out(args.out, default_out("sweep-", base.env_id), run_folder.SWEEP_FILES,
-                          args.overwrite)
-        interrupts.on_force_exit(
-            f"nothing saved; {out} holds no sweep and can be used again as --out",
-            lambda: (out / run_folder.CONFIG).unlink(missing_ok=True))
-        atomic_write_json(out / run_folder.CONFIG, {
-            "config": base.to_dict(), "grid": grid, "seeds": args.seeds, "seed": args.seed,
-            "eval_episodes": args.episodes, "groups": group_layout, **provenance(argv),
-        })
+        out = _new_folder(args, argv, base, grid, group_layout)
         results, progress_of, prior_seconds = [], None, 0.0
+    say(_announcement(args, out, groups, results, progress_of))
+    return _sweep(args, out, base, grid, groups, results, progress_of, prior_seconds)
+
+
+def _settings(args):
+    """The sweep folder and its stored settings (``--resume``; else None, None), the base config
+    and the grid; fills in ``args.seeds``, ``args.seed`` and ``args.episodes``."""
+    if args.resume is not None:
+        out, stored = _resume_folder(args)
+        base, _ = resolve_config("seed", str(out / run_folder.CONFIG), [], None)
+        grid = {k: [tuple(v) if isinstance(v, list) else v for v in values]
+                for k, values in stored["grid"].items()}
+        args.seeds, args.seed = int(stored["seeds"]), int(stored["seed"])
+        args.episodes = int(stored.get("eval_episodes", 100))
+        return out, stored, base, grid
+    base, _ = resolve_config(args.preset, args.config, args.sets, args.env)
+    if not args.grid:
+        raise UserError("sweep needs at least one --grid FIELD=V1,V2,...")
+    grid = parse_grid(args.grid)
+    args.seeds = 8 if args.seeds is None else args.seeds
+    args.seed = 0 if args.seed is None else args.seed
+    args.episodes = 100 if args.episodes is None else args.episodes
+    return None, None, base, grid
+
+
+def _checked_groups(args, base, grid):
+    """The grid's compiled groups, each combination checked (it learns, it fits), before
+    anything is written or compiled."""
+    import jax
+
+    from jaxdqn.sweep import check_sweep_fits, expand_grid, shape_groups
+
+    check_counts(args, args.seeds, args.seed)
+    try:
+        combinations = expand_grid(base, grid)
+        for c in combinations:
+            where = ", ".join(f"{k}={show(v)}" for k, v in c.values.items())
+            check_learns(c.config, f"grid combination {where}: ")
+        groups = shape_groups(combinations)
+        check_seed_split(args.seeds)
+        check_sweep_fits(groups, seed_share(args.seeds), jax.local_devices())
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    return groups
+
+
+def _new_folder(args, argv, base, grid, group_layout) -> Path:
+    """The sweep folder, prepared, with its ``CONFIG`` (removed again by a second Ctrl-C before
+    anything is saved)."""
+    from jaxdqn.io import atomic_write_json
+
+    out = prepare_out(args.out, default_out("sweep-", base.env_id), run_folder.SWEEP_FILES,
+                      args.overwrite)
+    interrupts.on_force_exit(
+        f"nothing saved; {out} holds no sweep and can be used again as --out",
+        lambda: (out / run_folder.CONFIG).unlink(missing_ok=True))
+    atomic_write_json(out / run_folder.CONFIG, {
+        "config": base.to_dict(), "grid": grid, "seeds": args.seeds, "seed": args.seed,
+        "eval_episodes": args.episodes, "groups": group_layout, **provenance(argv),
+    })
+    return out
+
+
+def _announcement(args, out, groups, results, progress_of) -> str:
     num_combos = sum(len(g.combinations) for g in groups)
     runs = f"{num_combos} combinations x {args.seeds} seeds = {num_combos * args.seeds} runs"
-    if args.resume is not None:
-        part = (f" and group {progress_of.group_index + 1}'s first "
-                f"{progress_of.rows_done * groups[progress_of.group_index].config.log_interval}"
-                " env steps" if progress_of is not None else "")
-        say(f"resuming sweep: {runs}; {len(results)} of {len(groups)} groups done{part} -> {out}")
-    else:
-        say(f"sweep: {runs} in {len(groups)} compiled group{'s' * (len(groups) != 1)} -> {out}")
-    return _sweep(args, out, base, grid, groups, results, progress_of, prior_seconds)
+    if args.resume is None:
+        return f"sweep: {runs} in {len(groups)} compiled group{'s' * (len(groups) != 1)} -> {out}"
+    part = (f" and group {progress_of.group_index + 1}'s first "
+            f"{progress_of.rows_done * groups[progress_of.group_index].config.log_interval}"
+            " env steps" if progress_of is not None else "")
+    return f"resuming sweep: {runs}; {len(results)} of {len(groups)} groups done{part} -> {out}"
 
 
 def json_round_trip(value):
@@ -254,117 +278,19 @@ def _save_finished(out: Path, results, seconds: float) -> None:
 
 
 def _sweep(args, out, base, grid, groups, results, resume, prior_seconds) -> int:
-    import jax
-
-    from jaxdqn.checkpoint import save_resume_state
     from jaxdqn.envs import solve_threshold
-    from jaxdqn.runs import concat_metrics
-    from jaxdqn.sweep import iter_sweep
 
-    progress = None
-    combos = sorted((c for g in groups for c in g.combinations), key=lambda c: c.index)
-    position = {c.index: i for i, c in enumerate(combos)}  # logged run of each combination
     names = [f"c{c.index}_" + ",".join(f"{k}={show(v)}" for k, v in c.values.items())
-             .replace("/", "_").replace(" ", "") for c in combos]
+             .replace("/", "_").replace(" ", "") for c in _in_grid_order(groups)]
     segment_log = open_loggers(args.tensorboard, args.wandb, out, names, out.name,
-                             {**base.to_dict(), "grid": grid, "seeds": args.seeds},
-                             args.seeds, base.log_interval) \
-        if args.tensorboard or args.wandb else None
-    # The group in progress: what a Ctrl-C saves (``new`` once a segment ran in this session).
-    current = {"gi": None, "segment": None, "rows": 0, "metrics": [], "new": False}
-
-    def describe(gi, group):
-        static = ", ".join(f"{k}={show(v)}" for k, v in group.static_values(list(grid)).items())
-        return f"group {gi + 1}/{len(groups)}" + (f" ({static})" if static else "")
-
-    def on_compile(gi, group):
-        nonlocal progress
-        if progress is not None:
-            progress.close()
-            progress = None
-        if not args.no_progress:
-            say(f"compiling {describe(gi, group)}: {len(group.combinations)} combinations x "
-                f"{args.seeds} seeds ...")
-
-    def on_group_start(gi, group):
-        nonlocal progress
-        resumed = resume is not None and resume.group_index == gi
-        current.update(gi=gi, segment=None, new=False, rows=resume.rows_done if resumed else 0,
-                       metrics=[resume.metrics] if resumed and resume.rows_done else [])
-        interrupts.check()  # after compiling: a safe point
-        progress = Progress(describe(gi, group), group.config.total_timesteps,
-                            len(group.combinations) * args.seeds,
-                            current["rows"] * group.config.log_interval,
-                            enabled=not args.no_progress)
-        if segment_log is not None:
-            segment_log.restart_clock()
-
-    def on_segment(gi, segment):
-        current["metrics"].append(segment.metrics)
-        current.update(segment=segment, rows=segment.rows_done, new=True)
-        progress.update(segment.rows_done * groups[gi].config.log_interval,
-                        latest_returns(segment.metrics))
-        if segment_log is not None:  # each grid point: the mean over its seeds
-            from jaxdqn.loggers import mean_over_seeds
-
-            group_combos = groups[gi].combinations
-            segment_log.steps_per_row = groups[gi].config.log_interval
-            segment_log.log(mean_over_seeds(segment.metrics), segment.metrics.env_steps.shape[-1],
-                          [position[c.index] for c in group_combos], len(group_combos))
-        interrupts.check()  # a safe point: the state after this segment is saved
-
+                               {**base.to_dict(), "grid": grid, "seeds": args.seeds},
+                               args.seeds, base.log_interval)
+    loop = SegmentLoop(segment_log, show_progress=not args.no_progress)
     t0 = time.perf_counter()
     seconds = lambda: prior_seconds + time.perf_counter() - t0  # noqa: E731
-    try:
-        for res in iter_sweep(groups, args.seeds, args.seed, args.episodes,
-                              on_compile=on_compile, on_group_start=on_group_start,
-                              on_segment=on_segment, first_group=len(results), resume=resume):
-            results.append(res)
-            current.update(gi=None, new=False)
-            with interrupts.writing():  # a second Ctrl-C waits for these files
-                _save_finished(out, results, seconds())
-                (out / run_folder.RESUME_STATE).unlink(missing_ok=True)  # its group has finished
-                write_sweep_files(out, grid, groups, results, args, seconds())
-                interrupts.on_force_exit(
-                    f"{len(results)} of {len(groups)} groups are saved in {out}; finish the "
-                    f"sweep with: {PROG} sweep --resume {out}")
-            interrupts.check()  # between groups: a safe point
-    except KeyboardInterrupt:
-        if progress is not None:
-            progress.close()
-        if segment_log is not None:
-            segment_log.close()
-        gi = current["gi"]
-        with interrupts.writing():  # a second Ctrl-C waits until this is saved
-            # (With several processes the state is spread over them: only finished groups.)
-            if gi is not None and current["new"] and jax.process_count() == 1:
-                group = groups[gi]
-                metrics = concat_metrics(current["metrics"], 2)
-                save_resume_state(
-                    out / run_folder.RESUME_STATE, current["segment"].saved_state(), group.config, {
-                        "group_index": gi, "rows_done": current["rows"], "seconds": seconds(),
-                        "metrics": metrics._asdict()})
-                say(f"interrupted: saved group {gi + 1}/{len(groups)} after "
-                    f"{current['rows'] * group.config.log_interval} of "
-                    f"{group.config.total_timesteps} env steps per run")
-            if results:
-                _save_finished(out, results, seconds())
-            nothing = not results and not (out / run_folder.RESUME_STATE).exists()
-            if nothing:
-                (out / run_folder.CONFIG).unlink(missing_ok=True)
-            interrupts.on_force_exit()
-        if nothing:
-            say(f"interrupted before any training was saved: {out} holds no sweep and can be "
-                "used again as --out")
-        else:
-            kept = f" (their results are in {out})" if results else ""
-            say(f"interrupted with {len(results)} of {len(groups)} groups finished{kept}; finish "
-                f"the sweep with: {PROG} sweep --resume {out}")
-        return EXIT_INTERRUPTED
-    if progress is not None:
-        progress.close()
-    if segment_log is not None:
-        segment_log.close()
+    work = lambda: _run_groups(args, out, grid, groups, results, resume, loop, seconds)  # noqa: E731
+    if until_stopped(loop, work):
+        return _save_stopped(out, groups, results, loop, seconds())
     with interrupts.writing():
         ranked = write_sweep_files(out, grid, groups, results, args, seconds())
         (out / run_folder.SWEEP_RESUME).unlink(missing_ok=True)
@@ -373,6 +299,88 @@ def _sweep(args, out, base, grid, groups, results, resume, prior_seconds) -> int
     print(format_sweep_table(ranked, grid, solve_threshold(base)))
     print(f"sweep folder: {out}")
     return 0
+
+
+def _run_groups(args, out, grid, groups, results, resume, loop: SegmentLoop, seconds) -> None:
+    """Trains the groups left (``iter_sweep``), each through ``loop``, saving each finished group
+    (``results`` grows by it)."""
+    from jaxdqn.loggers import mean_over_seeds
+    from jaxdqn.sweep import iter_sweep
+
+    position = {c.index: i for i, c in enumerate(_in_grid_order(groups))}  # its logged run
+
+    def describe(gi, group):
+        static = ", ".join(f"{k}={show(v)}" for k, v in group.static_values(list(grid)).items())
+        return f"group {gi + 1}/{len(groups)}" + (f" ({static})" if static else "")
+
+    def on_compile(gi, group):
+        loop.end()
+        if not args.no_progress:
+            say(f"compiling {describe(gi, group)}: {len(group.combinations)} combinations x "
+                f"{args.seeds} seeds ...")
+
+    def on_group_start(gi, group):
+        interrupts.check()  # after compiling: a safe point
+        resumed = resume is not None and resume.group_index == gi
+        rows = resume.rows_done if resumed else 0
+        loop.start(describe(gi, group), group.config, len(group.combinations) * args.seeds,
+                   rows, [resume.metrics] if resumed and rows else [], group=gi,
+                   logged=mean_over_seeds,  # each grid point: the mean over its seeds
+                   log_runs=[position[c.index] for c in group.combinations])
+
+    for res in iter_sweep(groups, args.seeds, args.seed, args.episodes, on_compile=on_compile,
+                          on_group_start=on_group_start, on_segment=lambda gi, s: loop.add(s),
+                          first_group=len(results), resume=resume):
+        results.append(res)
+        loop.end()
+        with interrupts.writing():  # a second Ctrl-C waits for these files
+            _save_finished(out, results, seconds())
+            (out / run_folder.RESUME_STATE).unlink(missing_ok=True)  # its group has finished
+            write_sweep_files(out, grid, groups, results, args, seconds())
+            interrupts.on_force_exit(
+                f"{len(results)} of {len(groups)} groups are saved in {out}; finish the "
+                f"sweep with: {PROG} sweep --resume {out}")
+        interrupts.check()  # between groups: a safe point
+
+
+def _in_grid_order(groups) -> list:
+    """Every combination of the groups, in the grid's order (one logged run each)."""
+    return sorted((c for g in groups for c in g.combinations), key=lambda c: c.index)
+
+
+def _save_stopped(out, groups, results, loop: SegmentLoop, seconds: float) -> int:
+    """After a stop: the group in progress (if it ran a segment in this session; with several
+    processes its state is spread over them, so only finished groups) and the finished groups."""
+    import jax
+
+    from jaxdqn.checkpoint import save_resume_state
+    from jaxdqn.runs import concat_metrics
+
+    gi = loop.group
+    with interrupts.writing():  # a second Ctrl-C waits until this is saved
+        if gi is not None and loop.latest is not None and jax.process_count() == 1:
+            config = groups[gi].config
+            save_resume_state(
+                out / run_folder.RESUME_STATE, loop.latest.saved_state(), config, {
+                    "group_index": gi, "rows_done": loop.rows_done, "seconds": seconds,
+                    "metrics": concat_metrics(loop.metrics, 2)._asdict()})
+            say(f"interrupted: saved group {gi + 1}/{len(groups)} after "
+                f"{loop.rows_done * config.log_interval} of {config.total_timesteps} env steps "
+                "per run")
+        if results:
+            _save_finished(out, results, seconds)
+        nothing = not results and not (out / run_folder.RESUME_STATE).exists()
+        if nothing:
+            (out / run_folder.CONFIG).unlink(missing_ok=True)
+        interrupts.on_force_exit()
+    if nothing:
+        say(f"interrupted before any training was saved: {out} holds no sweep and can be "
+            "used again as --out")
+    else:
+        kept = f" (their results are in {out})" if results else ""
+        say(f"interrupted with {len(results)} of {len(groups)} groups finished{kept}; finish "
+            f"the sweep with: {PROG} sweep --resume {out}")
+    return EXIT_INTERRUPTED
 
 
 def write_sweep_files(out: Path, grid, groups, results, args, seconds: float):

@@ -7,6 +7,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any, NamedTuple
 
 from jaxdqn import run_folder
 from jaxdqn.cli import interrupts
@@ -18,9 +19,10 @@ from jaxdqn.cli.options import (add_config_options, add_out_options, check_count
                                 refuse_settings_on_resume, resolve_config)
 from jaxdqn.cli.outputs import default_out, prepare_out, provenance
 from jaxdqn.cli.parser import EXIT_INTERRUPTED, PROG, UserError, say
-from jaxdqn.cli.progress import PROGRESS_SEGMENTS, Progress
+from jaxdqn.cli.progress import PROGRESS_SEGMENTS
 from jaxdqn.cli.reports import (eval_rows, eval_summary, format_eval_table,
                                 format_final_vs_best, latest_returns, method_name)
+from jaxdqn.cli.segments import SegmentLoop, ready_state, run_segments, until_stopped
 
 
 def add_parser(sub) -> None:
@@ -127,181 +129,225 @@ def _resume(args, argv) -> int:
                   args.no_progress, resume=True, loggers=(args.tensorboard, args.wandb))
 
 
+class _Job(NamedTuple):
+    """One ``jaxdqn train`` as every process runs it (``writer``: this process writes and
+    prints)."""
+
+    config: Any
+    num_seeds: int
+    seed: int
+    num_episodes: int
+    out: Path
+    writer: bool
+
+    def report(self, message: str) -> None:
+        if self.writer:  # the others only compute
+            say(message)
+
+
+class _Start(NamedTuple):
+    """Where training starts: a resume file's state (None: from init), its metric rows and the
+    seconds trained before."""
+
+    saved: Any = None
+    rows_done: int = 0
+    metrics: tuple = ()
+    train_seconds: float = 0.0
+
+
 def _train(config, num_seeds: int, seed: int, num_episodes: int, out: Path, no_progress: bool,
            resume: bool = False, loggers: tuple[bool, bool] = (False, False),
            writer: bool = True) -> int:
     """Trains, saves and evaluates. With several processes (``--distributed``) every process
     runs this with the same arguments (the collectives must match); only the ``writer`` writes
     files and prints results."""
-    import jax
-    import numpy as np
+    from jaxdqn.runs import make_runs, rows_per_segment, seed_keys
 
-    from jaxdqn.checkpoint import CheckpointError, load_resume_state
-    from jaxdqn.envs import solve_threshold
-    import jaxdqn.runs
-    from jaxdqn.parallel import place_as_output
-    from jaxdqn.runs import (concat_metrics, evaluation_keys, host_key_data, make_runs,
-                             rows_per_segment, seed_keys)
-    from jaxdqn.train import best_params
-
-    # Several processes: the seeds split across the devices of all of them, inputs given as host
-    # arrays (the same in every process), results gathered (Runs.results).
-    multi = jax.process_count() > 1
+    job = _Job(config, num_seeds, seed, num_episodes, out, writer)
     batch = make_runs(config, num_seeds)
-    host = host_key_data if multi else (lambda x: x)
-    keys = host(seed_keys(seed, num_seeds))
-    first_row, done_segments, prior = 0, [], {}
-    if resume:
-        template = batch.state_shape(keys, None)
-        try:
-            state, meta = load_resume_state(out / run_folder.RESUME_STATE, template, config)
-        except CheckpointError as e:
-            raise UserError(str(e)) from None
-        first_row = int(meta["rows_done"])
-        prior = {"train_seconds": float(meta.get("train_seconds", 0.0))}
-        done_segments = [_metrics_from(meta["metrics"])] if first_row else []
-    num_rows = config.num_log_rows
-    left = num_rows - first_row
-    segment_rows = left if no_progress else rows_per_segment(left, PROGRESS_SEGMENTS)
+    keys = _host(seed_keys(seed, num_seeds))
+    start = _load_start(batch, keys, out) if resume else _Start()
+    job.report(_announcement(job, batch, resume))
+    left = config.num_log_rows - start.rows_done
+    segment_rows = left if no_progress or not left else rows_per_segment(left, PROGRESS_SEGMENTS)
+    state, compile_seconds = ready_state(batch, keys, None, start.saved, start.rows_done,
+                                         segment_rows, job.report)
+    if interrupts.requested():  # a stop while setting up or compiling: nothing trained yet
+        return _stopped_before_training(job, resume)
+    segment_log = open_loggers(*loggers, out, [f"seed_{i}" for i in range(num_seeds)],
+                               f"{out.name}", {**config.to_dict(), "seeds": num_seeds,
+                                               "seed": seed},
+                               num_seeds, config.log_interval) if any(loggers) and writer else None
+    loop = SegmentLoop(segment_log, show_progress=writer and not no_progress)
+    loop.start(f"{config.env_id} x{num_seeds}", config, num_seeds, start.rows_done,
+               start.metrics)
+    t_train = time.perf_counter()
+    interrupted = until_stopped(loop, lambda: run_segments(loop, batch, state, None,
+                                                           start.rows_done, segment_rows))
+    session_seconds = time.perf_counter() - t_train
+    if loop.latest is not None:
+        state = loop.latest.state
+    if interrupted:
+        job.report(f"interrupted: saving the {loop.rows_done * config.log_interval} env steps "
+                   "per run done so far")
+    timing = {"compile_seconds": compile_seconds,
+              "train_seconds": start.train_seconds + session_seconds,
+              "env_steps_per_second": (loop.rows_done - start.rows_done) * config.log_interval
+              * num_seeds / max(session_seconds, 1e-9)}
+    return _finish(job, batch, state, loop, interrupted, timing)
+
+
+def _host(keys):
+    """Keys as every process passes them: host arrays with several processes (the same in each),
+    else as they are."""
+    import jax
+
+    from jaxdqn.runs import host_key_data
+
+    return host_key_data(keys) if jax.process_count() > 1 else keys
+
+
+def _load_start(batch, keys, out: Path) -> _Start:
+    """The state, metric rows and seconds of ``out``'s resume file."""
+    from jaxdqn.checkpoint import CheckpointError, load_resume_state
+
+    try:
+        state, meta = load_resume_state(out / run_folder.RESUME_STATE,
+                                        batch.state_shape(keys, None), batch.config)
+    except CheckpointError as e:
+        raise UserError(str(e)) from None
+    rows_done = int(meta["rows_done"])
+    return _Start(saved=state, rows_done=rows_done,
+                  metrics=(_metrics_from(meta["metrics"]),) if rows_done else (),
+                  train_seconds=float(meta.get("train_seconds", 0.0)))
+
+
+def _announcement(job: _Job, batch, resume: bool) -> str:
+    import jax
+
     num_devices = len(batch.devices)
     on_devices = f" split across {num_devices} devices" if num_devices > 1 else ""
-    if multi:
+    if jax.process_count() > 1:
         on_devices += f" of {jax.process_count()} processes"
-    report = say if writer else _quiet  # the writer reports; the others only compute
-    report(f"{'resuming' if resume else 'training'} {num_seeds} seed{'s' * (num_seeds != 1)} of "
-           f"{method_name(config)} on {config.env_id}, {config.total_timesteps} env steps each"
-           f"{on_devices} -> {out}")
-    t_compile = time.perf_counter()
-    if resume:  # placed as init's output is: a host state would compile ``run`` twice
-        state = place_as_output(batch.restored_state(state), batch.init, keys, None)
-    else:
-        state = batch.init(keys, None)
-    if left:
-        report("compiling the training program ...")
-        batch.run.lower(state, None, first_row, segment_rows).compile()
-    compile_seconds = time.perf_counter() - t_compile
-    if interrupts.requested():  # Ctrl-C while setting up or compiling: nothing trained yet
-        if not writer:
-            pass
-        elif resume:
-            report(f"interrupted before training resumed: {out} is as it was; continue it with: "
-                   f"{PROG} train --resume {out}")
-        else:
-            (out / run_folder.CONFIG).unlink(missing_ok=True)
-            report(f"interrupted before training: nothing saved; {out} holds no run and can be "
-                   "used again as --out")
-        return EXIT_INTERRUPTED
-    segment_log = open_loggers(*loggers, out, [f"seed_{i}" for i in range(num_seeds)],
-                             f"{out.name}", {**config.to_dict(), "seeds": num_seeds, "seed": seed},
-                             num_seeds, config.log_interval) if any(loggers) and writer else None
+    n, config = job.num_seeds, job.config
+    return (f"{'resuming' if resume else 'training'} {n} seed{'s' * (n != 1)} of "
+            f"{method_name(config)} on {config.env_id}, {config.total_timesteps} env steps each"
+            f"{on_devices} -> {job.out}")
 
-    steps_per_row = config.log_interval
-    progress = Progress(f"{config.env_id} x{num_seeds}", config.total_timesteps, num_seeds,
-                        first_row * steps_per_row, enabled=writer and not no_progress)
-    done, interrupted = [], False  # appending a finished segment is the loop's only mutation
-    t_train = time.perf_counter()
-    if segment_log is not None:
-        segment_log.restart_clock()
-    try:
-        for segment in jaxdqn.runs.run_in_segments(batch, state, None, first_row, segment_rows):
-            done.append(segment)
-            progress.update(segment.rows_done * steps_per_row, latest_returns(segment.metrics))
-            if segment_log is not None:  # on the host, while the next segment runs
-                segment_log.log(segment.metrics, segment_rows)
-            interrupts.check()  # a safe point: the state after this segment is saved
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        progress.close()
-        if segment_log is not None:
-            segment_log.close()
-    session_seconds = time.perf_counter() - t_train
-    train_seconds = prior.get("train_seconds", 0.0) + session_seconds
-    segments = [s.metrics for s in done]
-    if done:
-        state, rows_done = done[-1].state, done[-1].rows_done
-    else:
-        rows_done = first_row
-    if interrupted:
-        report(f"interrupted: saving the {rows_done * steps_per_row} env steps per run done so far")
 
-    all_segments = done_segments + segments
-    metrics = concat_metrics(all_segments, 1) if all_segments else None
+def _stopped_before_training(job: _Job, resume: bool) -> int:
+    out = job.out
+    if not job.writer:
+        pass
+    elif resume:
+        say(f"interrupted before training resumed: {out} is as it was; continue it with: "
+            f"{PROG} train --resume {out}")
+    else:
+        (out / run_folder.CONFIG).unlink(missing_ok=True)
+        say(f"interrupted before training: nothing saved; {out} holds no run and can be "
+            "used again as --out")
+    return EXIT_INTERRUPTED
+
+
+def _finish(job: _Job, batch, state, loop: SegmentLoop, interrupted: bool, timing: dict) -> int:
+    """After training (whole or stopped): the results gathered, saved, then evaluated."""
+    import numpy as np
+
+    from jaxdqn.runs import concat_metrics
+    from jaxdqn.train import best_params
+
+    config, num_seeds = job.config, job.num_seeds
+    metrics = concat_metrics(loop.metrics, 1) if loop.metrics else None
     params = state.train.params  # on the devices, for the evaluation
     best = best_params(state)
     host_params, host_best = batch.results(params), batch.results(best)  # a collective
+    rows_done = loop.rows_done
     summary = {
-        "env_id": config.env_id, "num_seeds": num_seeds, "seed": seed,
-        "total_timesteps": config.total_timesteps, "env_steps_done": rows_done * steps_per_row,
-        "rows_done": rows_done, "num_log_rows": num_rows,
-        "complete": rows_done == num_rows, "interrupted": interrupted,
-        "compile_seconds": compile_seconds, "train_seconds": train_seconds,
-        "env_steps_per_second": (rows_done - first_row) * steps_per_row * num_seeds
-        / max(session_seconds, 1e-9),
+        "env_id": config.env_id, "num_seeds": num_seeds, "seed": job.seed,
+        "total_timesteps": config.total_timesteps,
+        "env_steps_done": rows_done * config.log_interval,
+        "rows_done": rows_done, "num_log_rows": config.num_log_rows,
+        "complete": rows_done == config.num_log_rows, "interrupted": interrupted, **timing,
         "final_training_return": None if metrics is None
         else [None if np.isnan(v) else float(v) for v in latest_returns(metrics)],
         # Per seed: did its TD loss or Q-values stop being finite (or its params)?
         "diverged": diverged_seeds(metrics, host_params, num_seeds),
     }
-    if any(summary["diverged"]) and writer:
-        report(f"warning: diverged (TD loss or Q-values not finite): "
-               f"{_seed_list(summary['diverged'])}; lower learning_rate or set max_grad_norm")
+    if any(summary["diverged"]):
+        job.report(f"warning: diverged (TD loss or Q-values not finite): "
+                   f"{_seed_list(summary['diverged'])}; lower learning_rate or set max_grad_norm")
     if best is not None:
         summary["best_during_training"] = _best_summary(host_best, config)
+    if not job.writer:
+        return _evaluate_quietly(batch, params, best, job.seed, num_seeds, job.num_episodes,
+                                 interrupted)
+    _save(job, batch, state, metrics, host_params, host_best, summary)
+    if interrupted:
+        say(f"partial run saved in {job.out}" + _continue_hint(job.out))
+        return EXIT_INTERRUPTED
+    if interrupts.requested():
+        say(f"interrupted before the evaluation: the run is complete in {job.out}; evaluate it "
+            f"with: {PROG} evaluate {job.out}")
+        return EXIT_INTERRUPTED
+    return _evaluate(job, batch, params, best, summary)
+
+
+def _continue_hint(out: Path) -> str:
+    """How to continue a stopped run: ``--resume`` (one process only, which holds the state)."""
+    import jax
+
+    return "" if jax.process_count() > 1 else f"; continue it with: {PROG} train --resume {out}"
+
+
+def _save(job: _Job, batch, state, metrics, host_params, host_best, summary) -> None:
+    """The run files; when stopped, first what ``--resume`` needs: the state and metric rows."""
+    import jax
+
     from jaxdqn.checkpoint import save_resume_state
 
+    out, interrupted = job.out, summary["interrupted"]
     resume_path = out / run_folder.RESUME_STATE
-    if not writer:
-        return _evaluate_quietly(batch, params, best, seed, num_seeds, num_episodes,
-                                 interrupted)
     with interrupts.writing():  # a second Ctrl-C waits for these files
-        if interrupted and not multi:  # first what --resume needs: the state and metric rows
-            save_resume_state(resume_path, batch.saved_state(state), config, {
-                "rows_done": rows_done, "train_seconds": train_seconds,
+        if interrupted and jax.process_count() == 1:
+            save_resume_state(resume_path, batch.saved_state(state), job.config, {
+                "rows_done": summary["rows_done"], "train_seconds": summary["train_seconds"],
                 "metrics": None if metrics is None else metrics._asdict()})
-        write_run_files(out, config, num_seeds, seed, metrics, host_params, summary, host_best)
+        write_run_files(out, job.config, job.num_seeds, job.seed, metrics, host_params, summary,
+                        host_best)
         if not interrupted:
             resume_path.unlink(missing_ok=True)
         interrupts.on_force_exit(
             f"the run is complete in {out}; evaluate it with: {PROG} evaluate {out}"
-            if not interrupted else f"partial run saved in {out}" + (
-                "" if multi else f"; continue it with: {PROG} train --resume {out}"))
-    if interrupted:
-        report(f"partial run saved in {out}"
-               + ("" if multi else f"; continue it with: {PROG} train --resume {out}"))
-        return EXIT_INTERRUPTED
-    if interrupts.requested():
-        report(f"interrupted before the evaluation: the run is complete in {out}; evaluate it "
-               f"with: {PROG} evaluate {out}")
-        return EXIT_INTERRUPTED
+            if not interrupted else f"partial run saved in {out}" + _continue_hint(out))
 
-    report(f"trained in {train_seconds:.1f} s (+{compile_seconds:.1f} s compile); "
-           f"evaluating {num_episodes} greedy episodes per seed ...")
-    eval_keys = host(evaluation_keys(seed, num_seeds))
-    returns = batch.evaluate(params, eval_keys, num_episodes)
-    threshold = solve_threshold(config)
-    rows = eval_rows(batch.results(returns), threshold)
-    summary["evaluation"] = eval_summary(rows, threshold, num_episodes, seed)
-    if best is not None:  # the same fresh episodes for the best params
-        best_rows = eval_rows(batch.results(batch.evaluate(best.params, eval_keys,
-                                                           num_episodes)), threshold)
-        summary["evaluation_best"] = eval_summary(best_rows, threshold, num_episodes, seed)
+
+def _evaluate(job: _Job, batch, params, best, summary) -> int:
+    """The greedy evaluation after training (of the best params too), its table and summary."""
+    from jaxdqn.envs import solve_threshold
     from jaxdqn.io import atomic_write_json
+    from jaxdqn.runs import evaluation_keys
 
-    atomic_write_json(out / run_folder.SUMMARY, summary)
+    n = job.num_episodes
+    say(f"trained in {summary['train_seconds']:.1f} s (+{summary['compile_seconds']:.1f} s "
+        f"compile); evaluating {n} greedy episodes per seed ...")
+    eval_keys = _host(evaluation_keys(job.seed, job.num_seeds))
+    threshold = solve_threshold(job.config)
+    rows = eval_rows(batch.results(batch.evaluate(params, eval_keys, n)), threshold)
+    summary["evaluation"] = eval_summary(rows, threshold, n, job.seed)
+    if best is not None:  # the same fresh episodes for the best params
+        best_rows = eval_rows(batch.results(batch.evaluate(best.params, eval_keys, n)),
+                              threshold)
+        summary["evaluation_best"] = eval_summary(best_rows, threshold, n, job.seed)
+    atomic_write_json(job.out / run_folder.SUMMARY, summary)
     print(format_eval_table(rows, threshold, diverged=summary["diverged"]))
     if best is not None:
         print(format_final_vs_best(rows, best_rows, summary["best_during_training"], threshold,
-                                   num_episodes))
-    print(f"run folder: {out}")
+                                   n))
+    print(f"run folder: {job.out}")
     if interrupts.requested():
-        report("interrupted during the evaluation, which finished: the run folder is complete")
+        say("interrupted during the evaluation, which finished: the run folder is complete")
         return EXIT_INTERRUPTED
     return 0
-
-
-def _quiet(message: str) -> None:
-    pass
 
 
 def _evaluate_quietly(batch, params, best, seed, num_seeds, num_episodes, interrupted) -> int:
