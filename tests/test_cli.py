@@ -10,12 +10,12 @@ import sys
 import jax
 import numpy as np
 import pytest
+from trees import assert_trees_equal
 
 import jaxdqn.runs
 from jaxdqn import DQNConfig, init_q_params, run_folder
 from jaxdqn.checkpoint import load_checkpoint, save_checkpoint
 from jaxdqn.cli import main, parse_field_value, resolve_config, split_values
-from trees import assert_trees_equal
 
 TINY_SETS = ["--set", "total_timesteps=400", "--set", "buffer_size=200",
              "--set", "learning_starts=64", "--set", "batch_size=32"]
@@ -145,7 +145,8 @@ def test_config_file_errors_name_the_file_and_the_problem(tmp_path, capsys, no_c
         "broken.toml": ('gamma = = 0.9\n', "is not valid TOML"),
         "broken.json": ('{"gamma": 0.9,', "is not valid JSON"),
         "list.json": ('[1, 2]', "must hold a table of settings (field = value), not a list"),
-        "type.toml": ('gamma = "high"\n', "type.toml: DQNConfig.gamma='high' is invalid: must be a"),
+        "type.toml": ('gamma = "high"\n',
+                      "type.toml: DQNConfig.gamma='high' is invalid: must be a"),
         "range.json": ('{"gamma": 2.0}', "range.json: DQNConfig.gamma=2.0 is invalid: must be in"),
     }
     for name, (text, message) in cases.items():
@@ -202,7 +203,7 @@ def test_unreadable_mismatched_or_unsuitable_checkpoints_are_one_line_errors(tmp
          "'Probe1'"),
     ]
     for argv, message in cases:
-        code, out, err = _cli(["evaluate", *argv], capsys)
+        code, _out, err = _cli(["evaluate", *argv], capsys)
         assert code == 2 and err.count("\n") == 1 and message in err, (argv, err)
 
 
@@ -392,7 +393,7 @@ def test_runs_that_do_not_fit_are_refused_before_writing_or_compiling(no_compile
     for argv in (["train", *TINY_SETS, "--seeds", "64", "--out", str(tmp_path / "t")],
                  ["sweep", *TINY_SETS, "--seeds", "64", "--grid", "gamma=0.9,0.99",
                   "--out", str(tmp_path / "s")]):
-        code, out, err = _cli(argv, capsys)
+        code, _out, err = _cli(argv, capsys)
         assert code == 2, argv
         lines = err.strip().splitlines()
         assert len(lines) == 1 and "only 3.8 MiB of test memory is free" in lines[0], err

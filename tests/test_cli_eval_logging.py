@@ -108,7 +108,7 @@ def test_evaluate_video_writes_one_episode_of_the_chosen_params(run, capsys, tmp
                             str(tmp_path / "ep.gif"), "--video-params", "best",
                             "--video-seed-index", "1"], capsys)
     assert code == 0
-    line = [x for x in stdout.splitlines() if x.startswith("video: ")][0]
+    line = next(x for x in stdout.splitlines() if x.startswith("video: "))
     assert "best params of seed 1" in line and (tmp_path / "ep.gif").stat().st_size > 0
 
 

@@ -97,7 +97,8 @@ def test_a_resumed_sweep_equals_the_uninterrupted_sweep_bit_for_bit(sweeps):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--grid", "gamma=0.5,0.9"], "--resume takes every setting from the sweep folder; drop --grid"),
+    (["--grid", "gamma=0.5,0.9"],
+     "--resume takes every setting from the sweep folder; drop --grid"),
     (["--seeds", "3", "--out", "x"],
      "--resume takes every setting from the sweep folder; drop --seeds, --out"),
 ])

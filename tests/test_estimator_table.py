@@ -10,9 +10,19 @@ import pytest
 
 from jaxdqn import DQNConfig, init_q_params, make_acting_q_fn, make_q_fn, make_train
 from jaxdqn.cli.reports import method_name
-from jaxdqn.estimators import (ESTIMATORS, Estimator, act_mean, averaged_target,
-                               clipped_double_target, configurable_size, double_dqn_target,
-                               double_q_target, dqn_target, maxmin_target, target_only)
+from jaxdqn.estimators import (
+    ESTIMATORS,
+    Estimator,
+    act_mean,
+    averaged_target,
+    clipped_double_target,
+    configurable_size,
+    double_dqn_target,
+    double_q_target,
+    dqn_target,
+    maxmin_target,
+    target_only,
+)
 from jaxdqn.memory import network_passes
 
 # (estimator, extra fields) -> (online members, target networks or snapshots, trained members,

@@ -14,10 +14,28 @@ traceback of an unexpected internal error instead of its one-line summary.
 from jaxdqn.cli.app import build_parser, main
 from jaxdqn.cli.evaluate import gymnasium_returns
 from jaxdqn.cli.options import parse_field_value, resolve_config
-from jaxdqn.cli.parser import (EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, PROG, OneLineParser,
-                               UserError)
+from jaxdqn.cli.parser import (
+                               EXIT_FAILURE,
+                               EXIT_INTERRUPTED,
+                               EXIT_USAGE,
+                               PROG,
+                               OneLineParser,
+                               UserError,
+)
 from jaxdqn.cli.sweep import parse_grid, split_values
 
-__all__ = ["EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_USAGE", "OneLineParser", "PROG", "UserError",
-           "build_parser", "gymnasium_returns", "main", "parse_field_value", "parse_grid",
-           "resolve_config", "split_values"]
+__all__ = [
+                               "EXIT_FAILURE",
+                               "EXIT_INTERRUPTED",
+                               "EXIT_USAGE",
+                               "PROG",
+                               "OneLineParser",
+                               "UserError",
+                               "build_parser",
+                               "gymnasium_returns",
+                               "main",
+                               "parse_field_value",
+                               "parse_grid",
+                               "resolve_config",
+                               "split_values",
+]

@@ -6,11 +6,18 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from jaxdqn.cli import config, distributed, evaluate, interrupts, sweep, train
-from jaxdqn.cli.parser import (EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, PROG, OneLineParser,
-                               UserError, say)
+from jaxdqn.cli.parser import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    PROG,
+    OneLineParser,
+    UserError,
+    say,
+)
 from jaxdqn.runtime import fast_cpu_compile, use_all_cpu_cores
 
 COMMANDS = (train, evaluate, sweep, config)
@@ -27,7 +34,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         distributed.start_from_argv(argv)  # before any JAX computation, parsing's imports too
         args = build_parser().parse_args(argv)
         if args.command is None:
-            raise UserError(f"choose a command: train, evaluate, sweep or config (see '{PROG} --help')")
+            raise UserError("choose a command: train, evaluate, sweep or config "
+                            f"(see '{PROG} --help')")
         code = args.handler(args, argv)
         if interrupts.requested() and code == 0:  # Ctrl-C after the last safe point
             say("interrupted (after the command had finished its work)")
@@ -44,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except SystemExit as e:  # --help and --version
         return e.code if isinstance(e.code, int) else 0
-    except Exception as e:  # noqa: BLE001 - the one place that turns bugs into one line
+    except Exception as e:
         if os.environ.get("JAXDQN_DEBUG"):
             raise
         msg = str(e).strip().splitlines()[0] if str(e).strip() else ""

@@ -28,7 +28,7 @@ import os
 import signal
 import sys
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 EXIT_INTERRUPTED = 130  # as jaxdqn.cli.parser's (not imported: this module stays import-light)
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR1")
@@ -48,10 +48,8 @@ _watch: dict = {}  # while installed with a watcher: the pipe, the thread, the p
 def _say(line: str) -> None:
     """One line on stderr without Python's buffered stream (which the main thread may hold)."""
     lead = "\n" if sys.stderr is not None and sys.stderr.isatty() else ""
-    try:
+    with contextlib.suppress(OSError):
         os.write(2, f"{lead}jaxdqn: {line}\n".encode())
-    except OSError:
-        pass
 
 
 def _name(signum: int) -> str:
@@ -79,10 +77,8 @@ def _press(signum: int = signal.SIGINT) -> None:
         with _lock:
             message, cleanup = _force_exit
         if cleanup is not None:
-            try:
+            with contextlib.suppress(OSError):
                 cleanup()
-            except OSError:
-                pass
         _say("interrupted again: exited at once" + (f"; {message}" if message else ""))
         os._exit(exit_code())
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from jaxdqn.cli.parser import UserError, say
 from jaxdqn.run_folder import TENSORBOARD_DIR

@@ -8,7 +8,8 @@ import difflib
 import re
 import types
 import typing
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from jaxdqn.cli.parser import UserError
 

@@ -4,12 +4,13 @@ names), provenance."""
 from __future__ import annotations
 
 import os
-import shutil
 import platform
 import shlex
+import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from jaxdqn.cli.parser import PROG, UserError
 from jaxdqn.run_folder import LOGGER_DIRS

@@ -66,7 +66,7 @@ class Progress:
 
 def clock(seconds: float) -> str:
     """``75.2`` -> ``"1:15"``; ``3725`` -> ``"1:02:05"``."""
-    s = int(round(seconds))
+    s = round(seconds)
     h, m = divmod(s // 60, 60)
     return f"{h}:{m:02d}:{s % 60:02d}" if h else f"{m}:{s % 60:02d}"
 

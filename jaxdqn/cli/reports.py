@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 
 def method_name(config) -> str:
@@ -60,7 +61,8 @@ def format_eval_table(rows, threshold, extra: dict[str, list[float]] | None = No
     lines.append(["all", f"{sum(means) / len(means):.2f}", "", "", "",
                   *(f"{sum(v) / len(v):.2f}" for v in extra.values()), total,
                   *([f"{sum(diverged)}/{len(rows)}"] if flag else [])])
-    title = f"{policy} evaluation" + ("" if threshold is None else f" (solved: mean > {threshold:g})")
+    solved = "" if threshold is None else f" (solved: mean > {threshold:g})"
+    title = f"{policy} evaluation{solved}"
     return title + "\n" + table(head, lines)
 
 

@@ -10,7 +10,8 @@ after a stop signal, what ``--resume`` needs from the loop's ``latest`` segment 
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from jaxdqn.cli import interrupts
 from jaxdqn.cli.progress import Progress

@@ -5,18 +5,26 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from jaxdqn import run_folder
 from jaxdqn.cli import interrupts
 from jaxdqn.cli.config import presets_epilog, wrap
-from jaxdqn.cli.distributed import (add_distributed_options, check_seed_split, is_writer,
-                                    seed_share)
+from jaxdqn.cli.distributed import add_distributed_options, check_seed_split, is_writer, seed_share
 from jaxdqn.cli.loggers import add_logging_options, check_logging_extras, open_loggers
-from jaxdqn.cli.options import (add_config_options, add_out_options, check_counts, check_learns,
-                                parse_assignment, parse_field_value, refuse_settings_on_resume,
-                                resolve_config, traced_fields)
+from jaxdqn.cli.options import (
+    add_config_options,
+    add_out_options,
+    check_counts,
+    check_learns,
+    parse_assignment,
+    parse_field_value,
+    refuse_settings_on_resume,
+    resolve_config,
+    traced_fields,
+)
 from jaxdqn.cli.outputs import default_out, prepare_out, provenance
 from jaxdqn.cli.parser import EXIT_INTERRUPTED, PROG, UserError, say
 from jaxdqn.cli.reports import csv_value, latest_returns, show

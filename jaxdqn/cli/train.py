@@ -12,16 +12,27 @@ from typing import Any, NamedTuple
 from jaxdqn import run_folder
 from jaxdqn.cli import interrupts
 from jaxdqn.cli.config import presets_epilog, wrap
-from jaxdqn.cli.distributed import (add_distributed_options, check_seed_split, is_writer,
-                                    seed_share)
+from jaxdqn.cli.distributed import add_distributed_options, check_seed_split, is_writer, seed_share
 from jaxdqn.cli.loggers import add_logging_options, check_logging_extras, open_loggers
-from jaxdqn.cli.options import (add_config_options, add_out_options, check_counts, check_learns,
-                                refuse_settings_on_resume, resolve_config)
+from jaxdqn.cli.options import (
+    add_config_options,
+    add_out_options,
+    check_counts,
+    check_learns,
+    refuse_settings_on_resume,
+    resolve_config,
+)
 from jaxdqn.cli.outputs import default_out, prepare_out, provenance
 from jaxdqn.cli.parser import EXIT_INTERRUPTED, PROG, UserError, say
 from jaxdqn.cli.progress import PROGRESS_SEGMENTS
-from jaxdqn.cli.reports import (eval_rows, eval_summary, format_eval_table,
-                                format_final_vs_best, latest_returns, method_name)
+from jaxdqn.cli.reports import (
+    eval_rows,
+    eval_summary,
+    format_eval_table,
+    format_final_vs_best,
+    latest_returns,
+    method_name,
+)
 from jaxdqn.cli.segments import SegmentLoop, ready_state, run_segments, until_stopped
 
 
