@@ -264,7 +264,7 @@ def iteration(loop: Loop, hp: HParams, carry: tuple[RunnerState, _RowSums], it
     runner, sums = jax.lax.cond(it >= config.first_learning_iteration,
                                 functools.partial(learn, loop, hp), lambda r, s: (r, s),
                                 runner, sums)
-    return (sync(loop, hp, runner, it), sums), None
+    return (sync(loop, hp, runner, it, step0), sums), None
 
 
 def act_and_store(loop: Loop, hp: HParams, runner: RunnerState, sums: _RowSums, step
@@ -326,11 +326,10 @@ def learn(loop: Loop, hp: HParams, runner: RunnerState, sums: _RowSums
     return runner._replace(train=train_state, key=key), sums
 
 
-def sync(loop: Loop, hp: HParams, runner: RunnerState, it) -> RunnerState:
-    """The target schedule: sync at the end of iteration ``it`` when learning has started and
-    its env steps cross a multiple of ``target_update_freq``."""
+def sync(loop: Loop, hp: HParams, runner: RunnerState, it, step0) -> RunnerState:
+    """The target schedule: sync at the end of iteration ``it`` (its first env step ``step0``)
+    when learning has started and its env steps cross a multiple of ``target_update_freq``."""
     config = loop.config
-    step0 = it * config.steps_per_iteration
     crossed = ((step0 + config.steps_per_iteration) // hp.target_update_freq
                > step0 // hp.target_update_freq)
     do_sync = jnp.logical_and(it >= config.first_learning_iteration, crossed)
