@@ -1,15 +1,19 @@
 """The training loop: acting, storing, learning, target updates and epsilon decay in one `lax.scan`.
 
 ``make_train(config)`` returns a pure ``train(key) -> TrainOutput``; ``jax.jit(jax.vmap(train))``
-trains one independent agent per key. Layout of the scan (sizes from ``DQNConfig``)::
+trains one independent agent per key. The loop is a nested scan of small pure pieces, each a
+module-level function of the ``Loop`` (what the config fixes) and the ``HParams``::
 
-    scan over metric rows                      (num_log_rows, one TrainMetrics row each)
-      scan over iterations                     (iterations_per_log_row)
-        scan over vector steps                 (vector_steps_per_iteration)
-          epsilon-greedy act (legal actions only) -> env.step on num_envs copies -> buffer_add
-        updates_per_iteration x (buffer_sample -> td_update)   once learning has started
-        target sync when the env-step count crosses a multiple of target_update_freq
-      every eval_interval env steps (if set): eval_episodes greedy episodes; keep the best params
+    run: scan over metric rows                        (num_log_rows)
+      row: scan over iterations                       (iterations_per_log_row)
+        iteration: scan over vector steps             (vector_steps_per_iteration)
+          act_and_store: epsilon-greedy act (legal actions only) -> env.step on num_envs copies
+                         -> buffer_add -> sums of the episodes that end
+        learn: updates_per_iteration x (buffer_sample -> td_update)   once learning has started
+        sync: target sync when the env-step count crosses a multiple of target_update_freq
+      maybe_evaluate: every eval_interval env steps (if set) eval_episodes greedy episodes; keep
+                      the best params
+      row_metrics: the row's counts and means (one TrainMetrics row)
 
 Evaluation during training draws from a key of its own (``fold_in(key, EVAL_STREAM)`` of the run's
 key, then ``fold_in(., row)``), never from the training key, so turning it on leaves the training
@@ -18,10 +22,13 @@ trajectory bit for bit unchanged. Its metric columns are NaN on rows without an 
 
 Iteration indices come from the scan's ``xs``, which ``vmap`` leaves unbatched, so "has learning
 started?" stays a real branch under ``vmap`` instead of becoming a select that runs both sides.
+``make_trainer`` binds the pieces to one config's ``Loop``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -29,13 +36,13 @@ import jax.numpy as jnp
 
 from jaxdqn.buffer import BufferState, Transition, buffer_add, buffer_init, buffer_sample
 from jaxdqn.config import DQNConfig
-from jaxdqn.envs import env_spec
+from jaxdqn.envs import EnvSpec, env_spec
 from jaxdqn.estimators import ESTIMATORS
 from jaxdqn.evaluation import make_greedy_episodes
-from jaxdqn.networks import init_q_params, make_q_fn
+from jaxdqn.networks import QFn, init_q_params, make_q_fn
 from jaxdqn.policy import epsilon_at, epsilon_greedy, make_acting_q_fn
-from jaxdqn.update import (TrainState, UpdateInfo, init_train_state, make_optimizer,
-                           make_td_update, sync_target)
+from jaxdqn.update import (TrainState, init_train_state, make_optimizer, make_td_update,
+                           sync_target)
 
 EVAL_STREAM = 0x6576616C
 """Evaluation during training draws from ``fold_in(run_key, EVAL_STREAM)``, apart from training."""
@@ -150,193 +157,237 @@ class Trainer(NamedTuple):
     train: Callable[..., TrainOutput]
 
 
+@dataclasses.dataclass(frozen=True)
+class Loop:
+    """What one config's loop closes over, built once by ``make_trainer``: static, never traced."""
+
+    config: DQNConfig
+    spec: EnvSpec  # the env, its params and legal actions (``legal_fn`` None: all legal)
+    q_fn: QFn
+    acting_q_fn: Callable  # the Q-values the agent acts on (``policy.make_acting_q_fn``)
+    greedy_episodes: Callable | None  # evaluation during training; None without it
+
+    @classmethod
+    def of(cls, config: DQNConfig) -> "Loop":
+        evaluating = config.eval_interval is not None
+        return cls(config=config, spec=env_spec(config), q_fn=make_q_fn(config),
+                   acting_q_fn=make_acting_q_fn(config),
+                   greedy_episodes=(make_greedy_episodes(config, config.eval_episodes)
+                                    if evaluating else None))
+
+    def hparams(self, hparams: HParams | None) -> HParams:
+        """``hparams``, or the config's own when None."""
+        return HParams.from_config(self.config) if hparams is None else hparams
+
+
 def make_trainer(config: DQNConfig) -> Trainer:
-    spec = env_spec(config)
-    env, env_params = spec.env, spec.params
-    q_fn = make_q_fn(config)
-    legal_fn = spec.legal_fn  # None: every action legal in every state
-    estimator = ESTIMATORS[config.estimator]
+    """The loop of ``config`` as ``init``, ``run`` and ``train`` (see ``Trainer``)."""
+    loop = Loop.of(config)
+    return Trainer(init=functools.partial(init, loop), run=functools.partial(run, loop),
+                   train=functools.partial(train, loop))
+
+
+def train(loop: Loop, key: jax.Array, hparams: HParams | None = None) -> TrainOutput:
+    """The whole run: ``init``, then every metric row."""
+    runner, metrics = run(loop, init(loop, key, hparams), hparams, 0, loop.config.num_log_rows)
+    return TrainOutput(params=runner.train.params, metrics=metrics, best=best_params(runner))
+
+
+def init(loop: Loop, key: jax.Array, hparams: HParams | None = None) -> RunnerState:
+    """The state before the first step: fresh params (target = online), an empty buffer, reset
+    envs; with evaluation, its key and no best evaluation yet."""
+    config, spec = loop.config, loop.spec
+    hp = loop.hparams(hparams)
+    run_key = key
+    key, init_key, reset_key = jax.random.split(key, 3)
+    params = init_q_params(config, init_key)
+    train_state = init_train_state(config, params, make_optimizer(config, hp.learning_rate))
+    obs, env_state = jax.vmap(spec.env.reset, in_axes=(0, None))(
+        jax.random.split(reset_key, config.num_envs), spec.params)
+    eval_state = None
+    if loop.greedy_episodes is not None:
+        eval_state = EvalState(key=jax.random.fold_in(run_key, EVAL_STREAM), best_params=params,
+                               best_return=jnp.float32(-jnp.inf), best_env_steps=jnp.int32(-1))
+    return RunnerState(
+        train=train_state,
+        buffer=buffer_init(config.buffer_size, obs.shape[1:], obs.dtype),
+        env_state=env_state,
+        obs=obs,
+        episode_return=jnp.zeros((config.num_envs,), jnp.float32),
+        episode_length=jnp.zeros((config.num_envs,), jnp.int32),
+        key=key,
+        eval=eval_state,
+    )
+
+
+def run(loop: Loop, runner: RunnerState, hparams: HParams | None, first_row, num_rows: int
+        ) -> tuple[RunnerState, TrainMetrics]:
+    """``num_rows`` metric rows from row ``first_row`` on: the outer scan."""
+    row_of = functools.partial(row, loop, loop.hparams(hparams))
+    return jax.lax.scan(row_of, runner, first_row + jnp.arange(num_rows))
+
+
+def row(loop: Loop, hp: HParams, runner: RunnerState, row_index
+        ) -> tuple[RunnerState, TrainMetrics]:
+    """One metric row: ``iterations_per_log_row`` iterations, then an evaluation if one is due."""
+    config = loop.config
+    its = row_index * config.iterations_per_log_row + jnp.arange(config.iterations_per_log_row)
+    # The evaluation state skips the inner loops: carried through them untouched, it still cost
+    # ~10% of a CartPole run on XLA:CPU (copies of the kept params).
+    eval_state, runner = runner.eval, runner._replace(eval=None)
+    (runner, sums), _ = jax.lax.scan(functools.partial(iteration, loop, hp),
+                                     (runner, _RowSums.zeros()), its)
+    runner = runner._replace(eval=eval_state)
+    iterations_done = (row_index + 1) * config.iterations_per_log_row
+    env_steps = iterations_done * config.steps_per_iteration
+    runner, eval_return, eval_truncated = maybe_evaluate(loop, runner, row_index, env_steps)
+    return runner, row_metrics(config, hp, sums, iterations_done, env_steps, eval_return,
+                               eval_truncated)
+
+
+def iteration(loop: Loop, hp: HParams, carry: tuple[RunnerState, _RowSums], it
+              ) -> tuple[tuple[RunnerState, _RowSums], None]:
+    """Iteration ``it``: ``vector_steps_per_iteration`` x ``act_and_store``, then, once learning
+    has started, ``learn`` and ``sync``.
+
+    ``it`` comes from the scan's ``xs``, unbatched under ``vmap``, so the learning ``cond`` stays
+    a real branch (a batched predicate would make it a select that runs both sides)."""
+    config = loop.config
+    runner, sums = carry
+    step0 = it * config.steps_per_iteration
+
+    def vector_step(carry, j):
+        return act_and_store(loop, hp, *carry, step0 + j * config.num_envs), None
+
+    (runner, sums), _ = jax.lax.scan(vector_step, (runner, sums),
+                                     jnp.arange(config.vector_steps_per_iteration))
+    runner, sums = jax.lax.cond(it >= config.first_learning_iteration,
+                                functools.partial(learn, loop, hp), lambda r, s: (r, s),
+                                runner, sums)
+    return (sync(loop, hp, runner, it, step0), sums), None
+
+
+def act_and_store(loop: Loop, hp: HParams, runner: RunnerState, sums: _RowSums, step
+                  ) -> tuple[RunnerState, _RowSums]:
+    """One step of every env copy at global env step ``step``: epsilon-greedy actions, env step,
+    ``buffer_add``, and the sums of the episodes that end."""
+    config, spec = loop.config, loop.spec
+    keys = jax.random.split(runner.key, config.num_envs + 2)  # one threefry call for all of them
+    key, act_key, env_keys = keys[0], keys[1], keys[2:]
+    epsilon = epsilon_at(step, hp.start_epsilon, hp.end_epsilon, hp.exploration_fraction,
+                         config.total_timesteps)
+    legal = None if spec.legal_fn is None else spec.legal_fn(runner.obs)
+    action = epsilon_greedy(act_key, loop.acting_q_fn(runner.train.params, runner.obs), epsilon,
+                            legal, config.random_tie_break)
+    next_obs, env_state, reward, terminated, truncated, info = jax.vmap(
+        spec.env.step, in_axes=(0, 0, 0, None))(env_keys, runner.env_state, action, spec.params)
+    reward = reward.astype(jnp.float32)
+    buffer = buffer_add(
+        runner.buffer,
+        Transition(runner.obs, action, reward, terminated, info["final_observation"]),
+    )
+    ep_return = runner.episode_return + reward
+    ep_length = runner.episode_length + 1
+    done = jnp.logical_or(terminated, truncated)
+    sums = sums._replace(
+        episodes=sums.episodes + done.sum(dtype=jnp.int32),
+        return_sum=sums.return_sum + jnp.where(done, ep_return, 0.0).sum(),
+        length_sum=sums.length_sum + jnp.where(done, ep_length, 0).sum().astype(jnp.float32),
+    )
+    runner = runner._replace(buffer=buffer, env_state=env_state, obs=next_obs,
+                             episode_return=jnp.where(done, 0.0, ep_return),
+                             episode_length=jnp.where(done, 0, ep_length), key=key)
+    return runner, sums
+
+
+def learn(loop: Loop, hp: HParams, runner: RunnerState, sums: _RowSums
+          ) -> tuple[RunnerState, _RowSums]:
+    """``updates_per_iteration`` x (``buffer_sample`` -> ``td_update``), summing their metrics."""
+    config = loop.config
+    td_update = make_td_update(config, loop.q_fn, make_optimizer(config, hp.learning_rate),
+                               loop.spec.legal_fn)
     choose_member = config.trained_members == "random"
-    num_envs = config.num_envs
-    per_iteration = config.steps_per_iteration  # env steps between gradient steps
-    iterations_per_row = config.iterations_per_log_row
-    first_learning_iteration = config.first_learning_iteration
-    acting_q_fn = make_acting_q_fn(config)
-    evaluating = config.eval_interval is not None
-    rows_per_eval = config.eval_interval // config.log_interval if evaluating else 0
-    greedy_episodes = make_greedy_episodes(config, config.eval_episodes) if evaluating else None
-    vmap_reset = jax.vmap(env.reset, in_axes=(0, None))
-    vmap_step = jax.vmap(env.step, in_axes=(0, 0, 0, None))
 
-    def init(key: jax.Array, hparams: HParams | None = None) -> RunnerState:
-        hp = HParams.from_config(config) if hparams is None else hparams
-        run_key = key
-        key, init_key, reset_key = jax.random.split(key, 3)
-        params = init_q_params(config, init_key)
-        train_state = init_train_state(config, params, make_optimizer(config, hp.learning_rate))
-        obs, env_state = vmap_reset(jax.random.split(reset_key, num_envs), env_params)
-        eval_state = None
-        if evaluating:
-            eval_state = EvalState(key=jax.random.fold_in(run_key, EVAL_STREAM), best_params=params,
-                                   best_return=jnp.float32(-jnp.inf), best_env_steps=jnp.int32(-1))
-        return RunnerState(
-            train=train_state,
-            buffer=buffer_init(config.buffer_size, obs.shape[1:], obs.dtype),
-            env_state=env_state,
-            obs=obs,
-            episode_return=jnp.zeros((num_envs,), jnp.float32),
-            episode_length=jnp.zeros((num_envs,), jnp.int32),
-            key=key,
-            eval=eval_state,
-        )
+    def one_update(_, carry):
+        train_state, key, sums = carry
+        if choose_member:
+            key, sample_key, member_key = jax.random.split(key, 3)
+        else:
+            (key, sample_key), member_key = jax.random.split(key), None
+        batch = buffer_sample(runner.buffer, sample_key, config.batch_size)
+        train_state, info = td_update(train_state, batch, hp.gamma, member_key)
+        sums = sums._replace(updates=sums.updates + 1, loss_sum=sums.loss_sum + info.loss,
+                             q_taken_sum=sums.q_taken_sum + info.q_taken,
+                             q_max_sum=sums.q_max_sum + info.q_max)
+        return train_state, key, sums
 
-    def act_and_store(hp: HParams, runner: RunnerState, sums: _RowSums, step):
-        """One step of every env copy at global env step ``step``; stores the transitions."""
-        keys = jax.random.split(runner.key, num_envs + 2)  # one threefry call for all of them
-        key, act_key, env_keys = keys[0], keys[1], keys[2:]
-        epsilon = epsilon_at(step, hp.start_epsilon, hp.end_epsilon, hp.exploration_fraction,
-                             config.total_timesteps)
-        legal = None if legal_fn is None else legal_fn(runner.obs)
-        action = epsilon_greedy(act_key, acting_q_fn(runner.train.params, runner.obs), epsilon,
-                                legal, config.random_tie_break)
-        next_obs, env_state, reward, terminated, truncated, info = vmap_step(
-            env_keys, runner.env_state, action, env_params
-        )
-        reward = reward.astype(jnp.float32)
-        buffer = buffer_add(
-            runner.buffer,
-            Transition(runner.obs, action, reward, terminated, info["final_observation"]),
-        )
-        ep_return = runner.episode_return + reward
-        ep_length = runner.episode_length + 1
-        done = jnp.logical_or(terminated, truncated)
-        sums = sums._replace(
-            episodes=sums.episodes + done.sum(dtype=jnp.int32),
-            return_sum=sums.return_sum + jnp.where(done, ep_return, 0.0).sum(),
-            length_sum=sums.length_sum + jnp.where(done, ep_length, 0).sum().astype(jnp.float32),
-        )
-        runner = runner._replace(
-            buffer=buffer,
-            env_state=env_state,
-            obs=next_obs,
-            episode_return=jnp.where(done, 0.0, ep_return),
-            episode_length=jnp.where(done, 0, ep_length),
-            key=key,
-        )
-        return runner, sums
+    train_state, key, sums = jax.lax.fori_loop(
+        0, config.updates_per_iteration, one_update, (runner.train, runner.key, sums))
+    return runner._replace(train=train_state, key=key), sums
 
-    def learn(hp: HParams, td_update, runner: RunnerState, sums: _RowSums):
-        def one_update(_, carry):
-            train_state, key, sums = carry
-            if choose_member:
-                key, sample_key, member_key = jax.random.split(key, 3)
-            else:
-                (key, sample_key), member_key = jax.random.split(key), None
-            batch = buffer_sample(runner.buffer, sample_key, config.batch_size)
-            train_state, info = td_update(train_state, batch, hp.gamma, member_key)
-            sums = sums._replace(
-                updates=sums.updates + 1,
-                loss_sum=sums.loss_sum + info.loss,
-                q_taken_sum=sums.q_taken_sum + info.q_taken,
-                q_max_sum=sums.q_max_sum + info.q_max,
-            )
-            return train_state, key, sums
 
-        train_state, key, sums = jax.lax.fori_loop(
-            0, config.updates_per_iteration, one_update, (runner.train, runner.key, sums)
-        )
-        return runner._replace(train=train_state, key=key), sums
+def sync(loop: Loop, hp: HParams, runner: RunnerState, it, step0) -> RunnerState:
+    """The target schedule: sync at the end of iteration ``it`` (its first env step ``step0``)
+    when learning has started and its env steps cross a multiple of ``target_update_freq``."""
+    config = loop.config
+    crossed = ((step0 + config.steps_per_iteration) // hp.target_update_freq
+               > step0 // hp.target_update_freq)
+    do_sync = jnp.logical_and(it >= config.first_learning_iteration, crossed)
+    return runner._replace(train=sync_target(runner.train, do_sync, hp.tau,
+                                             snapshots=ESTIMATORS[config.estimator].snapshots))
 
-    def maybe_evaluate(runner: RunnerState, row_index, env_steps):
-        """Evaluates at the end of every ``rows_per_eval``-th row: ``(runner, mean return,
-        fraction cut by the time limit)``, NaN on other rows.
 
-        No ``lax.cond``: the episodes' ``while_loop`` simply runs no step on other rows (a reset
-        of ``eval_episodes`` env copies is all they cost), and the best params are selected with
-        ``where``. A ``cond`` here, even one with a trivial branch, made a CartPole run ~13% slower
-        on XLA:CPU; the loop's trip count is as real a branch (``row_index`` is unbatched)."""
-        nan = jnp.float32(jnp.nan)
-        if not evaluating:
-            return runner, nan, nan
-        ev, params = runner.eval, runner.train.params
-        now = (row_index + 1) % rows_per_eval == 0
-        stats = greedy_episodes(params, jax.random.fold_in(ev.key, row_index), active=now)
-        mean = jnp.where(now, stats.returns.mean(), nan)
-        better = jnp.logical_and(now, mean >= ev.best_return)
-        ev = ev._replace(
-            best_params=jax.tree.map(lambda new, old: jnp.where(better, new, old), params,
-                                     ev.best_params),
-            best_return=jnp.where(better, mean, ev.best_return),
-            best_env_steps=jnp.where(better, jnp.asarray(env_steps, jnp.int32),
-                                     ev.best_env_steps),
-        )
-        truncated = jnp.where(now, stats.truncated.mean(dtype=jnp.float32), nan)
-        return runner._replace(eval=ev), mean, truncated
+def maybe_evaluate(loop: Loop, runner: RunnerState, row_index, env_steps
+                   ) -> tuple[RunnerState, jax.Array, jax.Array]:
+    """Evaluates at the end of every ``eval_interval // log_interval``-th row: ``(runner, mean
+    return, fraction cut by the time limit)``, NaN on other rows and without evaluation.
 
-    def run(runner: RunnerState, hparams: HParams | None, first_row, num_rows: int):
-        hp = HParams.from_config(config) if hparams is None else hparams
-        td_update = make_td_update(config, q_fn, make_optimizer(config, hp.learning_rate),
-                                   legal_fn)
+    No ``lax.cond``: the episodes' ``while_loop`` simply runs no step on other rows (a reset of
+    ``eval_episodes`` env copies is all they cost), and the best params are selected with
+    ``where``. A ``cond`` here, even one with a trivial branch, made a CartPole run ~13% slower on
+    XLA:CPU; the loop's trip count is as real a branch (``row_index`` is unbatched)."""
+    nan = jnp.float32(jnp.nan)
+    if loop.greedy_episodes is None:
+        return runner, nan, nan
+    ev, params = runner.eval, runner.train.params
+    now = (row_index + 1) % (loop.config.eval_interval // loop.config.log_interval) == 0
+    stats = loop.greedy_episodes(params, jax.random.fold_in(ev.key, row_index), active=now)
+    mean = jnp.where(now, stats.returns.mean(), nan)
+    better = jnp.logical_and(now, mean >= ev.best_return)
+    ev = ev._replace(
+        best_params=jax.tree.map(lambda new, old: jnp.where(better, new, old), params,
+                                 ev.best_params),
+        best_return=jnp.where(better, mean, ev.best_return),
+        best_env_steps=jnp.where(better, jnp.asarray(env_steps, jnp.int32), ev.best_env_steps),
+    )
+    truncated = jnp.where(now, stats.truncated.mean(dtype=jnp.float32), nan)
+    return runner._replace(eval=ev), mean, truncated
 
-        def iteration(carry, it):
-            runner, sums = carry
-            step0 = it * per_iteration
 
-            def vector_step(carry, j):
-                return act_and_store(hp, *carry, step0 + j * num_envs), None
+def row_metrics(config: DQNConfig, hp: HParams, sums: _RowSums, iterations_done, env_steps,
+                eval_return, eval_truncated) -> TrainMetrics:
+    """The metric row of a row's sums: counts at its end, means over its episodes and updates."""
+    return TrainMetrics(
+        env_steps=env_steps,
+        updates=jnp.maximum(iterations_done - config.first_learning_iteration, 0)
+        * config.updates_per_iteration,
+        episodes=sums.episodes,
+        episode_return=_mean(sums.return_sum, sums.episodes),
+        episode_length=_mean(sums.length_sum, sums.episodes),
+        td_loss=_mean(sums.loss_sum, sums.updates),
+        q_taken=_mean(sums.q_taken_sum, sums.updates),
+        q_max=_mean(sums.q_max_sum, sums.updates),
+        epsilon=jnp.asarray(epsilon_at(env_steps, hp.start_epsilon, hp.end_epsilon,
+                                       hp.exploration_fraction, config.total_timesteps),
+                            jnp.float32),
+        eval_return=eval_return,
+        eval_truncated=eval_truncated,
+    )
 
-            (runner, sums), _ = jax.lax.scan(
-                vector_step, (runner, sums), jnp.arange(config.vector_steps_per_iteration)
-            )
-            runner, sums = jax.lax.cond(
-                it >= first_learning_iteration,
-                lambda r, s: learn(hp, td_update, r, s),
-                lambda r, s: (r, s),
-                runner, sums,
-            )
-            crossed = (step0 + per_iteration) // hp.target_update_freq > step0 // hp.target_update_freq
-            do_sync = jnp.logical_and(it >= first_learning_iteration, crossed)
-            runner = runner._replace(train=sync_target(runner.train, do_sync, hp.tau,
-                                                       snapshots=estimator.snapshots))
-            return (runner, sums), None
 
-        def row(runner, row_index):
-            its = row_index * iterations_per_row + jnp.arange(iterations_per_row)
-            # The evaluation state skips the inner loops: carried through them untouched, it
-            # still cost ~10% of a CartPole run on XLA:CPU (copies of the kept params).
-            eval_state, runner = runner.eval, runner._replace(eval=None)
-            (runner, sums), _ = jax.lax.scan(iteration, (runner, _RowSums.zeros()), its)
-            runner = runner._replace(eval=eval_state)
-            iterations_done = (row_index + 1) * iterations_per_row
-            env_steps = iterations_done * per_iteration
-            nan = jnp.float32(jnp.nan)
-            mean = lambda total, n: jnp.where(n > 0, total / jnp.maximum(n, 1), nan)  # noqa: E731
-            runner, eval_return, eval_truncated = maybe_evaluate(runner, row_index, env_steps)
-            metrics = TrainMetrics(
-                env_steps=env_steps,
-                updates=jnp.maximum(iterations_done - first_learning_iteration, 0)
-                * config.updates_per_iteration,
-                episodes=sums.episodes,
-                episode_return=mean(sums.return_sum, sums.episodes),
-                episode_length=mean(sums.length_sum, sums.episodes),
-                td_loss=mean(sums.loss_sum, sums.updates),
-                q_taken=mean(sums.q_taken_sum, sums.updates),
-                q_max=mean(sums.q_max_sum, sums.updates),
-                epsilon=jnp.asarray(
-                    epsilon_at(env_steps, hp.start_epsilon, hp.end_epsilon,
-                               hp.exploration_fraction, config.total_timesteps), jnp.float32),
-                eval_return=eval_return,
-                eval_truncated=eval_truncated,
-            )
-            return runner, metrics
-
-        return jax.lax.scan(row, runner, first_row + jnp.arange(num_rows))
-
-    def train(key: jax.Array, hparams: HParams | None = None) -> TrainOutput:
-        runner, metrics = run(init(key, hparams), hparams, 0, config.num_log_rows)
-        return TrainOutput(params=runner.train.params, metrics=metrics, best=best_params(runner))
-
-    return Trainer(init=init, run=run, train=train)
+def _mean(total, n):
+    """``total / n``, NaN where ``n`` is 0."""
+    return jnp.where(n > 0, total / jnp.maximum(n, 1), jnp.float32(jnp.nan))
 
 
 def best_params(runner: RunnerState) -> BestParams | None:

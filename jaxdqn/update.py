@@ -6,6 +6,7 @@ estimator's record (``jaxdqn.estimators``); this module applies them to networks
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable, NamedTuple
 
 import jax
@@ -93,94 +94,115 @@ def make_td_update(
     the legal actions of ``s'`` (recomputed from the stored observation) and of ``s``; None: all
     actions are legal, and the program is the one without masks.
     """
-    half = config.optimizer == "sgd"
-    estimator = ESTIMATORS[config.estimator]
-    members = jax.vmap(q_fn, in_axes=(0, None))  # params [M, ...] -> f32[M, ..., A]
-    has_members = config.num_members > 1
+    step = _TDStep(config, q_fn, optimizer, legal_fn)
+    return _members_update(step) if config.num_members > 1 else _single_update(step)
 
-    def legal_of(obs):
-        return None if legal_fn is None else legal_fn(obs)
 
-    def stacked(params, obs):
-        """``f32[M, B, A]`` of params with a leading axis, ``f32[1, B, A]`` of one network."""
-        return members(params, obs) if has_members else q_fn(params, obs)[None]
+@dataclasses.dataclass(frozen=True)
+class _TDStep:
+    """What both forms of a gradient step close over: the config, the network, the optimizer and
+    the legal actions (``legal_fn`` None: all legal)."""
 
-    def next_q_values(params, target_params, next_obs):
-        """``(next_q_target, next_q_online)``: what the estimator's target reads at s'."""
+    config: DQNConfig
+    q_fn: QFn
+    optimizer: optax.GradientTransformation
+    legal_fn: LegalFn | None
+
+    def legal(self, obs):
+        return None if self.legal_fn is None else self.legal_fn(obs)
+
+    def stacked(self, params, obs):
+        """``f32[M, B, A]`` of params with a leading member axis, ``f32[1, B, A]`` of one
+        network."""
+        if self.config.num_members > 1:
+            return jax.vmap(self.q_fn, in_axes=(0, None))(params, obs)
+        return self.q_fn(params, obs)[None]
+
+    def target(self, params, target_params, batch: Transition, gamma, legal):
+        """The estimator's TD target of ``batch`` (``legal``: the legal actions of ``s'``)."""
+        estimator = ESTIMATORS[self.config.estimator]
+        next_obs, q_fn = batch.next_obs, self.q_fn
         if estimator.snapshots:
-            next_q_target = members(target_params, next_obs)
+            next_q_target = jax.vmap(q_fn, in_axes=(0, None))(target_params, next_obs)
         elif estimator.stacked:
-            next_q_target = stacked(target_params, next_obs)
+            next_q_target = self.stacked(target_params, next_obs)
         else:
             next_q_target = q_fn(target_params, next_obs)
         if estimator.online_next == "first":
-            next_q_online = q_fn(first_member(params) if has_members else params, next_obs)
+            first = first_member(params) if self.config.num_members > 1 else params
+            next_q_online = q_fn(first, next_obs)
         elif estimator.online_next == "every":
-            next_q_online = stacked(params, next_obs)
+            next_q_online = self.stacked(params, next_obs)
         else:
             next_q_online = None
-        return next_q_target, next_q_online
-
-    def target_of(params, target_params, batch: Transition, gamma, legal):
-        next_q_target, next_q_online = next_q_values(params, target_params, batch.next_obs)
         return estimator.target(batch.reward, batch.terminated, gamma, next_q_target,
                                 next_q_online, legal)
 
-    def single_loss(params, batch: Transition, target):
-        """The loss of one network against a fixed target; aux: (q_taken, q_max, target) means."""
-        q = q_fn(params, batch.obs)
-        q_taken = jnp.take_along_axis(q, batch.action[:, None].astype(jnp.int32), axis=-1)[:, 0]
-        loss = td_loss(q_taken, target, config.loss, config.huber_delta, half)
-        q_max = masked_max(q, legal_of(batch.obs))
+    def loss(self, q_taken, target):
+        config = self.config
+        return td_loss(q_taken, target, config.loss, config.huber_delta,
+                       half=config.optimizer == "sgd")
+
+    def fixed_target_loss(self, params, batch: Transition, target):
+        """The loss of one network against a fixed target; aux: (q_taken, q_max, target)
+        means."""
+        q = self.q_fn(params, batch.obs)
+        q_taken = _q_taken(q, batch.action)
+        loss = self.loss(q_taken, target)
+        q_max = masked_max(q, self.legal(batch.obs))
         return loss, (q_taken.mean(), q_max.mean(), target.mean())
 
-    if not has_members:
-        def loss_fn(params, target_params, batch: Transition, gamma):
-            # The order of operations of the original DQN/Double DQN update (bit-identical runs).
-            q = q_fn(params, batch.obs)
-            q_taken = jnp.take_along_axis(q, batch.action[:, None].astype(jnp.int32),
-                                          axis=-1)[:, 0]
-            legal = legal_of(batch.next_obs)
-            target = target_of(params, target_params, batch, gamma, legal)
-            loss = td_loss(q_taken, target, config.loss, config.huber_delta, half)
-            q_max = masked_max(q, legal_of(batch.obs))
-            return loss, (q_taken.mean(), q_max.mean(), target.mean())
 
-        @jax.jit
-        def td_update(state: TrainState, batch: Transition, gamma, key=None):
-            (loss, (q_taken, q_max, target)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-                state.params, state.target_params, batch, gamma)
-            updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-            params = optax.apply_updates(state.params, updates)
-            info = UpdateInfo(loss, q_taken, q_max, target, optax.tree.norm(grads))
-            return state._replace(params=params, opt_state=opt_state), info
+def _q_taken(q, action):
+    """``q[b, action[b]]``: the Q-value of each stored action."""
+    return jnp.take_along_axis(q, action[:, None].astype(jnp.int32), axis=-1)[:, 0]
 
-        return td_update
 
-    num = config.num_members
-    choose = config.trained_members == "random"
+def _single_update(step: _TDStep) -> Callable[..., tuple[TrainState, UpdateInfo]]:
+    """``td_update`` of one online network: DQN, Double DQN, Averaged-DQN."""
+    def loss_fn(params, target_params, batch: Transition, gamma):
+        # The order of operations of the original DQN/Double DQN update (bit-identical runs).
+        q = step.q_fn(params, batch.obs)
+        q_taken = _q_taken(q, batch.action)
+        target = step.target(params, target_params, batch, gamma, step.legal(batch.next_obs))
+        loss = step.loss(q_taken, target)
+        q_max = masked_max(q, step.legal(batch.obs))
+        return loss, (q_taken.mean(), q_max.mean(), target.mean())
 
-    def member_targets(state: TrainState, batch: Transition, gamma):
-        """``f32[M, B]``: the target each member would regress to (a shared ``f32[B]`` target
-        is repeated)."""
-        legal = legal_of(batch.next_obs)
-        y = target_of(state.params, state.target_params, batch, gamma, legal)
-        return jnp.broadcast_to(y, (num, *batch.reward.shape))
+    @jax.jit
+    def td_update(state: TrainState, batch: Transition, gamma, key=None):
+        (loss, (q_taken, q_max, target)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params, state.target_params, batch, gamma)
+        updates, opt_state = step.optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        info = UpdateInfo(loss, q_taken, q_max, target, optax.tree.norm(grads))
+        return state._replace(params=params, opt_state=opt_state), info
 
-    grad_fn = jax.value_and_grad(single_loss, has_aux=True)
+    return td_update
+
+
+def _members_update(step: _TDStep) -> Callable[..., tuple[TrainState, UpdateInfo]]:
+    """``td_update`` of members (a leading member axis): each member regresses to its row of the
+    targets; one member chosen at random, or all of them (vmapped), take a step."""
+    config = step.config
+    num, name = config.num_members, config.estimator
 
     def step_one(params, opt_state, batch, target):
-        (loss, aux), grads = grad_fn(params, batch, target)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
+        (loss, aux), grads = jax.value_and_grad(step.fixed_target_loss, has_aux=True)(
+            params, batch, target)
+        updates, opt_state = step.optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss, aux, optax.tree.norm(grads)
 
     @jax.jit
     def td_update_members(state: TrainState, batch: Transition, gamma, key=None):
-        y = member_targets(state, batch, gamma)
-        if choose:
+        # f32[M, B]: the target of each member (a shared f32[B] target repeated)
+        y = step.target(state.params, state.target_params, batch, gamma,
+                        step.legal(batch.next_obs))
+        y = jnp.broadcast_to(y, (num, *batch.reward.shape))
+        if config.trained_members == "random":
             if key is None:
-                raise ValueError(f"estimator={estimator.name!r} updates one member chosen at "
-                                 "random: td_update needs a key")
+                raise ValueError(f"estimator={name!r} updates one member chosen at random: "
+                                 "td_update needs a key")
             i = uniform_index(key, (), num)
             pick = lambda tree: jax.tree.map(lambda x: x[i], tree)  # noqa: E731
             params, opt_state, loss, (q_taken, q_max, target), norm = step_one(
