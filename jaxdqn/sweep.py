@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxdqn.runs
-from jaxdqn.config import DQNConfig
+from jaxdqn.config import TRACED_FIELDS, DQNConfig
 from jaxdqn.memory import check_fits
 from jaxdqn.parallel import place_as_output
 from jaxdqn.runs import (
@@ -37,9 +37,6 @@ from jaxdqn.runs import (
     seed_keys,
 )
 from jaxdqn.train import HParams, RunnerState, TrainMetrics
-
-TRACED_FIELDS: tuple[str, ...] = HParams._fields
-"""Fields a sweep batches into one compiled program; every other field makes its own group."""
 
 
 class Combination(NamedTuple):

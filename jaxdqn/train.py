@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -41,8 +42,7 @@ from jaxdqn.estimators import ESTIMATORS
 from jaxdqn.evaluation import make_greedy_episodes
 from jaxdqn.networks import QFn, init_q_params, make_q_fn
 from jaxdqn.policy import epsilon_at, epsilon_greedy, make_acting_q_fn
-from jaxdqn.update import (TrainState, init_train_state, make_optimizer, make_td_update,
-                           sync_target)
+from jaxdqn.update import TrainState, init_train_state, make_optimizer, make_td_update, sync_target
 
 EVAL_STREAM = 0x6576616C
 """Evaluation during training draws from ``fold_in(run_key, EVAL_STREAM)``, apart from training."""
@@ -60,7 +60,7 @@ class HParams(NamedTuple):
     tau: Any
 
     @classmethod
-    def from_config(cls, config: DQNConfig) -> "HParams":
+    def from_config(cls, config: DQNConfig) -> HParams:
         return cls(**{name: getattr(config, name) for name in cls._fields})
 
 
@@ -86,8 +86,8 @@ class RunnerState(NamedTuple):
     eval: EvalState | None = None
 
 
-# vmap axes for a batch of runs held outside one fused program (runs in segments, sweeps): the buffer's
-# write position and fill level are the same in every run, and keeping them unbatched keeps
+# vmap axes for a group of runs held outside one fused program (runs in segments, sweeps): the
+# buffer's write position and fill level are the same in every run, and keeping them unbatched keeps
 # buffer_add a dynamic-update-slice instead of a per-run scatter (~8% of a small run).
 RUNNER_STATE_AXES = RunnerState(train=0, buffer=BufferState(data=0, pos=None, size=None),
                                 env_state=0, obs=0, episode_return=0, episode_length=0, key=0,
@@ -139,12 +139,13 @@ class _RowSums(NamedTuple):
     q_max_sum: jax.Array
 
     @classmethod
-    def zeros(cls) -> "_RowSums":
+    def zeros(cls) -> _RowSums:
         return cls(jnp.int32(0), *(jnp.float32(0.0),) * 2, jnp.int32(0), *(jnp.float32(0.0),) * 3)
 
 
 class Trainer(NamedTuple):
-    """The loop in pieces, for callers that run it in segments of metric rows (progress bars, checkpoints).
+    """The loop in pieces, for callers that run it in segments of metric rows (progress bars,
+    checkpoints).
 
     ``init(key, hparams) -> RunnerState``; ``run(state, hparams, first_row, num_rows)`` advances by
     ``num_rows`` metric rows (``num_rows`` static, ``first_row`` an unbatched int);
@@ -168,7 +169,7 @@ class Loop:
     greedy_episodes: Callable | None  # evaluation during training; None without it
 
     @classmethod
-    def of(cls, config: DQNConfig) -> "Loop":
+    def of(cls, config: DQNConfig) -> Loop:
         evaluating = config.eval_interval is not None
         return cls(config=config, spec=env_spec(config), q_fn=make_q_fn(config),
                    acting_q_fn=make_acting_q_fn(config),

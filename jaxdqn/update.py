@@ -7,7 +7,8 @@ estimator's record (``jaxdqn.estimators``); this module applies them to networks
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -236,6 +237,7 @@ def sync_target(state: TrainState, do_sync, tau, snapshots: bool = False) -> Tra
         return jax.tree.map(lambda n, t: jnp.concatenate([n[None], t[:-1]]), new,
                             state.target_params)
 
-    # A real branch when do_sync is unbatched; under a batched predicate vmap turns it into a select.
+    # A real branch when do_sync is unbatched; under a batched predicate vmap turns it into a
+    # select.
     target = jax.lax.cond(do_sync, synced, lambda: state.target_params)
     return state._replace(target_params=target)

@@ -119,3 +119,12 @@ def test_counts_that_overflow_int32_are_refused_and_the_largest_one_traces():
     cfg = DQNConfig(total_timesteps=largest, log_interval=largest // 4, buffer_size=100,
                     batch_size=32, target_update_freq=INT32_MAX)
     jax.jit(make_train(cfg)).lower(jax.random.key(0))  # traces without an overflow
+
+
+def test_the_traced_fields_are_the_hparams_fields():
+    """One list of sweepable fields: ``config.TRACED_FIELDS`` (read without JAX by the CLI's help)
+    is what the training loop traces (``HParams``)."""
+    from jaxdqn.config import TRACED_FIELDS
+    from jaxdqn.train import HParams
+
+    assert HParams._fields == TRACED_FIELDS

@@ -4,14 +4,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from trees import assert_same_structure
 
 from jaxdqn import DQNConfig, init_q_params, make_q_fn, make_trainer
-from jaxdqn.policy import epsilon_greedy
-from jaxdqn.estimators import (averaged_target, clipped_double_target, double_dqn_target,
-                               double_q_target, dqn_target, maxmin_target)
-from jaxdqn.update import init_train_state, make_optimizer, make_td_update, sync_target
 from jaxdqn.buffer import Transition
-from trees import assert_same_structure
+from jaxdqn.estimators import (
+    averaged_target,
+    clipped_double_target,
+    double_dqn_target,
+    double_q_target,
+    dqn_target,
+    maxmin_target,
+)
+from jaxdqn.policy import epsilon_greedy
+from jaxdqn.update import init_train_state, make_optimizer, make_td_update, sync_target
 
 # Three rows, three actions, gamma 0.5; row 1 is terminal (its large next values must not count).
 # Ties: online member 0 row 0 (actions 1, 2), row 2 (actions 0, 1); online member 1 row 0 (0, 1).
@@ -129,7 +135,7 @@ def test_averaged_sync_pushes_the_newest_snapshot_and_drops_the_oldest():
                     estimator="averaged", ensemble_size=3)
     params = init_q_params(cfg, jax.random.key(0))
     state = init_train_state(cfg, params, make_optimizer(cfg))
-    for step in (1.0, 2.0):
+    for _ in range(2):
         state = state._replace(params=jax.tree.map(lambda x: x + 1.0, state.params))
         state = sync_target(state, jnp.bool_(True), 1.0, snapshots=True)
     bias = np.asarray(state.target_params["params"]["Dense_1"]["bias"])
@@ -145,7 +151,8 @@ def test_epsilon_greedy_never_takes_an_illegal_action_and_breaks_ties_uniformly(
     legal = jnp.array([[False, True, True, True], [True, True, True, False]])
     keys = jax.random.split(jax.random.key(0), 4000)
     for eps in (0.0, 0.5, 1.0):
-        acts = np.asarray(jax.vmap(lambda k: epsilon_greedy(k, q, eps, legal, True))(keys))
+        acts = np.asarray(jax.vmap(lambda k, eps=eps: epsilon_greedy(k, q, eps, legal, True))(
+            keys))
         assert legal[0, acts[:, 0]].all() and legal[1, acts[:, 1]].all()
     greedy = np.asarray(jax.vmap(lambda k: epsilon_greedy(k, q, 0.0, legal, True))(keys))
     # row 0: the tied legal maxima 1 and 2; row 1: 0, 1, 2 tied; each about equally often
@@ -171,7 +178,7 @@ def book_runs():
                         exploration_fraction=0.5, end_epsilon=0.2, estimator=estimator,
                         ensemble_size=n, log_interval=400)
         trainer = make_trainer(cfg)
-        run = jax.jit(jax.vmap(lambda k: trainer.run(trainer.init(k), None, 0, 1)))
+        run = jax.jit(jax.vmap(lambda k, trainer=trainer: trainer.run(trainer.init(k), None, 0, 1)))
         out[estimator] = run(jax.random.split(jax.random.key(5), 2))
     return out
 
@@ -228,7 +235,7 @@ def test_tabular_mode_is_tabular_q_learning_step_for_step(estimator):
         assert legal[s, a]
         nxt = None if t.terminated else int(np.argmax(t.next_obs))
 
-        def updated(table, value_of_next):
+        def updated(table, value_of_next, t=t, nxt=nxt, s=s, a=a):
             y = np.float32(t.reward) + (np.float32(0) if nxt is None else value_of_next)
             new = table.copy()
             new[s, a] = table[s, a] + alpha * (y - table[s, a])
@@ -241,7 +248,7 @@ def test_tabular_mode_is_tabular_q_learning_step_for_step(estimator):
         else:
             q1, q2 = before
 
-            def pick(qa, qb):
+            def pick(qa, qb, nxt=nxt):
                 if nxt is None:
                     return None
                 return qb[nxt, np.argmax(np.where(legal[nxt], qa[nxt], -np.inf))]

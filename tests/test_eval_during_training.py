@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from trees import assert_trees_equal
 
 import jaxdqn
 from jaxdqn import DQNConfig, init_q_params, make_trainer
@@ -12,7 +13,6 @@ from jaxdqn.checkpoint import load_resume_state, save_resume_state
 from jaxdqn.evaluation import make_greedy_episodes
 from jaxdqn.runs import EVAL_STREAM, make_runs
 from jaxdqn.train import TrainMetrics, TrainOutput, best_params
-from trees import assert_trees_equal
 
 CFG = DQNConfig(total_timesteps=4000, buffer_size=2000, learning_starts=500, batch_size=32,
                 train_frequency=4, num_envs=4, target_update_freq=200, log_interval=400,
@@ -71,7 +71,7 @@ def test_eval_rows_hold_the_greedy_episodes_of_their_own_keys_and_nan_elsewhere(
     for seed, key in enumerate(KEYS):
         eval_key = jax.random.fold_in(key, EVAL_STREAM)
         for segment, row in enumerate(np.flatnonzero(evaluated)):
-            params = jax.tree.map(lambda x: x[seed], params_at[segment])
+            params = jax.tree.map(lambda x, seed=seed: x[seed], params_at[segment])
             stats = episodes(params, jax.random.fold_in(eval_key, row))
             assert whole.metrics.eval_return[seed, row] == np.float32(stats.returns.mean())
             assert whole.metrics.eval_truncated[seed, row] == np.float32(stats.truncated.mean())
@@ -85,8 +85,8 @@ def test_best_params_are_those_of_the_latest_best_evaluation(runs):
         best = np.flatnonzero(returns == returns.max())[-1]  # ties: the later evaluation
         assert whole.best.eval_return[seed] == returns.max()
         assert whole.best.env_steps[seed] == whole.metrics.env_steps[seed, rows[best]]
-        assert_trees_equal(jax.tree.map(lambda x: x[seed], whole.best.params),
-                           jax.tree.map(lambda x: x[seed], params_at[best]))
+        assert_trees_equal(jax.tree.map(lambda x, seed=seed: x[seed], whole.best.params),
+                           jax.tree.map(lambda x, seed=seed: x[seed], params_at[best]))
 
 
 def test_eval_interval_must_be_a_multiple_of_log_interval():

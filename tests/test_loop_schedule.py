@@ -11,9 +11,9 @@ import jax
 import numpy as np
 import optax
 import pytest
+from trees import assert_trees_close, assert_trees_equal, trees_equal
 
 from jaxdqn import DQNConfig, make_trainer
-from trees import assert_trees_close, assert_trees_equal, trees_equal
 
 
 def _iterations(cfg: DQNConfig):

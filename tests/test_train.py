@@ -4,11 +4,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from trees import assert_trees_equal
 
 import jaxdqn
 from jaxdqn import DQNConfig, expected_q, make_q_fn, make_train, make_trainer
 from jaxdqn.envs.probes import PROBE_TOLERANCES
-from trees import assert_trees_equal
 
 SEEDS = jax.random.split(jax.random.key(42), 4)
 
@@ -78,7 +78,8 @@ def test_truncation_keeps_bootstrapping_and_stores_the_true_final_observation():
     data = jax.tree.map(np.asarray, state.buffer.data)
     # next_obs is the physical successor of obs under the stored action, never an auto-reset obs
     np.testing.assert_allclose(data.next_obs, _cartpole_step(data.obs, data.action), atol=1e-5)
-    fell = (np.abs(data.next_obs[:, 0]) > 2.4) | (np.abs(data.next_obs[:, 2]) > 12 * 2 * np.pi / 360)
+    fell = ((np.abs(data.next_obs[:, 0]) > 2.4)
+            | (np.abs(data.next_obs[:, 2]) > 12 * 2 * np.pi / 360))
     np.testing.assert_array_equal(data.terminated, fell)  # only natural ends are terminal
     # Within an episode s' is the next s; across a boundary the next s is a fresh reset.
     continues = np.all(np.isclose(data.next_obs[:-1], data.obs[1:], atol=1e-6), axis=1)
@@ -104,7 +105,8 @@ def test_time_limit_on_a_probe_is_not_a_terminal_state():
 
 
 def test_target_sync_schedule_by_hand():
-    # target_update_freq=300, iterations of 4 env steps: syncs at the iterations that cross 300, 600, 900.
+    # target_update_freq=300, iterations of 4 env steps: syncs at the iterations that cross 300,
+    # 600, 900.
     # After the run (1000 steps), the last sync was at ~900: 25 updates have moved params since.
     cfg = DQNConfig(env_id="Probe4", total_timesteps=1000, buffer_size=500, learning_starts=200,
                     batch_size=32, train_frequency=4, target_update_freq=300, log_interval=500)
@@ -116,7 +118,8 @@ def test_target_sync_schedule_by_hand():
     state, _ = run(state, None, 1, 1)  # to 1000 steps: syncs at 600 and 900
     assert not all(jax.tree.leaves(jax.tree.map(np.array_equal, state.train.params,
                                                 state.train.target_params)))
-    # Replaying the second half with target_update_freq=100 (4 steps per iteration divide 1000) ends synced.
+    # Replaying the second half with target_update_freq=100 (4 steps per iteration divide 1000)
+    # ends synced.
     hp = jaxdqn.HParams.from_config(cfg)._replace(target_update_freq=100)
     synced, _ = run(s1, hp, 1, 1)
     assert all(jax.tree.leaves(jax.tree.map(np.array_equal, synced.train.params,

@@ -6,8 +6,19 @@ import numpy as np
 import optax
 import pytest
 
-from jaxdqn import (DQNConfig, TrainState, Transition, double_dqn_target, dqn_target,
-                    init_q_params, make_optimizer, make_q_fn, make_td_update, sync_target, td_loss)
+from jaxdqn import (
+    DQNConfig,
+    TrainState,
+    Transition,
+    double_dqn_target,
+    dqn_target,
+    init_q_params,
+    make_optimizer,
+    make_q_fn,
+    make_td_update,
+    sync_target,
+    td_loss,
+)
 
 REWARD = jnp.array([1.0, 0.5, -1.0, 2.0])
 TERMINATED = jnp.array([False, True, False, True])
@@ -97,7 +108,7 @@ def test_gradient_clipping_bounds_the_global_norm(probe_setup):
     grads = jax.tree.map(jnp.ones_like, state.params)
     updates, _ = optax.clip_by_global_norm(1e-3).update(grads, None)
     assert float(optax.tree.norm(updates)) == pytest.approx(1e-3, rel=1e-5)
-    new_state, info = make_td_update(clipped, q_fn, opt)(
+    _, info = make_td_update(clipped, q_fn, opt)(
         TrainState(state.params, state.params, opt.init(state.params)), batch, 0.9)
     assert float(info.grad_norm) > 1e-3  # reported before clipping
 
@@ -132,7 +143,7 @@ def test_td_update_vmaps_over_a_batch_of_agents(probe_setup):
     td_update = make_td_update(cfg, q_fn, make_optimizer(cfg))
     states = jax.tree.map(lambda x: jnp.stack([x, x]), state)
     batches = jax.tree.map(lambda x: jnp.stack([x, x]), batch)
-    new, info = jax.vmap(td_update)(states, batches, jnp.array([0.9, 0.0]))
-    single, single_info = td_update(state, batch, 0.9)
+    _, info = jax.vmap(td_update)(states, batches, jnp.array([0.9, 0.0]))
+    _, single_info = td_update(state, batch, 0.9)
     np.testing.assert_allclose(info.loss[0], single_info.loss, rtol=1e-6)
     assert float(info.loss[0]) != float(info.loss[1])  # gamma differs per agent
