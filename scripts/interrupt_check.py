@@ -35,7 +35,7 @@ PHASES = {  # phase -> (the stderr line that starts it, max random delay in s)
     "training": ("env steps per run", 1.0),
     "evaluation": ("evaluating ", 0.3),
 }
-RUN = ["--seeds", "2", "--episodes", "200", "--set", "total_timesteps=30000",
+RUN = ["--seeds", "2", "--episodes", "200", "--set", "total_timesteps=100000",
        "--set", "buffer_size=2000", "--set", "learning_starts=500", "--set", "batch_size=32",
        "--set", "hidden_sizes=32,32"]
 SWEEP_PHASES = {  # phase -> (the stderr line that starts it, max random delay in s)
