@@ -15,27 +15,27 @@ from jaxdqn.cli.app import build_parser, main
 from jaxdqn.cli.evaluate import gymnasium_returns
 from jaxdqn.cli.options import parse_field_value, resolve_config
 from jaxdqn.cli.parser import (
-                               EXIT_FAILURE,
-                               EXIT_INTERRUPTED,
-                               EXIT_USAGE,
-                               PROG,
-                               OneLineParser,
-                               UserError,
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    PROG,
+    OneLineParser,
+    UserError,
 )
 from jaxdqn.cli.sweep import parse_grid, split_values
 
 __all__ = [
-                               "EXIT_FAILURE",
-                               "EXIT_INTERRUPTED",
-                               "EXIT_USAGE",
-                               "PROG",
-                               "OneLineParser",
-                               "UserError",
-                               "build_parser",
-                               "gymnasium_returns",
-                               "main",
-                               "parse_field_value",
-                               "parse_grid",
-                               "resolve_config",
-                               "split_values",
+    "EXIT_FAILURE",
+    "EXIT_INTERRUPTED",
+    "EXIT_USAGE",
+    "PROG",
+    "OneLineParser",
+    "UserError",
+    "build_parser",
+    "gymnasium_returns",
+    "main",
+    "parse_field_value",
+    "parse_grid",
+    "resolve_config",
+    "split_values",
 ]
