@@ -44,8 +44,11 @@ def test_one_core_sets_nothing(flags):
 
 def test_importing_jaxdqn_does_not_import_jax():
     # JAX reads XLA_FLAGS at import: entry points rely on setting them after importing jaxdqn.
+    # A config needs no JAX either (tests/test_startup.py); the training loop does.
     code = ("import sys, jaxdqn, jaxdqn.runtime; assert 'jax' not in sys.modules; "
-            "from jaxdqn import DQNConfig; assert 'jax' in sys.modules; print(DQNConfig().gamma)")
+            "from jaxdqn import DQNConfig; print(DQNConfig().gamma); "
+            "assert 'jax' not in sys.modules; from jaxdqn import make_train; "
+            "assert 'jax' in sys.modules")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "0.99", out.stderr[-2000:]
 
