@@ -40,9 +40,12 @@ class UpdateInfo(NamedTuple):
 
 def make_optimizer(config: DQNConfig, learning_rate=None) -> optax.GradientTransformation:
     """Adam or plain SGD, optionally after global-norm gradient clipping; ``learning_rate`` may be
-    traced. With ``anneal_lr`` the rate decays linearly to 0 over the run's gradient steps.
+    traced. With ``anneal_lr`` the rate decays linearly to 0 over the run's gradient steps: the
+    step of count ``k`` (0 first) uses ``lr * (1 - k / num_updates)``, the last one
+    ``lr / num_updates``.
 
-    A member estimator keeps one optimizer state per member (``init_train_state``).
+    A member estimator keeps one optimizer state per member (``init_train_state``); the
+    schedule's count follows the run's gradient steps in every member (``share_schedule_count``).
     """
     lr = config.learning_rate if learning_rate is None else learning_rate
     if config.anneal_lr:
@@ -210,6 +213,7 @@ def _members_update(step: _TDStep) -> Callable[..., tuple[TrainState, UpdateInfo
                 pick(state.params), pick(state.opt_state), batch, y[i])
             put = lambda tree, new: jax.tree.map(lambda x, v: x.at[i].set(v), tree, new)  # noqa
             params, opt_state = put(state.params, params), put(state.opt_state, opt_state)
+            opt_state = share_schedule_count(opt_state, i)
         else:
             params, opt_state, loss, (q_taken, q_max, target), norm = jax.vmap(
                 step_one, in_axes=(0, 0, None, 0))(state.params, state.opt_state, batch, y)
@@ -219,6 +223,34 @@ def _members_update(step: _TDStep) -> Callable[..., tuple[TrainState, UpdateInfo
         return state._replace(params=params, opt_state=opt_state), info
 
     return td_update_members
+
+
+def _is_schedule_state(x) -> bool:
+    return isinstance(x, optax.ScaleByScheduleState)
+
+
+def share_schedule_count(opt_state, member) -> optax.OptState:
+    """Members' optimizer states with every learning-rate schedule count set to ``member``'s.
+
+    When one member chosen at random takes each step, only its states advance; copying its
+    schedule count (the run's gradient steps, since every member's equals it before the step)
+    keeps ``anneal_lr``'s rate the run's in every member, so each reaches 0 at the end. Adam's own
+    count, of bias correction, stays per member: a member's moments move only when it trains.
+    Without a schedule the states are returned as they are.
+    """
+    def shared(x):
+        if not _is_schedule_state(x):
+            return x
+        return x._replace(count=jnp.broadcast_to(x.count[member], x.count.shape))
+
+    return jax.tree.map(shared, opt_state, is_leaf=_is_schedule_state)
+
+
+def schedule_counts(opt_state) -> list[jax.Array]:
+    """The learning-rate schedule counts in ``opt_state`` (one ``i32[]``, or ``i32[M]`` for
+    members, per schedule; none without ``anneal_lr``)."""
+    return [x.count for x in jax.tree.leaves(opt_state, is_leaf=_is_schedule_state)
+            if _is_schedule_state(x)]
 
 
 def sync_target(state: TrainState, do_sync, tau, snapshots: bool = False) -> TrainState:

@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from trees import assert_same_structure
 
@@ -17,7 +18,13 @@ from jaxdqn.estimators import (
     maxmin_target,
 )
 from jaxdqn.policy import epsilon_greedy
-from jaxdqn.update import init_train_state, make_optimizer, make_td_update, sync_target
+from jaxdqn.update import (
+    init_train_state,
+    make_optimizer,
+    make_td_update,
+    schedule_counts,
+    sync_target,
+)
 
 # Three rows, three actions, gamma 0.5; row 1 is terminal (its large next values must not count).
 # Ties: online member 0 row 0 (actions 1, 2), row 2 (actions 0, 1); online member 1 row 0 (0, 1).
@@ -274,3 +281,33 @@ def test_a_sweep_over_estimators_makes_one_compiled_group_per_shape():
         ("maxmin", 2), ("maxmin", 3), ("averaged", 2), ("averaged", 3)}
     with pytest.raises(ValueError, match="ensemble_size=4 is invalid"):
         expand_grid(base, {"estimator": ["dqn"], "ensemble_size": [4]})
+
+
+@pytest.mark.parametrize("estimator, extra", [
+    ("dqn", {}), ("double_dqn", {}), ("double_q", {}), ("clipped_double", {}),
+    ("maxmin", dict(ensemble_size=3)), ("maxmin", dict(ensemble_size=3, update_all_members=True)),
+    ("averaged", dict(ensemble_size=3)),
+])
+def test_anneal_lr_reaches_zero_in_every_member(estimator, extra):
+    """After a run with ``anneal_lr``, every member's schedule count is the run's gradient steps
+    ``N``: its last update used ``lr / N`` and a fresh step would use 0. Adam's own count stays
+    per member: the members' counts add up to the steps each took."""
+    lr = 1e-2
+    cfg = DQNConfig(env_id="Probe4", total_timesteps=400, buffer_size=200, learning_starts=64,
+                    batch_size=16, train_frequency=4, target_update_freq=40, hidden_sizes=(8,),
+                    learning_rate=lr, anneal_lr=True, estimator=estimator, log_interval=400,
+                    **extra)
+    n = cfg.num_updates
+    trainer = make_trainer(cfg)
+    state, _ = jax.jit(lambda k: trainer.run(trainer.init(k), None, 0, 1))(jax.random.key(0))
+    (counts,) = schedule_counts(state.train.opt_state)
+    counts = np.atleast_1d(np.asarray(counts))
+    assert counts.shape == (cfg.num_members,)
+    np.testing.assert_array_equal(counts, n)
+    rate = optax.linear_schedule(lr, 0.0, transition_steps=n)
+    assert float(rate(counts[0] - 1)) == pytest.approx(lr / n, rel=1e-5)  # the last update's
+    assert float(rate(counts[0])) == 0.0  # a fresh step's
+    adam_counts = np.atleast_1d(np.asarray(state.train.opt_state[0].count))
+    steps_per_member = {"random": n / cfg.num_members, "all": n, "only": n}[cfg.trained_members]
+    assert adam_counts.sum() == (n if cfg.trained_members == "random" else n * cfg.num_members)
+    assert (adam_counts > 0.5 * steps_per_member).all()
