@@ -67,7 +67,7 @@ class DQNConfig:
     learning_rate: float = _field(2.5e-4, "optimizer step size (initial one with anneal_lr)",
                                     "> 0")
     target_update_freq: int = _field(1000, "env steps between target-network updates",
-                                     "> 0")
+                                     "> 0, >= max(train_frequency, num_envs)")
     start_epsilon: float = _field(1.0, "exploration rate at step 0", "in [0, 1]")
     end_epsilon: float = _field(0.1, "exploration rate after the linear decay",
                                   "in [0, 1]")
@@ -194,6 +194,14 @@ class DQNConfig:
         _require("total_timesteps", self.total_timesteps, self.total_timesteps % per_iteration == 0,
                  f"must be a multiple of {per_iteration} (the env steps between gradient steps, "
                  f"max(train_frequency, num_envs))")
+        # The online network changes once per iteration, and the loop updates the target at most
+        # once per iteration: a shorter period would lose target updates.
+        _require("target_update_freq", self.target_update_freq,
+                 self.target_update_freq >= per_iteration,
+                 f"must be >= {per_iteration}, the env steps of one iteration "
+                 "(max(train_frequency, num_envs)): the online network changes once per iteration "
+                 "and the target is updated at most once per iteration (for faster soft updates "
+                 "raise tau)")
         if self.log_interval is None:
             set_("log_interval", _default_log_interval(self))
         _require("log_interval", self.log_interval,

@@ -73,6 +73,9 @@ def test_loop_sizes():
         (dict(total_timesteps="100"), "total_timesteps", "an int"),
         (dict(gamma=float("nan")), "gamma", "finite"),
         (dict(anneal_lr=1), "anneal_lr", "True or False"),
+        (dict(target_update_freq=9), "target_update_freq", "must be >= 10, the env steps of one"),
+        (dict(target_update_freq=15, num_envs=16, train_frequency=4), "target_update_freq",
+         "must be >= 16, the env steps of one iteration (max(train_frequency, num_envs))"),
     ],
 )
 def test_bad_values_raise_one_clear_error(changes, field, allowed):

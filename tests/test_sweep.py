@@ -38,6 +38,10 @@ def test_expand_grid_is_row_major_and_applies_values():
     ({"learning_rate": [1e-3], "gamma": [0.9, 1.5]},
      r"grid combination learning_rate=0.001, gamma=1.5: DQNConfig.gamma=1.5 is invalid"),
     ({"batch_size": [32, 500]}, "batch_size=500 is invalid: must be <= buffer_size=200"),
+    # A traced field is still validated per combination: 10 env steps per iteration in TINY.
+    ({"target_update_freq": [10, 5]},
+     r"grid combination target_update_freq=5: DQNConfig.target_update_freq=5 is invalid: "
+     r"must be >= 10, the env steps of one iteration"),
 ])
 def test_invalid_grids_are_refused_before_anything_compiles(grid, message):
     with pytest.raises(ValueError, match=message):
