@@ -55,13 +55,17 @@ class HParams(NamedTuple):
     gamma: Any
     start_epsilon: Any
     end_epsilon: Any
-    exploration_fraction: Any
+    exploration_fraction: Any  # 0 where the config gives exploration_steps
+    exploration_steps: Any  # 0 where the config gives exploration_fraction
     target_update_freq: Any
     tau: Any
 
     @classmethod
     def from_config(cls, config: DQNConfig) -> HParams:
-        return cls(**{name: getattr(config, name) for name in cls._fields})
+        """The config's values; of ``exploration_fraction``/``exploration_steps`` the one it does
+        not give (None) is 0, so every config's are numbers and a grid can mix the two."""
+        values = (getattr(config, name) for name in cls._fields)
+        return cls(*(0 if v is None else v for v in values))
 
 
 class EvalState(NamedTuple):
@@ -276,7 +280,7 @@ def act_and_store(loop: Loop, hp: HParams, runner: RunnerState, sums: _RowSums, 
     keys = jax.random.split(runner.key, config.num_envs + 2)  # one threefry call for all of them
     key, act_key, env_keys = keys[0], keys[1], keys[2:]
     epsilon = epsilon_at(step, hp.start_epsilon, hp.end_epsilon, hp.exploration_fraction,
-                         config.total_timesteps)
+                         config.total_timesteps, hp.exploration_steps)
     legal = None if spec.legal_fn is None else spec.legal_fn(runner.obs)
     action = epsilon_greedy(act_key, loop.acting_q_fn(runner.train.params, runner.obs), epsilon,
                             legal, config.random_tie_break)
@@ -379,7 +383,8 @@ def row_metrics(config: DQNConfig, hp: HParams, sums: _RowSums, iterations_done,
         q_taken=_mean(sums.q_taken_sum, sums.updates),
         q_max=_mean(sums.q_max_sum, sums.updates),
         epsilon=jnp.asarray(epsilon_at(env_steps, hp.start_epsilon, hp.end_epsilon,
-                                       hp.exploration_fraction, config.total_timesteps),
+                                       hp.exploration_fraction, config.total_timesteps,
+                                       hp.exploration_steps),
                             jnp.float32),
         eval_return=eval_return,
         eval_truncated=eval_truncated,

@@ -127,7 +127,7 @@ def resolve_config(preset_name: str, config_file: str | None, sets: Sequence[str
     Returns ``(config, run_settings)`` where ``run_settings`` holds ``seeds``/``seed`` when the
     file is a run's ``config.json``.
     """
-    from jaxdqn.config import preset, upgrade_legacy_fields
+    from jaxdqn.config import EITHER_OR, preset, upgrade_legacy_fields
     from jaxdqn.io import ConfigFileError, load_config_file
 
     try:
@@ -153,9 +153,15 @@ def resolve_config(preset_name: str, config_file: str | None, sets: Sequence[str
                 raise unknown_field(name, f"in {config_file}")
             changes[name] = tuple(value) if isinstance(value, list) else value
     file_changes = dict(changes)
+    set_names = set()
     for text in sets:
         name, value = parse_assignment(text, "--set")
         changes[name] = parse_field_value(name, value, "--set")
+        set_names.add(name)
+    for name in set_names:  # a --set of one of two either-or fields replaces the file's other
+        other = EITHER_OR.get(name)
+        if other is not None and other not in set_names and changes[name] is not None:
+            changes.pop(other, None)
     if env is not None:
         changes["env_id"] = env
     try:
