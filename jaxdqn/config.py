@@ -461,7 +461,7 @@ _MINATAR = dict(
     end_epsilon=0.1,
 )
 _PRESETS: dict[str, dict[str, Any]] = {
-    "seed": {},
+    "reference": {},
     "probes": dict(
         env_id="Probe1",
         total_timesteps=3000,
@@ -505,7 +505,7 @@ _PRESETS["minatar-fast"] = dict(_MINATAR, total_timesteps=1_000_000, train_frequ
 
 # One line per preset, for `jaxdqn train --help` and `jaxdqn config`.
 _PRESET_DESCRIPTIONS = {
-    "seed": "the seed's train_dqn defaults (CartPole-v1, 500k steps)",
+    "reference": "the course's train_dqn defaults, DQNConfig() (old name: seed)",
     "probes": "learns each probe's exact Q-values in 3k steps (set env_id to Probe1..Probe5)",
     "cartpole": ("CartPole-v1 in 80k steps: 8 envs, Double DQN, soft target "
                  "(docs/cartpole_preset.md)"),
@@ -530,11 +530,17 @@ def _exploration(fields: dict[str, Any]) -> str:
     return f"exploration_fraction={fraction}"
 
 
+PRESET_ALIASES = {"seed": "reference"}
+"""Old preset names, still accepted: ``"seed"`` (the starting design's name) is ``"reference"``."""
+
+
 def preset(name: str) -> DQNConfig:
-    """A named configuration: ``"seed"`` is the seed's defaults; ``"cartpole"`` solves CartPole-v1;
+    """A named configuration: ``"reference"`` is the course's ``train_dqn`` defaults
+    (``DQNConfig()``; ``"seed"``, its old name, is accepted); ``"cartpole"`` solves CartPole-v1;
     ``"probes"`` learns the probe environments' exact Q-values (set ``env_id`` to the probe);
     ``"minatar"`` is the MinAtar paper's DQN on Breakout-MinAtar (any MinAtar id fits) and
     ``"minatar-fast"`` the same with a gradient step every 4 of 1M env steps."""
+    name = PRESET_ALIASES.get(name, name)
     if name not in _PRESETS:
         raise ValueError(f"preset {name!r} is unknown; known presets: {', '.join(_PRESETS)}")
     return DQNConfig(**_PRESETS[name])

@@ -17,7 +17,8 @@ def test_defaults_are_the_seeds_train_dqn_signature():
     assert (cfg.train_frequency, cfg.num_envs, cfg.hidden_sizes) == (10, 1, (120, 84))
     assert cfg.estimator == "dqn" and cfg.loss == "mse" and cfg.max_grad_norm is None
     assert cfg.tau == 1.0 and cfg.anneal_lr is False
-    assert jaxdqn.preset("seed") == cfg
+    assert jaxdqn.preset("reference") == cfg
+    assert jaxdqn.preset("seed") == cfg  # the old name of "reference"
 
 
 def test_config_is_frozen_and_hashable():
@@ -88,7 +89,7 @@ def test_bad_values_raise_one_clear_error(changes, field, allowed):
 
 
 def test_unknown_preset_lists_known_ones():
-    with pytest.raises(ValueError, match="known presets: seed"):
+    with pytest.raises(ValueError, match="known presets: reference"):
         jaxdqn.preset("nope")
 
 

@@ -17,8 +17,9 @@ from jaxdqn.cli.parser import UserError
 def add_config_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--env", default=None, metavar="ENV_ID",
                    help="environment id, e.g. CartPole-v1, Acrobot-v1, Probe1..Probe5")
-    p.add_argument("--preset", default="seed", metavar="NAME",
-                   help="named starting config (default 'seed'; listed below)")
+    p.add_argument("--preset", default="reference", metavar="NAME",
+                   help="named starting config (default 'reference'; listed below; 'seed' is "
+                        "the old name of 'reference')")
     p.add_argument("--config", default=None, metavar="FILE",
                    help="TOML or JSON file of DQNConfig fields (a run's config.json works too)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="sets",
@@ -38,7 +39,7 @@ def refuse_settings_on_resume(args, folder: str, **more: bool) -> None:
     given = [opt for opt, v in (("--env", args.env), ("--config", args.config),
                                 ("--set", args.sets)) if v]
     given += [opt for opt, v in more.items() if v]
-    given += ["--out"] * bool(args.out) + ["--preset"] * (args.preset != "seed")
+    given += ["--out"] * bool(args.out) + ["--preset"] * (args.preset != "reference")
     if given:
         raise UserError(f"--resume takes every setting from the {folder}; drop {', '.join(given)}")
 
