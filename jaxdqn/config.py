@@ -116,7 +116,8 @@ class DQNConfig:
     conv_kernel_size: int = _field(3, "cnn: height and width of each convolution kernel",
                                    "> 0")
     random_tie_break: bool = _field(
-        False, "greedy actions break ties among maximal Q-values at random (else lowest index)",
+        False, "greedy actions and the targets' argmax break ties among maximal Q-values at "
+        "random (else lowest index)",
         "true or false")
     loss: str = _field("mse", "mse (the seed's squared TD error) or huber",
                        f"one of {LOSSES}")

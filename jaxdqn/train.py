@@ -42,7 +42,14 @@ from jaxdqn.estimators import ESTIMATORS
 from jaxdqn.evaluation import make_greedy_episodes
 from jaxdqn.networks import QFn, init_q_params, make_q_fn
 from jaxdqn.policy import epsilon_at, epsilon_greedy, make_acting_q_fn
-from jaxdqn.update import TrainState, init_train_state, make_optimizer, make_td_update, sync_target
+from jaxdqn.update import (
+    TrainState,
+    init_train_state,
+    make_optimizer,
+    make_td_update,
+    step_takes_key,
+    sync_target,
+)
 
 EVAL_STREAM = 0x6576616C
 """Evaluation during training draws from ``fold_in(run_key, EVAL_STREAM)``, apart from training."""
@@ -311,16 +318,16 @@ def learn(loop: Loop, hp: HParams, runner: RunnerState, sums: _RowSums
     config = loop.config
     td_update = make_td_update(config, loop.q_fn, make_optimizer(config, hp.learning_rate),
                                loop.spec.legal_fn)
-    choose_member = config.trained_members == "random"
+    takes_key = step_takes_key(config)
 
     def one_update(_, carry):
         train_state, key, sums = carry
-        if choose_member:
-            key, sample_key, member_key = jax.random.split(key, 3)
+        if takes_key:
+            key, sample_key, step_key = jax.random.split(key, 3)
         else:
-            (key, sample_key), member_key = jax.random.split(key), None
+            (key, sample_key), step_key = jax.random.split(key), None
         batch = buffer_sample(runner.buffer, sample_key, config.batch_size)
-        train_state, info = td_update(train_state, batch, hp.gamma, member_key)
+        train_state, info = td_update(train_state, batch, hp.gamma, step_key)
         sums = sums._replace(updates=sums.updates + 1, loss_sum=sums.loss_sum + info.loss,
                              q_taken_sum=sums.q_taken_sum + info.q_taken,
                              q_max_sum=sums.q_max_sum + info.q_max)
