@@ -13,9 +13,14 @@ LOSSES = ("mse", "huber")
 OPTIMIZERS = ("adam", "sgd")
 NETWORKS = ("auto", "mlp", "cnn")
 TRACED_FIELDS = ("learning_rate", "gamma", "start_epsilon", "end_epsilon", "exploration_fraction",
-                 "target_update_freq", "tau")
+                 "exploration_steps", "target_update_freq", "tau")
 """The fields that change no array shape: traced (``train.HParams``), so a sweep batches their
 values into one compiled program."""
+DEFAULT_EXPLORATION_FRACTION = 0.2
+"""``exploration_fraction`` when neither it nor ``exploration_steps`` is given (the seed's)."""
+EITHER_OR = {"exploration_fraction": "exploration_steps",
+             "exploration_steps": "exploration_fraction"}
+"""Fields of which a config gives one: giving one (not None) to ``replace`` unsets the other."""
 
 
 def _names(which) -> str:
@@ -47,7 +52,9 @@ def _field(default: Any, description: str, allowed: str = "") -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class DQNConfig:
-    """A DQN run. Names and defaults of the first ten fields are the seed's ``train_dqn`` signature.
+    """A DQN run. Names and defaults of the first ten fields are the seed's ``train_dqn`` signature
+    (``exploration_fraction=None`` resolves to the seed's 0.2 unless ``exploration_steps`` is
+    given).
 
     Step counts are in environment steps summed over the ``num_envs`` vectorised copies.
     ``learning_starts=None`` resolves to ``buffer_size`` (the seed fills the buffer first),
@@ -67,12 +74,17 @@ class DQNConfig:
     learning_rate: float = _field(2.5e-4, "optimizer step size (initial one with anneal_lr)",
                                     "> 0")
     target_update_freq: int = _field(1000, "env steps between target-network updates",
-                                     "> 0")
+                                     "> 0, >= max(train_frequency, num_envs)")
     start_epsilon: float = _field(1.0, "exploration rate at step 0", "in [0, 1]")
     end_epsilon: float = _field(0.1, "exploration rate after the linear decay",
                                   "in [0, 1]")
-    exploration_fraction: float = _field(
-        0.2, "fraction of total_timesteps over which epsilon decays linearly", "in (0, 1]")
+    exploration_fraction: float | None = _field(
+        None, "fraction of total_timesteps over which epsilon decays linearly (None: "
+        f"{DEFAULT_EXPLORATION_FRACTION} unless exploration_steps is given)",
+        "in (0, 1], or None")
+    exploration_steps: int | None = _field(
+        None, "env steps over which epsilon decays linearly, whatever total_timesteps is "
+        "(instead of exploration_fraction)", "> 0, or None; not with exploration_fraction")
     learning_starts: int | None = _field(
         None, "env steps stored before the first gradient step (None: buffer_size)",
         ">= batch_size, or None")
@@ -104,7 +116,8 @@ class DQNConfig:
     conv_kernel_size: int = _field(3, "cnn: height and width of each convolution kernel",
                                    "> 0")
     random_tie_break: bool = _field(
-        False, "greedy actions break ties among maximal Q-values at random (else lowest index)",
+        False, "greedy actions and the targets' argmax break ties among maximal Q-values at "
+        "random (else lowest index)",
         "true or false")
     loss: str = _field("mse", "mse (the seed's squared TD error) or huber",
                        f"one of {LOSSES}")
@@ -173,8 +186,17 @@ class DQNConfig:
         _check("learning_rate", self.learning_rate, self.learning_rate > 0)
         for name in ("start_epsilon", "end_epsilon"):
             _check(name, getattr(self, name), 0.0 <= getattr(self, name) <= 1.0)
+        if self.exploration_steps is not None and self.exploration_fraction is not None:
+            raise ValueError(
+                f"DQNConfig.exploration_steps={self.exploration_steps!r} is invalid beside "
+                f"exploration_fraction={self.exploration_fraction!r}: epsilon decays over one of "
+                "the two; set the other to None")
+        if self.exploration_steps is None and self.exploration_fraction is None:
+            set_("exploration_fraction", DEFAULT_EXPLORATION_FRACTION)
         _check("exploration_fraction", self.exploration_fraction,
-               0.0 < self.exploration_fraction <= 1.0)
+               self.exploration_fraction is None or 0.0 < self.exploration_fraction <= 1.0)
+        _check("exploration_steps", self.exploration_steps,
+               self.exploration_steps is None or self.exploration_steps > 0)
         _check("loss", self.loss, self.loss in LOSSES)
         _check("huber_delta", self.huber_delta, self.huber_delta > 0)
         _check("max_grad_norm", self.max_grad_norm,
@@ -194,6 +216,14 @@ class DQNConfig:
         _require("total_timesteps", self.total_timesteps, self.total_timesteps % per_iteration == 0,
                  f"must be a multiple of {per_iteration} (the env steps between gradient steps, "
                  f"max(train_frequency, num_envs))")
+        # The online network changes once per iteration, and the loop updates the target at most
+        # once per iteration: a shorter period would lose target updates.
+        _require("target_update_freq", self.target_update_freq,
+                 self.target_update_freq >= per_iteration,
+                 f"must be >= {per_iteration}, the env steps of one iteration "
+                 "(max(train_frequency, num_envs)): the online network changes once per iteration "
+                 "and the target is updated at most once per iteration (for faster soft updates "
+                 "raise tau)")
         if self.log_interval is None:
             set_("log_interval", _default_log_interval(self))
         _require("log_interval", self.log_interval,
@@ -259,13 +289,18 @@ class DQNConfig:
 
     def replace(self, **changes: Any) -> DQNConfig:
         """A copy with ``changes``; a derived default (``learning_starts``, ``log_interval``) is
-        re-derived unless given, so ``replace(buffer_size=...)`` behaves like a fresh config."""
+        re-derived unless given, so ``replace(buffer_size=...)`` behaves like a fresh config, and
+        giving one of ``EITHER_OR``'s fields unsets the other (``replace(exploration_steps=n)``
+        decays epsilon over ``n`` steps whatever the fraction was)."""
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         for name in changes:
             if name not in fields:
                 raise ValueError(f"unknown DQNConfig field {name!r}")
         if "estimator" in changes and "ensemble_size" not in changes:
             fields["ensemble_size"] = None
+        for name, other in EITHER_OR.items():
+            if changes.get(name) is not None and other not in changes:
+                fields[other] = None
         for derived in ("learning_starts", "log_interval"):
             if derived not in changes and _was_derived(self, derived):
                 fields[derived] = None
@@ -361,11 +396,10 @@ def _check(name: str, value: Any, ok: bool) -> None:
 _INT_FIELDS = ("total_timesteps", "buffer_size", "batch_size", "target_update_freq",
                "train_frequency", "num_envs", "conv_kernel_size", "eval_episodes")
 _OPTIONAL_INT_FIELDS = ("learning_starts", "max_episode_steps", "log_interval", "ensemble_size",
-                        "eval_interval")
+                        "eval_interval", "exploration_steps")
 INT32_MAX = 2**31 - 1
 """The largest value of an int field: the loop counts steps, updates, rows and slots in int32."""
-_FLOAT_FIELDS = ("gamma", "learning_rate", "start_epsilon", "end_epsilon",
-                 "exploration_fraction", "huber_delta", "tau")
+_FLOAT_FIELDS = ("gamma", "learning_rate", "start_epsilon", "end_epsilon", "huber_delta", "tau")
 
 
 def _check_types(cfg: DQNConfig) -> None:
@@ -387,9 +421,9 @@ def _check_types(cfg: DQNConfig) -> None:
                  "counted in int32)")
     for name in _FLOAT_FIELDS:
         _require(name, getattr(cfg, name), is_real(getattr(cfg, name)), "must be a finite number")
-    _require("max_grad_norm", cfg.max_grad_norm,
-             cfg.max_grad_norm is None or is_real(cfg.max_grad_norm),
-             "must be a finite number or None")
+    for name in ("max_grad_norm", "exploration_fraction"):
+        v = getattr(cfg, name)
+        _require(name, v, v is None or is_real(v), "must be a finite number or None")
     _require("env_id", cfg.env_id, isinstance(cfg.env_id, str), "must be a string")
     for name in ("anneal_lr", "update_all_members", "random_tie_break"):
         _require(name, getattr(cfg, name), isinstance(getattr(cfg, name), bool),
@@ -428,7 +462,7 @@ _MINATAR = dict(
     end_epsilon=0.1,
 )
 _PRESETS: dict[str, dict[str, Any]] = {
-    "seed": {},
+    "reference": {},
     "probes": dict(
         env_id="Probe1",
         total_timesteps=3000,
@@ -472,7 +506,7 @@ _PRESETS["minatar-fast"] = dict(_MINATAR, total_timesteps=1_000_000, train_frequ
 
 # One line per preset, for `jaxdqn train --help` and `jaxdqn config`.
 _PRESET_DESCRIPTIONS = {
-    "seed": "the seed's train_dqn defaults (CartPole-v1, 500k steps)",
+    "reference": "the course's train_dqn defaults, DQNConfig() (old name: seed)",
     "probes": "learns each probe's exact Q-values in 3k steps (set env_id to Probe1..Probe5)",
     "cartpole": ("CartPole-v1 in 80k steps: 8 envs, Double DQN, soft target "
                  "(docs/cartpole_preset.md)"),
@@ -482,15 +516,32 @@ _PRESET_DESCRIPTIONS = {
 
 
 def preset_descriptions() -> dict[str, str]:
-    """Each preset's one-line description, in preset order."""
-    return {name: _PRESET_DESCRIPTIONS.get(name, "") for name in _PRESETS}
+    """Each preset's one-line description, in preset order, ending with the field its epsilon
+    decay follows (``exploration_fraction`` of the run or ``exploration_steps``)."""
+    return {name: f"{_PRESET_DESCRIPTIONS.get(name, '')}; {_exploration(fields)}"
+            for name, fields in _PRESETS.items()}
+
+
+def _exploration(fields: dict[str, Any]) -> str:
+    """``"exploration_steps=N"`` or ``"exploration_fraction=F"``: the field a preset's epsilon
+    decay follows."""
+    if fields.get("exploration_steps") is not None:
+        return f"exploration_steps={fields['exploration_steps']}"
+    fraction = fields.get("exploration_fraction", DEFAULT_EXPLORATION_FRACTION)
+    return f"exploration_fraction={fraction}"
+
+
+PRESET_ALIASES = {"seed": "reference"}
+"""Old preset names, still accepted: ``"seed"`` (the starting design's name) is ``"reference"``."""
 
 
 def preset(name: str) -> DQNConfig:
-    """A named configuration: ``"seed"`` is the seed's defaults; ``"cartpole"`` solves CartPole-v1;
+    """A named configuration: ``"reference"`` is the course's ``train_dqn`` defaults
+    (``DQNConfig()``; ``"seed"``, its old name, is accepted); ``"cartpole"`` solves CartPole-v1;
     ``"probes"`` learns the probe environments' exact Q-values (set ``env_id`` to the probe);
     ``"minatar"`` is the MinAtar paper's DQN on Breakout-MinAtar (any MinAtar id fits) and
     ``"minatar-fast"`` the same with a gradient step every 4 of 1M env steps."""
+    name = PRESET_ALIASES.get(name, name)
     if name not in _PRESETS:
         raise ValueError(f"preset {name!r} is unknown; known presets: {', '.join(_PRESETS)}")
     return DQNConfig(**_PRESETS[name])

@@ -19,7 +19,9 @@ estimator           target ``y = r + gamma * (1 - terminated) * v``  networks tr
 ``Q`` is online, ``Q'`` target; members (``config.num_members > 1``) are one pytree with a leading
 member axis, applied with ``jax.vmap`` (one batched matmul); ``averaged`` keeps the ``N`` newest
 target snapshots ``theta_1..theta_N`` as a leading axis of ``target_params``, newest first.
-With a legal-action mask for ``s'`` every max and argmax ranges over legal actions only.
+With a legal-action mask for ``s'`` every max and argmax ranges over legal actions only. An
+argmax takes the lowest index among tied actions, or, given a ``tie_key`` (``random_tie_break``),
+one of them uniformly at random, as acting does.
 
 Every fact about an estimator is one ``Estimator`` record in ``ESTIMATORS``: its network count
 rule, which online networks its target reads at ``s'``, which members a gradient step trains, how
@@ -52,7 +54,8 @@ jnp = LazyModule("jax.numpy")
 # (members or snapshots), next_legal bool[B, A] or None (every action legal). Targets are f32[B]
 # (f32[M, B] for double_q: one per member) and carry no gradient.
 TargetFn = Callable[..., "jax.Array"]
-"""``target(reward, terminated, gamma, next_q_target, next_q_online, next_legal) -> y``."""
+"""``target(reward, terminated, gamma, next_q_target, next_q_online, next_legal, tie_key=None)
+-> y``."""
 ActFn = Callable[[Callable, dict, "jax.Array"], "jax.Array"]
 """``act(q_fn, params, obs) -> f32[..., A]``: the Q-values the agent acts on."""
 
@@ -65,6 +68,18 @@ def _masked(q, legal):
 def masked_max(q, legal):
     """``max_a q[..., a]`` over the legal actions (``legal=None``: all)."""
     return _masked(q, legal).max(axis=-1)
+
+
+def _argmax(q, legal, tie_key=None):
+    """``i32[...]``: the legal action of largest ``q[..., a]``; the lowest index among ties, or
+    with ``tie_key`` one of the tied actions uniformly at random (one draw per row)."""
+    masked = _masked(q, legal)
+    if tie_key is None:
+        return jnp.argmax(masked, axis=-1)
+    from jaxdqn.policy import kth_true
+
+    ties = masked == masked.max(axis=-1, keepdims=True)
+    return kth_true(ties, jax.random.uniform(tie_key, masked.shape[:-1]))
 
 
 def _bootstrap(reward, terminated, gamma, next_value, legal):
@@ -89,32 +104,36 @@ def dqn_target(reward, terminated, gamma, next_q_target, next_legal=None):
     return _bootstrap(reward, terminated, gamma, v, next_legal)
 
 
-def double_dqn_target(reward, terminated, gamma, next_q_target, next_q_online, next_legal=None):
+def double_dqn_target(reward, terminated, gamma, next_q_target, next_q_online, next_legal=None,
+                      tie_key=None):
     """Double DQN (van Hasselt, Guez and Silver 2016): the online network picks
-    ``a* = argmax_a Q(s', a)`` (lowest index among ties), the target network values it:
-    ``v = Q'(s', a*)``. Both arguments ``f32[B, A]``."""
-    best = jnp.argmax(_masked(next_q_online, next_legal), axis=-1)
+    ``a* = argmax_a Q(s', a)`` (lowest index among ties; at random with ``tie_key``), the target
+    network values it: ``v = Q'(s', a*)``. Both arguments ``f32[B, A]``."""
+    best = _argmax(next_q_online, next_legal, tie_key)
     return _bootstrap(reward, terminated, gamma, _value_at(next_q_target, best), next_legal)
 
 
-def double_q_target(reward, terminated, gamma, next_q_target, next_q_online, next_legal=None):
+def double_q_target(reward, terminated, gamma, next_q_target, next_q_online, next_legal=None,
+                    tie_key=None):
     """Double Q-learning (van Hasselt 2010), one target per member: member ``i``'s own online
     values pick ``a*_i = argmax_a Q_i(s', a)`` and its partner ``j = (i + 1) mod M`` (the other of
     two) values it with its target network, ``v_i = Q'_j(s', a*_i)``. Arguments ``f32[M, B, A]``;
     returns ``f32[M, B]``. With the target synced every step this is the tabular
-    ``Q_A(s, a) += alpha * (r + gamma * Q_B(s', argmax_a Q_A(s', a)) - Q_A(s, a))``."""
-    best = jnp.argmax(_masked(next_q_online, next_legal), axis=-1)  # [M, B]
+    ``Q_A(s, a) += alpha * (r + gamma * Q_B(s', argmax_a Q_A(s', a)) - Q_A(s, a))``; ties at
+    random with ``tie_key``."""
+    best = _argmax(next_q_online, next_legal, tie_key)  # [M, B]
     partner_q = jnp.roll(next_q_target, -1, axis=0)  # row i holds member (i + 1) mod M
     return _bootstrap(reward, terminated, gamma, _value_at(partner_q, best), next_legal)
 
 
 def clipped_double_target(reward, terminated, gamma, next_q_target, next_q_online_first,
-                          next_legal=None):
+                          next_legal=None, tie_key=None):
     """Clipped double Q (Fujimoto, van Hoof and Meger 2018, TD3's target in discrete form): the
     first member's online values pick ``a* = argmax_a Q_1(s', a)``, and the smallest target
     value of it is taken, ``v = min_j Q'_j(s', a*)``. ``next_q_target: f32[M, B, A]``,
-    ``next_q_online_first: f32[B, A]``; every member regresses to this one ``y``."""
-    best = jnp.argmax(_masked(next_q_online_first, next_legal), axis=-1)  # [B]
+    ``next_q_online_first: f32[B, A]``; every member regresses to this one ``y``. Ties at random
+    with ``tie_key``."""
+    best = _argmax(next_q_online_first, next_legal, tie_key)  # [B]
     v = jnp.min(_value_at(next_q_target, jnp.broadcast_to(best, next_q_target.shape[:-1])), 0)
     return _bootstrap(reward, terminated, gamma, v, next_legal)
 
@@ -137,8 +156,10 @@ def averaged_target(reward, terminated, gamma, next_q_snapshots, next_legal=None
 
 def target_only(fn: Callable[..., jax.Array]) -> TargetFn:
     """A target of ``(reward, terminated, gamma, next_q_target, next_legal)`` in the record's
-    signature, for estimators whose target reads no online network at ``s'``."""
-    def target(reward, terminated, gamma, next_q_target, next_q_online, next_legal):
+    signature, for estimators whose target reads no online network at ``s'`` (and so takes no
+    argmax: ``tie_key`` is unused)."""
+    def target(reward, terminated, gamma, next_q_target, next_q_online, next_legal,
+               tie_key=None):
         return fn(reward, terminated, gamma, next_q_target, next_legal)
 
     target.__doc__ = fn.__doc__
@@ -237,6 +258,12 @@ class Estimator:
     def snapshots(self) -> bool:
         """Whether the ensemble is of target snapshots (one online network)."""
         return self.size.counts == "snapshots"
+
+    @property
+    def argmax_target(self) -> bool:
+        """Whether the target takes an argmax (of online values at ``s'``), whose ties
+        ``random_tie_break`` breaks at random."""
+        return self.online_next != "none"
 
     @property
     def stacked(self) -> bool:

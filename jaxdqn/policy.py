@@ -7,14 +7,23 @@ import jax
 import jax.numpy as jnp
 
 
-def epsilon_at(step, start_epsilon, end_epsilon, exploration_fraction, total_timesteps):
+def epsilon_at(step, start_epsilon, end_epsilon, exploration_fraction, total_timesteps,
+               exploration_steps=None):
     """The seed's ``linear_schedule``:
-    ``start + (end - start) * min(step / (fraction * total), 1)``.
+    ``start + (end - start) * min(step / duration, 1)`` with ``duration = fraction * total``, or
+    ``exploration_steps`` where that is given and > 0 (``train.HParams`` holds 0 for a config
+    that gives the fraction, and a fraction of 0 for one that gives the steps).
 
     Every argument may be a traced value, so one compiled program serves a grid of schedules.
-    Where ``fraction * total`` is a whole number this equals ``optax.linear_schedule``.
+    Where ``duration`` is a whole number this equals ``optax.linear_schedule``.
     """
-    duration = jnp.asarray(exploration_fraction, jnp.float32) * total_timesteps
+    if exploration_fraction is None:
+        duration = jnp.asarray(exploration_steps, jnp.float32)
+    else:
+        duration = jnp.asarray(exploration_fraction, jnp.float32) * total_timesteps
+    if exploration_fraction is not None and exploration_steps is not None:
+        duration = jnp.where(jnp.asarray(exploration_steps) > 0,
+                             jnp.asarray(exploration_steps, jnp.float32), duration)
     progress = jnp.minimum(jnp.asarray(step, jnp.float32) / duration, 1.0)
     return start_epsilon + (end_epsilon - start_epsilon) * progress
 

@@ -93,9 +93,11 @@ def shape_groups(combinations: Sequence[Combination]) -> list[ShapeGroup]:
 
 
 def _stack_hparams(configs: Sequence[DQNConfig]) -> HParams:
+    rows = [HParams.from_config(c) for c in configs]
+
     def column(name):
-        dtype = np.int32 if name == "target_update_freq" else np.float32
-        return np.asarray([getattr(c, name) for c in configs], dtype)
+        dtype = np.int32 if name in ("target_update_freq", "exploration_steps") else np.float32
+        return np.asarray([getattr(r, name) for r in rows], dtype)
 
     return HParams(*(column(name) for name in HParams._fields))
 

@@ -42,7 +42,14 @@ from jaxdqn.estimators import ESTIMATORS
 from jaxdqn.evaluation import make_greedy_episodes
 from jaxdqn.networks import QFn, init_q_params, make_q_fn
 from jaxdqn.policy import epsilon_at, epsilon_greedy, make_acting_q_fn
-from jaxdqn.update import TrainState, init_train_state, make_optimizer, make_td_update, sync_target
+from jaxdqn.update import (
+    TrainState,
+    init_train_state,
+    make_optimizer,
+    make_td_update,
+    step_takes_key,
+    sync_target,
+)
 
 EVAL_STREAM = 0x6576616C
 """Evaluation during training draws from ``fold_in(run_key, EVAL_STREAM)``, apart from training."""
@@ -55,13 +62,17 @@ class HParams(NamedTuple):
     gamma: Any
     start_epsilon: Any
     end_epsilon: Any
-    exploration_fraction: Any
+    exploration_fraction: Any  # 0 where the config gives exploration_steps
+    exploration_steps: Any  # 0 where the config gives exploration_fraction
     target_update_freq: Any
     tau: Any
 
     @classmethod
     def from_config(cls, config: DQNConfig) -> HParams:
-        return cls(**{name: getattr(config, name) for name in cls._fields})
+        """The config's values; of ``exploration_fraction``/``exploration_steps`` the one it does
+        not give (None) is 0, so every config's are numbers and a grid can mix the two."""
+        values = (getattr(config, name) for name in cls._fields)
+        return cls(*(0 if v is None else v for v in values))
 
 
 class EvalState(NamedTuple):
@@ -276,7 +287,7 @@ def act_and_store(loop: Loop, hp: HParams, runner: RunnerState, sums: _RowSums, 
     keys = jax.random.split(runner.key, config.num_envs + 2)  # one threefry call for all of them
     key, act_key, env_keys = keys[0], keys[1], keys[2:]
     epsilon = epsilon_at(step, hp.start_epsilon, hp.end_epsilon, hp.exploration_fraction,
-                         config.total_timesteps)
+                         config.total_timesteps, hp.exploration_steps)
     legal = None if spec.legal_fn is None else spec.legal_fn(runner.obs)
     action = epsilon_greedy(act_key, loop.acting_q_fn(runner.train.params, runner.obs), epsilon,
                             legal, config.random_tie_break)
@@ -307,16 +318,16 @@ def learn(loop: Loop, hp: HParams, runner: RunnerState, sums: _RowSums
     config = loop.config
     td_update = make_td_update(config, loop.q_fn, make_optimizer(config, hp.learning_rate),
                                loop.spec.legal_fn)
-    choose_member = config.trained_members == "random"
+    takes_key = step_takes_key(config)
 
     def one_update(_, carry):
         train_state, key, sums = carry
-        if choose_member:
-            key, sample_key, member_key = jax.random.split(key, 3)
+        if takes_key:
+            key, sample_key, step_key = jax.random.split(key, 3)
         else:
-            (key, sample_key), member_key = jax.random.split(key), None
+            (key, sample_key), step_key = jax.random.split(key), None
         batch = buffer_sample(runner.buffer, sample_key, config.batch_size)
-        train_state, info = td_update(train_state, batch, hp.gamma, member_key)
+        train_state, info = td_update(train_state, batch, hp.gamma, step_key)
         sums = sums._replace(updates=sums.updates + 1, loss_sum=sums.loss_sum + info.loss,
                              q_taken_sum=sums.q_taken_sum + info.q_taken,
                              q_max_sum=sums.q_max_sum + info.q_max)
@@ -379,7 +390,8 @@ def row_metrics(config: DQNConfig, hp: HParams, sums: _RowSums, iterations_done,
         q_taken=_mean(sums.q_taken_sum, sums.updates),
         q_max=_mean(sums.q_max_sum, sums.updates),
         epsilon=jnp.asarray(epsilon_at(env_steps, hp.start_epsilon, hp.end_epsilon,
-                                       hp.exploration_fraction, config.total_timesteps),
+                                       hp.exploration_fraction, config.total_timesteps,
+                                       hp.exploration_steps),
                             jnp.float32),
         eval_return=eval_return,
         eval_truncated=eval_truncated,

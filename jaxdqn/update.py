@@ -40,9 +40,12 @@ class UpdateInfo(NamedTuple):
 
 def make_optimizer(config: DQNConfig, learning_rate=None) -> optax.GradientTransformation:
     """Adam or plain SGD, optionally after global-norm gradient clipping; ``learning_rate`` may be
-    traced. With ``anneal_lr`` the rate decays linearly to 0 over the run's gradient steps.
+    traced. With ``anneal_lr`` the rate decays linearly to 0 over the run's gradient steps: the
+    step of count ``k`` (0 first) uses ``lr * (1 - k / num_updates)``, the last one
+    ``lr / num_updates``.
 
-    A member estimator keeps one optimizer state per member (``init_train_state``).
+    A member estimator keeps one optimizer state per member (``init_train_state``); the
+    schedule's count follows the run's gradient steps in every member (``share_schedule_count``).
     """
     lr = config.learning_rate if learning_rate is None else learning_rate
     if config.anneal_lr:
@@ -90,13 +93,39 @@ def make_td_update(
     """A jitted ``td_update(state, batch, gamma, key=None) -> (state, info)``: one gradient step.
 
     The estimator's record says which Q-values its target reads at s' and which members the step
-    trains. ``key`` picks the member to update when it trains one chosen at random
-    (``config.trained_members == "random"``); other estimators ignore it. ``legal_fn(obs)`` gives
-    the legal actions of ``s'`` (recomputed from the stored observation) and of ``s``; None: all
-    actions are legal, and the program is the one without masks.
+    trains. ``key`` (needed where ``step_takes_key(config)``) picks the member to update when it
+    trains one chosen at random (``config.trained_members == "random"``) and breaks ties in the
+    target's argmax at random with ``random_tie_break``; otherwise it is ignored.
+    ``legal_fn(obs)`` gives the legal actions of ``s'`` (recomputed from the stored observation)
+    and of ``s``; None: all actions are legal, and the program is the one without masks.
     """
     step = _TDStep(config, q_fn, optimizer, legal_fn)
     return _members_update(step) if config.num_members > 1 else _single_update(step)
+
+
+def _breaks_target_ties(config: DQNConfig) -> bool:
+    return config.random_tie_break and ESTIMATORS[config.estimator].argmax_target
+
+
+def step_takes_key(config: DQNConfig) -> bool:
+    """Whether ``td_update`` draws random numbers (a member chosen at random, or ties of the
+    target's argmax broken at random), so needs a key."""
+    return config.trained_members == "random" or _breaks_target_ties(config)
+
+
+def _step_keys(config: DQNConfig, key) -> tuple:
+    """``(member_key, tie_key)`` of a step's ``key``, None where unused; with both, ``key`` is
+    split (a member chosen at random without tie-breaking draws from ``key`` itself)."""
+    member, ties = config.trained_members == "random", _breaks_target_ties(config)
+    if not (member or ties):
+        return None, None
+    if key is None:
+        raise ValueError(f"estimator={config.estimator!r}"
+                         + (" with random_tie_break" if ties else "")
+                         + " draws random numbers in a gradient step: td_update needs a key")
+    if member and ties:
+        return tuple(jax.random.split(key))
+    return (key, None) if member else (None, key)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,8 +148,9 @@ class _TDStep:
             return jax.vmap(self.q_fn, in_axes=(0, None))(params, obs)
         return self.q_fn(params, obs)[None]
 
-    def target(self, params, target_params, batch: Transition, gamma, legal):
-        """The estimator's TD target of ``batch`` (``legal``: the legal actions of ``s'``)."""
+    def target(self, params, target_params, batch: Transition, gamma, legal, tie_key=None):
+        """The estimator's TD target of ``batch`` (``legal``: the legal actions of ``s'``;
+        ``tie_key``: ties of its argmax at random)."""
         estimator = ESTIMATORS[self.config.estimator]
         next_obs, q_fn = batch.next_obs, self.q_fn
         if estimator.snapshots:
@@ -136,8 +166,11 @@ class _TDStep:
             next_q_online = self.stacked(params, next_obs)
         else:
             next_q_online = None
+        if tie_key is None:  # the program without tie-breaking, as before the option
+            return estimator.target(batch.reward, batch.terminated, gamma, next_q_target,
+                                    next_q_online, legal)
         return estimator.target(batch.reward, batch.terminated, gamma, next_q_target,
-                                next_q_online, legal)
+                                next_q_online, legal, tie_key=tie_key)
 
     def loss(self, q_taken, target):
         config = self.config
@@ -161,19 +194,21 @@ def _q_taken(q, action):
 
 def _single_update(step: _TDStep) -> Callable[..., tuple[TrainState, UpdateInfo]]:
     """``td_update`` of one online network: DQN, Double DQN, Averaged-DQN."""
-    def loss_fn(params, target_params, batch: Transition, gamma):
+    def loss_fn(params, target_params, batch: Transition, gamma, tie_key):
         # The order of operations of the original DQN/Double DQN update (bit-identical runs).
         q = step.q_fn(params, batch.obs)
         q_taken = _q_taken(q, batch.action)
-        target = step.target(params, target_params, batch, gamma, step.legal(batch.next_obs))
+        target = step.target(params, target_params, batch, gamma, step.legal(batch.next_obs),
+                             tie_key)
         loss = step.loss(q_taken, target)
         q_max = masked_max(q, step.legal(batch.obs))
         return loss, (q_taken.mean(), q_max.mean(), target.mean())
 
     @jax.jit
     def td_update(state: TrainState, batch: Transition, gamma, key=None):
+        _, tie_key = _step_keys(step.config, key)
         (loss, (q_taken, q_max, target)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params, state.target_params, batch, gamma)
+            state.params, state.target_params, batch, gamma, tie_key)
         updates, opt_state = step.optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         info = UpdateInfo(loss, q_taken, q_max, target, optax.tree.norm(grads))
@@ -186,7 +221,7 @@ def _members_update(step: _TDStep) -> Callable[..., tuple[TrainState, UpdateInfo
     """``td_update`` of members (a leading member axis): each member regresses to its row of the
     targets; one member chosen at random, or all of them (vmapped), take a step."""
     config = step.config
-    num, name = config.num_members, config.estimator
+    num = config.num_members
 
     def step_one(params, opt_state, batch, target):
         (loss, aux), grads = jax.value_and_grad(step.fixed_target_loss, has_aux=True)(
@@ -196,20 +231,19 @@ def _members_update(step: _TDStep) -> Callable[..., tuple[TrainState, UpdateInfo
 
     @jax.jit
     def td_update_members(state: TrainState, batch: Transition, gamma, key=None):
+        member_key, tie_key = _step_keys(config, key)
         # f32[M, B]: the target of each member (a shared f32[B] target repeated)
         y = step.target(state.params, state.target_params, batch, gamma,
-                        step.legal(batch.next_obs))
+                        step.legal(batch.next_obs), tie_key)
         y = jnp.broadcast_to(y, (num, *batch.reward.shape))
         if config.trained_members == "random":
-            if key is None:
-                raise ValueError(f"estimator={name!r} updates one member chosen at random: "
-                                 "td_update needs a key")
-            i = uniform_index(key, (), num)
+            i = uniform_index(member_key, (), num)
             pick = lambda tree: jax.tree.map(lambda x: x[i], tree)  # noqa: E731
             params, opt_state, loss, (q_taken, q_max, target), norm = step_one(
                 pick(state.params), pick(state.opt_state), batch, y[i])
             put = lambda tree, new: jax.tree.map(lambda x, v: x.at[i].set(v), tree, new)  # noqa
             params, opt_state = put(state.params, params), put(state.opt_state, opt_state)
+            opt_state = share_schedule_count(opt_state, i)
         else:
             params, opt_state, loss, (q_taken, q_max, target), norm = jax.vmap(
                 step_one, in_axes=(0, 0, None, 0))(state.params, state.opt_state, batch, y)
@@ -219,6 +253,34 @@ def _members_update(step: _TDStep) -> Callable[..., tuple[TrainState, UpdateInfo
         return state._replace(params=params, opt_state=opt_state), info
 
     return td_update_members
+
+
+def _is_schedule_state(x) -> bool:
+    return isinstance(x, optax.ScaleByScheduleState)
+
+
+def share_schedule_count(opt_state, member) -> optax.OptState:
+    """Members' optimizer states with every learning-rate schedule count set to ``member``'s.
+
+    When one member chosen at random takes each step, only its states advance; copying its
+    schedule count (the run's gradient steps, since every member's equals it before the step)
+    keeps ``anneal_lr``'s rate the run's in every member, so each reaches 0 at the end. Adam's own
+    count, of bias correction, stays per member: a member's moments move only when it trains.
+    Without a schedule the states are returned as they are.
+    """
+    def shared(x):
+        if not _is_schedule_state(x):
+            return x
+        return x._replace(count=jnp.broadcast_to(x.count[member], x.count.shape))
+
+    return jax.tree.map(shared, opt_state, is_leaf=_is_schedule_state)
+
+
+def schedule_counts(opt_state) -> list[jax.Array]:
+    """The learning-rate schedule counts in ``opt_state`` (one ``i32[]``, or ``i32[M]`` for
+    members, per schedule; none without ``anneal_lr``)."""
+    return [x.count for x in jax.tree.leaves(opt_state, is_leaf=_is_schedule_state)
+            if _is_schedule_state(x)]
 
 
 def sync_target(state: TrainState, do_sync, tau, snapshots: bool = False) -> TrainState:

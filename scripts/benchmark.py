@@ -378,8 +378,8 @@ def parse_args(argv):
 
     p = _Parser(prog="benchmark.py", description=__doc__.splitlines()[0],
                 formatter_class=DefaultsHelpFormatter)
-    p.add_argument("--preset", default="seed",
-                   help="preset to start from ('seed' is DQNConfig())")
+    p.add_argument("--preset", default="reference",
+                   help="preset to start from ('reference' is DQNConfig())")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="sets",
                    help="override a config field (repeatable), e.g. --set total_timesteps=50000")
     p.add_argument("--seeds", type=int, nargs="+", default=None, metavar="N",

@@ -5,9 +5,10 @@
 The book's setting exactly: the MDP with two actions in A (left, right) and ten in B, each ending
 the episode with a reward drawn from N(-0.1, 1) (env ``"MaxBiasMDP-book"``, legal actions
 masked); step size alpha = 0.1, epsilon = 0.1, gamma = 1, tables initialised to zero, greedy ties
-broken at random. Both methods run through jaxdqn's own training loop in its tabular mode: a
-linear Q without bias on one-hot observations (a table), SGD with learning rate alpha, and online
-updates (``buffer_size = batch_size = learning_starts = train_frequency = 1``, target synced every
+broken at random (in acting and in Double Q-learning's target). Both methods run through jaxdqn's
+own training loop in its tabular mode: a linear Q without bias on one-hot observations (a table),
+SGD with learning rate alpha, and online updates
+(``buffer_size = batch_size = learning_starts = train_frequency = 1``, target synced every
 step), so ``estimator="dqn"`` is Q-learning and ``estimator="double_q"`` is Double Q-learning (one
 table updated at random each step, acting on Q1 + Q2). All runs of a method are one
 ``jit(vmap(train))`` program.

@@ -107,7 +107,7 @@ def test_a_run_config_json_reproduces_config_and_seeds(tmp_path):
     (["train", "--set", "gamma=1.5"], "DQNConfig.gamma=1.5 is invalid: must be in [0, 1]"),
     (["train", "--set", "batch_size=0"], "DQNConfig.batch_size=0 is invalid: must be > 0"),
     (["train", "--set", "gamma"], "--set 'gamma' is invalid: expected FIELD=VALUE"),
-    (["train", "--preset", "fast"], "preset 'fast' is unknown; known presets: seed"),
+    (["train", "--preset", "fast"], "preset 'fast' is unknown; known presets: reference"),
     (["train", "--seeds", "0"], "--seeds=0 is invalid: must be >= 1"),
     (["train", "--seed", "-1"], "--seed=-1 is invalid"),
     (["train", "--episodes", "0"], "--episodes=0 is invalid: must be >= 1"),

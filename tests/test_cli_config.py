@@ -2,6 +2,7 @@
 docs/cli.md all come from config.py."""
 
 import dataclasses
+import json
 import pathlib
 
 import pytest
@@ -120,3 +121,23 @@ def test_the_scripts_help_shows_each_default_that_says_something():
     assert "seeds per run (default: 4)" in text and "line one\n  kept as written" in p.format_help()
     assert "(default: None)" not in text and "(default: False)" not in text
     assert "(default: [])" not in text
+
+
+def test_set_exploration_steps_replaces_the_fraction_of_a_preset_or_a_file(tmp_path, capsys,
+                                                                           monkeypatch):
+    from jaxdqn.cli.options import resolve_config
+
+    monkeypatch.setenv("COLUMNS", "1000")
+    assert main(["config", "--preset", "minatar", "--set", "exploration_steps=100000"]) == 0
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[2:]}
+    assert rows["exploration_steps"][1] == "100000" and rows["exploration_fraction"][1] == "None"
+    file = tmp_path / "run.json"
+    file.write_text(json.dumps({"config": DQNConfig().to_dict(), "seeds": 2}))
+    config, _ = resolve_config("cartpole", str(file), ["exploration_steps=5000"], None)
+    assert (config.exploration_fraction, config.exploration_steps) == (None, 5000)
+    config, _ = resolve_config("cartpole", str(file), [], None)
+    assert (config.exploration_fraction, config.exploration_steps) == (0.2, None)
+    assert main(["config", "--set", "exploration_steps=10",
+                 "--set", "exploration_fraction=0.5"]) == 2
+    assert "exploration_steps=10 is invalid beside exploration_fraction=0.5" in (
+        capsys.readouterr().err)

@@ -1,4 +1,5 @@
 import dataclasses
+import re
 
 import pytest
 
@@ -16,7 +17,8 @@ def test_defaults_are_the_seeds_train_dqn_signature():
     assert (cfg.train_frequency, cfg.num_envs, cfg.hidden_sizes) == (10, 1, (120, 84))
     assert cfg.estimator == "dqn" and cfg.loss == "mse" and cfg.max_grad_norm is None
     assert cfg.tau == 1.0 and cfg.anneal_lr is False
-    assert jaxdqn.preset("seed") == cfg
+    assert jaxdqn.preset("reference") == cfg
+    assert jaxdqn.preset("seed") == cfg  # the old name of "reference"
 
 
 def test_config_is_frozen_and_hashable():
@@ -73,6 +75,9 @@ def test_loop_sizes():
         (dict(total_timesteps="100"), "total_timesteps", "an int"),
         (dict(gamma=float("nan")), "gamma", "finite"),
         (dict(anneal_lr=1), "anneal_lr", "True or False"),
+        (dict(target_update_freq=9), "target_update_freq", "must be >= 10, the env steps of one"),
+        (dict(target_update_freq=15, num_envs=16, train_frequency=4), "target_update_freq",
+         "must be >= 16, the env steps of one iteration (max(train_frequency, num_envs))"),
     ],
 )
 def test_bad_values_raise_one_clear_error(changes, field, allowed):
@@ -84,7 +89,7 @@ def test_bad_values_raise_one_clear_error(changes, field, allowed):
 
 
 def test_unknown_preset_lists_known_ones():
-    with pytest.raises(ValueError, match="known presets: seed"):
+    with pytest.raises(ValueError, match="known presets: reference"):
         jaxdqn.preset("nope")
 
 
@@ -128,3 +133,30 @@ def test_the_traced_fields_are_the_hparams_fields():
     from jaxdqn.train import HParams
 
     assert HParams._fields == TRACED_FIELDS
+
+
+def test_exploration_is_a_fraction_of_the_run_or_a_step_count():
+    cfg = DQNConfig(total_timesteps=30_000)
+    assert (cfg.exploration_fraction, cfg.exploration_steps) == (0.2, None)
+    by_steps = cfg.replace(exploration_steps=100_000)  # no need to unset the fraction by hand
+    assert (by_steps.exploration_fraction, by_steps.exploration_steps) == (None, 100_000)
+    assert DQNConfig(exploration_steps=5000).exploration_fraction is None
+    back = by_steps.replace(exploration_fraction=0.5)
+    assert (back.exploration_fraction, back.exploration_steps) == (0.5, None)
+    assert by_steps.replace(exploration_steps=None) == cfg  # the default fraction again
+    assert by_steps.replace(gamma=0.9).exploration_steps == 100_000  # other changes keep it
+    assert DQNConfig.from_dict(by_steps.to_dict()) == by_steps
+    legacy = {k: v for k, v in cfg.to_dict().items() if k != "exploration_steps"}
+    assert DQNConfig.from_dict(legacy) == cfg  # a config.json written before the field
+    with pytest.raises(ValueError, match=r"^DQNConfig.exploration_steps=1000 is invalid beside "
+                       r"exploration_fraction=0.3: epsilon decays over one of the two; set the "
+                       r"other to None$"):
+        DQNConfig(exploration_fraction=0.3, exploration_steps=1000)
+    with pytest.raises(ValueError, match="beside"):
+        cfg.replace(exploration_fraction=0.3, exploration_steps=1000)
+    for bad, allowed in ((0, "> 0, or None"), (2.5, "an int or None"), (2**31, "<= 2147483647")):
+        with pytest.raises(ValueError, match=re.escape(f"exploration_steps={bad!r} is invalid: "
+                                                       f"must be {allowed}")):
+            DQNConfig(exploration_steps=bad)
+    with pytest.raises(ValueError, match=r"exploration_fraction=0\.0 is invalid"):
+        by_steps.replace(exploration_fraction=0.0)

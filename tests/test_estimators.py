@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from trees import assert_same_structure
 
@@ -17,7 +18,13 @@ from jaxdqn.estimators import (
     maxmin_target,
 )
 from jaxdqn.policy import epsilon_greedy
-from jaxdqn.update import init_train_state, make_optimizer, make_td_update, sync_target
+from jaxdqn.update import (
+    init_train_state,
+    make_optimizer,
+    make_td_update,
+    schedule_counts,
+    sync_target,
+)
 
 # Three rows, three actions, gamma 0.5; row 1 is terminal (its large next values must not count).
 # Ties: online member 0 row 0 (actions 1, 2), row 2 (actions 0, 1); online member 1 row 0 (0, 1).
@@ -248,13 +255,19 @@ def test_tabular_mode_is_tabular_q_learning_step_for_step(estimator):
         else:
             q1, q2 = before
 
-            def pick(qa, qb, nxt=nxt):
+            def picks(qa, qb, nxt=nxt):
+                """The values ``Q_B(s', a*)`` of the actions ``a*`` that may be drawn: the tied
+                maximal ones of ``Q_A`` (``random_tie_break`` breaks the target's ties too)."""
                 if nxt is None:
-                    return None
-                return qb[nxt, np.argmax(np.where(legal[nxt], qa[nxt], -np.inf))]
+                    return [None]
+                q = np.where(legal[nxt], qa[nxt], -np.inf)
+                return [qb[nxt, b] for b in np.flatnonzero(q == q.max())]
 
-            first = np.array_equal(after[1], q2) and _close(after[0], *updated(q1, pick(q1, q2)))
-            second = np.array_equal(after[0], q1) and _close(after[1], *updated(q2, pick(q2, q1)))
+            def learned(table, qa, qb):
+                return any(_close(table, *updated(qa, v)) for v in picks(qa, qb))
+
+            first = np.array_equal(after[1], q2) and learned(after[0], q1, q2)
+            second = np.array_equal(after[0], q1) and learned(after[1], q2, q1)
             assert first or second, (row, before, after)
             chosen.append(0 if not second else 1 if not first else -1)
     if estimator == "double_q":
@@ -274,3 +287,79 @@ def test_a_sweep_over_estimators_makes_one_compiled_group_per_shape():
         ("maxmin", 2), ("maxmin", 3), ("averaged", 2), ("averaged", 3)}
     with pytest.raises(ValueError, match="ensemble_size=4 is invalid"):
         expand_grid(base, {"estimator": ["dqn"], "ensemble_size": [4]})
+
+
+@pytest.mark.parametrize("estimator, extra", [
+    ("dqn", {}), ("double_dqn", {}), ("double_q", {}), ("clipped_double", {}),
+    ("maxmin", dict(ensemble_size=3)), ("maxmin", dict(ensemble_size=3, update_all_members=True)),
+    ("averaged", dict(ensemble_size=3)),
+])
+def test_anneal_lr_reaches_zero_in_every_member(estimator, extra):
+    """After a run with ``anneal_lr``, every member's schedule count is the run's gradient steps
+    ``N``: its last update used ``lr / N`` and a fresh step would use 0. Adam's own count stays
+    per member: the members' counts add up to the steps each took."""
+    lr = 1e-2
+    cfg = DQNConfig(env_id="Probe4", total_timesteps=400, buffer_size=200, learning_starts=64,
+                    batch_size=16, train_frequency=4, target_update_freq=40, hidden_sizes=(8,),
+                    learning_rate=lr, anneal_lr=True, estimator=estimator, log_interval=400,
+                    **extra)
+    n = cfg.num_updates
+    trainer = make_trainer(cfg)
+    state, _ = jax.jit(lambda k: trainer.run(trainer.init(k), None, 0, 1))(jax.random.key(0))
+    (counts,) = schedule_counts(state.train.opt_state)
+    counts = np.atleast_1d(np.asarray(counts))
+    assert counts.shape == (cfg.num_members,)
+    np.testing.assert_array_equal(counts, n)
+    rate = optax.linear_schedule(lr, 0.0, transition_steps=n)
+    assert float(rate(counts[0] - 1)) == pytest.approx(lr / n, rel=1e-5)  # the last update's
+    assert float(rate(counts[0])) == 0.0  # a fresh step's
+    adam_counts = np.atleast_1d(np.asarray(state.train.opt_state[0].count))
+    steps_per_member = {"random": n / cfg.num_members, "all": n, "only": n}[cfg.trained_members]
+    assert adam_counts.sum() == (n if cfg.trained_members == "random" else n * cfg.num_members)
+    assert (adam_counts > 0.5 * steps_per_member).all()
+
+
+def test_random_tie_break_applies_to_the_targets_argmax():
+    """A hand-made tie: the online values tie on actions 0 and 1 (action 2 is lower; with the mask
+    action 1 is illegal), the target values them 0, 10 and 20. Without a key the argmax takes
+    action 0 (v = 0) every time; with ``tie_key`` half of the draws take action 1 (v = 10), and
+    an illegal or non-maximal action never."""
+    online = jnp.tile(jnp.array([3.0, 3.0, 1.0]), (4000, 1))
+    target = jnp.tile(jnp.array([0.0, 10.0, 20.0]), (4000, 1))
+    r, term = jnp.zeros(4000), jnp.zeros(4000, bool)
+    key = jax.random.key(0)
+    fixed = double_dqn_target(r, term, 1.0, target, online)
+    assert set(np.unique(np.asarray(fixed))) == {0.0}
+    for name, y in (
+        ("double_dqn", double_dqn_target(r, term, 1.0, target, online, tie_key=key)),
+        ("double_q", double_q_target(r, term, 1.0, jnp.stack([target, target]),
+                                     jnp.stack([online, online]), tie_key=key)),
+        ("clipped_double", clipped_double_target(r, term, 1.0, jnp.stack([target, target]),
+                                                 online, tie_key=key)),
+    ):
+        y = np.asarray(y)
+        assert set(np.unique(y)) == {0.0, 10.0}, name
+        assert abs((y == 10.0).mean() - 0.5) < 0.03, name
+    legal = jnp.tile(jnp.array([True, False, True]), (4000, 1))
+    masked = double_dqn_target(r, term, 1.0, target, online, legal, tie_key=key)
+    assert set(np.unique(np.asarray(masked))) == {0.0}  # the tie left is action 0 alone
+
+
+def test_random_tie_break_in_a_step_draws_a_key_and_is_the_old_program_without_it():
+    """With ``random_tie_break`` a Double DQN step needs a key (for its target's ties); without
+    the option it needs none."""
+    cfg = _tabular_config("double_dqn")
+    params = init_q_params(cfg, jax.random.key(0))
+    opt = make_optimizer(cfg)
+    state = init_train_state(cfg, params, opt)
+    (kernel,) = jax.tree.leaves(params)  # a table: one-hot observations x actions
+    one_hot = jnp.eye(kernel.shape[0])
+    batch = Transition(obs=one_hot[:1], action=jnp.array([0]), reward=jnp.array([0.0]),
+                       terminated=jnp.array([False]), next_obs=one_hot[1:2])
+    td_update = make_td_update(cfg, make_q_fn(cfg), opt)
+    with pytest.raises(ValueError, match="double_dqn' with random_tie_break draws random"):
+        td_update(state, batch, 1.0)
+    new, _ = td_update(state, batch, 1.0, jax.random.key(1))
+    assert np.isfinite(np.asarray(jax.tree.leaves(new.params)[0])).all()
+    plain = cfg.replace(random_tie_break=False)
+    make_td_update(plain, make_q_fn(plain), opt)(state, batch, 1.0)  # no key needed

@@ -101,3 +101,19 @@ def test_gradient_clipping_bounds_every_step_through_the_loop():
     first = optax.tree.norm(jax.tree.map(lambda a, b: a - b, unclipped[3].train.params,
                                            unclipped[2].train.params))
     assert float(first) > 100 * lr * clip  # so the bound above really is the clipping
+
+
+def test_a_period_of_one_iteration_syncs_every_learning_iteration_and_shorter_is_refused():
+    """Every crossing counts: with ``target_update_freq`` equal to the env steps of an iteration
+    (8) each learning iteration crosses one multiple and syncs; a shorter period would cross
+    several in one iteration, of which the loop could perform one, so it is refused."""
+    cfg = SYNC_CONFIG.replace(target_update_freq=8, total_timesteps=80)
+    assert cfg.first_learning_iteration == 2 and cfg.num_iterations == 10
+    states = _iterations(cfg)
+    synced = [it for it in range(cfg.num_iterations)
+              if trees_equal(states[it + 1].train.params, states[it + 1].train.target_params)
+              and not trees_equal(states[it + 1].train.target_params,
+                                  states[it].train.target_params)]
+    assert synced == list(range(2, 10))  # by hand: 8 learning iterations, 8 syncs
+    with pytest.raises(ValueError, match=r"target_update_freq=7 is invalid: must be >= 8"):
+        SYNC_CONFIG.replace(target_update_freq=7)

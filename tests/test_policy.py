@@ -55,3 +55,20 @@ def test_vmaps_over_keys_and_epsilons():
     actions = jax.jit(jax.vmap(epsilon_greedy))(keys, q, jnp.array([0.0, 0.0, 1.0, 1.0]))
     assert actions.shape == (4, 5) and actions.dtype == jnp.int32
     np.testing.assert_array_equal(actions[:2], 1)
+
+
+def test_schedule_over_a_step_count_ignores_the_run_length():
+    """``exploration_steps > 0`` sets the decay's length whatever ``total_timesteps``; 0 (a config
+    that gives the fraction) keeps ``fraction * total`` bit for bit; both may be traced."""
+    steps = jnp.arange(0, 4000, 250)
+    for total in (3000, 30_000, 5_000_000):
+        ours = jax.vmap(lambda s, t=total: epsilon_at(s, 1.0, 0.1, 0.0, t, 2000))(steps)
+        np.testing.assert_allclose(ours, jax.vmap(optax.linear_schedule(1.0, 0.1, 2000))(steps),
+                                   atol=1e-6)
+    by_fraction = jax.vmap(lambda s: epsilon_at(s, 1.0, 0.1, 0.3, 3000))(steps)
+    np.testing.assert_array_equal(
+        jax.vmap(lambda s: epsilon_at(s, 1.0, 0.1, 0.3, 3000, 0))(steps), by_fraction)
+    mixed = jax.jit(jax.vmap(epsilon_at, in_axes=(None, None, None, 0, None, 0)))(
+        500, 1.0, 0.0, jnp.array([0.5, 0.0]), 10_000, jnp.array([0, 1000]))
+    np.testing.assert_allclose(mixed, [0.9, 0.5], atol=1e-6)
+    assert float(epsilon_at(500, 1.0, 0.0, None, 10_000, 1000)) == pytest.approx(0.5)

@@ -38,6 +38,10 @@ def test_expand_grid_is_row_major_and_applies_values():
     ({"learning_rate": [1e-3], "gamma": [0.9, 1.5]},
      r"grid combination learning_rate=0.001, gamma=1.5: DQNConfig.gamma=1.5 is invalid"),
     ({"batch_size": [32, 500]}, "batch_size=500 is invalid: must be <= buffer_size=200"),
+    # A traced field is still validated per combination: 10 env steps per iteration in TINY.
+    ({"target_update_freq": [10, 5]},
+     r"grid combination target_update_freq=5: DQNConfig.target_update_freq=5 is invalid: "
+     r"must be >= 10, the env steps of one iteration"),
 ])
 def test_invalid_grids_are_refused_before_anything_compiles(grid, message):
     with pytest.raises(ValueError, match=message):
@@ -120,11 +124,24 @@ def test_sweep_routes_each_combination_its_own_hyperparameters():
         np.testing.assert_allclose(res.metrics.epsilon[ci, 0], expected_eps, rtol=1e-6)
 
 
+def test_a_grid_over_exploration_steps_is_one_group_beside_the_fraction():
+    """``exploration_steps`` is traced: the base's fraction and two step counts share one compiled
+    program, each combination's epsilon following its own schedule."""
+    groups = shape_groups(expand_grid(TINY, {"exploration_steps": [None, 100, 300]}))
+    (group,) = groups
+    assert [c.config.exploration_fraction for c in group.combinations] == [0.2, None, None]
+    np.testing.assert_array_equal(group.hparams.exploration_steps, [0, 100, 300])
+    np.testing.assert_array_equal(group.hparams.exploration_fraction, np.float32([0.2, 0, 0]))
+    eps = jax.vmap(lambda f, n: epsilon_at(80, 1.0, 0.0, f, TINY.total_timesteps, n))(
+        group.hparams.exploration_fraction, group.hparams.exploration_steps)
+    np.testing.assert_allclose(eps, [0.0, 0.2, 1 - 80 / 300], atol=1e-6)
+
+
 def _result(group_index, combos, finals):
     from jaxdqn.sweep import Combination, ShapeGroup
 
     cs = tuple(Combination(i, {"gamma": g}, TINY.replace(gamma=g)) for i, g in combos)
-    group = ShapeGroup(TINY, cs, HParams(*(np.zeros(len(cs)),) * 7))
+    group = ShapeGroup(TINY, cs, HParams(*(np.zeros(len(cs)),) * len(HParams._fields)))
     returns = np.asarray(finals, np.float32)[..., None]  # one evaluation episode per seed
     metrics = TrainMetrics(*(np.zeros((len(cs), 2, 1)),) * len(TrainMetrics._fields))
     return GroupResult(group_index, group, metrics, {}, returns)

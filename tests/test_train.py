@@ -167,3 +167,19 @@ def test_evaluate_greedy_by_hand():
     np.testing.assert_array_equal(returns, [[1.0] * 5, [-1.0] * 5])
     with pytest.raises(ValueError, match="num_episodes=0"):
         jaxdqn.evaluate(cfg, params, jax.random.key(0), 0)
+
+
+def test_exploration_steps_fix_the_decay_whatever_the_run_length():
+    """A short run with ``exploration_steps`` decays epsilon over those steps (with the fraction,
+    a short run also shortens exploration), in the loop's actions and in its metric rows."""
+    cfg = DQNConfig(env_id="Probe1", total_timesteps=400, buffer_size=100, learning_starts=32,
+                    batch_size=16, train_frequency=1, target_update_freq=50, hidden_sizes=(4,),
+                    log_interval=50, end_epsilon=0.0, exploration_steps=300)
+    m = jax.jit(make_train(cfg))(jax.random.key(0)).metrics
+    np.testing.assert_allclose(m.epsilon, np.maximum(1 - np.asarray(m.env_steps) / 300, 0.0),
+                               atol=1e-6)
+    longer = cfg.replace(total_timesteps=800)
+    m_longer = jax.jit(make_train(longer))(jax.random.key(0)).metrics
+    np.testing.assert_array_equal(m_longer.epsilon[:8], m.epsilon)
+    by_fraction = jax.jit(make_train(cfg.replace(exploration_fraction=0.75)))(jax.random.key(0))
+    assert_trees_equal(by_fraction.metrics, m)  # 0.75 * 400 = 300: the same schedule and run

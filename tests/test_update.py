@@ -147,3 +147,25 @@ def test_td_update_vmaps_over_a_batch_of_agents(probe_setup):
     _, single_info = td_update(state, batch, 0.9)
     np.testing.assert_allclose(info.loss[0], single_info.loss, rtol=1e-6)
     assert float(info.loss[0]) != float(info.loss[1])  # gamma differs per agent
+
+
+def test_anneal_lr_decays_the_step_linearly_to_zero():
+    """Plain SGD of rate 1 on a gradient of ones: the update of count ``k`` is ``-(1 - k / N)``
+    over the run's ``N`` gradient steps, and 0 from ``N`` on (fails if ``anneal_lr`` is
+    ignored)."""
+    cfg = DQNConfig(env_id="Probe1", optimizer="sgd", learning_rate=1.0, anneal_lr=True,
+                    total_timesteps=200, buffer_size=100, batch_size=10, train_frequency=10)
+    n = cfg.num_updates
+    assert n == 11
+    opt = make_optimizer(cfg)
+    params = {"w": jnp.zeros(())}
+    state = opt.init(params)
+    grads = {"w": jnp.ones(())}
+    for k in range(n + 2):
+        updates, state = opt.update(grads, state, params)
+        assert float(updates["w"]) == pytest.approx(-max(1 - k / n, 0.0), abs=1e-6), k
+    constant = make_optimizer(cfg.replace(anneal_lr=False))
+    state = constant.init(params)
+    for _ in range(n):
+        updates, state = constant.update(grads, state, params)
+    assert float(updates["w"]) == -1.0

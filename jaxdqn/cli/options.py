@@ -17,8 +17,9 @@ from jaxdqn.cli.parser import UserError
 def add_config_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--env", default=None, metavar="ENV_ID",
                    help="environment id, e.g. CartPole-v1, Acrobot-v1, Probe1..Probe5")
-    p.add_argument("--preset", default="seed", metavar="NAME",
-                   help="named starting config (default 'seed'; listed below)")
+    p.add_argument("--preset", default="reference", metavar="NAME",
+                   help="named starting config (default 'reference'; listed below; 'seed' is "
+                        "the old name of 'reference')")
     p.add_argument("--config", default=None, metavar="FILE",
                    help="TOML or JSON file of DQNConfig fields (a run's config.json works too)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="sets",
@@ -38,7 +39,7 @@ def refuse_settings_on_resume(args, folder: str, **more: bool) -> None:
     given = [opt for opt, v in (("--env", args.env), ("--config", args.config),
                                 ("--set", args.sets)) if v]
     given += [opt for opt, v in more.items() if v]
-    given += ["--out"] * bool(args.out) + ["--preset"] * (args.preset != "seed")
+    given += ["--out"] * bool(args.out) + ["--preset"] * (args.preset != "reference")
     if given:
         raise UserError(f"--resume takes every setting from the {folder}; drop {', '.join(given)}")
 
@@ -127,7 +128,7 @@ def resolve_config(preset_name: str, config_file: str | None, sets: Sequence[str
     Returns ``(config, run_settings)`` where ``run_settings`` holds ``seeds``/``seed`` when the
     file is a run's ``config.json``.
     """
-    from jaxdqn.config import preset, upgrade_legacy_fields
+    from jaxdqn.config import EITHER_OR, preset, upgrade_legacy_fields
     from jaxdqn.io import ConfigFileError, load_config_file
 
     try:
@@ -153,9 +154,15 @@ def resolve_config(preset_name: str, config_file: str | None, sets: Sequence[str
                 raise unknown_field(name, f"in {config_file}")
             changes[name] = tuple(value) if isinstance(value, list) else value
     file_changes = dict(changes)
+    set_names = set()
     for text in sets:
         name, value = parse_assignment(text, "--set")
         changes[name] = parse_field_value(name, value, "--set")
+        set_names.add(name)
+    for name in set_names:  # a --set of one of two either-or fields replaces the file's other
+        other = EITHER_OR.get(name)
+        if other is not None and other not in set_names and changes[name] is not None:
+            changes.pop(other, None)
     if env is not None:
         changes["env_id"] = env
     try:
