@@ -439,7 +439,7 @@ def _check_types(cfg: DQNConfig) -> None:
 
 
 # Presets. "cartpole" was chosen by a vmapped sweep; see docs/cartpole_preset.md. "probes" learns
-# every probe's exact Q-values (replace env_id with Probe1..Probe5; scripts/probe_check.py).
+# every probe's exact Q-values (replace env_id with Probe1..Probe6; scripts/probe_check.py).
 # "minatar" is the MinAtar paper's DQN (Young and Tian 2019; examples/dqn.py of kenjyoung/MinAtar):
 # its network, replay, batch, target sync, step size, epsilon schedule, replay start, Huber loss and
 # 5M frames with an update per frame, but Adam where the paper used centered RMSProp (decay 0.95,
@@ -507,7 +507,7 @@ _PRESETS["minatar-fast"] = dict(_MINATAR, total_timesteps=1_000_000, train_frequ
 # One line per preset, for `jaxdqn train --help` and `jaxdqn config`.
 _PRESET_DESCRIPTIONS = {
     "reference": "the course's train_dqn defaults, DQNConfig() (old name: seed)",
-    "probes": "learns each probe's exact Q-values in 3k steps (set env_id to Probe1..Probe5)",
+    "probes": "learns each probe's exact Q-values in 3k steps (set env_id to Probe1..Probe6)",
     "cartpole": ("CartPole-v1 in 80k steps: 8 envs, Double DQN, soft target "
                  "(docs/cartpole_preset.md)"),
     "minatar": "the MinAtar paper's DQN on Breakout-MinAtar, Adam, 5M steps (docs/minatar.md)",

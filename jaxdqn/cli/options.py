@@ -16,7 +16,7 @@ from jaxdqn.cli.parser import UserError
 
 def add_config_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--env", default=None, metavar="ENV_ID",
-                   help="environment id, e.g. CartPole-v1, Acrobot-v1, Probe1..Probe5")
+                   help="environment id, e.g. CartPole-v1, Acrobot-v1, Probe1..Probe6")
     p.add_argument("--preset", default="reference", metavar="NAME",
                    help="named starting config (default 'reference'; listed below; 'seed' is "
                         "the old name of 'reference')")
