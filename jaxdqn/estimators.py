@@ -44,6 +44,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Literal
 
+from jaxdqn.choice import kth_true
 from jaxdqn.lazy import LazyModule
 
 # JAX is imported when a target first runs, not with this module: config.py reads the records.
@@ -76,8 +77,6 @@ def _argmax(q, legal, tie_key=None):
     masked = _masked(q, legal)
     if tie_key is None:
         return jnp.argmax(masked, axis=-1)
-    from jaxdqn.policy import kth_true
-
     ties = masked == masked.max(axis=-1, keepdims=True)
     return kth_true(ties, jax.random.uniform(tie_key, masked.shape[:-1]))
 

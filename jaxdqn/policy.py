@@ -6,6 +6,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxdqn.choice import kth_true
+
 
 def epsilon_at(step, start_epsilon, end_epsilon, exploration_fraction, total_timesteps,
                exploration_steps=None):
@@ -62,15 +64,6 @@ def greedy_action(q_values: jax.Array, legal: jax.Array | None = None) -> jax.Ar
     if legal is not None:
         q_values = jnp.where(legal, q_values, -jnp.inf)
     return jnp.argmax(q_values, axis=-1).astype(jnp.int32)
-
-
-def kth_true(mask: jax.Array, u: jax.Array) -> jax.Array:
-    """``i32[...]``: for ``mask: bool[..., n]`` and ``u: f32[...]`` in [0, 1), the index of the
-    ``floor(u * count)``-th true entry of each row: uniform over the true entries when ``u`` is."""
-    count = mask.sum(axis=-1, dtype=jnp.int32)
-    k = jnp.minimum((u * count).astype(jnp.int32), count - 1)
-    return jnp.argmax(jnp.cumsum(mask, axis=-1, dtype=jnp.int32) > k[..., None],
-                      axis=-1).astype(jnp.int32)
 
 
 def make_acting_q_fn(config):

@@ -59,14 +59,19 @@ def updates_only(config):
     import jax.numpy as jnp
 
     from jaxdqn.buffer import BufferState, Transition, buffer_sample
+    from jaxdqn.envs import env_spec
+    from jaxdqn.estimators import ESTIMATORS
     from jaxdqn.networks import make_q_fn
     from jaxdqn.train import HParams, make_trainer
-    from jaxdqn.update import make_optimizer, make_td_update, sync_target
+    from jaxdqn.update import make_optimizer, make_td_update, step_takes_key, sync_target
 
     trainer = make_trainer(config)
     q_fn = make_q_fn(config)
     hp = HParams.from_config(config)
-    td_update = make_td_update(config, q_fn, make_optimizer(config, hp.learning_rate))
+    td_update = make_td_update(config, q_fn, make_optimizer(config, hp.learning_rate),
+                               env_spec(config).legal_fn)
+    takes_key = step_takes_key(config)  # a member chosen at random, or ties broken at random
+    snapshots = ESTIMATORS[config.estimator].snapshots  # Averaged-DQN's ring of targets
     per_iteration = config.steps_per_iteration
     first = config.first_learning_iteration
     learning_iterations = config.num_iterations - first
@@ -98,9 +103,12 @@ def updates_only(config):
 
             def one_update(_, c):
                 train_state, key, loss_sum = c
-                key, sample_key = jax.random.split(key)
+                if takes_key:  # as the training loop draws them (train.learn)
+                    key, sample_key, step_key = jax.random.split(key, 3)
+                else:
+                    (key, sample_key), step_key = jax.random.split(key), None
                 batch = buffer_sample(buffer, sample_key, config.batch_size)
-                train_state, info = td_update(train_state, batch, hp.gamma)
+                train_state, info = td_update(train_state, batch, hp.gamma, step_key)
                 return train_state, key, loss_sum + info.loss
 
             train_state, key, loss_sum = jax.lax.fori_loop(
@@ -108,7 +116,7 @@ def updates_only(config):
             step0 = it * per_iteration
             freq = hp.target_update_freq
             crossed = (step0 + per_iteration) // freq > step0 // freq
-            train_state = sync_target(train_state, crossed, hp.tau)
+            train_state = sync_target(train_state, crossed, hp.tau, snapshots=snapshots)
             return (train_state, key, loss_sum), None
 
         (train_state, _, loss_sum), _ = jax.lax.scan(
