@@ -87,7 +87,7 @@ def updates_only(config):
         data = runner.buffer.data
         k1, k2, k3, k4 = jax.random.split(buffer_key, 4)
         capacity = data.reward.shape[0]
-        num_actions = q_fn(runner.train.params, runner.obs).shape[-1]
+        num_actions = env_spec(config).num_actions
         buffer = BufferState(
             data=Transition(
                 obs=random_obs(k1, data.obs),
