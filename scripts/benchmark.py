@@ -189,7 +189,7 @@ def run_case(spec: dict[str, Any]) -> dict[str, Any]:
     padded = padded_count(seeds, num_devices)
     if at_once is not None:
         at_once = even_round_size(padded // num_devices, at_once)
-        padded = -(-seeds // (num_devices * at_once)) * num_devices * at_once
+        padded = padded_count(seeds, num_devices * at_once)
     estimate = check_fits(config, padded, devices, at_once)  # ValueError: reported, not compiled
     run_mesh = mesh if num_devices > 1 else None
     key_data = jax.random.key_data(seed_keys(spec["seed"], padded))
