@@ -80,6 +80,16 @@ def test_repeated_indices_the_last_occurrence_wins(tree_set):
     assert float(sum_tree_total(tree)) == 80.0
 
 
+def test_repeated_indices_in_a_large_set_the_last_occurrence_wins(tree_set):
+    # 1000 writes (above SQUARE_MAX_K: resolved by sorting) to slots k % 10 with value k: slot j
+    # ends at 990 + j; the root is 990 * 10 + 45
+    index = jnp.arange(1000, dtype=jnp.int32) % 10
+    tree = tree_set(sum_tree_init(16), index, jnp.arange(1000, dtype=jnp.float32))
+    np.testing.assert_array_equal(sum_tree_leaves(tree, jnp.arange(16)),
+                                  [990 + j for j in range(10)] + [0] * 6)
+    assert float(sum_tree_total(tree)) == 9945.0
+
+
 def test_sampling_frequencies_match_the_exact_probabilities(tree_set, tree_sample):
     leaves = np.array([1.0, 0.0, 2.0, 3.0, 0.0, 0.5, 4.0, 1.5], np.float32)  # total 12
     tree = _tree(tree_set, 8, leaves)
