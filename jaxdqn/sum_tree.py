@@ -9,11 +9,13 @@ Exact by construction: ``sum_tree_set`` writes the leaves, then recomputes every
 them, level by level up to the root, as ``left + right`` of its two children. Each node is then
 the float32 (pairwise) sum of its leaves however many updates came before, so the root stays
 within ``log2 L`` roundings of the leaves' exact sum. Trees that add ``new - old`` to the
-ancestors instead (DQN Zoo, Dopamine, flashbax) accumulate one rounding error per update and
-never lose it: flashbax's float32 tree is reported to drift from its leaves after a few thousand
-priority updates until sampling returns all-zero transitions (instadeepai/flashbax#52, worked
-around by a float64 tree in #58). The descent in ``sum_tree_sample`` also never steps into a
-zero-sum child, so even a tree whose parent exceeded its children could not yield a zero leaf.
+ancestors instead (Dopamine's, in float64; flashbax's) keep every update's rounding error for
+good: flashbax's float32 tree is reported to drift from its leaves under repeated priority
+updates until sampling returns all-zero experiences (instadeepai/flashbax#52, worked around by
+an optional float64 tree in #58). After tests/test_sum_tree.py's 10^6 updates of 2^17 leaves
+a float32 delta tree's root is 1.1e-4 off relative, this one's 2.7e-9. The descent in
+``sum_tree_sample`` also never steps into a zero-sum child, so even a tree whose parent exceeded
+its children could not yield a zero leaf.
 
 Costs, with ``K`` indices set and ``B`` draws: ``sum_tree_set`` O(K log L) (``log2 L`` scatters
 of K parents; repeated indices resolved by a K x K comparison up to K = 256, a sort beyond),
