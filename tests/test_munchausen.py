@@ -6,10 +6,12 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import jaxdqn
 from jaxdqn import ESTIMATORS, DQNConfig, Transition, make_q_fn, make_train
+from jaxdqn.envs import legal_actions_fn
 from jaxdqn.envs.probes import PROBE_TOLERANCES
 from jaxdqn.estimators import Current, munchausen_target
 from jaxdqn.memory import network_passes
@@ -123,6 +125,24 @@ def test_a_gradient_step_reads_the_target_network_at_s_and_the_traced_coefficien
     assert float(info.target) == pytest.approx(1 + 0.5 * LN2, abs=1e-6)
 
 
+def test_a_gradient_step_masks_the_policy_with_the_envs_legal_actions():
+    # Probe6 with a linear Q (as tests/test_legal_actions.py): Q'([1]) = [-1, 5], where action 1 is
+    # illegal: pi'(.|[1]) = [1, 0] and the soft value is -1 (with action 1: ~5). At s = [0] both
+    # actions are legal and Q'([0]) = [0, 0]: log pi'(0|s) = -ln2, bonus 0.9 * 0.03 * (-ln2).
+    cfg = DQNConfig(env_id="Probe6", hidden_sizes=(), buffer_size=64, learning_starts=32,
+                    batch_size=2, estimator="munchausen", optimizer="sgd")
+    env, env_params = jaxdqn.make_env("Probe6")
+    params = {"params": {"Dense_0": {"kernel": jnp.array([[-1.0, 5.0]])}}}
+    state = init_train_state(cfg, params, optax.sgd(0.0))
+    batch = Transition(obs=jnp.zeros((2, 1)), action=jnp.zeros((2,), jnp.int32),
+                       reward=jnp.zeros((2,)), terminated=jnp.zeros((2,), bool),
+                       next_obs=jnp.ones((2, 1)))
+    td_update = make_td_update(cfg, make_q_fn(cfg), optax.sgd(0.0),
+                               legal_actions_fn(env, env_params))
+    _, info = td_update(state, batch, 0.9)
+    assert float(info.target) == pytest.approx(0.9 * -1.0 - 0.9 * 0.03 * LN2, abs=1e-6)
+
+
 def test_fields_validated_with_munchausen_and_rejected_with_another_estimator():
     cfg = DQNConfig(estimator="munchausen")
     assert (cfg.munchausen_tau, cfg.munchausen_alpha, cfg.munchausen_clip) == (0.03, 0.9, -1.0)
@@ -132,8 +152,8 @@ def test_fields_validated_with_munchausen_and_rejected_with_another_estimator():
         with pytest.raises(ValueError, match=rf"DQNConfig.{field}={bad} is invalid: "
                                              rf"must be {allowed}"):
             DQNConfig(estimator="munchausen", **{field: bad})
-    with pytest.raises(ValueError, match="DQNConfig.munchausen_tau=0.1 is invalid: applies to "
-                                         "estimator='munchausen' only, not 'double_dqn'"):
+    with pytest.raises(ValueError, match=r"DQNConfig\.munchausen_tau=0\.1 is invalid: applies to "
+                                         r"estimator='munchausen' only, not 'double_dqn'"):
         DQNConfig(estimator="double_dqn", munchausen_tau=0.1)
     DQNConfig(estimator="dqn", munchausen_alpha=0.9)  # the default: nothing to reject
     # leaving munchausen resets its fields, as a fresh config would have them
