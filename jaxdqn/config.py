@@ -13,7 +13,8 @@ LOSSES = ("mse", "huber")
 OPTIMIZERS = ("adam", "sgd")
 NETWORKS = ("auto", "mlp", "cnn")
 TRACED_FIELDS = ("learning_rate", "gamma", "start_epsilon", "end_epsilon", "exploration_fraction",
-                 "exploration_steps", "target_update_freq", "tau")
+                 "exploration_steps", "target_update_freq", "tau", "munchausen_tau",
+                 "munchausen_alpha", "munchausen_clip")
 """The fields that change no array shape: traced (``train.HParams``), so a sweep batches their
 values into one compiled program."""
 DEFAULT_EXPLORATION_FRACTION = 0.2
@@ -139,6 +140,15 @@ class DQNConfig:
         "a multiple of log_interval, <= total_timesteps, or None")
     eval_episodes: int = _field(8, "greedy episodes per evaluation during training",
                                 "> 0")
+    munchausen_tau: float = _field(
+        0.03, "munchausen: temperature of the target network's policy softmax(Q'/tau)",
+        "> 0 (estimator='munchausen' only)")
+    munchausen_alpha: float = _field(
+        0.9, "munchausen: scale of the log-policy bonus (0: soft DQN)",
+        "in [0, 1] (estimator='munchausen' only)")
+    munchausen_clip: float = _field(
+        -1.0, "munchausen: lower clip l0 of the log-policy in the bonus",
+        "<= 0 (estimator='munchausen' only)")
 
     def __post_init__(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
@@ -174,6 +184,7 @@ class DQNConfig:
                      repr(e.name) for e in ESTIMATORS.values() if e.train_all_option)
                  + f" only, not {self.estimator!r}")
         _check("eval_episodes", self.eval_episodes, self.eval_episodes > 0)
+        _check_estimator_fields(self)
         if self.eval_interval is not None:
             _require("eval_interval", self.eval_interval,
                      self.eval_interval > 0 and self.eval_interval <= self.total_timesteps,
@@ -291,13 +302,18 @@ class DQNConfig:
         """A copy with ``changes``; a derived default (``learning_starts``, ``log_interval``) is
         re-derived unless given, so ``replace(buffer_size=...)`` behaves like a fresh config, and
         giving one of ``EITHER_OR``'s fields unsets the other (``replace(exploration_steps=n)``
-        decays epsilon over ``n`` steps whatever the fraction was)."""
+        decays epsilon over ``n`` steps whatever the fraction was), and a change of estimator
+        resets the fields of the one left (``munchausen_*``) to their defaults."""
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         for name in changes:
             if name not in fields:
                 raise ValueError(f"unknown DQNConfig field {name!r}")
         if "estimator" in changes and "ensemble_size" not in changes:
             fields["ensemble_size"] = None
+        for estimator, checks in _ESTIMATOR_FIELDS.items():
+            if changes.get("estimator", self.estimator) != estimator:
+                for name in set(checks) - set(changes):
+                    fields[name] = DQNConfig.__dataclass_fields__[name].default
         for name, other in EITHER_OR.items():
             if changes.get(name) is not None and other not in changes:
                 fields[other] = None
@@ -399,7 +415,27 @@ _OPTIONAL_INT_FIELDS = ("learning_starts", "max_episode_steps", "log_interval", 
                         "eval_interval", "exploration_steps")
 INT32_MAX = 2**31 - 1
 """The largest value of an int field: the loop counts steps, updates, rows and slots in int32."""
-_FLOAT_FIELDS = ("gamma", "learning_rate", "start_epsilon", "end_epsilon", "huber_delta", "tau")
+_FLOAT_FIELDS = ("gamma", "learning_rate", "start_epsilon", "end_epsilon", "huber_delta", "tau",
+                 "munchausen_tau", "munchausen_alpha", "munchausen_clip")
+_ESTIMATOR_FIELDS = {"munchausen": {
+    "munchausen_tau": lambda v: v > 0,
+    "munchausen_alpha": lambda v: 0 <= v <= 1,
+    "munchausen_clip": lambda v: v <= 0,
+}}
+"""Fields that one estimator reads, each with its range: checked with that estimator, and
+rejected at any other value than the default with another (they would change nothing)."""
+
+
+def _check_estimator_fields(cfg: DQNConfig) -> None:
+    for estimator, checks in _ESTIMATOR_FIELDS.items():
+        for name, ok in checks.items():
+            value = getattr(cfg, name)
+            if cfg.estimator == estimator:
+                _check(name, value, ok(value))
+            else:
+                _require(name, value, value == DQNConfig.__dataclass_fields__[name].default,
+                         f"applies to estimator={estimator!r} only, not {cfg.estimator!r} "
+                         "(leave it at its default)")
 
 
 def _check_types(cfg: DQNConfig) -> None:

@@ -82,13 +82,15 @@ def _conv_widths(config: DQNConfig, obs_shape: tuple[int, ...]) -> int:
 
 def network_passes(config: DQNConfig) -> int:
     """Forward passes over one minibatch in a gradient step (see ``update.make_td_update``): the
-    target networks on s' (one per member, or per snapshot), the online networks on s' that the
-    estimator's target reads (``Estimator.online_next``), and the online networks trained on s."""
+    target networks on s' (one per member, or per snapshot), and on s where the target reads them
+    there (``Estimator.reads_current``), the online networks on s' that the estimator's target
+    reads (``Estimator.online_next``), and the online networks trained on s."""
     estimator, m = ESTIMATORS[config.estimator], config.num_members
     target = config.ensemble_size if estimator.snapshots else m
+    current = target if estimator.reads_current else 0
     online_next = {"none": 0, "first": 1, "every": m}[estimator.online_next]
     trained = 1 if config.trained_members == "random" else m
-    return target + online_next + trained
+    return target + current + online_next + trained
 
 
 def check_seeds_at_once(seeds_at_once) -> None:

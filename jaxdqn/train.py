@@ -66,6 +66,9 @@ class HParams(NamedTuple):
     exploration_steps: Any  # 0 where the config gives exploration_fraction
     target_update_freq: Any
     tau: Any
+    munchausen_tau: Any
+    munchausen_alpha: Any
+    munchausen_clip: Any
 
     @classmethod
     def from_config(cls, config: DQNConfig) -> HParams:
@@ -317,7 +320,7 @@ def learn(loop: Loop, hp: HParams, runner: RunnerState, sums: _RowSums
     """``updates_per_iteration`` x (``buffer_sample`` -> ``td_update``), summing their metrics."""
     config = loop.config
     td_update = make_td_update(config, loop.q_fn, make_optimizer(config, hp.learning_rate),
-                               loop.spec.legal_fn)
+                               loop.spec.legal_fn, hp)
     takes_key = step_takes_key(config)
 
     def one_update(_, carry):
