@@ -51,7 +51,7 @@ def test_go_waits_and_the_end(stepper, env_id, phi_a, phi_b, end, pays):
     n = env.num_actions
     obs, state = reset(jax.random.split(jax.random.key(0), n), params)
     np.testing.assert_array_equal(obs, np.tile(phi_a, (n, 1)))
-    keys = jax.random.split(jax.random.key(1), 2 * n).reshape(2, n, -1)
+    keys = jax.random.split(jax.random.key(1), 2 * n).reshape(2, n)
     obs, state, reward, terminated, truncated, _ = step(keys[0], state, jnp.arange(n), params)
     go = np.arange(n) == 0  # action 0 goes to B, the others wait in A
     np.testing.assert_array_equal(obs, np.where(go[:, None], phi_b, phi_a))
