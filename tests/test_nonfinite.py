@@ -76,7 +76,7 @@ def test_the_one_line_report():
 def test_train_reports_the_first_nonfinite_row_and_finishes(tmp_path, capsys, rows_one_by_one):
     out = tmp_path / "run"
     sets = [arg for k, v in DIVERGING.items() if k != "env_id"
-            for arg in ("--set", f"{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}")]
+            for arg in ("--set", f"{k}={v}")]  # hidden_sizes=(): a linear Q from the command line
     code = main(["train", "--env", "TriadMDP", "--seeds", "2", "--episodes", "2",
                  "--no-progress", "--out", str(out), *sets])
     captured = capsys.readouterr()
