@@ -1,4 +1,5 @@
-"""Environment registry: gymnax ids (classic control, MinAtar) plus jaxdqn's own environments.
+"""Environment registry: gymnax ids (classic control, MinAtar) plus jaxdqn's own environments
+(probes, the maximization-bias MDP, the deadly triad's counterexample).
 
 Importing it imports neither gymnax nor JAX (``jaxdqn --help`` and config validation need only
 the ids, ``jaxdqn.envs.ids``): each environment's module is imported when one is built.
@@ -17,6 +18,7 @@ from jaxdqn.envs.ids import (
     MAX_BIAS_ENV_IDS,
     MINATAR_ENV_IDS,
     PROBE_IDS,
+    TRIAD_ENV_IDS,
 )
 
 
@@ -29,6 +31,9 @@ _OWN_ENVS: dict[str, Callable[[], Any]] = {
     **{probe: _factory("jaxdqn.envs.probes", probe) for probe in PROBE_IDS},
     "MaxBiasMDP": _factory("jaxdqn.envs.max_bias", "MaxBiasMDP"),
     "MaxBiasMDP-book": _factory("jaxdqn.envs.max_bias", "MaxBiasMDP", layout="book"),
+    "TriadMDP": _factory("jaxdqn.envs.deadly_triad", "TriadMDP"),
+    "TriadMDP-tabular": _factory("jaxdqn.envs.deadly_triad", "TriadMDP", variant="tabular"),
+    "TriadMDP-mc": _factory("jaxdqn.envs.deadly_triad", "TriadMDP", variant="mc"),
 }
 _LAZY = {"MaxBiasMDP": "jaxdqn.envs.max_bias", "PROBES": "jaxdqn.envs.probes",
          "expected_q": "jaxdqn.envs.probes"}
@@ -164,6 +169,7 @@ __all__ = [
     "MINATAR_ENV_IDS",
     "PROBES",
     "PROBE_IDS",
+    "TRIAD_ENV_IDS",
     "EnvSpec",
     "MaxBiasMDP",
     "env_spec",
