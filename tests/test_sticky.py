@@ -16,6 +16,7 @@ import jax
 import numpy as np
 import pytest
 
+from jaxdqn.checkpoint import load_resume_state, save_resume_state
 from jaxdqn.config import DQNConfig, preset
 from jaxdqn.envs import env_spec, known_env_ids, legal_actions_fn, make_env
 from jaxdqn.envs.ids import LEGAL_MASK_ENV_IDS
@@ -128,7 +129,7 @@ def test_the_env_executes_the_sticky_action_with_its_own_keys_unchanged():
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-def test_the_buffer_stores_the_agents_actions_and_evaluation_runs_sticky():
+def test_the_buffer_stores_the_agents_actions_and_evaluation_runs_sticky(tmp_path):
     # epsilon 1: the agent's actions are uniform and independent, so a copy's consecutive stored
     # actions agree half the time (2 actions); the executed ones would agree 0.95 + 0.05 / 2.
     num_envs, steps = 4, 2000
@@ -138,12 +139,17 @@ def test_the_buffer_stores_the_agents_actions_and_evaluation_runs_sticky():
                     hidden_sizes=(4,), log_interval=1000, eval_interval=1000, eval_episodes=2)
     trainer = make_trainer(cfg)
     runner, metrics = jax.jit(lambda k: trainer.run(trainer.init(k), None, 0, cfg.num_log_rows))(
-        jax.random.key(0))
+        jax.random.PRNGKey(0))  # raw key data, as a resume file holds the keys
     stored = np.asarray(runner.buffer.data.action).reshape(-1, num_envs)  # [step, copy]
     n = stored.size - num_envs
     assert abs(float(np.mean(stored[1:] == stored[:-1])) - 0.5) < tolerance(0.5, n)
-    assert isinstance(runner.env_state.last_action, jax.Array)
     assert np.isfinite(np.asarray(metrics.eval_return)).all()
+    # The sticky state (last actions) goes through a resume file and back.
+    batched = jax.tree.map(lambda x: x[None], runner)
+    save_resume_state(tmp_path / "resume", batched, cfg)
+    restored, _ = load_resume_state(tmp_path / "resume", jax.eval_shape(lambda: batched), cfg)
+    np.testing.assert_array_equal(np.asarray(restored.env_state.last_action),
+                                  np.asarray(batched.env_state.last_action))
 
 
 def test_sticky_action_prob_is_validated():
