@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 from jaxdqn.envs import known_env_ids
+from jaxdqn.envs.ids import LEGAL_MASK_ENV_IDS
 from jaxdqn.estimators import ESTIMATORS
 
 LOSSES = ("mse", "huber")
@@ -132,6 +133,10 @@ class DQNConfig:
                              "true or false")
     max_episode_steps: int | None = _field(
         None, "override the env's time limit (None: the env's own)", "> 0 or None")
+    sticky_action_prob: float = _field(
+        0.0, "probability that the env executes its previous action instead of the agent's "
+        "(sticky actions, Machado et al. 2018; the MinAtar paper's protocol is 0.1); 0: off",
+        f"in [0, 1); 0 with env {' or '.join(LEGAL_MASK_ENV_IDS)} (state-dependent legal actions)")
     log_interval: int | None = _field(
         None, "env steps per metric row (None: about 100 rows per run)",
         "a multiple of the env steps per iteration dividing total_timesteps, or None")
@@ -215,6 +220,12 @@ class DQNConfig:
         _check("tau", self.tau, 0.0 < self.tau <= 1.0)
         _check("max_episode_steps", self.max_episode_steps,
                self.max_episode_steps is None or self.max_episode_steps > 0)
+        _require("sticky_action_prob", self.sticky_action_prob,
+                 0.0 <= self.sticky_action_prob < 1.0, "must be in [0, 1)")
+        _require("sticky_action_prob", self.sticky_action_prob,
+                 self.sticky_action_prob == 0.0 or self.env_id not in LEGAL_MASK_ENV_IDS,
+                 f"must be 0 with env_id={self.env_id!r}: its legal actions depend on the state, "
+                 "and a repeated action may be illegal where it repeats")
         f, e = self.train_frequency, self.num_envs
         _require("train_frequency", f, f % e == 0 or e % f == 0,
                  f"must be a multiple or a divisor of num_envs={e}")
@@ -416,7 +427,7 @@ _OPTIONAL_INT_FIELDS = ("learning_starts", "max_episode_steps", "log_interval", 
 INT32_MAX = 2**31 - 1
 """The largest value of an int field: the loop counts steps, updates, rows and slots in int32."""
 _FLOAT_FIELDS = ("gamma", "learning_rate", "start_epsilon", "end_epsilon", "huber_delta", "tau",
-                 "munchausen_tau", "munchausen_alpha", "munchausen_clip")
+                 "munchausen_tau", "munchausen_alpha", "munchausen_clip", "sticky_action_prob")
 _ESTIMATOR_FIELDS = {"munchausen": {
     "munchausen_tau": lambda v: v > 0,
     "munchausen_alpha": lambda v: 0 <= v <= 1,
@@ -477,10 +488,11 @@ def _check_types(cfg: DQNConfig) -> None:
 # Presets. "cartpole" was chosen by a vmapped sweep; see docs/cartpole_preset.md. "probes" learns
 # every probe's exact Q-values (replace env_id with Probe1..Probe6; scripts/probe_check.py).
 # "minatar" is the MinAtar paper's DQN (Young and Tian 2019; examples/dqn.py of kenjyoung/MinAtar):
-# its network, replay, batch, target sync, step size, epsilon schedule, replay start, Huber loss and
-# 5M frames with an update per frame, but Adam where the paper used centered RMSProp (decay 0.95,
-# epsilon 0.01). "minatar-fast" takes a gradient step every 4 frames for 1M frames (a 20th of the
-# updates); docs/minatar.md compares both with the paper's curves.
+# its network, replay, batch, target sync, step size, epsilon schedule, replay start, Huber loss,
+# sticky actions (0.1, the paper's protocol: its Environment's default) and 5M frames with an
+# update per frame, but Adam where the paper used centered RMSProp (decay 0.95, epsilon 0.01).
+# "minatar-fast" takes a gradient step every 4 frames for 1M frames (a 20th of the updates);
+# docs/minatar.md compares both with the paper's curves.
 _MINATAR = dict(
     env_id="Breakout-MinAtar",
     network="cnn",
@@ -496,6 +508,7 @@ _MINATAR = dict(
     loss="huber",
     start_epsilon=1.0,
     end_epsilon=0.1,
+    sticky_action_prob=0.1,
 )
 _PRESETS: dict[str, dict[str, Any]] = {
     "reference": {},
@@ -546,8 +559,10 @@ _PRESET_DESCRIPTIONS = {
     "probes": "learns each probe's exact Q-values in 3k steps (set env_id to Probe1..Probe6)",
     "cartpole": ("CartPole-v1 in 80k steps: 8 envs, Double DQN, soft target "
                  "(docs/cartpole_preset.md)"),
-    "minatar": "the MinAtar paper's DQN on Breakout-MinAtar, Adam, 5M steps (docs/minatar.md)",
-    "minatar-fast": "minatar with an update every 4 steps, 1M steps (docs/minatar.md)",
+    "minatar": ("the MinAtar paper's DQN on Breakout-MinAtar, Adam, 5M steps, sticky actions "
+                "0.1 as in the paper (docs/minatar.md)"),
+    "minatar-fast": ("minatar (sticky actions 0.1) with an update every 4 steps, 1M steps "
+                     "(docs/minatar.md)"),
 }
 
 
@@ -575,8 +590,9 @@ def preset(name: str) -> DQNConfig:
     """A named configuration: ``"reference"`` is the course's ``train_dqn`` defaults
     (``DQNConfig()``; ``"seed"``, its old name, is accepted); ``"cartpole"`` solves CartPole-v1;
     ``"probes"`` learns the probe environments' exact Q-values (set ``env_id`` to the probe);
-    ``"minatar"`` is the MinAtar paper's DQN on Breakout-MinAtar (any MinAtar id fits) and
-    ``"minatar-fast"`` the same with a gradient step every 4 of 1M env steps."""
+    ``"minatar"`` is the MinAtar paper's DQN on Breakout-MinAtar (any MinAtar id fits), with its
+    sticky actions (0.1), and ``"minatar-fast"`` the same with a gradient step every 4 of 1M env
+    steps."""
     name = PRESET_ALIASES.get(name, name)
     if name not in _PRESETS:
         raise ValueError(f"preset {name!r} is unknown; known presets: {', '.join(_PRESETS)}")

@@ -16,7 +16,7 @@ LAYERS = (
     {"jaxdqn", "jaxdqn.io", "jaxdqn.run_folder", "jaxdqn.parallel", "jaxdqn.buffer", "jaxdqn.lazy",
      "jaxdqn.envs.ids", "jaxdqn.noisy_max", "jaxdqn.sum_tree"},
     {"jaxdqn.choice", "jaxdqn.envs.max_bias", "jaxdqn.envs.minatar", "jaxdqn.envs.probes",
-     "jaxdqn.envs.deadly_triad"},
+     "jaxdqn.envs.deadly_triad", "jaxdqn.envs.sticky"},
     {"jaxdqn.estimators"},
     {"jaxdqn.envs"},
     {"jaxdqn.config"},
