@@ -78,9 +78,7 @@ def updates_only(config):
 
     def random_obs(key, like):  # normal floats; for bool frames (MinAtar) about 10% set
         if like.dtype == jnp.bool_:
-            # From one random byte per cell (26/256 ~ 10%): bernoulli draws a float per cell,
-            # whose temporaries were 16x the bool buffer (11x the run's estimate at MinAtar).
-            return jax.random.bits(key, like.shape, jnp.uint8) < 26
+            return jax.random.bernoulli(key, 0.1, like.shape)
         return jax.random.normal(key, like.shape, like.dtype)
 
     def fn(key):
