@@ -110,7 +110,8 @@ def check_memory(config, num_seeds: int) -> None:
 
     share = seed_share(num_seeds)
     try:
-        check_fits(config, share, run_devices(share, jax.local_devices()), can_limit=False)
+        check_fits(config, share, run_devices(share, jax.local_devices()), can_limit=False,
+                   in_segments=True)
     except ValueError as e:
         raise UserError(str(e)) from None
 
