@@ -117,6 +117,9 @@ class DQNConfig:
         "one or more positive ints")
     conv_kernel_size: int = _field(3, "cnn: height and width of each convolution kernel",
                                    "> 0")
+    dueling: bool = _field(
+        False, "dueling head (Wang et al. 2016): Q = V + A - mean of A over the legal actions, "
+        "a value and an advantage layer on the last hidden layer", "true or false")
     random_tie_break: bool = _field(
         False, "greedy actions and the targets' argmax break ties among maximal Q-values at "
         "random (else lowest index)",
@@ -472,7 +475,7 @@ def _check_types(cfg: DQNConfig) -> None:
         v = getattr(cfg, name)
         _require(name, v, v is None or is_real(v), "must be a finite number or None")
     _require("env_id", cfg.env_id, isinstance(cfg.env_id, str), "must be a string")
-    for name in ("anneal_lr", "update_all_members", "random_tie_break"):
+    for name in ("anneal_lr", "update_all_members", "random_tie_break", "dueling"):
         _require(name, getattr(cfg, name), isinstance(getattr(cfg, name), bool),
                  "must be True or False")
     for name, allowed in (("loss", LOSSES), ("estimator", tuple(ESTIMATORS)),
