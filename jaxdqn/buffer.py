@@ -21,6 +21,8 @@ class Transition(NamedTuple):
     reward: jax.Array  # f32[...]
     terminated: jax.Array  # bool[...]
     next_obs: jax.Array  # f32[..., *obs_shape]: the true next observation, never an auto-reset one
+    # Optional leaves, None unless an option needs them (the buffer of other configs is unchanged):
+    truncated: jax.Array | None = None  # bool[...]: cut by the time limit (stored with n_step > 1)
 
 
 class BufferState(NamedTuple):
@@ -33,8 +35,10 @@ class BufferState(NamedTuple):
         return self.data.reward.shape[0]
 
 
-def buffer_init(capacity: int, obs_shape: tuple[int, ...], obs_dtype=jnp.float32) -> BufferState:
-    """An empty buffer of ``capacity`` transitions."""
+def buffer_init(capacity: int, obs_shape: tuple[int, ...], obs_dtype=jnp.float32, *,
+                truncated: bool = False) -> BufferState:
+    """An empty buffer of ``capacity`` transitions; with ``truncated`` it also stores whether each
+    one was cut by the time limit (n-step windows end there)."""
     obs = jnp.zeros((capacity, *obs_shape), obs_dtype)
     data = Transition(
         obs=obs,
@@ -42,6 +46,7 @@ def buffer_init(capacity: int, obs_shape: tuple[int, ...], obs_dtype=jnp.float32
         reward=jnp.zeros((capacity,), jnp.float32),
         terminated=jnp.zeros((capacity,), jnp.bool_),
         next_obs=obs,
+        truncated=jnp.zeros((capacity,), jnp.bool_) if truncated else None,
     )
     return BufferState(data=data, pos=jnp.int32(0), size=jnp.int32(0))
 

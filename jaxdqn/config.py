@@ -139,6 +139,11 @@ class DQNConfig:
         "a multiple of log_interval, <= total_timesteps, or None")
     eval_episodes: int = _field(8, "greedy episodes per evaluation during training",
                                 "> 0")
+    n_step: int = _field(
+        1, "n-step returns: the target sums up to n discounted rewards, then bootstraps with "
+        "gamma^m from the m-th next observation (m <= n: cut at an episode's end and at the "
+        "buffer's write head)",
+        "> 0; > 1 needs buffer_size a multiple of num_envs and n_step * num_envs <= buffer_size")
 
     def __post_init__(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
@@ -174,6 +179,7 @@ class DQNConfig:
                      repr(e.name) for e in ESTIMATORS.values() if e.train_all_option)
                  + f" only, not {self.estimator!r}")
         _check("eval_episodes", self.eval_episodes, self.eval_episodes > 0)
+        _check_n_step(self)
         if self.eval_interval is not None:
             _require("eval_interval", self.eval_interval,
                      self.eval_interval > 0 and self.eval_interval <= self.total_timesteps,
@@ -365,6 +371,19 @@ def field_types() -> dict[str, str]:
     return out
 
 
+def _check_n_step(cfg: DQNConfig) -> None:
+    """An n-step window follows one env copy ``num_envs`` slots at a time around the buffer."""
+    _require("n_step", cfg.n_step, cfg.n_step > 0, "must be > 0")
+    if cfg.n_step == 1:
+        return
+    _require("buffer_size", cfg.buffer_size, cfg.buffer_size % cfg.num_envs == 0,
+             f"must be a multiple of num_envs={cfg.num_envs} with n_step={cfg.n_step} (each env "
+             "copy's transitions are num_envs slots apart, also across the buffer's wrap)")
+    _require("n_step", cfg.n_step, cfg.n_step * cfg.num_envs <= cfg.buffer_size,
+             f"must be <= buffer_size / num_envs = {cfg.buffer_size // cfg.num_envs} (a window "
+             "of n_step steps of one env copy must fit in the buffer)")
+
+
 def _was_derived(cfg: DQNConfig, name: str) -> bool:
     if name == "learning_starts":
         return cfg.learning_starts == cfg.buffer_size
@@ -394,7 +413,7 @@ def _check(name: str, value: Any, ok: bool) -> None:
 
 
 _INT_FIELDS = ("total_timesteps", "buffer_size", "batch_size", "target_update_freq",
-               "train_frequency", "num_envs", "conv_kernel_size", "eval_episodes")
+               "train_frequency", "num_envs", "conv_kernel_size", "eval_episodes", "n_step")
 _OPTIONAL_INT_FIELDS = ("learning_starts", "max_episode_steps", "log_interval", "ensemble_size",
                         "eval_interval", "exploration_steps")
 INT32_MAX = 2**31 - 1

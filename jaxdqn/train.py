@@ -9,7 +9,7 @@ module-level function of the ``Loop`` (what the config fixes) and the ``HParams`
         iteration: scan over vector steps             (vector_steps_per_iteration)
           act_and_store: epsilon-greedy act (legal actions only) -> env.step on num_envs copies
                          -> buffer_add -> sums of the episodes that end
-        learn: updates_per_iteration x (buffer_sample -> td_update)   once learning has started
+        learn: updates_per_iteration x (replay_sample -> td_update)   once learning has started
         sync: target sync when the env-step count crosses a multiple of target_update_freq
       maybe_evaluate: every eval_interval env steps (if set) eval_episodes greedy episodes; keep
                       the best params
@@ -35,13 +35,14 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxdqn.buffer import BufferState, Transition, buffer_add, buffer_init, buffer_sample
+from jaxdqn.buffer import BufferState, Transition, buffer_add, buffer_init
 from jaxdqn.config import DQNConfig
 from jaxdqn.envs import EnvSpec, env_spec
 from jaxdqn.estimators import ESTIMATORS
 from jaxdqn.evaluation import make_greedy_episodes
 from jaxdqn.networks import QFn, init_q_params, make_q_fn
 from jaxdqn.policy import epsilon_at, epsilon_greedy, make_acting_q_fn
+from jaxdqn.replay import replay_sample
 from jaxdqn.update import (
     TrainState,
     init_train_state,
@@ -222,7 +223,8 @@ def init(loop: Loop, key: jax.Array, hparams: HParams | None = None) -> RunnerSt
                                best_return=jnp.float32(-jnp.inf), best_env_steps=jnp.int32(-1))
     return RunnerState(
         train=train_state,
-        buffer=buffer_init(config.buffer_size, obs.shape[1:], obs.dtype),
+        buffer=buffer_init(config.buffer_size, obs.shape[1:], obs.dtype,
+                           truncated=config.n_step > 1),
         env_state=env_state,
         obs=obs,
         episode_return=jnp.zeros((config.num_envs,), jnp.float32),
@@ -296,7 +298,8 @@ def act_and_store(loop: Loop, hp: HParams, runner: RunnerState, sums: _RowSums, 
     reward = reward.astype(jnp.float32)
     buffer = buffer_add(
         runner.buffer,
-        Transition(runner.obs, action, reward, terminated, info["final_observation"]),
+        Transition(runner.obs, action, reward, terminated, info["final_observation"],
+                   truncated=truncated if config.n_step > 1 else None),
     )
     ep_return = runner.episode_return + reward
     ep_length = runner.episode_length + 1
@@ -314,7 +317,7 @@ def act_and_store(loop: Loop, hp: HParams, runner: RunnerState, sums: _RowSums, 
 
 def learn(loop: Loop, hp: HParams, runner: RunnerState, sums: _RowSums
           ) -> tuple[RunnerState, _RowSums]:
-    """``updates_per_iteration`` x (``buffer_sample`` -> ``td_update``), summing their metrics."""
+    """``updates_per_iteration`` x (``replay_sample`` -> ``td_update``), summing their metrics."""
     config = loop.config
     td_update = make_td_update(config, loop.q_fn, make_optimizer(config, hp.learning_rate),
                                loop.spec.legal_fn)
@@ -326,8 +329,10 @@ def learn(loop: Loop, hp: HParams, runner: RunnerState, sums: _RowSums
             key, sample_key, step_key = jax.random.split(key, 3)
         else:
             (key, sample_key), step_key = jax.random.split(key), None
-        batch = buffer_sample(runner.buffer, sample_key, config.batch_size)
-        train_state, info = td_update(train_state, batch, hp.gamma, step_key)
+        sample = replay_sample(runner.buffer, sample_key, config.batch_size, hp.gamma,
+                               n_step=config.n_step, stride=config.num_envs)
+        gamma = hp.gamma if sample.discount is None else sample.discount
+        train_state, info = td_update(train_state, sample.batch, gamma, step_key)
         sums = sums._replace(updates=sums.updates + 1, loss_sum=sums.loss_sum + info.loss,
                              q_taken_sum=sums.q_taken_sum + info.q_taken,
                              q_max_sum=sums.q_max_sum + info.q_max)

@@ -15,7 +15,8 @@ LAYERS = (
     # what depends on nothing else in jaxdqn (the package itself only lazily re-exports)
     {"jaxdqn", "jaxdqn.io", "jaxdqn.run_folder", "jaxdqn.parallel", "jaxdqn.buffer", "jaxdqn.lazy",
      "jaxdqn.envs.ids", "jaxdqn.noisy_max"},
-    {"jaxdqn.choice", "jaxdqn.envs.max_bias", "jaxdqn.envs.minatar", "jaxdqn.envs.probes"},
+    {"jaxdqn.choice", "jaxdqn.envs.max_bias", "jaxdqn.envs.minatar", "jaxdqn.envs.probes",
+     "jaxdqn.replay"},
     {"jaxdqn.estimators"},
     {"jaxdqn.envs"},
     {"jaxdqn.config"},
