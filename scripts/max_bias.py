@@ -3,13 +3,14 @@
     python scripts/max_bias.py --seeds 8 --out runs/max_bias
     python scripts/max_bias.py \
         --estimators dqn,double_dqn,double_q,clipped_double,maxmin:4,averaged:4
+    python scripts/max_bias.py --estimators dqn,dqn+n_step=3,dqn+prioritized=true
 
-For each env and estimator (``name`` or ``name:N`` for ``ensemble_size``; default
-``dqn,double_dqn``) it trains ``--seeds`` agents with jaxdqn's own loop (one ``jit(vmap)`` program
-per estimator; the estimators differ only in ``estimator``/``ensemble_size`` and share the seed
-keys, so differences are paired by seed), and after every segment of training measures ``Q(s, a)``
-(the estimator's acting values) against the realised discounted return ``G`` over the states
-evaluation episodes visit (``jaxdqn.bias``). It writes to ``--out``:
+For each env and method (an estimator's ``name``, ``name:N`` for ``ensemble_size``, then any
+``+FIELD=VALUE`` config changes; default ``dqn,double_dqn``) it trains ``--seeds`` agents with
+jaxdqn's own loop (one ``jit(vmap)`` program per method; the methods differ only in their fields
+and share the seed keys, so differences are paired by seed), and after every segment of training
+measures ``Q(s, a)`` (the estimator's acting values) against the realised discounted return
+``G`` over the states evaluation episodes visit (``jaxdqn.bias``). It writes to ``--out``:
 
 - ``bias.json``: per env and estimator the mean bias ``Q - G`` (and mean ``Q``, mean ``G``, late
   and final bias, each estimator minus DQN, paired by seed) with 95% bootstrap intervals over
@@ -59,24 +60,33 @@ COLORS: dict = {}  # label -> color, filled by parse_estimators
 
 
 def parse_estimators(text: str) -> list[tuple[str, dict]]:
-    """``"dqn,maxmin:4"`` -> ``[("DQN", {"estimator": "dqn"}), ("Maxmin N=4", {...})]``, each
+    """``"dqn,maxmin:4,dqn+n_step=3"`` -> ``[("DQN", {"estimator": "dqn"}), ("Maxmin N=4", ...),
+    ("DQN n_step=3", {"estimator": "dqn", "n_step": 3})]``: an estimator, ``:N`` for its
+    ``ensemble_size``, then any ``+FIELD=VALUE`` config changes (``--set``'s syntax), each method
     validated by ``DQNConfig`` before anything compiles."""
     from jaxdqn import DQNConfig
+    from jaxdqn.cli.options import parse_assignment, parse_field_value
     from jaxdqn.estimators import ESTIMATORS
 
     methods = []
     for item in text.split(","):
-        name, _, n = item.strip().partition(":")
+        head, *changes = item.strip().split("+")
+        name, _, n = head.partition(":")
         if name not in ESTIMATORS:
             raise ValueError(f"--estimators item {item!r} is invalid: the estimator must be one "
-                             f"of {', '.join(ESTIMATORS)}, optionally ':N'")
+                             f"of {', '.join(ESTIMATORS)}, optionally ':N', then '+FIELD=VALUE's")
         fields = {"estimator": name}
         if n:
             if not n.isdigit():
                 raise ValueError(f"--estimators item {item!r} is invalid: N must be an int")
             fields["ensemble_size"] = int(n)
+        suffix = []
+        for change in changes:
+            field, value = parse_assignment(change, f"--estimators item {item!r}")
+            fields[field] = parse_field_value(field, value, f"--estimators item {item!r}")
+            suffix.append(f"{field}={value.strip()}")
         cfg = DQNConfig(**fields)  # one clear ValueError for a bad combination
-        label = ESTIMATORS[name].label(cfg.ensemble_size)
+        label = " ".join([ESTIMATORS[name].label(cfg.ensemble_size), *suffix])
         if label in dict(methods):
             raise ValueError(f"--estimators repeats {item!r}")
         methods.append((label, fields))

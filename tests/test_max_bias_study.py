@@ -21,12 +21,22 @@ def test_estimator_list_parses_names_and_member_counts():
     assert study.baseline_of(study.parse_estimators("maxmin,averaged:3")) == "Maxmin N=2"
 
 
+def test_methods_take_config_changes_after_the_estimator():
+    methods = study.parse_estimators("dqn,dqn+gamma=0.9,double_dqn+loss=huber+huber_delta=2")
+    assert [m for m, _ in methods] == ["DQN", "DQN gamma=0.9",
+                                       "Double DQN loss=huber huber_delta=2"]
+    assert methods[1][1] == {"estimator": "dqn", "gamma": 0.9}
+    assert methods[2][1] == {"estimator": "double_dqn", "loss": "huber", "huber_delta": 2.0}
+
+
 @pytest.mark.parametrize("text, message", [
+    ("dqn+gama=0.9", "unknown DQNConfig field 'gama'"), ("dqn+gamma", "expected FIELD=VALUE"),
+    ("dqn+gamma=2", "gamma=2.0 is invalid"), ("dqn+gamma=x", "expected a number"),
     ("dqn,foo", "'foo' is invalid"), ("maxmin:x", "N must be an int"),
     ("double_q:3", "ensemble_size=3 is invalid"), ("dqn,dqn", "repeats"),
 ])
 def test_bad_estimator_lists_are_one_value_error(text, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises((ValueError, study.CliError), match=message):
         study.parse_estimators(text)
 
 
