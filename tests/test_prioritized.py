@@ -123,6 +123,22 @@ def test_prioritized_validation_names_the_field():
             DQNConfig(**kwargs)
 
 
+def test_a_sweep_batches_the_prioritized_fields_in_one_program():
+    from jaxdqn.sweep import expand_grid, shape_groups
+
+    base = DQNConfig(total_timesteps=400, buffer_size=200, learning_starts=64, batch_size=32,
+                     prioritized=True)
+    grid = {"priority_exponent": [0.0, 0.5, 1.0], "importance_exponent": [0.4, 1.0],
+            "priority_epsilon": [1e-6, 1e-2], "n_step": [1, 3]}
+    groups = shape_groups(expand_grid(base, grid))
+    assert [g.config.n_step for g in groups] == [1, 3]  # n_step changes shapes; the rest traced
+    hp = groups[0].hparams
+    np.testing.assert_array_equal(hp.priority_exponent, np.float32([0, 0, 0, 0, .5, .5, .5, .5,
+                                                                    1, 1, 1, 1]))
+    np.testing.assert_array_equal(hp.importance_exponent, np.float32([0.4, 0.4, 1, 1] * 3))
+    np.testing.assert_array_equal(hp.priority_epsilon, np.float32([1e-6, 1e-2] * 6))
+
+
 TINY = DQNConfig(total_timesteps=800, buffer_size=400, learning_starts=200, batch_size=32,
                  train_frequency=4, num_envs=2, hidden_sizes=(16,), log_interval=400,
                  prioritized=True)
