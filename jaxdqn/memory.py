@@ -76,9 +76,11 @@ def _nbytes(tree) -> int:
 
 def transition_bytes(config: DQNConfig) -> int:
     """Bytes of one stored transition: obs, action, reward, terminated and next obs, the
-    observations in the env's own dtype (1 byte per cell for MinAtar's booleans)."""
+    observations in the env's own dtype (1 byte per cell for MinAtar's booleans), and
+    ``truncated`` with ``n_step > 1``."""
     spec = env_spec(config)
-    one = jax.eval_shape(lambda: buffer_init(1, spec.obs_shape, spec.obs_dtype))
+    one = jax.eval_shape(lambda: buffer_init(1, spec.obs_shape, spec.obs_dtype,
+                                             truncated=config.n_step > 1))
     return _nbytes(one.data)
 
 
