@@ -1,17 +1,17 @@
 """The sum tree: priorities of one run's replay slots, sampled in proportion to them.
 
-Layout: a two-level tree of width ``BLOCK``. The state is the leaves alone, ``leaves: f32[L]``
-(slot ``i``'s at ``leaves[i]``; ``L`` the capacity rounded up to a multiple of the block width
-``b = min(BLOCK, capacity)``, the padding leaves 0, so never drawn). The upper level, the sums of
-the ``L / b`` blocks of ``b`` consecutive leaves, is built by ``sum_tree_sample`` from the leaves
-each time it draws.
+Layout: the state is the leaves alone, ``leaves: f32[L]``: slot ``i``'s priority at ``leaves[i]``,
+``L`` the capacity rounded up to a multiple of ``WIDTH^d`` (the padding leaves 0, so never drawn).
+The tree above them has ``d`` levels of ``WIDTH``-ary nodes and a top level of at most ``TOP_MAX``
+nodes (100k slots: 16-ary levels of 6256 and 391 nodes); ``sum_tree_sample`` builds it from the
+leaves each time it draws (``reshape(-1, WIDTH).sum`` per level).
 
 Why: on XLA:CPU a scatter is a loop over its indices, so the ``log2 L``-level binary tree this
 replaces cost ``log2 L`` scatter loops per ``sum_tree_set`` (2300 scalar trips per gradient step at
 batch 128, buffer 100k), ``log2 L`` dependent gathers per draw and copies of the tree between
-them: 5x the uniform learning step. Here a set is one scatter of ``K`` leaves (in place inside a
-``lax.scan`` or ``fori_loop`` whose carry holds the tree), and a draw costs one dense, vectorised
-pass over the leaves (the block sums, ``O(L)`` adds) plus ``O(B b)`` for ``B`` draws.
+them: 3-5x the uniform learning step. Here a set is one scatter of ``K`` leaves (in place inside a
+``lax.scan`` or ``fori_loop`` whose carry holds the tree), and ``B`` draws cost one dense,
+vectorised pass over the leaves (``O(L)`` adds) plus ``d`` gathers of ``B x WIDTH`` sums.
 
 Exact by construction: nothing but the leaves is stored, so every sum is recomputed from them
 and there is no drift to accumulate. Trees that add ``new - old`` to their upper nodes
@@ -20,8 +20,8 @@ float32 tree is reported to drift from its leaves under repeated priority update
 returns all-zero experiences (instadeepai/flashbax#52, worked around by an optional float64 tree
 in #58); after 10^6 updates of 2^17 leaves a float32 delta tree's root is 1.1e-4 off relative.
 
-Sampling draws ``P(i) = leaf_i / total`` by inverting the prefix sums (cumulative block sums, then
-the cumulative leaves of the chosen block); a float32 prefix sum strictly increases only at a
+Sampling draws ``P(i) = leaf_i / total`` by inverting prefix sums (over the top level, then over
+the children of the node chosen, level by level); a float32 prefix sum strictly increases only at a
 nonzero addend, so the search, which takes the first prefix sum above ``u``, never returns a zero
 leaf while the total is positive.
 
@@ -38,32 +38,46 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-BLOCK = 256  # leaves per block: B * BLOCK gathered per B draws, L / BLOCK block sums
+WIDTH = 16  # children per inner node below the top level
+TOP_MAX = 512  # at most this many top-level nodes (the levels below them are WIDTH-ary)
 SQUARE_MAX_K = 256  # sum_tree_set resolves repeats by a K x K comparison up to this many indices
 
 
 class SumTree(NamedTuple):
-    """The leaves of a two-level sum tree (one run's; vmap adds a leading run axis)."""
+    """The leaves of a sum tree (one run's; vmap adds a leading run axis)."""
 
     leaves: jax.Array  # f32[L]: slot i's priority at leaves[i]; the padding past capacity 0
 
 
-def _block_width(tree: SumTree) -> int:
-    """``b``, the static number of leaves per block."""
-    return min(BLOCK, tree.leaves.shape[-1])
+def _depth(leaves: int) -> int:
+    """``d``, the static number of ``WIDTH``-ary levels below the top: the least with
+    ``ceil(leaves / WIDTH^d) <= TOP_MAX``."""
+    depth = 0
+    while -(-leaves // WIDTH**depth) > TOP_MAX:
+        depth += 1
+    return depth
 
 
 def sum_tree_init(capacity: int) -> SumTree:
-    """An all-zero tree of ``capacity`` leaves (rounded up to a multiple of the block width)."""
+    """An all-zero tree of ``capacity`` leaves, rounded up to a multiple of ``WIDTH^d``."""
     if not isinstance(capacity, int) or capacity < 1:
         raise ValueError(f"sum_tree_init: capacity={capacity!r}; must be an int >= 1")
-    block = min(BLOCK, capacity)
-    return SumTree(leaves=jnp.zeros((-(-capacity // block) * block,), jnp.float32))
+    group = WIDTH ** _depth(capacity)
+    return SumTree(leaves=jnp.zeros((-(-capacity // group) * group,), jnp.float32))
+
+
+def _levels(tree: SumTree) -> list[jax.Array]:
+    """The node sums, leaves first: ``f32[L], f32[L / WIDTH], ..., f32[L / WIDTH^d]`` (the top),
+    each node the sum of its ``WIDTH`` children."""
+    levels = [tree.leaves]
+    for _ in range(_depth(tree.leaves.shape[-1])):
+        levels.append(levels[-1].reshape(-1, WIDTH).sum(axis=1))
+    return levels
 
 
 def sum_tree_total(tree: SumTree) -> jax.Array:
-    """The sum of all leaves, ``f32[]`` (the sum of the block sums, as sampling uses it)."""
-    return jnp.sum(_block_sums(tree))
+    """The sum of all leaves, ``f32[]`` (the sum of the top level, as sampling uses it)."""
+    return jnp.sum(_levels(tree)[-1])
 
 
 def sum_tree_leaves(tree: SumTree, index: jax.Array) -> jax.Array:
@@ -100,11 +114,6 @@ def _last_occurrence_values(index: jax.Array, value: jax.Array) -> jax.Array:
     return jnp.zeros_like(value).at[order].set(value[order][last], unique_indices=True)
 
 
-def _block_sums(tree: SumTree) -> jax.Array:
-    """``f32[L / b]``: the sum of each block of ``b`` leaves."""
-    return tree.leaves.reshape(-1, _block_width(tree)).sum(axis=1)
-
-
 def _first_above(prefix: jax.Array, u: jax.Array) -> jax.Array:
     """``i32[...]``: how many entries of the nondecreasing ``prefix`` (last axis) are <= ``u``,
     i.e. the index of the first one above it (a vectorised comparison: no search loop)."""
@@ -115,21 +124,24 @@ def sum_tree_sample(tree: SumTree, key: jax.Array, shape: tuple[int, ...]) -> ja
     """Independent draws of slots, ``i32[*shape]``, with ``P(i) = leaf_i / total``.
 
     ``u ~ U[0, total)`` (clipped below the total, which float32 ``uniform * total`` can round up
-    to); the block is the first whose cumulative block sum exceeds ``u``, the slot the first leaf
-    of it whose cumulative sum within the block exceeds ``u`` minus the blocks before (clipped
-    below the block's own cumulative sum, which rounding can leave under it). Both searches stop
-    where a prefix sum rose, so at a nonzero block and a nonzero leaf. With a zero total every
-    draw is slot 0.
+    to); the top node drawn is the first whose cumulative sum exceeds ``u``; then, a level at a
+    time, the first child whose cumulative sum among its siblings exceeds ``u`` minus the siblings
+    before its parent (clipped below the siblings' own cumulative sum, which rounding can leave
+    under it). Every search stops where a prefix sum rose, so at a nonzero node and in the end a
+    nonzero leaf. With a zero total every draw is slot 0.
     """
-    block = _block_width(tree)
-    rows = tree.leaves.reshape(-1, block)  # f32[L / b, b]
-    cum_blocks = jnp.cumsum(rows.sum(axis=1))  # f32[L / b]
-    total = cum_blocks[-1]
+    levels = _levels(tree)
+    top = jnp.cumsum(levels[-1])  # f32[T]
+    total = top[-1]
     u = jax.random.uniform(key, shape, jnp.float32) * total
     u = jnp.minimum(u, jnp.nextafter(total, jnp.float32(0)))
-    j = jnp.minimum(_first_above(cum_blocks, u), rows.shape[0] - 1)  # < L / b unless total = 0
-    before = jnp.where(j > 0, cum_blocks[jnp.maximum(j - 1, 0)], 0.0)
-    cum_leaves = jnp.cumsum(rows[j], axis=-1)  # f32[*shape, b]
-    v = jnp.minimum(u - before, jnp.nextafter(cum_leaves[..., -1], jnp.float32(0)))
-    i = jnp.minimum(_first_above(cum_leaves, v), block - 1)
-    return jnp.where(total > 0, j * block + i, 0)
+    node = jnp.minimum(_first_above(top, u), top.shape[0] - 1)  # < T unless total = 0
+    u = u - jnp.where(node > 0, top[jnp.maximum(node - 1, 0)], 0.0)
+    for level in reversed(levels[:-1]):
+        siblings = jnp.cumsum(level.reshape(-1, WIDTH)[node], axis=-1)  # f32[*shape, WIDTH]
+        u = jnp.minimum(u, jnp.nextafter(siblings[..., -1], jnp.float32(0)))
+        child = jnp.minimum(_first_above(siblings, u), WIDTH - 1)
+        u = u - jnp.where(child > 0, jnp.take_along_axis(
+            siblings, jnp.maximum(child - 1, 0)[..., None], axis=-1)[..., 0], 0.0)
+        node = node * WIDTH + child
+    return jnp.where(total > 0, node, 0)

@@ -159,7 +159,7 @@ def test_the_loop_inserts_and_updates_priorities_per_run():
     leaves = np.asarray(sum_tree_leaves(s0.buffer.priorities, jnp.arange(400)))
     np.testing.assert_array_equal(leaves, [1.0] * 200 + [0.0] * 200)
     state, metrics = run(state, None, 0, TINY.num_log_rows)
-    assert state.buffer.priorities.leaves.shape == (2, 512)  # 400 slots: 2 blocks of 256 leaves
+    assert state.buffer.priorities.leaves.shape == (2, 400)  # one leaf per slot, per run
     assert state.buffer.pos.shape == ()
     for r in range(2):
         leaves = np.asarray(sum_tree_leaves(jax.tree.map(lambda x, r=r: x[r],

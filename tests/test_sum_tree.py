@@ -44,12 +44,14 @@ def _chi_square(draws, probs):
     return counts, float(np.sum((counts[nonzero] - expected) ** 2 / expected))
 
 
-def test_init_rounds_capacity_up_to_a_multiple_of_the_block_and_is_zero():
-    assert sum_tree_init(5).leaves.shape == (5,)  # one block of 5
+def test_init_rounds_capacity_up_to_whole_groups_and_is_zero():
+    # up to 512 leaves: all of them the top level; beyond, whole groups of 16 (or 16^2, ...)
+    # below a top of at most 512 nodes
+    assert sum_tree_init(5).leaves.shape == (5,)
     assert sum_tree_init(1).leaves.shape == (1,)
-    assert sum_tree_init(256).leaves.shape == (256,)
-    assert sum_tree_init(300).leaves.shape == (512,)  # two blocks of 256
-    assert sum_tree_init(100_000).leaves.shape == (391 * 256,)
+    assert sum_tree_init(512).leaves.shape == (512,)
+    assert sum_tree_init(600).leaves.shape == (38 * 16,)
+    assert sum_tree_init(100_000).leaves.shape == (391 * 256,)  # 6250 groups of 16 > 512
     assert float(sum_tree_total(sum_tree_init(5))) == 0.0
     with pytest.raises(ValueError, match="capacity=0"):
         sum_tree_init(0)
@@ -64,9 +66,9 @@ def test_set_writes_the_leaves_and_the_total_follows(tree_set):
     tree = tree_set(tree, jnp.array([2, 1]), jnp.array([0.5, 4.0]))
     np.testing.assert_array_equal(tree.leaves, np.array([1, 4, 0.5, 0, 3], np.float32))
     assert float(sum_tree_total(tree)) == 8.5
-    # across blocks: capacity 600 is three blocks of 256; slots 3, 300 and 599 in blocks 0, 1, 2
+    # capacity 600: 38 groups of 16 leaves; slots 3, 300 and 599 in groups 0, 18 and 37
     tree = tree_set(sum_tree_init(600), jnp.array([3, 300, 599]), jnp.array([1.0, 2.0, 4.0]))
-    assert tree.leaves.shape == (768,) and float(sum_tree_total(tree)) == 7.0
+    assert tree.leaves.shape == (608,) and float(sum_tree_total(tree)) == 7.0
 
 
 def test_repeated_indices_the_last_occurrence_wins(tree_set):
@@ -121,18 +123,19 @@ def test_sample_shape_and_zero_tree(tree_sample):
 
 
 def test_rounding_never_draws_a_zero_leaf(tree_set, tree_sample):
-    # Two blocks of 256 leaves spread over nine decades, every third leaf and each block's last
-    # 40 zero: float32 prefix sums of such leaves round, and u minus the blocks before it can
-    # land at or past its block's own cumulative sum. No zero leaf is ever drawn.
-    values = 10.0 ** jax.random.uniform(jax.random.key(8), (512,), minval=-6.0, maxval=3.0)
-    zero = (jnp.arange(512) % 3 == 0) | (jnp.arange(512) % 256 >= 216)
-    tree = _tree(tree_set, 512, jnp.where(zero, 0.0, values))
+    # 4096 leaves (16 top nodes of 16 groups of 16) spread over nine decades, every third leaf
+    # and the last 5 of each group zero: float32 prefix sums of such leaves round, and u minus
+    # the siblings before can land at or past a node's own children's sum. No zero leaf drawn.
+    n = 16 * 16 * 16
+    values = 10.0 ** jax.random.uniform(jax.random.key(8), (n,), minval=-6.0, maxval=3.0)
+    zero = (jnp.arange(n) % 3 == 0) | (jnp.arange(n) % 16 >= 11)
+    tree = _tree(tree_set, n * 8, jnp.where(zero, 0.0, values))  # 32768 leaves: 2 levels
     draws = np.asarray(tree_sample(tree, jax.random.key(9), (200_000,)))
-    assert not np.any(np.asarray(zero)[draws])
-    # a block of one huge and one tiny leaf after a block of zeros: both drawn, nothing else
-    tree = tree_set(sum_tree_init(512), jnp.array([300, 511]), jnp.array([1e7, 1.0]))
+    assert draws.max() < n and not np.any(np.asarray(zero)[draws])
+    # one huge and one tiny leaf in the last group, after zeros: both drawn, nothing else
+    tree = tree_set(sum_tree_init(n), jnp.array([n - 16, n - 1]), jnp.array([1e7, 1.0]))
     draws = np.asarray(tree_sample(tree, jax.random.key(10), (100_000,)))
-    assert set(np.unique(draws)) <= {300, 511} and 300 in draws
+    assert set(np.unique(draws)) <= {n - 16, n - 1} and n - 16 in draws
 
 
 def test_root_does_not_drift_over_a_million_updates():
