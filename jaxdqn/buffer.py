@@ -14,13 +14,21 @@ import jax.numpy as jnp
 
 
 class Transition(NamedTuple):
-    """One or more transitions ``(s, a, r, terminated, s')``; leading axes are batch axes."""
+    """One or more transitions ``(s, a, r, terminated, s')``; leading axes are batch axes.
+
+    The optional leaves are None unless an option needs them, so a buffer without them is the same
+    pytree (and the same memory) as before they existed.
+    """
 
     obs: jax.Array  # f32[..., *obs_shape]
     action: jax.Array  # i32[...]
     reward: jax.Array  # f32[...]
     terminated: jax.Array  # bool[...]
     next_obs: jax.Array  # f32[..., *obs_shape]: the true next observation, never an auto-reset one
+    # buffer_age_metrics: the global env step at which it was stored, and the probability that the
+    # behaviour policy (epsilon-greedy at that step) took its action
+    step: jax.Array | None = None  # i32[...]
+    behaviour_prob: jax.Array | None = None  # f32[...]
 
 
 class BufferState(NamedTuple):
@@ -33,8 +41,10 @@ class BufferState(NamedTuple):
         return self.data.reward.shape[0]
 
 
-def buffer_init(capacity: int, obs_shape: tuple[int, ...], obs_dtype=jnp.float32) -> BufferState:
-    """An empty buffer of ``capacity`` transitions."""
+def buffer_init(capacity: int, obs_shape: tuple[int, ...], obs_dtype=jnp.float32,
+                behaviour: bool = False) -> BufferState:
+    """An empty buffer of ``capacity`` transitions; with ``behaviour``, also each one's ``step``
+    and ``behaviour_prob`` (8 bytes more per transition)."""
     obs = jnp.zeros((capacity, *obs_shape), obs_dtype)
     data = Transition(
         obs=obs,
@@ -43,6 +53,9 @@ def buffer_init(capacity: int, obs_shape: tuple[int, ...], obs_dtype=jnp.float32
         terminated=jnp.zeros((capacity,), jnp.bool_),
         next_obs=obs,
     )
+    if behaviour:
+        data = data._replace(step=jnp.zeros((capacity,), jnp.int32),
+                             behaviour_prob=jnp.zeros((capacity,), jnp.float32))
     return BufferState(data=data, pos=jnp.int32(0), size=jnp.int32(0))
 
 

@@ -139,6 +139,10 @@ class DQNConfig:
         "a multiple of log_interval, <= total_timesteps, or None")
     eval_episodes: int = _field(8, "greedy episodes per evaluation during training",
                                 "> 0")
+    buffer_age_metrics: bool = _field(
+        False, "store each transition's env step and behaviour probability, and log the age of "
+        "sampled transitions, the off-policy fraction and the importance ratio per metric row",
+        "true or false")
 
     def __post_init__(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
@@ -425,7 +429,7 @@ def _check_types(cfg: DQNConfig) -> None:
         v = getattr(cfg, name)
         _require(name, v, v is None or is_real(v), "must be a finite number or None")
     _require("env_id", cfg.env_id, isinstance(cfg.env_id, str), "must be a string")
-    for name in ("anneal_lr", "update_all_members", "random_tie_break"):
+    for name in ("anneal_lr", "update_all_members", "random_tie_break", "buffer_age_metrics"):
         _require(name, getattr(cfg, name), isinstance(getattr(cfg, name), bool),
                  "must be True or False")
     for name, allowed in (("loss", LOSSES), ("estimator", tuple(ESTIMATORS)),
