@@ -62,9 +62,11 @@ def _nbytes(tree) -> int:
 
 def transition_bytes(config: DQNConfig) -> int:
     """Bytes of one stored transition: obs, action, reward, terminated and next obs, the
-    observations in the env's own dtype (1 byte per cell for MinAtar's booleans)."""
+    observations in the env's own dtype (1 byte per cell for MinAtar's booleans), and the
+    options' leaves (``buffer_age_metrics``: step and behaviour probability)."""
     spec = env_spec(config)
-    one = jax.eval_shape(lambda: buffer_init(1, spec.obs_shape, spec.obs_dtype))
+    one = jax.eval_shape(lambda: buffer_init(1, spec.obs_shape, spec.obs_dtype,
+                                             config.buffer_age_metrics))
     return _nbytes(one.data)
 
 
