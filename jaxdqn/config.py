@@ -141,7 +141,7 @@ class DQNConfig:
                                 "> 0")
     buffer_age_metrics: bool = _field(
         False, "store each transition's env step and behaviour probability, and log the age of "
-        "sampled transitions, the off-policy fraction and the importance ratio per metric row",
+        "sampled transitions, the off-policy fraction and importance ratios per metric row",
         "true or false")
 
     def __post_init__(self):

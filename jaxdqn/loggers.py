@@ -8,10 +8,11 @@ train``, or a grid point of ``jaxdqn sweep`` (the mean over its seeds).
 Scalars, against env steps (per run): ``train/episode_return``, ``train/episode_length``,
 ``train/td_loss``, ``train/q_taken``, ``train/q_max``, ``train/epsilon``, ``eval/return`` and
 ``eval/truncated_fraction`` (rows that evaluated during training), with ``buffer_age_metrics``
-``replay/sample_age``, ``replay/sample_age_p90``, ``replay/off_policy_fraction`` and
-``replay/importance_ratio``, and ``perf/env_steps_per_second`` (the whole batch's throughput over
-the segment). A NaN (a row with no finished episode, no update or no evaluation) is left out
-rather than written, and so is a column the run does not have (None).
+``replay/sample_age``, ``replay/sample_age_p90``, ``replay/off_policy_fraction``,
+``replay/importance_ratio`` and ``replay/trace_coefficient``, and ``perf/env_steps_per_second``
+(the whole batch's throughput over the segment). A NaN (a row with no finished episode, no update
+or no evaluation) is left out rather than written, and so is a column the run does not have
+(None).
 
 Optional packages: ``tensorboardX`` (``pip install "jaxdqn[tensorboard]"``), ``wandb``
 (``pip install "jaxdqn[wandb]"``); ``MissingPackage`` names the extra when one is absent.
@@ -42,6 +43,7 @@ SCALARS: dict[str, str] = {
     "sample_age_p90": "replay/sample_age_p90",
     "off_policy_fraction": "replay/off_policy_fraction",
     "importance_ratio": "replay/importance_ratio",
+    "trace_coefficient": "replay/trace_coefficient",
 }
 """TrainMetrics field -> the tag it is logged under."""
 THROUGHPUT_TAG = "perf/env_steps_per_second"

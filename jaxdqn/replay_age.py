@@ -9,9 +9,12 @@ epsilon-greedy on the current online network's acting Q-values with the current 
 the next env step). Every statistic is one number per minibatch; the training loop averages them
 over a metric row's gradient steps (``train.TrainMetrics``).
 
-Uncorrected one-step Q-learning needs no correction for the action of ``(s, a, r, s')``, but an
-n-step return or a trace-corrected target weighs each later action by ``pi/mu``: the off-policy
-fraction and the importance ratio say how far replay is from on-policy data.
+One-step Q-learning needs no correction for the action of ``(s, a, r, s')``, but an n-step return
+or a trace-corrected target weighs each later action by ``pi/mu``. The mean ratio is 1 in
+expectation whatever the age (``sum_a mu(a|s) pi(a|s) / mu(a|s) = 1`` where ``mu > 0``, as it is
+for epsilon > 0): only its noise grows with the policy's drift. What a trace-corrected return
+keeps is ``c = min(1, pi/mu)`` per step (Retrace with lambda = 1; its per-decision effective
+discount is ``gamma * c``), whose mean falls below 1 as the buffer goes off-policy.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ class ReplayAge(NamedTuple):
     sample_age_p90: jax.Array  # the minibatch's 90th percentile of ages (linear interpolation)
     off_policy_fraction: jax.Array  # fraction of sampled actions the greedy policy would not take
     importance_ratio: jax.Array  # mean pi(a|s) / mu(a|s) over the minibatch
+    trace_coefficient: jax.Array  # mean min(1, pi(a|s) / mu(a|s)): Retrace's c (lambda = 1)
 
 
 def replay_age(batch: Transition, newest_step, q_values: jax.Array, epsilon,
@@ -53,9 +57,11 @@ def replay_age(batch: Transition, newest_step, q_values: jax.Array, epsilon,
     age = (newest_step - batch.step).astype(jnp.float32)
     greedy = greedy_probability(q_values, batch.action, legal, random_tie_break)
     pi = epsilon_greedy_probability(q_values, batch.action, epsilon, legal, random_tie_break)
+    ratio = pi / batch.behaviour_prob
     return ReplayAge(
         sample_age=age.mean(),
         sample_age_p90=jnp.percentile(age, AGE_PERCENTILE),
         off_policy_fraction=(greedy == 0.0).mean(dtype=jnp.float32),
-        importance_ratio=(pi / batch.behaviour_prob).mean(),
+        importance_ratio=ratio.mean(),
+        trace_coefficient=jnp.minimum(ratio, 1.0).mean(),
     )

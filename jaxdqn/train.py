@@ -137,6 +137,7 @@ class TrainMetrics(NamedTuple):
     sample_age_p90: jax.Array | None = None  # the minibatch's 90th percentile of ages
     off_policy_fraction: jax.Array | None = None  # sampled actions the greedy policy would not take
     importance_ratio: jax.Array | None = None  # mean pi(a|s) / mu(a|s), pi at the current epsilon
+    trace_coefficient: jax.Array | None = None  # mean min(1, pi(a|s) / mu(a|s)) (Retrace's c)
 
     def columns(self) -> dict[str, Any]:
         """The columns this run has, by name in field order: every field that is not None."""
@@ -170,7 +171,8 @@ class _RowSums(NamedTuple):
 
     @classmethod
     def zeros(cls, buffer_age_metrics: bool = False) -> _RowSums:
-        replay = ReplayAge(*(jnp.float32(0.0),) * 4) if buffer_age_metrics else None
+        replay = ReplayAge(*(jnp.float32(0.0),) * len(ReplayAge._fields)) if buffer_age_metrics \
+            else None
         return cls(jnp.int32(0), *(jnp.float32(0.0),) * 2, jnp.int32(0), *(jnp.float32(0.0),) * 3,
                    replay)
 

@@ -53,7 +53,7 @@ def test_each_transition_stores_its_step_and_the_behaviour_probability_of_its_ac
     np.testing.assert_array_equal(action[4:6], [1, 1])
     # no gradient step in the row: the replay columns are NaN, like td_loss
     for column in (metrics.sample_age, metrics.sample_age_p90, metrics.off_policy_fraction,
-                   metrics.importance_ratio, metrics.td_loss):
+                   metrics.importance_ratio, metrics.trace_coefficient, metrics.td_loss):
         assert np.isnan(column).all()
 
 
@@ -81,6 +81,7 @@ def test_sampled_ages_count_from_the_newest_transition_and_pi_uses_the_current_e
     ratios = [0.125 / 0.5, 0.875 / 0.5, 0.875 / 0.5, 0.875 / 0.625]
     np.testing.assert_allclose(stats.importance_ratio, 1.2875, rtol=1e-6)
     np.testing.assert_allclose(np.mean(ratios), 1.2875)
+    np.testing.assert_allclose(stats.trace_coefficient, (0.25 + 1 + 1 + 1) / 4, rtol=1e-6)
 
 
 def test_greedy_behaviour_and_an_unchanging_policy_are_on_policy():
@@ -97,6 +98,7 @@ def test_greedy_behaviour_and_an_unchanging_policy_are_on_policy():
     assert np.isnan(m.off_policy_fraction[0]) and np.isnan(m.sample_age[0])  # no update yet
     np.testing.assert_array_equal(m.off_policy_fraction[1:], 0.0)
     np.testing.assert_array_equal(m.importance_ratio[1:], 1.0)
+    np.testing.assert_array_equal(m.trace_coefficient[1:], 1.0)
     # the buffer is full from row 2 on: ages lie in [0, 499], their mean near 249.5
     assert (m.sample_age_p90[2:] <= 499).all() and (abs(m.sample_age[2:] - 249.5) < 60).all()
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-20), out.params,
@@ -139,8 +141,9 @@ def test_off_the_buffer_and_the_metrics_are_those_without_the_option():
     assert list(metrics.columns()) == [f for f in TrainMetrics._fields
                                        if f not in TrainMetrics._field_defaults]
     assert concat_metrics([_numpy(metrics)] * 2, 1).sample_age is None
-    assert list(metrics_on.columns())[-4:] == ["sample_age", "sample_age_p90",
-                                               "off_policy_fraction", "importance_ratio"]
+    assert list(metrics_on.columns())[-5:] == ["sample_age", "sample_age_p90",
+                                               "off_policy_fraction", "importance_ratio",
+                                               "trace_coefficient"]
 
 
 def _numpy(metrics):
