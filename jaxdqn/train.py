@@ -170,9 +170,10 @@ class _RowSums(NamedTuple):
     replay_age: ReplayAge | None = None  # sums over the row's gradient steps (buffer_age_metrics)
 
     @classmethod
-    def zeros(cls, buffer_age_metrics: bool = False) -> _RowSums:
-        replay = ReplayAge(*(jnp.float32(0.0),) * len(ReplayAge._fields)) if buffer_age_metrics \
-            else None
+    def zeros(cls, config: DQNConfig) -> _RowSums:
+        """The sums of a row before its first step, with the sums ``config``'s options keep."""
+        replay = (ReplayAge(*(jnp.float32(0.0),) * len(ReplayAge._fields))
+                  if config.buffer_age_metrics else None)
         return cls(jnp.int32(0), *(jnp.float32(0.0),) * 2, jnp.int32(0), *(jnp.float32(0.0),) * 3,
                    replay)
 
@@ -272,7 +273,7 @@ def row(loop: Loop, hp: HParams, runner: RunnerState, row_index
     # ~10% of a CartPole run on XLA:CPU (copies of the kept params).
     eval_state, runner = runner.eval, runner._replace(eval=None)
     (runner, sums), _ = jax.lax.scan(functools.partial(iteration, loop, hp),
-                                     (runner, _RowSums.zeros(config.buffer_age_metrics)), its)
+                                     (runner, _RowSums.zeros(config)), its)
     runner = runner._replace(eval=eval_state)
     iterations_done = (row_index + 1) * config.iterations_per_log_row
     env_steps = iterations_done * config.steps_per_iteration
