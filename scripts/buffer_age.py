@@ -204,7 +204,7 @@ def main(argv=None) -> int:
         print(f"buffer_age.py: {e}", file=sys.stderr)
         return 2
     fast_cpu_compile()
-    from jaxdqn.bias import value_eval_spec
+    from jaxdqn.bias import tail_bound, value_eval_spec
     from jaxdqn.io import atomic_write_json
 
     spec = value_eval_spec(plan[0][1], num_episodes=args.eval_episodes, epsilon=0.0)
@@ -221,6 +221,8 @@ def main(argv=None) -> int:
     report = {"command": " ".join(["python scripts/buffer_age.py", *sys.argv[1:]]),
               "configs": {label: cfg.to_dict() for label, cfg in plan},
               "seeds": args.seeds, "eval_spec": spec._asdict(),
+              # G of a measured state whose episode ran to the horizon misses at most this
+              "tail_bound_per_cut_state": tail_bound(plan[0][1].gamma, spec),
               "statistics_over": "each seed's mean over the rows (measurements) after "
                                  "total_timesteps / 2; mean over seeds, 95% bootstrap CI",
               "seconds": seconds, "summary": summary, "markdown_table": markdown_table(summary)}
