@@ -197,7 +197,7 @@ def make_value_estimator(
     spec.measure_steps`` are not measured (their ``G`` would miss more of the tail).
     """
     check_spec(spec)
-    horizon_env = env_spec_of(config.env_id, spec.horizon)
+    horizon_env = env_spec_of(config.env_id, spec.horizon, config.sticky_action_prob)
     env, env_params, legal_fn = horizon_env.env, horizon_env.params, horizon_env.legal_fn
     q_fn = make_acting_q_fn(config)
     n = spec.num_episodes

@@ -7,13 +7,15 @@ import math
 from typing import Any
 
 from jaxdqn.envs import known_env_ids
+from jaxdqn.envs.ids import LEGAL_MASK_ENV_IDS
 from jaxdqn.estimators import ESTIMATORS
 
 LOSSES = ("mse", "huber")
 OPTIMIZERS = ("adam", "sgd")
 NETWORKS = ("auto", "mlp", "cnn")
 TRACED_FIELDS = ("learning_rate", "gamma", "start_epsilon", "end_epsilon", "exploration_fraction",
-                 "exploration_steps", "target_update_freq", "tau")
+                 "exploration_steps", "target_update_freq", "tau", "munchausen_tau",
+                 "munchausen_alpha", "munchausen_clip")
 """The fields that change no array shape: traced (``train.HParams``), so a sweep batches their
 values into one compiled program."""
 DEFAULT_EXPLORATION_FRACTION = 0.2
@@ -115,6 +117,9 @@ class DQNConfig:
         "one or more positive ints")
     conv_kernel_size: int = _field(3, "cnn: height and width of each convolution kernel",
                                    "> 0")
+    dueling: bool = _field(
+        False, "dueling head (Wang et al. 2016): Q = V + A - mean of A over the legal actions, "
+        "a value and an advantage layer on the last hidden layer", "true or false")
     random_tie_break: bool = _field(
         False, "greedy actions and the targets' argmax break ties among maximal Q-values at "
         "random (else lowest index)",
@@ -131,6 +136,10 @@ class DQNConfig:
                              "true or false")
     max_episode_steps: int | None = _field(
         None, "override the env's time limit (None: the env's own)", "> 0 or None")
+    sticky_action_prob: float = _field(
+        0.0, "probability that the env executes its previous action instead of the agent's "
+        "(sticky actions, Machado et al. 2018; the MinAtar paper's protocol is 0.1); 0: off",
+        f"in [0, 1); 0 with env {' or '.join(LEGAL_MASK_ENV_IDS)} (state-dependent legal actions)")
     log_interval: int | None = _field(
         None, "env steps per metric row (None: about 100 rows per run)",
         "a multiple of the env steps per iteration dividing total_timesteps, or None")
@@ -139,6 +148,15 @@ class DQNConfig:
         "a multiple of log_interval, <= total_timesteps, or None")
     eval_episodes: int = _field(8, "greedy episodes per evaluation during training",
                                 "> 0")
+    munchausen_tau: float = _field(
+        0.03, "munchausen: temperature of the target network's policy softmax(Q'/tau)",
+        "> 0 (estimator='munchausen' only)")
+    munchausen_alpha: float = _field(
+        0.9, "munchausen: scale of the log-policy bonus (0: soft DQN)",
+        "in [0, 1] (estimator='munchausen' only)")
+    munchausen_clip: float = _field(
+        -1.0, "munchausen: lower clip l0 of the log-policy in the bonus",
+        "<= 0 (estimator='munchausen' only)")
     buffer_age_metrics: bool = _field(
         False, "store each transition's env step and behaviour probability, and log the age of "
         "sampled transitions, the off-policy fraction and importance ratios per metric row",
@@ -178,6 +196,7 @@ class DQNConfig:
                      repr(e.name) for e in ESTIMATORS.values() if e.train_all_option)
                  + f" only, not {self.estimator!r}")
         _check("eval_episodes", self.eval_episodes, self.eval_episodes > 0)
+        _check_estimator_fields(self)
         if self.eval_interval is not None:
             _require("eval_interval", self.eval_interval,
                      self.eval_interval > 0 and self.eval_interval <= self.total_timesteps,
@@ -208,6 +227,12 @@ class DQNConfig:
         _check("tau", self.tau, 0.0 < self.tau <= 1.0)
         _check("max_episode_steps", self.max_episode_steps,
                self.max_episode_steps is None or self.max_episode_steps > 0)
+        _require("sticky_action_prob", self.sticky_action_prob,
+                 0.0 <= self.sticky_action_prob < 1.0, "must be in [0, 1)")
+        _require("sticky_action_prob", self.sticky_action_prob,
+                 self.sticky_action_prob == 0.0 or self.env_id not in LEGAL_MASK_ENV_IDS,
+                 f"must be 0 with env_id={self.env_id!r}: its legal actions depend on the state, "
+                 "and a repeated action may be illegal where it repeats")
         f, e = self.train_frequency, self.num_envs
         _require("train_frequency", f, f % e == 0 or e % f == 0,
                  f"must be a multiple or a divisor of num_envs={e}")
@@ -295,13 +320,18 @@ class DQNConfig:
         """A copy with ``changes``; a derived default (``learning_starts``, ``log_interval``) is
         re-derived unless given, so ``replace(buffer_size=...)`` behaves like a fresh config, and
         giving one of ``EITHER_OR``'s fields unsets the other (``replace(exploration_steps=n)``
-        decays epsilon over ``n`` steps whatever the fraction was)."""
+        decays epsilon over ``n`` steps whatever the fraction was), and a change of estimator
+        resets the fields of the one left (``munchausen_*``) to their defaults."""
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         for name in changes:
             if name not in fields:
                 raise ValueError(f"unknown DQNConfig field {name!r}")
         if "estimator" in changes and "ensemble_size" not in changes:
             fields["ensemble_size"] = None
+        for estimator, checks in _ESTIMATOR_FIELDS.items():
+            if changes.get("estimator", self.estimator) != estimator:
+                for name in set(checks) - set(changes):
+                    fields[name] = DQNConfig.__dataclass_fields__[name].default
         for name, other in EITHER_OR.items():
             if changes.get(name) is not None and other not in changes:
                 fields[other] = None
@@ -403,7 +433,27 @@ _OPTIONAL_INT_FIELDS = ("learning_starts", "max_episode_steps", "log_interval", 
                         "eval_interval", "exploration_steps")
 INT32_MAX = 2**31 - 1
 """The largest value of an int field: the loop counts steps, updates, rows and slots in int32."""
-_FLOAT_FIELDS = ("gamma", "learning_rate", "start_epsilon", "end_epsilon", "huber_delta", "tau")
+_FLOAT_FIELDS = ("gamma", "learning_rate", "start_epsilon", "end_epsilon", "huber_delta", "tau",
+                 "munchausen_tau", "munchausen_alpha", "munchausen_clip", "sticky_action_prob")
+_ESTIMATOR_FIELDS = {"munchausen": {
+    "munchausen_tau": lambda v: v > 0,
+    "munchausen_alpha": lambda v: 0 <= v <= 1,
+    "munchausen_clip": lambda v: v <= 0,
+}}
+"""Fields that one estimator reads, each with its range: checked with that estimator, and
+rejected at any other value than the default with another (they would change nothing)."""
+
+
+def _check_estimator_fields(cfg: DQNConfig) -> None:
+    for estimator, checks in _ESTIMATOR_FIELDS.items():
+        for name, ok in checks.items():
+            value = getattr(cfg, name)
+            if cfg.estimator == estimator:
+                _check(name, value, ok(value))
+            else:
+                _require(name, value, value == DQNConfig.__dataclass_fields__[name].default,
+                         f"applies to estimator={estimator!r} only, not {cfg.estimator!r} "
+                         "(leave it at its default)")
 
 
 def _check_types(cfg: DQNConfig) -> None:
@@ -429,7 +479,8 @@ def _check_types(cfg: DQNConfig) -> None:
         v = getattr(cfg, name)
         _require(name, v, v is None or is_real(v), "must be a finite number or None")
     _require("env_id", cfg.env_id, isinstance(cfg.env_id, str), "must be a string")
-    for name in ("anneal_lr", "update_all_members", "random_tie_break", "buffer_age_metrics"):
+    for name in ("anneal_lr", "update_all_members", "random_tie_break", "dueling",
+                 "buffer_age_metrics"):
         _require(name, getattr(cfg, name), isinstance(getattr(cfg, name), bool),
                  "must be True or False")
     for name, allowed in (("loss", LOSSES), ("estimator", tuple(ESTIMATORS)),
@@ -445,10 +496,11 @@ def _check_types(cfg: DQNConfig) -> None:
 # Presets. "cartpole" was chosen by a vmapped sweep; see docs/cartpole_preset.md. "probes" learns
 # every probe's exact Q-values (replace env_id with Probe1..Probe6; scripts/probe_check.py).
 # "minatar" is the MinAtar paper's DQN (Young and Tian 2019; examples/dqn.py of kenjyoung/MinAtar):
-# its network, replay, batch, target sync, step size, epsilon schedule, replay start, Huber loss and
-# 5M frames with an update per frame, but Adam where the paper used centered RMSProp (decay 0.95,
-# epsilon 0.01). "minatar-fast" takes a gradient step every 4 frames for 1M frames (a 20th of the
-# updates); docs/minatar.md compares both with the paper's curves.
+# its network, replay, batch, target sync, step size, epsilon schedule, replay start, Huber loss,
+# sticky actions (0.1, the paper's protocol: its Environment's default) and 5M frames with an
+# update per frame, but Adam where the paper used centered RMSProp (decay 0.95, epsilon 0.01).
+# "minatar-fast" takes a gradient step every 4 frames for 1M frames (a 20th of the updates);
+# docs/minatar.md compares both with the paper's curves.
 _MINATAR = dict(
     env_id="Breakout-MinAtar",
     network="cnn",
@@ -464,6 +516,7 @@ _MINATAR = dict(
     loss="huber",
     start_epsilon=1.0,
     end_epsilon=0.1,
+    sticky_action_prob=0.1,
 )
 _PRESETS: dict[str, dict[str, Any]] = {
     "reference": {},
@@ -514,8 +567,10 @@ _PRESET_DESCRIPTIONS = {
     "probes": "learns each probe's exact Q-values in 3k steps (set env_id to Probe1..Probe6)",
     "cartpole": ("CartPole-v1 in 80k steps: 8 envs, Double DQN, soft target "
                  "(docs/cartpole_preset.md)"),
-    "minatar": "the MinAtar paper's DQN on Breakout-MinAtar, Adam, 5M steps (docs/minatar.md)",
-    "minatar-fast": "minatar with an update every 4 steps, 1M steps (docs/minatar.md)",
+    "minatar": ("the MinAtar paper's DQN on Breakout-MinAtar, Adam, 5M steps, sticky actions "
+                "0.1 as in the paper (docs/minatar.md)"),
+    "minatar-fast": ("minatar (sticky actions 0.1) with an update every 4 steps, 1M steps "
+                     "(docs/minatar.md)"),
 }
 
 
@@ -543,8 +598,9 @@ def preset(name: str) -> DQNConfig:
     """A named configuration: ``"reference"`` is the course's ``train_dqn`` defaults
     (``DQNConfig()``; ``"seed"``, its old name, is accepted); ``"cartpole"`` solves CartPole-v1;
     ``"probes"`` learns the probe environments' exact Q-values (set ``env_id`` to the probe);
-    ``"minatar"`` is the MinAtar paper's DQN on Breakout-MinAtar (any MinAtar id fits) and
-    ``"minatar-fast"`` the same with a gradient step every 4 of 1M env steps."""
+    ``"minatar"`` is the MinAtar paper's DQN on Breakout-MinAtar (any MinAtar id fits), with its
+    sticky actions (0.1), and ``"minatar-fast"`` the same with a gradient step every 4 of 1M env
+    steps."""
     name = PRESET_ALIASES.get(name, name)
     if name not in _PRESETS:
         raise ValueError(f"preset {name!r} is unknown; known presets: {', '.join(_PRESETS)}")

@@ -14,17 +14,23 @@ estimator           target ``y = r + gamma * (1 - terminated) * v``  networks tr
 ``maxmin``          ``v = max_a min_i Q'_i(s', a)``                  one of N members at random
                                                                      (all: update_all_members)
 ``averaged``        ``v = max_a mean_k Q(s', a; theta_k)``           the online network
+``munchausen``      ``v = sum_a' pi'(a'|s') (Q'(s', a')``            the online network
+                    ``- tau log pi'(a'|s'))``, ``r`` plus
+                    ``alpha tau clip(log pi'(a|s), l0, 0)``
 ==================  ==============================================  ============================
 
 ``Q`` is online, ``Q'`` target; members (``config.num_members > 1``) are one pytree with a leading
 member axis, applied with ``jax.vmap`` (one batched matmul); ``averaged`` keeps the ``N`` newest
-target snapshots ``theta_1..theta_N`` as a leading axis of ``target_params``, newest first.
+target snapshots ``theta_1..theta_N`` as a leading axis of ``target_params``, newest first;
+``munchausen``'s ``pi' = softmax(Q'/tau)`` is the target network's policy, read at ``s'`` and, for
+the bonus of the taken action ``a``, at ``s`` (``Estimator.reads_current``).
 With a legal-action mask for ``s'`` every max and argmax ranges over legal actions only. An
 argmax takes the lowest index among tied actions, or, given a ``tie_key`` (``random_tie_break``),
 one of them uniformly at random, as acting does.
 
 Every fact about an estimator is one ``Estimator`` record in ``ESTIMATORS``: its network count
-rule, which online networks its target reads at ``s'``, which members a gradient step trains, how
+rule, which online networks its target reads at ``s'``, whether it reads the target network at
+``s``, which members a gradient step trains, how
 the agent acts on its members, its target and its name. The rest of the library asks the record
 (``update.make_td_update``, ``policy.make_acting_q_fn``, ``memory.network_passes``, ``config``'s
 validation, the CLI's titles), so adding an estimator is one entry here plus its target function
@@ -42,7 +48,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal, NamedTuple
 
 from jaxdqn.choice import kth_true
 from jaxdqn.lazy import LazyModule
@@ -56,7 +62,8 @@ jnp = LazyModule("jax.numpy")
 # (f32[M, B] for double_q: one per member) and carry no gradient.
 TargetFn = Callable[..., "jax.Array"]
 """``target(reward, terminated, gamma, next_q_target, next_q_online, next_legal, tie_key=None)
--> y``."""
+-> y``; with ``Estimator.reads_current`` also ``current=Current(...)`` and ``hparams`` (anything
+with the config's fields of that estimator: a ``DQNConfig`` or the loop's traced ``HParams``)."""
 ActFn = Callable[[Callable, dict, "jax.Array"], "jax.Array"]
 """``act(q_fn, params, obs) -> f32[..., A]``: the Q-values the agent acts on."""
 
@@ -93,6 +100,16 @@ def _bootstrap(reward, terminated, gamma, next_value, legal):
 def _value_at(q, action):
     """``q[..., b, action[..., b]]``."""
     return jnp.take_along_axis(q, action[..., None], axis=-1)[..., 0]
+
+
+class Current(NamedTuple):
+    """What a target of ``Estimator.reads_current`` reads at ``s``: the target network's values
+    ``q_target: f32[B, A]``, the stored action ``action: i32[B]`` and the legal actions
+    ``legal: bool[B, A]`` (None: every action legal)."""
+
+    q_target: Any
+    action: Any
+    legal: Any
 
 
 # ---- targets: pure functions of Q-values -------------------------------------------------------
@@ -151,6 +168,45 @@ def averaged_target(reward, terminated, gamma, next_q_snapshots, next_legal=None
     variance of the target's noise, and with it the max's upward bias."""
     v = jnp.max(_masked(jnp.mean(next_q_snapshots, axis=0), next_legal), axis=-1)
     return _bootstrap(reward, terminated, gamma, v, next_legal)
+
+
+def _log_policy(q, tau, legal):
+    """``log softmax(q / tau)`` over the legal actions (``-inf`` at illegal ones: probability 0),
+    computed stably (``jax.nn.log_softmax`` subtracts the max first)."""
+    return jax.nn.log_softmax(_masked(q, legal) / tau, axis=-1)
+
+
+def munchausen_target(reward, terminated, gamma, next_q_target, q_target, action, tau, alpha,
+                      clip, next_legal=None, legal=None):
+    """Munchausen DQN (Vieillard, Pietquin and Geist 2020)::
+
+        y = r + alpha * tau * clip(log pi'(a|s), clip, 0)
+              + gamma * (1 - terminated) * sum_a' pi'(a'|s') (Q'(s', a') - tau * log pi'(a'|s'))
+
+    with ``pi' = softmax(Q'/tau)`` the target network's policy over the legal actions (``legal``
+    at ``s``, ``next_legal`` at ``s'``; an illegal action has probability 0). The soft value is
+    computed in its closed form ``tau * logsumexp(Q'(s', .)/tau)`` (the sum above, exactly: each
+    ``Q' - tau log pi'`` equals it), which tends to ``max_a' Q'(s', a')`` as ``tau -> 0``; with
+    ``alpha = 0`` the target is soft DQN's. ``next_q_target``, ``q_target``: ``f32[B, A]`` (the
+    target network at ``s'`` and at ``s``); ``action: i32[B]``, the stored action; ``tau``,
+    ``alpha``, ``clip`` (``l0 <= 0``) may be traced. ``gamma`` may be ``f32[B]``: with an
+    n-step return (``reward`` the discounted sum of ``m`` rewards, ``gamma^m`` per sample) the
+    bonus is that of the window's first action and the soft value is taken at ``s_{t+m}``.
+    Returns ``f32[B]``.
+    """
+    log_pi = _value_at(_log_policy(q_target, tau, legal), action.astype(jnp.int32))
+    bonus = alpha * tau * jnp.clip(log_pi, clip, 0.0)
+    soft_value = tau * jax.nn.logsumexp(_masked(next_q_target, next_legal) / tau, axis=-1)
+    return _bootstrap(reward + bonus, terminated, gamma, soft_value, next_legal)
+
+
+def _munchausen(reward, terminated, gamma, next_q_target, next_q_online, next_legal,
+                tie_key=None, *, current: Current, hparams):
+    """``munchausen_target`` in the record's signature; its coefficients are ``hparams``'s
+    ``munchausen_tau``, ``munchausen_alpha`` and ``munchausen_clip``."""
+    return munchausen_target(reward, terminated, gamma, next_q_target, current.q_target,
+                             current.action, hparams.munchausen_tau, hparams.munchausen_alpha,
+                             hparams.munchausen_clip, next_legal, current.legal)
 
 
 def target_only(fn: Callable[..., jax.Array]) -> TargetFn:
@@ -240,7 +296,10 @@ class Estimator:
     ``"all"`` of them. ``train_all_option``: ``DQNConfig.update_all_members`` may turn
     ``"random"`` into ``"all"``. ``target`` reads ``next_q_target: f32[B, A]`` for an estimator of
     exactly one network and ``f32[M, B, A]`` otherwise (``M`` may be 1); it returns one target
-    ``f32[B]`` shared by every member, or ``f32[M, B]``, one per member.
+    ``f32[B]`` shared by every member, or ``f32[M, B]``, one per member. ``reads_current``: the
+    target also reads the target network at ``s`` (one more forward pass over the minibatch per
+    target network) and the stored action, given to ``target`` as ``current=Current(...)`` with
+    the step's ``hparams``.
     """
 
     name: str
@@ -252,6 +311,7 @@ class Estimator:
     act: ActFn
     target: TargetFn
     train_all_option: bool = False
+    reads_current: bool = False
 
     @property
     def snapshots(self) -> bool:
@@ -301,4 +361,8 @@ ESTIMATORS: dict[str, Estimator] = {e.name: e for e in (
     Estimator("averaged", "Averaged N={n}", "max of the mean of N target snapshots",
               configurable_size(2, counts="snapshots"), online_next="none", trains="only",
               act=act_own, target=target_only(averaged_target)),
+    Estimator("munchausen", "Munchausen DQN",
+              "soft target of pi = softmax(Q'/tau) plus a scaled log-policy bonus",
+              fixed_size(1), online_next="none", trains="only", act=act_own, target=_munchausen,
+              reads_current=True),
 )}

@@ -42,7 +42,9 @@ def make_greedy_episodes(config: DQNConfig, num_episodes: int,
     Keys: ``key`` splits into a
     reset key and a step key; step ``t`` of episode ``e`` uses
     ``split(split(split(step_key, max_steps)[t], num_episodes)[e])[0]``, the key gymnax's
-    ``step`` hands ``step_env`` (envs that draw nothing never compute it).
+    ``step`` hands ``step_env`` (envs that draw nothing never compute it). The env is the
+    config's (``envs.env_spec``): with ``sticky_action_prob > 0`` it repeats its previous action
+    as in training, each episode's starting at action 0 (``envs.sticky``).
     """
     if not isinstance(num_episodes, int) or num_episodes <= 0:
         raise ValueError(f"num_episodes={num_episodes!r} is invalid: must be an int > 0")

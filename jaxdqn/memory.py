@@ -1,11 +1,16 @@
 """Memory of a group of runs: where it is estimated from the config alone, before compiling, and
 checked against what the devices have free.
 
-A run's carried state (replay buffer, networks, optimizer, env copies) is known exactly from
-``jax.eval_shape`` of the trainer's ``init``; the replay buffer is exactly ``buffer_size`` times
-the size of one transition. What XLA allocates on top (the gradient step's activations,
-gradients and optimizer temporaries, the sampled minibatch, the env step's temporaries) is an
-upper-bound model checked against ``compiled.memory_analysis()`` in ``tests/test_memory.py``.
+The estimate predicts XLA's own figure, ``compiled.memory_analysis()``'s arguments + outputs +
+temporaries - aliased bytes, of the two programs that train runs: the whole run as one program
+(``runs.train_seeds``: ``device_bytes``) and a segment of it with its state donated (``jaxdqn
+train``/``sweep``, ``runs.Runs.run``: ``segments_bytes``). A run's carried state (replay buffer,
+networks, optimizer, env copies, whatever a new option adds) and its outputs are known exactly
+from ``jax.eval_shape`` of the trainer's ``init`` and ``train``; only the temporaries XLA adds
+(the gradient step's activations and gradients, the sampled minibatch, the env step's
+temporaries) are modelled, with coefficients fitted to XLA:CPU's buffer assignment.
+``tests/test_memory_xla.py`` compares both figures with XLA's over a grid of configs (compile
+only) and ``scripts/memory_analysis.py`` prints them for any config.
 """
 
 from __future__ import annotations
@@ -30,13 +35,20 @@ from jaxdqn.train import make_trainer
 USABLE_FRACTION = 0.9
 # Fixed per-device allowance for the program's small buffers (keys, scalars, loop counters).
 FIXED_BYTES = 64 << 10
+# Temporaries in units of the trained networks' parameters, fitted to XLA:CPU's buffer assignment
+# (tests/test_memory_xla.py): a gradient step's (gradients, Adam's update), and the parameter
+# copies the segment program keeps across its loop's branches on top.
+WORKSPACE_PARAMS = 0.4
+SEGMENT_COPIES = 0.8
 
 
 class MemoryEstimate(NamedTuple):
     """Bytes of a group of runs; the per-run fields are for one run.
 
-    ``device_bytes`` is what the busiest device needs: ``concurrent_runs`` runs' state and
-    workspace at once, plus the results of all ``runs_per_device`` runs it holds.
+    ``device_bytes`` is what the busiest device needs for the whole runs as one program:
+    ``concurrent_runs`` runs' state and workspace at once, plus the results of all
+    ``runs_per_device`` runs it holds. ``segments_bytes`` is what it needs for the segment program
+    (all its runs at once, the state donated: one copy of it; the results are the state's own).
     """
 
     num_seeds: int
@@ -46,9 +58,11 @@ class MemoryEstimate(NamedTuple):
     transition_bytes: int  # one stored transition (s, a, r, terminated, s')
     buffer_bytes: int  # buffer_size * transition_bytes, exactly
     state_bytes: int  # everything a run carries, buffer included, exactly
-    workspace_bytes: int  # temporaries of one gradient step and one env step (upper-bound model)
+    workspace_bytes: int  # temporaries of one gradient step and one env step (a model)
     output_bytes: int  # final params and metrics rows
     device_bytes: int
+    segment_workspace_bytes: int  # workspace_bytes plus the copies the segment program adds
+    segments_bytes: int
 
     @property
     def run_bytes(self) -> int:
@@ -84,13 +98,15 @@ def _conv_widths(config: DQNConfig, obs_shape: tuple[int, ...]) -> int:
 
 def network_passes(config: DQNConfig) -> int:
     """Forward passes over one minibatch in a gradient step (see ``update.make_td_update``): the
-    target networks on s' (one per member, or per snapshot), the online networks on s' that the
-    estimator's target reads (``Estimator.online_next``), and the online networks trained on s."""
+    target networks on s' (one per member, or per snapshot), and on s where the target reads them
+    there (``Estimator.reads_current``), the online networks on s' that the estimator's target
+    reads (``Estimator.online_next``), and the online networks trained on s."""
     estimator, m = ESTIMATORS[config.estimator], config.num_members
     target = config.ensemble_size if estimator.snapshots else m
+    current = target if estimator.reads_current else 0
     online_next = {"none": 0, "first": 1, "every": m}[estimator.online_next]
     trained = 1 if config.trained_members == "random" else m
-    return target + online_next + trained
+    return target + current + online_next + trained
 
 
 def check_seeds_at_once(seeds_at_once) -> None:
@@ -122,17 +138,20 @@ def estimate_memory(config: DQNConfig, num_seeds: int, num_devices: int = 1,
     params = _nbytes(state.train.params)
     obs_dim = math.prod(obs_shape)
     widths = obs_dim + _conv_widths(config, obs_shape) + sum(config.hidden_sizes) + num_actions
-    # A gradient step: the sampled minibatch; per network pass (network_passes) one set of
-    # activations (kept for the backward pass, then reused for their gradients); the gradients
-    # and Adam's update (2 parameter-sized arrays; the new moments overwrite the old in place).
-    # The env step's temporaries are about one copy of the env-facing state.
+    # A gradient step: the sampled minibatch, per network pass (network_passes) one set of
+    # activations, and a fraction of the trained parameters (gradients and Adam's update, which
+    # XLA mostly computes in place). The env step's temporaries are about one copy of the
+    # env-facing state.
     passes = network_passes(config)
+    trained_params = params * (1 if config.trained_members == "random" else config.num_members) \
+        // config.num_members
     update = (config.batch_size * step_bytes
               + passes * config.batch_size * widths * 4
-              + 2 * params)
+              + int(WORKSPACE_PARAMS * trained_params))
     acting = 2 * config.num_envs * widths * 4 + 2 * _nbytes(
         (state.env_state, state.obs, state.episode_return, state.episode_length))
     workspace = update + acting
+    segment_workspace = workspace + int(SEGMENT_COPIES * trained_params)
     runs_per_device = -(-num_seeds // num_devices)
     concurrent = runs_per_device if seeds_at_once is None else min(seeds_at_once,
                                                                    runs_per_device)
@@ -142,11 +161,13 @@ def estimate_memory(config: DQNConfig, num_seeds: int, num_devices: int = 1,
     device = (concurrent * (_nbytes(state) + workspace)
               + runs_per_device * out_bytes * (1 if seeds_at_once is None else 2)
               + FIXED_BYTES)
+    segments = runs_per_device * (_nbytes(state) + segment_workspace) + FIXED_BYTES
     return MemoryEstimate(
         num_seeds=num_seeds, num_devices=num_devices, runs_per_device=runs_per_device,
         concurrent_runs=concurrent, transition_bytes=step_bytes, buffer_bytes=buffer,
         state_bytes=_nbytes(state), workspace_bytes=workspace, output_bytes=out_bytes,
-        device_bytes=device,
+        device_bytes=device, segment_workspace_bytes=segment_workspace,
+        segments_bytes=segments,
     )
 
 
@@ -194,30 +215,35 @@ def max_seeds_at_once(estimate: MemoryEstimate, free: int) -> int:
     return max(usable // estimate.run_bytes, 0)
 
 
-def max_resident_runs(estimate: MemoryEstimate, free: int) -> int:
+def max_resident_runs(estimate: MemoryEstimate, free: int, in_segments: bool = False) -> int:
     """How many runs a device can hold in ``free`` bytes when all of them are resident at once
-    (no ``seeds_at_once``): each needs its state, workspace and results (0 if not even one
-    fits)."""
-    per_run = estimate.run_bytes + 2 * estimate.output_bytes
+    (no ``seeds_at_once``): each needs its state, workspace and results, or in segments its state
+    and the segment program's workspace (0 if not even one fits)."""
+    per_run = (estimate.state_bytes + estimate.segment_workspace_bytes if in_segments
+               else estimate.run_bytes + 2 * estimate.output_bytes)
     return max((int(free * USABLE_FRACTION) - FIXED_BYTES) // per_run, 0)
 
 
 def check_fits(config: DQNConfig, num_seeds: int, devices: Sequence[jax.Device] | None = None,
                seeds_at_once: int | None = None, can_limit: bool = True,
-               runs_per_seed: int = 1) -> MemoryEstimate:
+               runs_per_seed: int = 1, in_segments: bool = False) -> MemoryEstimate:
     """The estimate of ``num_seeds`` runs over ``devices`` (default: all); raises ``ValueError``
     (one line, figures per device) with what fits instead when it exceeds ``USABLE_FRACTION`` of
-    the free memory. ``can_limit=False`` leaves ``seeds_at_once`` out of the advice (callers
-    without it) and names the most seeds that fit, ``runs_per_seed`` runs each (a sweep's
+    the free memory. ``in_segments``: the runs train in segments (``runs.Runs.run``, as ``jaxdqn
+    train``/``sweep`` do; ``segments_bytes``), else as one program (``device_bytes``).
+    ``can_limit=False`` leaves ``seeds_at_once`` out of the advice (callers without it, segments
+    among them) and names the most seeds that fit, ``runs_per_seed`` runs each (a sweep's
     combinations). Pass the devices the runs are split across (``jaxdqn.runs.run_devices``):
     each holds ``ceil(num_seeds / len(devices))`` of them, as the padded split does."""
     devices = jax.devices() if devices is None else list(devices)
     est = estimate_memory(config, num_seeds, len(devices), seeds_at_once)
+    need = est.segments_bytes if in_segments else est.device_bytes
     free, where = free_bytes(devices)
-    if free is None or est.device_bytes <= free * USABLE_FRACTION:
+    if free is None or need <= free * USABLE_FRACTION:
         return est
-    fit = max_seeds_at_once(est, free) if can_limit else max_resident_runs(est, free)
-    if fit >= 1 and can_limit:
+    fit = (max_seeds_at_once(est, free) if can_limit and not in_segments
+           else max_resident_runs(est, free, in_segments))
+    if fit >= 1 and can_limit and not in_segments:
         advice = (f"run at most {fit} seeds at once per device (seeds_at_once={fit}), use "
                   f"fewer seeds, or a smaller buffer_size")
     elif fit >= 1:
@@ -228,9 +254,11 @@ def check_fits(config: DQNConfig, num_seeds: int, devices: Sequence[jax.Device] 
                   + " or a smaller buffer_size")
     else:
         advice = "not even one run fits: reduce buffer_size, batch_size or hidden_sizes"
+    per_run = (est.state_bytes + est.segment_workspace_bytes) if in_segments else est.run_bytes
+    at_once = est.runs_per_device if in_segments else est.concurrent_runs
     raise ValueError(
-        f"{num_seeds} runs need about {_fmt(est.device_bytes)} per device ({est.concurrent_runs}"
-        f" at once x {_fmt(est.run_bytes)}, replay buffer {_fmt(est.buffer_bytes)} each) on "
+        f"{num_seeds} runs need about {_fmt(need)} per device ({at_once}"
+        f" at once x {_fmt(per_run)}, replay buffer {_fmt(est.buffer_bytes)} each) on "
         f"{len(devices)} {devices[0].platform} device{'s' * (len(devices) != 1)}, but only "
         f"{_fmt(free)} of {where} is free per device ({USABLE_FRACTION:.0%} usable); {advice}")
 

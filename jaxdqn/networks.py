@@ -1,5 +1,13 @@
 """The Q-network: an MLP on vector observations or a CNN on image observations, one Q-value per
-action; optionally a stack of independently initialised members (ensemble estimators)."""
+action; optionally a stack of independently initialised members (ensemble estimators).
+
+A network is a torso (the convolutions, then the hidden layers) and a head that turns the torso's
+features into Q-values: one linear layer, or with ``DQNConfig.dueling`` the dueling head (Wang et
+al. 2016), a value and an advantage stream combined by ``dueling_q``. Callers see only
+``q_fn(params, obs) -> f32[..., num_actions]`` (``make_q_fn``), whatever the head: a head that
+needs the legal actions (dueling's mean over them) computes them from the observation, as
+``envs.legal_actions_fn`` allows, so no caller passes a mask.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +25,8 @@ QFn = Callable[[dict, jax.Array], jax.Array]
 
 
 class QNetwork(nn.Module):
-    """Convolutions (if any), then Linear-ReLU for each hidden size, then a linear head.
+    """Convolutions (if any), then Linear-ReLU for each hidden size, then a linear head (with
+    ``dueling``, the dueling head: see ``dueling_q``).
 
     With no convolutions it is the seed's ``QNetwork``: for CartPole (4 -> 120 -> 84 -> 2) it has
     10,934 parameters. With neither hidden layers nor convolutions it is ``Q(s) = s @ W``, linear
@@ -26,15 +35,22 @@ class QNetwork(nn.Module):
     observation is an image ``[..., H, W, C]``; each convolution is ``conv_kernel_size`` square,
     stride 1, no padding, then ReLU (the MinAtar paper's network is ``conv_channels=(16,)``,
     kernel 3, ``hidden_sizes=(128,)``).
+
+    With ``dueling`` the last hidden layer's features feed two linear layers, ``value`` (one
+    output) and ``advantage`` (one per action), in place of the head ``Dense_{n}``: a shared torso
+    and two linear streams, as Dopamine's ``FullRainbowNetwork`` (dopamine/jax/networks.py) and the
+    MinAtar networks of "Revisiting Rainbow" (Obando-Ceron and Castro 2021, networks_new.py) build
+    it. ``legal: bool[..., num_actions]`` (None: all legal) is read by the dueling head only.
     """
 
     num_actions: int
     hidden_sizes: Sequence[int] = (120, 84)
     conv_channels: Sequence[int] = ()
     conv_kernel_size: int = 3
+    dueling: bool = False
 
     @nn.compact
-    def __call__(self, obs: jax.Array) -> jax.Array:
+    def __call__(self, obs: jax.Array, legal: jax.Array | None = None) -> jax.Array:
         x = obs.astype(jnp.float32)
         if self.conv_channels:
             k = self.conv_kernel_size
@@ -43,7 +59,29 @@ class QNetwork(nn.Module):
             x = x.reshape(*x.shape[:-3], -1)
         for size in self.hidden_sizes:
             x = nn.relu(nn.Dense(size)(x))
-        return nn.Dense(self.num_actions, use_bias=not is_linear(self))(x)
+        use_bias = not is_linear(self)
+        if self.dueling:
+            value = nn.Dense(1, use_bias=use_bias, name="value")(x)
+            advantage = nn.Dense(self.num_actions, use_bias=use_bias, name="advantage")(x)
+            return dueling_q(value, advantage, legal)
+        return nn.Dense(self.num_actions, use_bias=use_bias)(x)
+
+
+def dueling_q(value: jax.Array, advantage: jax.Array, legal: jax.Array | None = None) -> jax.Array:
+    """The dueling head's Q-values (Wang et al. 2016, eq. 9): ``Q = V + A - mean_a A``.
+
+    ``value: f32[..., 1]``, ``advantage: f32[..., A]``, ``legal: bool[..., A]`` or None ->
+    ``f32[..., A]``. The mean ranges over the legal actions (all with ``legal=None``), so the
+    advantages of the actions the agent may take average to 0 and ``V`` is their mean Q-value;
+    an illegal action's advantage is left out of the mean, and its Q-value is never read (every
+    max and argmax masks it). A state without legal actions takes a mean of 0.
+    """
+    if legal is None:
+        mean = jnp.mean(advantage, axis=-1, keepdims=True)
+    else:
+        total = jnp.sum(jnp.where(legal, advantage, 0.0), axis=-1, keepdims=True)
+        mean = total / jnp.maximum(jnp.sum(legal, axis=-1, keepdims=True), 1)
+    return value + (advantage - mean)
 
 
 def is_linear(network: QNetwork) -> bool:
@@ -69,7 +107,8 @@ def make_q_network(config: DQNConfig) -> QNetwork:
     num_actions = env_spec(config).num_actions
     conv = tuple(config.conv_channels) if network_kind(config) == "cnn" else ()
     return QNetwork(num_actions=num_actions, hidden_sizes=tuple(config.hidden_sizes),
-                    conv_channels=conv, conv_kernel_size=config.conv_kernel_size)
+                    conv_channels=conv, conv_kernel_size=config.conv_kernel_size,
+                    dueling=config.dueling)
 
 
 def make_q_fn(config: DQNConfig) -> QFn:
@@ -78,15 +117,23 @@ def make_q_fn(config: DQNConfig) -> QFn:
     Params with a member axis (``config.num_members > 1``) are applied with
     ``jax.vmap(q_fn, in_axes=(0, None))``: ``f32[members, ..., num_actions]``.
     A CNN is applied by ``cnn_apply`` (the same function as ``QNetwork.apply`` on the same
-    params, computed faster on a CPU).
+    params, computed faster on a CPU). A dueling network on an env with a legal-action mask
+    computes the mask of ``obs`` itself (``EnvSpec.legal_fn``) for its mean over legal actions.
     """
     network = make_q_network(config)
+    legal_fn = env_spec(config).legal_fn if network.dueling else None
     if network.conv_channels:
-        return lambda params, obs: cnn_apply(params, obs, len(network.conv_channels))
+        num_convs = len(network.conv_channels)
+        if legal_fn is not None:
+            return lambda params, obs: cnn_apply(params, obs, num_convs, legal_fn(obs))
+        return lambda params, obs: cnn_apply(params, obs, num_convs)
+    if legal_fn is not None:
+        return lambda params, obs: network.apply(params, obs, legal_fn(obs))
     return network.apply
 
 
-def cnn_apply(params: dict, obs: jax.Array, num_convs: int) -> jax.Array:
+def cnn_apply(params: dict, obs: jax.Array, num_convs: int,
+              legal: jax.Array | None = None) -> jax.Array:
     """``QNetwork.apply`` for a CNN, each convolution computed as one matrix product (im2col).
 
     ``obs: [..., H, W, C]`` (any dtype; cast to f32) -> ``f32[..., num_actions]``. For every
@@ -96,7 +143,8 @@ def cnn_apply(params: dict, obs: jax.Array, num_convs: int) -> jax.Array:
     it is the VALID, stride-1 convolution. XLA:CPU runs its convolution and, above all, the
     convolution's kernel gradient as slow generic loops at these sizes (a 10x10x4 image, batch
     32); as matmuls the gradient step is about 3x faster. Sums are taken in another order than
-    ``nn.Conv``'s, so outputs agree to float rounding (tests/test_networks.py).
+    ``nn.Conv``'s, so outputs agree to float rounding (tests/test_networks.py). Params with
+    ``value`` and ``advantage`` layers are a dueling network's (``legal`` is read by its head).
     """
     p = params["params"]
     x = obs.astype(jnp.float32)
@@ -109,8 +157,12 @@ def cnn_apply(params: dict, obs: jax.Array, num_convs: int) -> jax.Array:
         x = jax.nn.relu(patches @ kernel.reshape(kh * kw * c_in, c_out) + bias)
     x = x.reshape(*x.shape[:-3], -1)
     dense = sorted((k for k in p if k.startswith("Dense_")), key=lambda k: int(k.split("_")[1]))
-    for name in dense[:-1]:
+    dueling = "advantage" in p
+    for name in dense if dueling else dense[:-1]:
         x = jax.nn.relu(x @ p[name]["kernel"] + p[name]["bias"])
+    if dueling:
+        value, advantage = (x @ p[n]["kernel"] + p[n]["bias"] for n in ("value", "advantage"))
+        return dueling_q(value, advantage, legal)
     head = p[dense[-1]]
     return x @ head["kernel"] + head["bias"]
 

@@ -116,7 +116,7 @@ def check_sweep_fits(groups: Sequence[ShapeGroup], num_seeds: int,
     for gi, group in enumerate(groups):
         try:
             check_fits(group.config, len(group.combinations) * padded, on,
-                       can_limit=False, runs_per_seed=len(group.combinations))
+                       can_limit=False, runs_per_seed=len(group.combinations), in_segments=True)
         except ValueError as e:
             where = f"group {gi + 1}/{len(groups)}: " if len(groups) > 1 else ""
             raise ValueError(f"{where}{e}") from None

@@ -14,7 +14,9 @@ module-level function of the ``Loop`` (what the config fixes) and the ``HParams`
         sync: target sync when the env-step count crosses a multiple of target_update_freq
       maybe_evaluate: every eval_interval env steps (if set) eval_episodes greedy episodes; keep
                       the best params
-      row_metrics: the row's counts and means (one TrainMetrics row)
+      row_metrics: the row's counts and means (one TrainMetrics row), and whether the params or
+                   the row's TD loss are non-finite (one reduction per row: a diverged run is
+                   reported, not crashed on)
 
 Evaluation during training draws from a key of its own (``fold_in(key, EVAL_STREAM)`` of the run's
 key, then ``fold_in(., row)``), never from the training key, so turning it on leaves the training
@@ -60,6 +62,10 @@ from jaxdqn.update import (
 
 EVAL_STREAM = 0x6576616C
 """Evaluation during training draws from ``fold_in(run_key, EVAL_STREAM)``, apart from training."""
+NONFINITE_LOSS = 1
+"""Bit of ``TrainMetrics.nonfinite``: a TD loss of the row was inf or NaN."""
+NONFINITE_PARAMS = 2
+"""Bit of ``TrainMetrics.nonfinite``: some online parameter was inf or NaN at the row's end."""
 
 
 class HParams(NamedTuple):
@@ -73,6 +79,9 @@ class HParams(NamedTuple):
     exploration_steps: Any  # 0 where the config gives exploration_fraction
     target_update_freq: Any
     tau: Any
+    munchausen_tau: Any
+    munchausen_alpha: Any
+    munchausen_clip: Any
 
     @classmethod
     def from_config(cls, config: DQNConfig) -> HParams:
@@ -131,6 +140,7 @@ class TrainMetrics(NamedTuple):
     epsilon: jax.Array  # epsilon at the end of the row
     eval_return: jax.Array  # mean greedy return of the evaluation ending the row (NaN: none)
     eval_truncated: jax.Array  # fraction of those episodes cut by the time limit (NaN: none)
+    nonfinite: jax.Array  # i32: NONFINITE_LOSS | NONFINITE_PARAMS bits of the row; 0: all finite
     # buffer_age_metrics (jaxdqn.replay_age): means over the row's gradient steps of each
     # minibatch's statistic
     sample_age: jax.Array | None = None  # mean age of sampled transitions, in env steps
@@ -278,8 +288,9 @@ def row(loop: Loop, hp: HParams, runner: RunnerState, row_index
     iterations_done = (row_index + 1) * config.iterations_per_log_row
     env_steps = iterations_done * config.steps_per_iteration
     runner, eval_return, eval_truncated = maybe_evaluate(loop, runner, row_index, env_steps)
-    return runner, row_metrics(config, hp, sums, iterations_done, env_steps, eval_return,
-                               eval_truncated)
+    metrics = row_metrics(config, hp, sums, iterations_done, env_steps, eval_return,
+                          eval_truncated, runner.train.params)
+    return runner, metrics
 
 
 def iteration(loop: Loop, hp: HParams, carry: tuple[RunnerState, _RowSums], it
@@ -347,7 +358,7 @@ def learn(loop: Loop, hp: HParams, runner: RunnerState, sums: _RowSums
     """``updates_per_iteration`` x (``buffer_sample`` -> ``td_update``), summing their metrics."""
     config = loop.config
     td_update = make_td_update(config, loop.q_fn, make_optimizer(config, hp.learning_rate),
-                               loop.spec.legal_fn)
+                               loop.spec.legal_fn, hp)
     takes_key = step_takes_key(config)
 
     def one_update(_, carry):
@@ -424,8 +435,9 @@ def maybe_evaluate(loop: Loop, runner: RunnerState, row_index, env_steps
 
 
 def row_metrics(config: DQNConfig, hp: HParams, sums: _RowSums, iterations_done, env_steps,
-                eval_return, eval_truncated) -> TrainMetrics:
-    """The metric row of a row's sums: counts at its end, means over its episodes and updates."""
+                eval_return, eval_truncated, params) -> TrainMetrics:
+    """The metric row of a row's sums: counts at its end, means over its episodes and updates,
+    and ``nonfinite`` of the row's loss sum and the online ``params`` at its end."""
     replay = {} if sums.replay_age is None else {
         name: _mean(total, sums.updates) for name, total in sums.replay_age._asdict().items()}
     return TrainMetrics(
@@ -444,8 +456,17 @@ def row_metrics(config: DQNConfig, hp: HParams, sums: _RowSums, iterations_done,
                             jnp.float32),
         eval_return=eval_return,
         eval_truncated=eval_truncated,
+        nonfinite=nonfinite_bits(sums.loss_sum, params),
         **replay,
     )
+
+
+def nonfinite_bits(loss_sum, params) -> jax.Array:
+    """``i32[]``: ``NONFINITE_LOSS`` where ``loss_sum`` is inf or NaN, plus ``NONFINITE_PARAMS``
+    where any leaf of ``params`` has an inf or NaN (one reduction over the params)."""
+    params_finite = jnp.all(jnp.stack([jnp.isfinite(x).all() for x in jax.tree.leaves(params)]))
+    return (jnp.where(jnp.isfinite(loss_sum), 0, NONFINITE_LOSS)
+            + jnp.where(params_finite, 0, NONFINITE_PARAMS)).astype(jnp.int32)
 
 
 def _mean(total, n):

@@ -16,7 +16,7 @@ import optax
 
 from jaxdqn.buffer import Transition, uniform_index
 from jaxdqn.config import DQNConfig
-from jaxdqn.estimators import ESTIMATORS, first_member, masked_max
+from jaxdqn.estimators import ESTIMATORS, Current, first_member, masked_max
 from jaxdqn.networks import QFn
 
 LegalFn = Callable[[jax.Array], jax.Array]  # obs [..., *obs_shape] -> bool[..., num_actions]
@@ -88,7 +88,7 @@ def td_loss(predicted_q, target, loss: str = "mse", huber_delta: float = 1.0, ha
 
 def make_td_update(
     config: DQNConfig, q_fn: QFn, optimizer: optax.GradientTransformation,
-    legal_fn: LegalFn | None = None,
+    legal_fn: LegalFn | None = None, hparams=None,
 ) -> Callable[..., tuple[TrainState, UpdateInfo]]:
     """A jitted ``td_update(state, batch, gamma, key=None) -> (state, info)``: one gradient step.
 
@@ -98,8 +98,10 @@ def make_td_update(
     target's argmax at random with ``random_tie_break``; otherwise it is ignored.
     ``legal_fn(obs)`` gives the legal actions of ``s'`` (recomputed from the stored observation)
     and of ``s``; None: all actions are legal, and the program is the one without masks.
+    ``hparams`` (``train.HParams``, possibly traced) gives the coefficients a target reads
+    (Munchausen's); None: the config's.
     """
-    step = _TDStep(config, q_fn, optimizer, legal_fn)
+    step = _TDStep(config, q_fn, optimizer, legal_fn, config if hparams is None else hparams)
     return _members_update(step) if config.num_members > 1 else _single_update(step)
 
 
@@ -130,13 +132,15 @@ def _step_keys(config: DQNConfig, key) -> tuple:
 
 @dataclasses.dataclass(frozen=True)
 class _TDStep:
-    """What both forms of a gradient step close over: the config, the network, the optimizer and
-    the legal actions (``legal_fn`` None: all legal)."""
+    """What both forms of a gradient step close over: the config, the network, the optimizer,
+    the legal actions (``legal_fn`` None: all legal) and the coefficients a target reads
+    (``hparams``: the config or ``train.HParams``)."""
 
     config: DQNConfig
     q_fn: QFn
     optimizer: optax.GradientTransformation
     legal_fn: LegalFn | None
+    hparams: object
 
     def legal(self, obs):
         return None if self.legal_fn is None else self.legal_fn(obs)
@@ -166,6 +170,10 @@ class _TDStep:
             next_q_online = self.stacked(params, next_obs)
         else:
             next_q_online = None
+        if estimator.reads_current:
+            current = Current(q_fn(target_params, batch.obs), batch.action, self.legal(batch.obs))
+            return estimator.target(batch.reward, batch.terminated, gamma, next_q_target,
+                                    next_q_online, legal, current=current, hparams=self.hparams)
         if tie_key is None:  # the program without tie-breaking, as before the option
             return estimator.target(batch.reward, batch.terminated, gamma, next_q_target,
                                     next_q_online, legal)

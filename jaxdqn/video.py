@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from jaxdqn.envs import GYMNASIUM_ENV_IDS, gymnasium_limit_mismatch
+from jaxdqn.envs import GYMNASIUM_ENV_IDS, gymnasium_env, gymnasium_limit_mismatch
 
 VIDEO_ENV_IDS = GYMNASIUM_ENV_IDS  # Gymnasium renders them
 VIDEO_SUFFIXES = (".mp4", ".gif")
@@ -57,17 +57,17 @@ def _importable(name: str) -> bool:
 
 def record_episode(agent, path: str | os.PathLike, seed: int = 0) -> EpisodeVideo:
     """Plays one greedy episode of ``agent`` (``jaxdqn.load(...)``) in Gymnasium, reset with
-    ``seed``, and writes its frames to ``path`` (``.mp4`` or ``.gif``, atomically)."""
+    ``seed``, and writes its frames to ``path`` (``.mp4`` or ``.gif``, atomically); with the run's
+    sticky actions (``envs.gymnasium_env``)."""
     check_video_request(agent.config, path)
     os.environ.setdefault("SDL_AUDIODRIVER", "dummy")  # no sound card or display needed:
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # keep SDL from complaining about either
     os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
-    import gymnasium
     import imageio
 
     from jaxdqn.io import atomic_open
 
-    env = gymnasium.make(agent.config.env_id, render_mode="rgb_array")
+    env = gymnasium_env(agent.config, render_mode="rgb_array")
     fps = int(env.metadata.get("render_fps", 30))
     obs, _ = env.reset(seed=seed)
     frames = [env.render()]

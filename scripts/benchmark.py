@@ -161,9 +161,9 @@ def _compile(fn, *args):
         ma = compiled.memory_analysis()
         if ma is not None:
             mem = {"temp_bytes": ma.temp_size_in_bytes, "argument_bytes": ma.argument_size_in_bytes,
-                   "output_bytes": ma.output_size_in_bytes,
+                   "output_bytes": ma.output_size_in_bytes, "alias_bytes": ma.alias_size_in_bytes,
                    "total_bytes": ma.temp_size_in_bytes + ma.argument_size_in_bytes
-                   + ma.output_size_in_bytes}
+                   + ma.output_size_in_bytes - ma.alias_size_in_bytes}
     except Exception:  # noqa: BLE001 - not every backend implements it
         mem = None
     return compiled, compile_s, mem

@@ -104,25 +104,33 @@ def main(argv=None) -> int:
             p.error(f"unknown case {unknown[0]!r}; known: {', '.join(chosen)}")
         chosen = {n: chosen[n] for n in names}
     saved = dict(np.load(args.compare)) if args.compare else None
-    arrays, differ = {}, []
+    arrays, differ, new = {}, [], []
     for name, config in chosen.items():
         t0 = time.perf_counter()
         got = {f"{name}/{k}": v for k, v in outputs(config).items()}
         arrays.update(got)
         status = ""
         if saved is not None:
-            bad = [k for k, v in got.items() if k not in saved or not same(saved[k], v)]
+            # An output the saved file lacks (a metric column added since) is new, not a
+            # difference: it is listed apart, and the saved outputs must all be equal.
+            added = [k for k in got if k not in saved]
+            bad = [k for k, v in got.items() if k in saved and not same(saved[k], v)]
             missing = [k for k in saved if k.startswith(f"{name}/") and k not in got]
             differ += bad + missing
+            new += added
             status = "same" if not bad and not missing else f"DIFFERS: {', '.join(bad + missing)}"
+            if added:
+                status += f" (new, not compared: {', '.join(k.split('/', 1)[1] for k in added)})"
         print(f"{name:40s} {len(got):3d} arrays {time.perf_counter() - t0:6.1f} s {status}",
               flush=True)
     if args.save:
         np.savez(args.save, **arrays)
         print(f"saved {len(arrays)} arrays of {len(chosen)} cases to {args.save}")
         return 0
-    print(f"{len(arrays) - len(differ)} of {len(arrays)} arrays equal bit for bit"
-          + ("" if not differ else f"; {len(differ)} differ"))
+    compared = len(arrays) - len(new)
+    print(f"{compared - len(differ)} of {compared} saved arrays equal bit for bit"
+          + ("" if not differ else f"; {len(differ)} differ")
+          + ("" if not new else f"; {len(new)} new arrays not in the saved file"))
     return 1 if differ else 0
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU check: one short call (about 6 minutes on one H200) that records what jaxdqn does on a GPU.
+# GPU check: one short call (about 9 minutes on one H200) that records what jaxdqn does on a GPU.
 #
 #   bash scripts/gpu_check.sh [OUT_DIR]        # default: $OUT if set, else ./gpu_check
 #
@@ -10,16 +10,19 @@
 #      at 1 seed; 4096 seeds alone take ~67 s wall on an H200);
 #   4. scripts/benchmark.py on DQNConfig() (500k env steps, 49k gradient steps), 1 seed, full loop;
 #   5. scripts/benchmark.py on Breakout-MinAtar (preset minatar-fast: CNN, batch 32, 100k
-#      buffer of bool frames), 50k env steps, for 1, 64 and 256 seeds (pieces at 1 seed);
+#      buffer of bool frames), 50k env steps, for 1 and 64 seeds (pieces at 1 seed), then 512 and
+#      1024 seeds, full loop only (jaxdqn.memory: 1024 need about 81 GiB of the 104.9 GiB JAX
+#      takes of an H200);
 #   6. scripts/solve_cartpole.py: the cartpole preset for 64 seeds, 100 greedy episodes each.
-# Results: OUT_DIR/*.json and OUT_DIR/gpu_check.log. Needs jaxdqn installed with its cuda extra
+# Before each step the log records the GPU memory every process holds (nvidia-smi), so memory
+# another process still holds shows. Results: OUT_DIR/*.json and OUT_DIR/gpu_check.log. Needs jaxdqn installed with its cuda extra
 # (pip install -e ".[cuda]"). PYTHON names the interpreter (default: python3).
 set -u
 cd "$(dirname "$0")/.."
 out="${1:-${OUT:-gpu_check}}"
 mkdir -p "$out"
 log="$out/gpu_check.log"
-budget=${GPU_CHECK_BUDGET_S:-420}   # seconds for the whole check
+budget=${GPU_CHECK_BUDGET_S:-570}   # seconds for the whole check
 start=$(date +%s)
 status=0
 export PY=${PYTHON:-python3}
@@ -34,6 +37,8 @@ step() {  # step NAME MAX_SECONDS COMMAND...: runs COMMAND with min(MAX_SECONDS,
     echo "== $name: skipped, out of time" | tee -a "$log"; status=1; return
   fi
   echo "== $name (limit ${limit}s): $*" | tee -a "$log"
+  command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=memory.used,memory.total \
+    --format=csv,noheader | sed 's/^/   GPU memory used, total: /' | tee -a "$log"
   local t0; t0=$(date +%s)
   timeout "$limit" "$@" 2>&1 | tee -a "$log"
   local rc=${PIPESTATUS[0]}
@@ -65,9 +70,12 @@ step "benchmark cartpole 1 256 4096" 150 "$PY" scripts/benchmark.py --preset car
   --out "$out/benchmark_gpu_cartpole.json"
 step "benchmark DQNConfig() 1 seed" 55 "$PY" scripts/benchmark.py --seeds 1 --pieces-seeds \
   --repeats 1 --budget 30 --out "$out/benchmark_gpu_default.json"
-step "benchmark minatar 1 64 256" 100 "$PY" scripts/benchmark.py --preset minatar-fast \
-  --set total_timesteps=50000 --seeds 1 64 256 --pieces-seeds 1 --repeats 1 --budget 20 \
-  --timeout 60 --out "$out/benchmark_gpu_minatar.json"
+step "benchmark minatar 1 64" 60 "$PY" scripts/benchmark.py --preset minatar-fast \
+  --set total_timesteps=50000 --seeds 1 64 --pieces-seeds 1 --repeats 1 --budget 20 \
+  --timeout 40 --out "$out/benchmark_gpu_minatar.json"
+step "benchmark minatar 512 1024" 200 "$PY" scripts/benchmark.py --preset minatar-fast \
+  --set total_timesteps=50000 --seeds 512 1024 --pieces-seeds --repeats 1 --budget 20 \
+  --timeout 120 --out "$out/benchmark_gpu_minatar_512_1024.json"
 step "solve cartpole 64 seeds" 40 "$PY" scripts/solve_cartpole.py --preset cartpole --seeds 64 \
   --out "$out/solve_cartpole_gpu.json"
 echo "== total $(( $(date +%s) - start ))s, status $status" | tee -a "$log"

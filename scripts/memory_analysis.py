@@ -4,8 +4,9 @@ Compile only (nothing runs, so no device memory is needed): for each seed count 
 compiles, on this process's backend,
 
 - ``segment``: the segment program of ``jaxdqn train``/``sweep`` (``runs.make_runs(...).run``, the
-  rows of one of 20 progress segments), as it is built today;
-- ``segment_donated``: the same function re-jitted with its state argument donated;
+  rows of one of 20 progress segments), its state donated;
+- ``segment_kept``: the same function jitted without donating its state (as it was before issue
+  24: the state in and the state out both alive at its peak);
 - ``fused``: ``jax.jit(jax.vmap(make_train(config)))``, the whole run as one program;
 - ``env_only`` and ``updates_only``: the two pieces ``scripts/benchmark.py`` times;
 
@@ -16,7 +17,7 @@ peak they imply (arguments + outputs + temporaries - aliased) and its ratio to
     python scripts/memory_analysis.py --preset minatar-fast --seeds 4 16 64
     python scripts/memory_analysis.py --preset minatar-fast --set total_timesteps=50000 --seeds 512
 
-Figures are the backend's: XLA:CPU's and XLA:GPU's differ (issue 24 has CPU figures).
+Figures are the backend's: XLA:CPU's and XLA:GPU's differ (docs/benchmarks.md has CPU figures).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import sys
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 import benchmark  # sets XLA_FLAGS (fast_cpu_compile) before JAX is imported
 
-PROGRAMS = ("segment", "segment_donated", "fused", "env_only", "updates_only")
+PROGRAMS = ("segment", "segment_kept", "fused", "env_only", "updates_only")
 
 
 def programs(config, seeds: int, which):
@@ -50,8 +51,8 @@ def programs(config, seeds: int, which):
 
     build = {
         "segment": lambda: runs.run.lower(state, None, first_row, rows),
-        "segment_donated": lambda: jax.jit(
-            runs.run.__wrapped__, static_argnums=3, donate_argnums=0,
+        "segment_kept": lambda: jax.jit(
+            runs.run.__wrapped__, static_argnums=3,
             compiler_options=compiler_options(config)).lower(state, None, first_row, rows),
         "fused": lambda: make_train_seeds(config, None).lower(key_data, None),
         "env_only": lambda: make_train_seeds(benchmark.env_only_config(config), None).lower(

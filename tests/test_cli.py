@@ -331,7 +331,8 @@ def test_train_writes_a_complete_run_folder_and_prints_the_evaluation_table(runs
         np.testing.assert_array_equal(m["env_steps"][0], np.arange(1, 101) * 300)
         csv = (a / run_folder.METRICS_CSV).read_text().splitlines()
         assert csv[0] == ("seed_index,row,env_steps,updates,episodes,episode_return,"
-                          "episode_length,td_loss,q_taken,q_max,epsilon,eval_return,eval_truncated")
+                          "episode_length,td_loss,q_taken,q_max,epsilon,eval_return,eval_truncated,"
+                          "nonfinite")
         assert len(csv) == 1 + 200
         last = csv[-1].split(",")
         assert last[:3] == ["1", "99", "30000"]

@@ -12,6 +12,7 @@ from jaxdqn import DQNConfig, init_q_params, make_acting_q_fn, make_q_fn, make_t
 from jaxdqn.cli.reports import method_name
 from jaxdqn.estimators import (
     ESTIMATORS,
+    Current,
     Estimator,
     act_mean,
     averaged_target,
@@ -21,6 +22,7 @@ from jaxdqn.estimators import (
     double_q_target,
     dqn_target,
     maxmin_target,
+    munchausen_target,
     target_only,
 )
 from jaxdqn.memory import network_passes
@@ -35,12 +37,13 @@ HAND = {
     ("maxmin", (("ensemble_size", 3),)): (3, 3, "random", True, 3 + 0 + 1),
     ("maxmin", (("ensemble_size", 3), ("update_all_members", True))): (3, 3, "all", False, 3 + 3),
     ("averaged", (("ensemble_size", 3),)): (1, 3, "only", False, 3 + 0 + 1),
+    ("munchausen", ()): (1, 1, "only", False, 1 + 1 + 0 + 1),  # the target network at s' and s
 }
 
 
 def test_the_table_lists_every_estimator_in_order():
     assert list(ESTIMATORS) == ["dqn", "double_dqn", "double_q", "clipped_double", "maxmin",
-                                "averaged"]
+                                "averaged", "munchausen"]
     assert all(name == e.name for name, e in ESTIMATORS.items())
     assert [name for name, e in ESTIMATORS.items() if e.snapshots] == ["averaged"]
     assert [name for name, e in ESTIMATORS.items() if e.train_all_option] == ["maxmin"]
@@ -60,10 +63,12 @@ def test_members_snapshots_trained_members_and_network_passes(estimator, extra):
 
 def test_default_sizes_labels_and_size_rules():
     assert {n: DQNConfig(estimator=n).ensemble_size for n in ESTIMATORS} == {
-        "dqn": 1, "double_dqn": 1, "double_q": 2, "clipped_double": 2, "maxmin": 2, "averaged": 2}
+        "dqn": 1, "double_dqn": 1, "double_q": 2, "clipped_double": 2, "maxmin": 2, "averaged": 2,
+        "munchausen": 1}
     assert [method_name(DQNConfig(estimator=n, ensemble_size=None if e.size.fixed else 4))
             for n, e in ESTIMATORS.items()] == ["DQN", "Double DQN", "Double Q",
-                                                "Clipped double Q", "Maxmin N=4", "Averaged N=4"]
+                                                "Clipped double Q", "Maxmin N=4", "Averaged N=4",
+                                                "Munchausen DQN"]
     assert DQNConfig(estimator="maxmin", ensemble_size=1).num_members == 1
     with pytest.raises(ValueError, match=r"ensemble_size=1 is invalid: must be 2 \(or None\) "
                                          "with estimator='clipped_double'"):
@@ -84,6 +89,12 @@ ONLINE = jnp.array([[[0.0, 1.0, 2.0], [3.0, 0.0, 0.0]],
                     [[2.0, 9.0, 0.0], [0.0, 0.0, 1.0]],
                     [[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]])
 
+# What a target of ``reads_current`` reads at s: the target network's values (the numbers of
+# ONLINE[1]), the stored action, the same legal actions as at s'; its coefficients: the config's.
+Q_AT_S = ONLINE[1]
+ACTION = jnp.array([2, 1])
+CURRENT = {"hparams": DQNConfig(estimator="munchausen")}
+
 # The arrays a record's target reads, by the record's facts, and the hand-written function.
 HAND_TARGETS = {
     "dqn": (TARGET[0], None, lambda m: dqn_target(R, TERM, 0.9, TARGET[0], m)),
@@ -95,6 +106,8 @@ HAND_TARGETS = {
                        lambda m: clipped_double_target(R, TERM, 0.9, TARGET[:2], ONLINE[0], m)),
     "maxmin": (TARGET, None, lambda m: maxmin_target(R, TERM, 0.9, TARGET, m)),
     "averaged": (TARGET, None, lambda m: averaged_target(R, TERM, 0.9, TARGET, m)),
+    "munchausen": (TARGET[0], None, lambda m: munchausen_target(
+        R, TERM, 0.9, TARGET[0], Q_AT_S, ACTION, 0.03, 0.9, -1.0, m, m)),
 }
 
 
@@ -106,7 +119,9 @@ def test_each_record_target_is_its_hand_written_function(name):
     assert {"none": None, "first": 2, "every": 3}[record.online_next] == (
         None if next_q_online is None else next_q_online.ndim)
     for legal in (None, LEGAL):
-        y = record.target(R, TERM, 0.9, next_q_target, next_q_online, legal)
+        current = (dict(current=Current(Q_AT_S, ACTION, legal), **CURRENT)
+                   if record.reads_current else {})
+        y = record.target(R, TERM, 0.9, next_q_target, next_q_online, legal, **current)
         np.testing.assert_array_equal(y, by_hand(legal))
     assert y.shape == ((2, 2) if name == "double_q" else (2,))
 

@@ -37,7 +37,7 @@ def _train(cfg, rows_per_segment):
     for first in range(0, cfg.num_log_rows, rows_per_segment):
         state, metrics = batch.run(state, None, first, rows_per_segment)
         segments.append(metrics)
-        params_at.append(state.train.params)
+        params_at.append(jax.device_get(state.train.params))  # the next run consumes state
     metrics = concat_metrics(segments, 1)
     return TrainOutput(state.train.params, metrics, best_params(state)), params_at
 

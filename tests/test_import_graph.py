@@ -14,8 +14,9 @@ import jaxdqn
 LAYERS = (
     # what depends on nothing else in jaxdqn (the package itself only lazily re-exports)
     {"jaxdqn", "jaxdqn.io", "jaxdqn.run_folder", "jaxdqn.parallel", "jaxdqn.buffer", "jaxdqn.lazy",
-     "jaxdqn.envs.ids", "jaxdqn.noisy_max"},
-    {"jaxdqn.choice", "jaxdqn.envs.max_bias", "jaxdqn.envs.minatar", "jaxdqn.envs.probes"},
+     "jaxdqn.envs.ids", "jaxdqn.noisy_max", "jaxdqn.sum_tree"},
+    {"jaxdqn.choice", "jaxdqn.envs.max_bias", "jaxdqn.envs.minatar", "jaxdqn.envs.probes",
+     "jaxdqn.envs.deadly_triad", "jaxdqn.envs.sticky"},
     {"jaxdqn.estimators"},
     {"jaxdqn.envs"},
     {"jaxdqn.config"},

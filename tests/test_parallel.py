@@ -150,9 +150,11 @@ def test_padded_runs_never_reach_an_output():
     assert len(runs.devices) == min(3, jax.device_count())
     state = runs.init(keys, None)
     assert state.obs.shape[0] == runs.num_padded == -(-3 // len(runs.devices)) * len(runs.devices)
-    first, second = run_in_segments(runs, state, None, 0, half)
+    segments = run_in_segments(runs, state, None, 0, half)
+    first = next(segments)
+    saved = first.saved_state()  # before the next segment consumes first.state
+    (second,) = segments
     assert first.metrics.env_steps.shape == (3, half)
-    saved = first.saved_state()
     assert saved.obs.shape[0] == 3 and saved.buffer.pos.shape == ()
     assert jax.tree.map(lambda x: x.shape, saved) == jax.tree.map(
         lambda x: x.shape, runs.state_shape(keys, None))

@@ -35,7 +35,7 @@ def add_parser(sub) -> None:
                         "the gymnax time limit")
     p.add_argument("--sticky-action-prob", type=float, default=None, metavar="P",
                    help="--minatar: the original's sticky-action probability (default 0.1, the "
-                        "paper's; 0 plays as gymnax does)")
+                        "paper's, whatever the run's sticky_action_prob; 0: none)")
     p.add_argument("--epsilon", type=float, default=0.0, metavar="EPS",
                    help="act epsilon-greedily with EPS in both evaluations (default 0: greedy; "
                         "0.05 is the usual MinAtar/Atari protocol)")
@@ -315,19 +315,20 @@ def _gym_version() -> str:
 
 
 def gymnasium_returns(config, params, num_episodes: int, seed: int, seed_index: int):
-    """``f64[num_episodes]``: greedy returns in ``gymnasium.make(config.env_id)``.
+    """``f64[num_episodes]``: greedy returns in ``gymnasium.make(config.env_id)``, with the
+    run's sticky actions (``envs.gymnasium_env``).
 
     All episodes run in lockstep so each step needs one batched forward pass; episode ``e`` is
     reset with a seed drawn from ``SeedSequence([seed, seed_index, e])``.
     """
-    import gymnasium
     import jax
     import numpy as np
 
+    from jaxdqn.envs import gymnasium_env
     from jaxdqn.policy import make_acting_q_fn
 
     acting_q = jax.jit(make_acting_q_fn(config))  # members, linear Q: what training acts on
-    envs = [gymnasium.make(config.env_id) for _ in range(num_episodes)]
+    envs = [gymnasium_env(config) for _ in range(num_episodes)]
     obs = np.stack([
         env.reset(seed=int(np.random.SeedSequence([seed, seed_index, e]).generate_state(1)[0]))[0]
         for e, env in enumerate(envs)

@@ -91,13 +91,15 @@ def parse_field_value(name: str, text: str, where: str) -> Any:
         if kind is str:
             return t
         if typing.get_origin(kind) is tuple:
+            if t.replace(" ", "") in ("()", "[]"):  # hidden_sizes=(): a linear Q
+                return ()
             inner = t.strip("[]() ")
             values = tuple(_to_int(v) for v in inner.replace("x", ",").split(",") if v.strip())
             if not values:
                 raise ValueError
             return values
     except (KeyError, ValueError):
-        what = expected.get(kind, "a comma-separated list of integers, e.g. 64,64")
+        what = expected.get(kind, "a comma-separated list of integers, e.g. 64,64, or ()")
         none = " or none" if optional else ""
         raise UserError(f"{where}: {name}={text!r} is invalid: expected {what}{none}") from None
     raise UserError(f"{where}: field {name!r} cannot be set from text")

@@ -97,6 +97,30 @@ def format_final_vs_best(final_rows, best_rows, best_info: dict, threshold,
     return title + "\n" + table(head, lines)
 
 
+def first_nonfinite_rows(metrics) -> list[tuple[int, int] | None]:
+    """Per run, ``(row, bits)`` of the first metric row whose ``nonfinite`` bits are set
+    (``jaxdqn.train.NONFINITE_LOSS``/``NONFINITE_PARAMS``), None for a run that stayed finite;
+    ``metrics.nonfinite: [num_runs, num_rows]`` (NaN, in runs stored before the column, reads 0)."""
+    import numpy as np
+
+    bits = np.nan_to_num(np.asarray(metrics.nonfinite, np.float64), nan=0.0).astype(np.int64)
+    out = []
+    for run in bits.reshape(-1, bits.shape[-1]):
+        rows = np.flatnonzero(run)
+        out.append(None if rows.size == 0 else (int(rows[0]), int(run[rows[0]])))
+    return out
+
+
+def nonfinite_line(run: int, row: int, bits: int, env_steps: int) -> str:
+    """``"run 3 diverged: non-finite weights at row 12 (env step 48000)"``: what ``bits`` says
+    became non-finite first, and where."""
+    from jaxdqn.train import NONFINITE_LOSS, NONFINITE_PARAMS
+
+    what = " and ".join(name for bit, name in ((NONFINITE_PARAMS, "weights"),
+                                               (NONFINITE_LOSS, "TD loss")) if bits & bit)
+    return f"run {run} diverged: non-finite {what} at row {row} (env step {env_steps})"
+
+
 def table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """Right-aligned columns under a rule; the last row (a total) gets a rule above it too."""
     widths = [max(len(str(c)) for c in col) for col in zip(head, *rows)]

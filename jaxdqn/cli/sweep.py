@@ -233,6 +233,21 @@ def _resume_folder(args):
     return out, stored
 
 
+def _stored_column(stored, key: str, name: str):
+    """``stored[key]`` as an array; the ``nonfinite`` column of a sweep saved before it existed
+    reads as zeros (nothing flagged), shaped like ``env_steps`` beside it, and an option's column
+    the sweep did not log (its option off) as None."""
+    import numpy as np
+
+    from jaxdqn.train import TrainMetrics
+
+    if key not in stored and name in TrainMetrics._field_defaults:
+        return None
+    if name == "nonfinite" and key not in stored:
+        return np.zeros(np.shape(stored[key[:-len(name)] + "env_steps"]), np.int32)
+    return np.asarray(stored[key])
+
+
 def _load_progress(out: Path, groups, num_seeds: int, seed: int):
     """The finished groups' results (``SWEEP_RESUME``), the group stopped part-way
     (``RESUME_STATE``, if it is the next group) and the seconds spent so far."""
@@ -248,8 +263,8 @@ def _load_progress(out: Path, groups, num_seeds: int, seed: int):
             with np.load(out / run_folder.SWEEP_RESUME) as f:
                 seconds = float(f["seconds"])
                 for gi in range(int(f["groups_done"])):
-                    metrics = TrainMetrics(**{name: f[f"g{gi}/{name}"] for name in
-                                              TrainMetrics._fields if f"g{gi}/{name}" in f})
+                    metrics = TrainMetrics(*(_stored_column(f, f"g{gi}/{name}", name)
+                                             for name in TrainMetrics._fields))
                     results.append(GroupResult(group_index=gi, group=groups[gi], metrics=metrics,
                                                params=None, eval_returns=f[f"g{gi}/eval_returns"]))
         except (OSError, ValueError, KeyError, IndexError) as e:
@@ -267,7 +282,7 @@ def _load_progress(out: Path, groups, num_seeds: int, seed: int):
         if int(meta.get("group_index", -1)) == len(results):  # else stale: its group finished
             stored = meta.get("metrics")
             metrics = None if not stored else TrainMetrics(
-                **{name: np.asarray(values) for name, values in stored.items()})
+                *(_stored_column(stored, name, name) for name in TrainMetrics._fields))
             progress = GroupProgress(group_index=len(results), state=state,
                                      rows_done=int(meta["rows_done"]), metrics=metrics)
             seconds = max(seconds, float(meta.get("seconds", 0.0)))

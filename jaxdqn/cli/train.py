@@ -28,10 +28,12 @@ from jaxdqn.cli.progress import PROGRESS_SEGMENTS
 from jaxdqn.cli.reports import (
     eval_rows,
     eval_summary,
+    first_nonfinite_rows,
     format_eval_table,
     format_final_vs_best,
     latest_returns,
     method_name,
+    nonfinite_line,
 )
 from jaxdqn.cli.segments import SegmentLoop, ready_state, run_segments, until_stopped
 
@@ -108,7 +110,8 @@ def check_memory(config, num_seeds: int) -> None:
 
     share = seed_share(num_seeds)
     try:
-        check_fits(config, share, run_devices(share, jax.local_devices()), can_limit=False)
+        check_fits(config, share, run_devices(share, jax.local_devices()), can_limit=False,
+                   in_segments=True)
     except ValueError as e:
         raise UserError(str(e)) from None
 
@@ -283,7 +286,11 @@ def _finish(job: _Job, batch, state, loop: SegmentLoop, interrupted: bool, timin
         else [None if np.isnan(v) else float(v) for v in latest_returns(metrics)],
         # Per seed: did its TD loss or Q-values stop being finite (or its params)?
         "diverged": diverged_seeds(metrics, host_params, num_seeds),
+        "first_nonfinite": first_nonfinite(metrics),
     }
+    for run, first in enumerate(summary["first_nonfinite"]):
+        if first is not None:
+            job.report(nonfinite_line(run, first["row"], first["bits"], first["env_steps"]))
     if any(summary["diverged"]):
         job.report(f"warning: diverged (TD loss or Q-values not finite): "
                    f"{_seed_list(summary['diverged'])}; lower learning_rate or set max_grad_norm")
@@ -375,6 +382,20 @@ def _evaluate_quietly(batch, params, best, seed, num_seeds, num_episodes, interr
     return 0
 
 
+def first_nonfinite(metrics) -> list[dict | None]:
+    """Per seed, where its ``nonfinite`` metric column first flags a row: ``{"row", "env_steps",
+    "bits"}`` (``bits``: ``jaxdqn.train.NONFINITE_LOSS``/``NONFINITE_PARAMS``); None while finite
+    (every seed None without metric rows)."""
+    import numpy as np
+
+    if metrics is None:
+        return []
+    steps = np.asarray(metrics.env_steps)
+    return [None if first is None else
+            {"row": first[0], "env_steps": int(steps[run, first[0]]), "bits": first[1]}
+            for run, first in enumerate(first_nonfinite_rows(metrics))]
+
+
 def diverged_seeds(metrics, params, num_seeds: int) -> list[bool]:
     """Per seed: a row with gradient steps whose mean TD loss or Q-values is not finite, or final
     params that are not. (Rows without a gradient step hold NaN by design.)"""
@@ -407,8 +428,9 @@ def _metrics_from(stored: dict):
 
     rows = np.shape(stored["env_steps"])
     missing = np.full(rows, np.nan, np.float32)  # eval columns of runs stored before they existed
-    optional = TrainMetrics._field_defaults  # None: the run's options do not log them
-    return TrainMetrics(*(np.asarray(stored[f]) if f in stored else optional.get(f, missing)
+    # runs stored before nonfinite: none flagged; an option's columns: None where it was off
+    fill = {"nonfinite": np.zeros(rows, np.int32), **TrainMetrics._field_defaults}
+    return TrainMetrics(*(np.asarray(stored[f]) if f in stored else fill.get(f, missing)
                           for f in TrainMetrics._fields))
 
 

@@ -1,4 +1,5 @@
-"""Environment registry: gymnax ids (classic control, MinAtar) plus jaxdqn's own environments.
+"""Environment registry: gymnax ids (classic control, MinAtar) plus jaxdqn's own environments
+(probes, the maximization-bias MDP, the deadly triad's counterexample).
 
 Importing it imports neither gymnax nor JAX (``jaxdqn --help`` and config validation need only
 the ids, ``jaxdqn.envs.ids``): each environment's module is imported when one is built.
@@ -17,6 +18,7 @@ from jaxdqn.envs.ids import (
     MAX_BIAS_ENV_IDS,
     MINATAR_ENV_IDS,
     PROBE_IDS,
+    TRIAD_ENV_IDS,
 )
 
 
@@ -29,6 +31,9 @@ _OWN_ENVS: dict[str, Callable[[], Any]] = {
     **{probe: _factory("jaxdqn.envs.probes", probe) for probe in PROBE_IDS},
     "MaxBiasMDP": _factory("jaxdqn.envs.max_bias", "MaxBiasMDP"),
     "MaxBiasMDP-book": _factory("jaxdqn.envs.max_bias", "MaxBiasMDP", layout="book"),
+    "TriadMDP": _factory("jaxdqn.envs.deadly_triad", "TriadMDP"),
+    "TriadMDP-tabular": _factory("jaxdqn.envs.deadly_triad", "TriadMDP", variant="tabular"),
+    "TriadMDP-mc": _factory("jaxdqn.envs.deadly_triad", "TriadMDP", variant="mc"),
 }
 _LAZY = {"MaxBiasMDP": "jaxdqn.envs.max_bias", "PROBES": "jaxdqn.envs.probes",
          "expected_q": "jaxdqn.envs.probes"}
@@ -51,9 +56,11 @@ def known_env_ids() -> tuple[str, ...]:
     return GYMNAX_ENV_IDS + MINATAR_ENV_IDS + tuple(_OWN_ENVS)
 
 
-def make_env(env_id: str, max_episode_steps: int | None = None):
+def make_env(env_id: str, max_episode_steps: int | None = None,
+             sticky_action_prob: float = 0.0):
     """Returns ``(env, env_params)`` for ``env_id``; ``max_episode_steps`` overrides the time
-    limit."""
+    limit; ``sticky_action_prob > 0`` wraps the env in ``envs.sticky.StickyActions`` (0: the env
+    itself, unwrapped)."""
     if env_id in _OWN_ENVS:
         env = _OWN_ENVS[env_id]()
         params = env.default_params
@@ -69,6 +76,10 @@ def make_env(env_id: str, max_episode_steps: int | None = None):
         raise ValueError(f"env_id={env_id!r} is unknown; known ids: {', '.join(known_env_ids())}")
     if max_episode_steps is not None:
         params = params.replace(max_steps_in_episode=int(max_episode_steps))
+    if sticky_action_prob != 0.0:
+        from jaxdqn.envs.sticky import StickyActions
+
+        env = StickyActions(env, float(sticky_action_prob))
     return env, params
 
 
@@ -90,7 +101,7 @@ def legal_actions_fn(env, env_params):
 
 class EnvSpec(NamedTuple):
     """A config's environment and what the library derives from it, built once per
-    ``(env_id, max_episode_steps)`` (``env_spec_of``).
+    ``(env_id, max_episode_steps, sticky_action_prob)`` (``env_spec_of``).
 
     ``obs_shape``/``obs_dtype`` are those of ``env.reset``'s observation: what the replay buffer
     stores and the Q-network reads (``bool`` for MinAtar, see ``envs.minatar``).
@@ -105,20 +116,24 @@ class EnvSpec(NamedTuple):
     max_steps: int  # params.max_steps_in_episode: the time limit
 
 
-def env_spec_of(env_id: str, max_episode_steps: int | None = None) -> EnvSpec:
-    """The ``EnvSpec`` of ``make_env(env_id, max_episode_steps)``, built on the first call for
-    those arguments and returned from a cache after (gymnax envs hold no state)."""
-    return _built_env_spec(env_id, None if max_episode_steps is None else int(max_episode_steps))
+def env_spec_of(env_id: str, max_episode_steps: int | None = None,
+                sticky_action_prob: float = 0.0) -> EnvSpec:
+    """The ``EnvSpec`` of ``make_env(env_id, max_episode_steps, sticky_action_prob)``, built on
+    the first call for those arguments and returned from a cache after (gymnax envs hold no
+    state)."""
+    return _built_env_spec(env_id, None if max_episode_steps is None else int(max_episode_steps),
+                           float(sticky_action_prob))
 
 
 @functools.cache
-def _built_env_spec(env_id: str, max_episode_steps: int | None) -> EnvSpec:
+def _built_env_spec(env_id: str, max_episode_steps: int | None,
+                    sticky_action_prob: float) -> EnvSpec:
     """``env_spec_of``'s cache, keyed by its arguments normalised (``lru_cache`` would key
     ``f(x)`` and ``f(x, None)`` apart)."""
     import jax
     import jax.numpy as jnp
 
-    env, params = make_env(env_id, max_episode_steps)
+    env, params = make_env(env_id, max_episode_steps, sticky_action_prob)
     obs, _ = jax.eval_shape(env.reset, jax.ShapeDtypeStruct((2,), jnp.uint32), params)
     return EnvSpec(env=env, params=params, obs_shape=tuple(obs.shape),
                    obs_dtype=jnp.dtype(obs.dtype), num_actions=int(env.num_actions),
@@ -127,8 +142,10 @@ def _built_env_spec(env_id: str, max_episode_steps: int | None) -> EnvSpec:
 
 
 def env_spec(config) -> EnvSpec:
-    """The ``EnvSpec`` of a ``DQNConfig``'s environment (``env_id`` at ``max_episode_steps``)."""
-    return env_spec_of(config.env_id, config.max_episode_steps)
+    """The ``EnvSpec`` of a ``DQNConfig``'s environment (``env_id`` at ``max_episode_steps``,
+    with ``sticky_action_prob``): the one env that training, evaluation in the scan and after it,
+    and the bias study step."""
+    return env_spec_of(config.env_id, config.max_episode_steps, config.sticky_action_prob)
 
 
 def gymnasium_limit_mismatch(config) -> int | None:
@@ -138,6 +155,19 @@ def gymnasium_limit_mismatch(config) -> int | None:
 
     limit = gymnasium.spec(config.env_id).max_episode_steps
     return None if config.max_episode_steps in (None, limit) else limit
+
+
+def gymnasium_env(config, **make_kwargs):
+    """``gymnasium.make(config.env_id, **make_kwargs)``, the Gymnasium twin of a config's env for
+    replays and videos, with Gymnasium's ``StickyAction`` wrapper when ``config.sticky_action_prob
+    > 0`` (its coin comes from the env's ``np_random``, seeded by ``reset(seed=...)``; unlike
+    ``envs.sticky``, it never repeats at an episode's first step)."""
+    import gymnasium
+
+    env = gymnasium.make(config.env_id, **make_kwargs)
+    if config.sticky_action_prob > 0:
+        env = gymnasium.wrappers.StickyAction(env, config.sticky_action_prob)
+    return env
 
 
 def solve_threshold(config) -> float | None:
@@ -164,11 +194,13 @@ __all__ = [
     "MINATAR_ENV_IDS",
     "PROBES",
     "PROBE_IDS",
+    "TRIAD_ENV_IDS",
     "EnvSpec",
     "MaxBiasMDP",
     "env_spec",
     "env_spec_of",
     "expected_q",
+    "gymnasium_env",
     "known_env_ids",
     "legal_actions_fn",
     "make_env",

@@ -1,0 +1,80 @@
+"""The memory estimate against XLA's own figure (compile only: nothing runs, so no memory is
+needed): ``compiled.memory_analysis()``'s arguments + outputs + temporaries - aliased bytes of the
+whole-run program (``runs.make_train_seeds``, estimated by ``device_bytes``) and of the segment
+program with its state donated (``runs.make_runs(...).run``, ``segments_bytes``), for MLP and CNN,
+every estimator, evaluation during training, 1 to 1024 runs.
+
+The target is 10%. Measured on XLA:CPU (jax 0.10.2): 14 of the 18 figures are within 10% (the
+1024-run and MinAtar ones within 4.2% / 9.5%); the others are double_q with one run (-22.6% segment,
+-16.2% whole: one of two members trained at random), evaluation during training as one program
+(+13.3%) and two wide-layer programs (+10.0%, +10.2%). The test holds the estimate to what it
+achieves, so that a change that makes it worse fails."""
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from jaxdqn import DQNConfig
+from jaxdqn.config import preset
+from jaxdqn.memory import estimate_memory
+from jaxdqn.runs import make_runs, make_train_seeds, rows_per_segment, seed_keys
+
+TOLERANCE = 0.25  # the target is 0.10: see the module docstring
+SMALL = dict(total_timesteps=2000, buffer_size=2000)
+GRID = {  # name: (config, runs)
+    "dqn, 4 envs": (DQNConfig(total_timesteps=2000, num_envs=4, train_frequency=4,
+                              buffer_size=5000), 3),
+    "double_dqn, batch 256": (DQNConfig(hidden_sizes=(64, 64), batch_size=256,
+                                        estimator="double_dqn", **SMALL), 3),
+    "double_q": (DQNConfig(estimator="double_q", **SMALL), 1),
+    "clipped_double, wide": (DQNConfig(hidden_sizes=(256, 256), batch_size=256,
+                                       estimator="clipped_double", **SMALL), 2),
+    "maxmin, random member": (DQNConfig(estimator="maxmin", ensemble_size=3, batch_size=64,
+                                        **SMALL), 3),
+    "averaged": (DQNConfig(estimator="averaged", ensemble_size=3, **SMALL), 3),
+    "evaluation during training": (DQNConfig(total_timesteps=4000, eval_interval=2000,
+                                             log_interval=1000, buffer_size=2000), 2),
+    "MinAtar CNN": (preset("minatar-fast").replace(total_timesteps=20000, buffer_size=2000), 3),
+    "cartpole preset, 1024 runs": (preset("cartpole"), 1024),
+}
+
+
+def _peak(lowered) -> int:
+    m = lowered.compile().memory_analysis()
+    return (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
+            - m.alias_size_in_bytes)
+
+
+@pytest.fixture(scope="module")
+def errors():
+    """``{(case, program): (estimate, XLA's figure)}`` over the grid."""
+    out = {}
+    for name, (cfg, n) in GRID.items():
+        est = estimate_memory(cfg, n)
+        keys = jax.ShapeDtypeStruct((n, 2), jnp.uint32)
+        out[name, "whole"] = (est.device_bytes, _peak(make_train_seeds(cfg, None).lower(keys,
+                                                                                       None)))
+        runs = make_runs(cfg, n, devices=jax.devices()[:1])
+        state = jax.eval_shape(runs.init, seed_keys(0, n), None)
+        rows = rows_per_segment(cfg.num_log_rows, 20)
+        out[name, "segment"] = (est.segments_bytes, _peak(runs.run.lower(
+            state, None, jax.ShapeDtypeStruct((), jnp.int32), rows)))
+    return out
+
+
+def test_the_estimate_is_xlas_figure_within_the_tolerance(errors):
+    rel = {key: est / xla - 1 for key, (est, xla) in errors.items()}
+    worst = max(rel, key=lambda k: abs(rel[k]))
+    print(f"\nlargest relative error: {rel[worst]:+.1%} ({worst[0]}, {worst[1]} program)")
+    for key, r in sorted(rel.items()):
+        print(f"  {key[0]:<28} {key[1]:<8} {errors[key][0]:>14,} vs {errors[key][1]:>14,} "
+              f"{r:+.1%}")
+    assert all(abs(r) <= TOLERANCE for r in rel.values()), rel
+
+
+def test_a_segment_holds_one_copy_of_the_state(errors):
+    """The segment program's state is donated: 1024 cartpole runs' replay buffers (50,000
+    transitions of 41 bytes each, 2.05 GB in all) are counted once in its figure, not twice."""
+    _, segment = errors["cartpole preset, 1024 runs", "segment"]
+    buffers = 1024 * 50_000 * 41
+    assert buffers < segment < 1.5 * buffers
