@@ -3,6 +3,8 @@
 ``buffer_add`` writes ``n`` transitions at ``pos .. pos+n-1 (mod capacity)`` in O(n), so the buffer
 always holds exactly the last ``capacity`` transitions, like the seed's concatenating
 ``ReplayBuffer``; ``buffer_sample`` draws uniformly, with replacement, from the filled part.
+With prioritized replay the buffer also holds each slot's priority in a sum tree (``priorities``);
+``jaxdqn.replay`` samples by it and keeps it current.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+
+from jaxdqn.sum_tree import SumTree, sum_tree_init
 
 
 class Transition(NamedTuple):
@@ -25,6 +29,8 @@ class Transition(NamedTuple):
     reward: jax.Array  # f32[...]
     terminated: jax.Array  # bool[...]
     next_obs: jax.Array  # f32[..., *obs_shape]: the true next observation, never an auto-reset one
+    # Optional leaves, None unless an option needs them (the buffer of other configs is unchanged):
+    truncated: jax.Array | None = None  # bool[...]: cut by the time limit (stored with n_step > 1)
     # buffer_age_metrics: the global env step at which it was stored, and the probability that the
     # behaviour policy (epsilon-greedy at that step) took its action
     step: jax.Array | None = None  # i32[...]
@@ -35,16 +41,22 @@ class BufferState(NamedTuple):
     data: Transition  # each leaf has leading axis `capacity`
     pos: jax.Array  # i32[]: where the next transition goes
     size: jax.Array  # i32[]: how many slots hold data, <= capacity
+    # Prioritized replay only (None otherwise): each slot's p^alpha, and the largest p so far.
+    priorities: SumTree | None = None
+    max_priority: jax.Array | None = None  # f32[]: raw |TD error| + epsilon, 1.0 at the start
 
     @property
     def capacity(self) -> int:
         return self.data.reward.shape[0]
 
 
-def buffer_init(capacity: int, obs_shape: tuple[int, ...], obs_dtype=jnp.float32,
-                behaviour: bool = False) -> BufferState:
-    """An empty buffer of ``capacity`` transitions; with ``behaviour``, also each one's ``step``
-    and ``behaviour_prob`` (8 bytes more per transition)."""
+def buffer_init(capacity: int, obs_shape: tuple[int, ...], obs_dtype=jnp.float32, *,
+                truncated: bool = False, prioritized: bool = False, behaviour: bool = False
+                ) -> BufferState:
+    """An empty buffer of ``capacity`` transitions; with ``truncated`` it also stores whether each
+    one was cut by the time limit (n-step windows end there), with ``prioritized`` each slot's
+    priority (all 0: an empty slot is never drawn), with ``behaviour`` each one's ``step`` and
+    ``behaviour_prob`` (8 bytes more per transition)."""
     obs = jnp.zeros((capacity, *obs_shape), obs_dtype)
     data = Transition(
         obs=obs,
@@ -52,11 +64,15 @@ def buffer_init(capacity: int, obs_shape: tuple[int, ...], obs_dtype=jnp.float32
         reward=jnp.zeros((capacity,), jnp.float32),
         terminated=jnp.zeros((capacity,), jnp.bool_),
         next_obs=obs,
+        truncated=jnp.zeros((capacity,), jnp.bool_) if truncated else None,
     )
     if behaviour:
         data = data._replace(step=jnp.zeros((capacity,), jnp.int32),
                              behaviour_prob=jnp.zeros((capacity,), jnp.float32))
-    return BufferState(data=data, pos=jnp.int32(0), size=jnp.int32(0))
+    if not prioritized:
+        return BufferState(data=data, pos=jnp.int32(0), size=jnp.int32(0))
+    return BufferState(data=data, pos=jnp.int32(0), size=jnp.int32(0),
+                       priorities=sum_tree_init(capacity), max_priority=jnp.float32(1.0))
 
 
 def buffer_add(state: BufferState, batch: Transition) -> BufferState:
@@ -69,7 +85,7 @@ def buffer_add(state: BufferState, batch: Transition) -> BufferState:
         state.data,
         batch,
     )
-    return BufferState(
+    return state._replace(
         data=data,
         pos=(state.pos + n) % capacity,
         size=jnp.minimum(state.size + n, capacity),

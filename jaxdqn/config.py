@@ -15,7 +15,8 @@ OPTIMIZERS = ("adam", "sgd")
 NETWORKS = ("auto", "mlp", "cnn")
 TRACED_FIELDS = ("learning_rate", "gamma", "start_epsilon", "end_epsilon", "exploration_fraction",
                  "exploration_steps", "target_update_freq", "tau", "munchausen_tau",
-                 "munchausen_alpha", "munchausen_clip")
+                 "munchausen_alpha", "munchausen_clip", "priority_exponent", "importance_exponent",
+                 "priority_epsilon")
 """The fields that change no array shape: traced (``train.HParams``), so a sweep batches their
 values into one compiled program."""
 DEFAULT_EXPLORATION_FRACTION = 0.2
@@ -70,7 +71,8 @@ class DQNConfig:
         "> 0, a multiple of max(train_frequency, num_envs)")
     buffer_size: int = _field(10_000, "replay capacity in transitions (oldest overwritten)",
                                   "> 0")
-    batch_size: int = _field(128, "transitions per gradient step, sampled uniformly",
+    batch_size: int = _field(128, "transitions per gradient step, sampled uniformly (by priority "
+                             "with prioritized)",
                                 "> 0, <= buffer_size")
     gamma: float = _field(0.99, "discount factor of the TD target", "in [0, 1]")
     learning_rate: float = _field(2.5e-4, "optimizer step size (initial one with anneal_lr)",
@@ -157,6 +159,26 @@ class DQNConfig:
     munchausen_clip: float = _field(
         -1.0, "munchausen: lower clip l0 of the log-policy in the bonus",
         "<= 0 (estimator='munchausen' only)")
+    n_step: int = _field(
+        1, "n-step returns: the target sums up to n discounted rewards, then bootstraps with "
+        "gamma^m from the m-th next observation (m <= n: cut at an episode's end and at the "
+        "buffer's write head)",
+        "> 0; > 1 needs buffer_size a multiple of num_envs and n_step * num_envs <= buffer_size")
+    prioritized: bool = _field(
+        False, "proportional prioritized replay (Schaul et al. 2016): transition i is drawn with "
+        "probability p_i^alpha / sum_j p_j^alpha, p = |TD error| + priority_epsilon after each "
+        "gradient step, new transitions at the largest p so far; losses weighted by importance "
+        "weights (N P(i))^-beta over their batch max", "true or false")
+    priority_exponent: float = _field(
+        0.5, "prioritized: alpha, how strongly priorities skew sampling (0: uniform); 0.5 as "
+        "Rainbow (Hessel et al. 2018) and Dopamine (Schaul et al.'s proportional variant: 0.6)",
+        ">= 0")
+    importance_exponent: float = _field(
+        0.4, "prioritized: beta of the importance weights at step 0, annealed linearly to 1 at "
+        "total_timesteps (0.4: Schaul et al.'s proportional variant and Rainbow)", "in [0, 1]")
+    priority_epsilon: float = _field(
+        1e-6, "prioritized: added to |TD error|, so that no transition's priority is 0",
+        "> 0")
     buffer_age_metrics: bool = _field(
         False, "store each transition's env step and behaviour probability, and log the age of "
         "sampled transitions, the off-policy fraction and importance ratios per metric row",
@@ -197,6 +219,11 @@ class DQNConfig:
                  + f" only, not {self.estimator!r}")
         _check("eval_episodes", self.eval_episodes, self.eval_episodes > 0)
         _check_estimator_fields(self)
+        _check_n_step(self)
+        _check("priority_exponent", self.priority_exponent, self.priority_exponent >= 0)
+        _check("importance_exponent", self.importance_exponent,
+               0.0 <= self.importance_exponent <= 1.0)
+        _check("priority_epsilon", self.priority_epsilon, self.priority_epsilon > 0)
         if self.eval_interval is not None:
             _require("eval_interval", self.eval_interval,
                      self.eval_interval > 0 and self.eval_interval <= self.total_timesteps,
@@ -399,6 +426,19 @@ def field_types() -> dict[str, str]:
     return out
 
 
+def _check_n_step(cfg: DQNConfig) -> None:
+    """An n-step window follows one env copy ``num_envs`` slots at a time around the buffer."""
+    _require("n_step", cfg.n_step, cfg.n_step > 0, "must be > 0")
+    if cfg.n_step == 1:
+        return
+    _require("buffer_size", cfg.buffer_size, cfg.buffer_size % cfg.num_envs == 0,
+             f"must be a multiple of num_envs={cfg.num_envs} with n_step={cfg.n_step} (each env "
+             "copy's transitions are num_envs slots apart, also across the buffer's wrap)")
+    _require("n_step", cfg.n_step, cfg.n_step * cfg.num_envs <= cfg.buffer_size,
+             f"must be <= buffer_size / num_envs = {cfg.buffer_size // cfg.num_envs} (a window "
+             "of n_step steps of one env copy must fit in the buffer)")
+
+
 def _was_derived(cfg: DQNConfig, name: str) -> bool:
     if name == "learning_starts":
         return cfg.learning_starts == cfg.buffer_size
@@ -428,13 +468,14 @@ def _check(name: str, value: Any, ok: bool) -> None:
 
 
 _INT_FIELDS = ("total_timesteps", "buffer_size", "batch_size", "target_update_freq",
-               "train_frequency", "num_envs", "conv_kernel_size", "eval_episodes")
+               "train_frequency", "num_envs", "conv_kernel_size", "eval_episodes", "n_step")
 _OPTIONAL_INT_FIELDS = ("learning_starts", "max_episode_steps", "log_interval", "ensemble_size",
                         "eval_interval", "exploration_steps")
 INT32_MAX = 2**31 - 1
 """The largest value of an int field: the loop counts steps, updates, rows and slots in int32."""
 _FLOAT_FIELDS = ("gamma", "learning_rate", "start_epsilon", "end_epsilon", "huber_delta", "tau",
-                 "munchausen_tau", "munchausen_alpha", "munchausen_clip", "sticky_action_prob")
+                 "munchausen_tau", "munchausen_alpha", "munchausen_clip", "sticky_action_prob",
+                 "priority_exponent", "importance_exponent", "priority_epsilon")
 _ESTIMATOR_FIELDS = {"munchausen": {
     "munchausen_tau": lambda v: v > 0,
     "munchausen_alpha": lambda v: 0 <= v <= 1,
@@ -480,7 +521,7 @@ def _check_types(cfg: DQNConfig) -> None:
         _require(name, v, v is None or is_real(v), "must be a finite number or None")
     _require("env_id", cfg.env_id, isinstance(cfg.env_id, str), "must be a string")
     for name in ("anneal_lr", "update_all_members", "random_tie_break", "dueling",
-                 "buffer_age_metrics"):
+                 "prioritized", "buffer_age_metrics"):
         _require(name, getattr(cfg, name), isinstance(getattr(cfg, name), bool),
                  "must be True or False")
     for name, allowed in (("loss", LOSSES), ("estimator", tuple(ESTIMATORS)),

@@ -9,7 +9,7 @@ module-level function of the ``Loop`` (what the config fixes) and the ``HParams`
         iteration: scan over vector steps             (vector_steps_per_iteration)
           act_and_store: epsilon-greedy act (legal actions only) -> env.step on num_envs copies
                          -> buffer_add -> sums of the episodes that end
-        learn: updates_per_iteration x (buffer_sample -> td_update)   once learning has started
+        learn: updates_per_iteration x (replay_sample -> td_update)   once learning has started
                (buffer_age_metrics: + sampled_replay_age of each minibatch)
         sync: target sync when the env-step count crosses a multiple of target_update_freq
       maybe_evaluate: every eval_interval env steps (if set) eval_episodes greedy episodes; keep
@@ -38,7 +38,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxdqn.buffer import BufferState, Transition, buffer_add, buffer_init, buffer_sample
+from jaxdqn.buffer import BufferState, Transition, buffer_add, buffer_init
 from jaxdqn.config import DQNConfig
 from jaxdqn.envs import EnvSpec, env_spec
 from jaxdqn.estimators import ESTIMATORS
@@ -49,6 +49,12 @@ from jaxdqn.policy import (
     epsilon_greedy,
     epsilon_greedy_probability,
     make_acting_q_fn,
+)
+from jaxdqn.replay import (
+    importance_exponent_at,
+    insert_priorities,
+    replay_sample,
+    update_priorities,
 )
 from jaxdqn.replay_age import ReplayAge, replay_age
 from jaxdqn.update import (
@@ -82,6 +88,9 @@ class HParams(NamedTuple):
     munchausen_tau: Any
     munchausen_alpha: Any
     munchausen_clip: Any
+    priority_exponent: Any  # prioritized replay's alpha
+    importance_exponent: Any  # its beta at step 0
+    priority_epsilon: Any
 
     @classmethod
     def from_config(cls, config: DQNConfig) -> HParams:
@@ -115,8 +124,10 @@ class RunnerState(NamedTuple):
 
 # vmap axes for a group of runs held outside one fused program (runs in segments, sweeps): the
 # buffer's write position and fill level are the same in every run, and keeping them unbatched keeps
-# buffer_add a dynamic-update-slice instead of a per-run scatter (~8% of a small run).
-RUNNER_STATE_AXES = RunnerState(train=0, buffer=BufferState(data=0, pos=None, size=None),
+# buffer_add a dynamic-update-slice instead of a per-run scatter (~8% of a small run). Priorities
+# are per run.
+RUNNER_STATE_AXES = RunnerState(train=0, buffer=BufferState(data=0, pos=None, size=None,
+                                                            priorities=0, max_priority=0),
                                 env_state=0, obs=0, episode_return=0, episode_length=0, key=0,
                                 eval=0)
 
@@ -257,7 +268,8 @@ def init(loop: Loop, key: jax.Array, hparams: HParams | None = None) -> RunnerSt
     return RunnerState(
         train=train_state,
         buffer=buffer_init(config.buffer_size, obs.shape[1:], obs.dtype,
-                           config.buffer_age_metrics),
+                           truncated=config.n_step > 1, prioritized=config.prioritized,
+                           behaviour=config.buffer_age_metrics),
         env_state=env_state,
         obs=obs,
         episode_return=jnp.zeros((config.num_envs,), jnp.float32),
@@ -295,23 +307,28 @@ def row(loop: Loop, hp: HParams, runner: RunnerState, row_index
 
 def iteration(loop: Loop, hp: HParams, carry: tuple[RunnerState, _RowSums], it
               ) -> tuple[tuple[RunnerState, _RowSums], None]:
-    """Iteration ``it``: ``vector_steps_per_iteration`` x ``act_and_store``, then, once learning
-    has started, ``learn`` and ``sync``.
+    """Iteration ``it``: ``vector_steps_per_iteration`` x ``act_and_store``, then (prioritized
+    replay) the new slots' priorities, then, once learning has started, ``learn`` and ``sync``.
 
     ``it`` comes from the scan's ``xs``, unbatched under ``vmap``, so the learning ``cond`` stays
     a real branch (a batched predicate would make it a select that runs both sides)."""
     config = loop.config
     runner, sums = carry
     step0 = it * config.steps_per_iteration
+    first_slot = runner.buffer.pos
 
     def vector_step(carry, j):
         return act_and_store(loop, hp, *carry, step0 + j * config.num_envs), None
 
     (runner, sums), _ = jax.lax.scan(vector_step, (runner, sums),
                                      jnp.arange(config.vector_steps_per_iteration))
+    if config.prioritized:
+        runner = runner._replace(buffer=insert_priorities(
+            runner.buffer, first_slot, config.steps_per_iteration, hp.priority_exponent))
     runner, sums = jax.lax.cond(it >= config.first_learning_iteration,
-                                functools.partial(learn, loop, hp), lambda r, s: (r, s),
-                                runner, sums)
+                                functools.partial(learn, loop, hp,
+                                                  env_steps=step0 + config.steps_per_iteration),
+                                lambda r, s: (r, s), runner, sums)
     return (sync(loop, hp, runner, it, step0), sums), None
 
 
@@ -332,7 +349,8 @@ def act_and_store(loop: Loop, hp: HParams, runner: RunnerState, sums: _RowSums, 
     next_obs, env_state, reward, terminated, truncated, info = jax.vmap(
         spec.env.step, in_axes=(0, 0, 0, None))(env_keys, runner.env_state, action, spec.params)
     reward = reward.astype(jnp.float32)
-    transition = Transition(runner.obs, action, reward, terminated, info["final_observation"])
+    transition = Transition(runner.obs, action, reward, terminated, info["final_observation"],
+                            truncated=truncated if config.n_step > 1 else None)
     if config.buffer_age_metrics:
         transition = transition._replace(
             step=step + jnp.arange(config.num_envs, dtype=jnp.int32),
@@ -353,33 +371,48 @@ def act_and_store(loop: Loop, hp: HParams, runner: RunnerState, sums: _RowSums, 
     return runner, sums
 
 
-def learn(loop: Loop, hp: HParams, runner: RunnerState, sums: _RowSums
+def learn(loop: Loop, hp: HParams, runner: RunnerState, sums: _RowSums, env_steps
           ) -> tuple[RunnerState, _RowSums]:
-    """``updates_per_iteration`` x (``buffer_sample`` -> ``td_update``), summing their metrics."""
+    """``updates_per_iteration`` x (``replay_sample`` -> ``td_update``, then with prioritized
+    replay the drawn slots' priorities), summing their metrics. ``env_steps``: env steps done, for
+    the importance exponent's annealing."""
     config = loop.config
     td_update = make_td_update(config, loop.q_fn, make_optimizer(config, hp.learning_rate),
                                loop.spec.legal_fn, hp)
     takes_key = step_takes_key(config)
+    beta = None
+    if config.prioritized:
+        beta = importance_exponent_at(env_steps, hp.importance_exponent, config.total_timesteps)
 
     def one_update(_, carry):
-        train_state, key, sums = carry
+        # Only the priorities change in the buffer: the loop carries them, not the data.
+        train_state, key, sums, priorities = carry
+        buffer = runner.buffer._replace(priorities=priorities[0], max_priority=priorities[1])
         if takes_key:
             key, sample_key, step_key = jax.random.split(key, 3)
         else:
             (key, sample_key), step_key = jax.random.split(key), None
-        batch = buffer_sample(runner.buffer, sample_key, config.batch_size)
+        sample = replay_sample(buffer, sample_key, config.batch_size, hp.gamma,
+                               n_step=config.n_step, stride=config.num_envs,
+                               importance_exponent=beta)
         if config.buffer_age_metrics:  # of the policy before this step
-            age = sampled_replay_age(loop, hp, runner.buffer, batch, train_state.params)
+            age = sampled_replay_age(loop, hp, buffer, sample.batch, train_state.params)
             sums = sums._replace(replay_age=jax.tree.map(jnp.add, sums.replay_age, age))
-        train_state, info = td_update(train_state, batch, hp.gamma, step_key)
+        gamma = hp.gamma if sample.discount is None else sample.discount
+        train_state, info = td_update(train_state, sample.batch, gamma, step_key, sample.weight)
+        if sample.index is not None:
+            buffer = update_priorities(buffer, sample.index, info.td_error,
+                                       hp.priority_exponent, hp.priority_epsilon)
         sums = sums._replace(updates=sums.updates + 1, loss_sum=sums.loss_sum + info.loss,
                              q_taken_sum=sums.q_taken_sum + info.q_taken,
                              q_max_sum=sums.q_max_sum + info.q_max)
-        return train_state, key, sums
+        return train_state, key, sums, (buffer.priorities, buffer.max_priority)
 
-    train_state, key, sums = jax.lax.fori_loop(
-        0, config.updates_per_iteration, one_update, (runner.train, runner.key, sums))
-    return runner._replace(train=train_state, key=key), sums
+    train_state, key, sums, (priorities, max_priority) = jax.lax.fori_loop(
+        0, config.updates_per_iteration, one_update,
+        (runner.train, runner.key, sums, (runner.buffer.priorities, runner.buffer.max_priority)))
+    buffer = runner.buffer._replace(priorities=priorities, max_priority=max_priority)
+    return runner._replace(train=train_state, key=key, buffer=buffer), sums
 
 
 def sampled_replay_age(loop: Loop, hp: HParams, buffer: BufferState, batch: Transition,

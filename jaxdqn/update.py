@@ -36,6 +36,8 @@ class UpdateInfo(NamedTuple):
     q_max: jax.Array  # max_a Q(s, a; theta) over legal actions
     target: jax.Array  # TD target y (of the member(s) updated)
     grad_norm: jax.Array  # global norm before any clipping (of the member(s) updated)
+    td_error: jax.Array  # f32[B]: |y - Q(s, a)| of the member(s) updated (mean over members when
+    # all are): prioritized replay's priority signal
 
 
 def make_optimizer(config: DQNConfig, learning_rate=None) -> optax.GradientTransformation:
@@ -72,25 +74,29 @@ def init_train_state(config: DQNConfig, params, optimizer: optax.GradientTransfo
     return TrainState(params=params, target_params=target, opt_state=opt_state)
 
 
-def td_loss(predicted_q, target, loss: str = "mse", huber_delta: float = 1.0, half: bool = False):
-    """Mean over the batch of the squared TD error (the seed's loss) or the Huber loss.
+def td_loss(predicted_q, target, loss: str = "mse", huber_delta: float = 1.0, half: bool = False,
+            weight=None):
+    """Mean over the batch of the squared TD error (the seed's loss) or the Huber loss; with
+    ``weight: f32[B]`` (importance weights) the mean of the weighted per-sample losses.
 
     ``half`` halves the squared error, so that an SGD step of size ``alpha`` on a table is the
     tabular ``Q += alpha * (y - Q)``; Adam is insensitive to the factor (up to its epsilon), and
     the Huber loss is already halved in its quadratic part.
     """
     if loss == "mse":
-        if half:
-            return jnp.mean(optax.l2_loss(predicted_q, target))
-        return jnp.mean(optax.squared_error(predicted_q, target))
-    return jnp.mean(optax.huber_loss(predicted_q, target, delta=huber_delta))
+        per_sample = (optax.l2_loss if half else optax.squared_error)(predicted_q, target)
+    else:
+        per_sample = optax.huber_loss(predicted_q, target, delta=huber_delta)
+    return jnp.mean(per_sample if weight is None else weight * per_sample)
 
 
 def make_td_update(
     config: DQNConfig, q_fn: QFn, optimizer: optax.GradientTransformation,
     legal_fn: LegalFn | None = None, hparams=None,
 ) -> Callable[..., tuple[TrainState, UpdateInfo]]:
-    """A jitted ``td_update(state, batch, gamma, key=None) -> (state, info)``: one gradient step.
+    """A jitted ``td_update(state, batch, gamma, key=None, weight=None) -> (state, info)``: one
+    gradient step. ``gamma``: ``f32[]``, or ``f32[B]`` per sample (n-step returns' ``gamma^m``);
+    ``weight: f32[B]``: importance weights of the per-sample losses (prioritized replay).
 
     The estimator's record says which Q-values its target reads at s' and which members the step
     trains. ``key`` (needed where ``step_takes_key(config)``) picks the member to update when it
@@ -180,19 +186,19 @@ class _TDStep:
         return estimator.target(batch.reward, batch.terminated, gamma, next_q_target,
                                 next_q_online, legal, tie_key=tie_key)
 
-    def loss(self, q_taken, target):
+    def loss(self, q_taken, target, weight=None):
         config = self.config
         return td_loss(q_taken, target, config.loss, config.huber_delta,
-                       half=config.optimizer == "sgd")
+                       half=config.optimizer == "sgd", weight=weight)
 
-    def fixed_target_loss(self, params, batch: Transition, target):
+    def fixed_target_loss(self, params, batch: Transition, target, weight=None):
         """The loss of one network against a fixed target; aux: (q_taken, q_max, target)
-        means."""
+        means and the absolute TD errors ``f32[B]``."""
         q = self.q_fn(params, batch.obs)
         q_taken = _q_taken(q, batch.action)
-        loss = self.loss(q_taken, target)
+        loss = self.loss(q_taken, target, weight)
         q_max = masked_max(q, self.legal(batch.obs))
-        return loss, (q_taken.mean(), q_max.mean(), target.mean())
+        return loss, (q_taken.mean(), q_max.mean(), target.mean(), jnp.abs(target - q_taken))
 
 
 def _q_taken(q, action):
@@ -202,24 +208,25 @@ def _q_taken(q, action):
 
 def _single_update(step: _TDStep) -> Callable[..., tuple[TrainState, UpdateInfo]]:
     """``td_update`` of one online network: DQN, Double DQN, Averaged-DQN."""
-    def loss_fn(params, target_params, batch: Transition, gamma, tie_key):
+    def loss_fn(params, target_params, batch: Transition, gamma, tie_key, weight):
         # The order of operations of the original DQN/Double DQN update (bit-identical runs).
         q = step.q_fn(params, batch.obs)
         q_taken = _q_taken(q, batch.action)
         target = step.target(params, target_params, batch, gamma, step.legal(batch.next_obs),
                              tie_key)
-        loss = step.loss(q_taken, target)
+        loss = step.loss(q_taken, target, weight)
         q_max = masked_max(q, step.legal(batch.obs))
-        return loss, (q_taken.mean(), q_max.mean(), target.mean())
+        return loss, (q_taken.mean(), q_max.mean(), target.mean(), jnp.abs(target - q_taken))
 
     @jax.jit
-    def td_update(state: TrainState, batch: Transition, gamma, key=None):
+    def td_update(state: TrainState, batch: Transition, gamma, key=None, weight=None):
         _, tie_key = _step_keys(step.config, key)
-        (loss, (q_taken, q_max, target)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params, state.target_params, batch, gamma, tie_key)
+        (loss, (q_taken, q_max, target, td_error)), grads = jax.value_and_grad(
+            loss_fn, has_aux=True)(state.params, state.target_params, batch, gamma, tie_key,
+                                   weight)
         updates, opt_state = step.optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        info = UpdateInfo(loss, q_taken, q_max, target, optax.tree.norm(grads))
+        info = UpdateInfo(loss, q_taken, q_max, target, optax.tree.norm(grads), td_error)
         return state._replace(params=params, opt_state=opt_state), info
 
     return td_update
@@ -231,14 +238,14 @@ def _members_update(step: _TDStep) -> Callable[..., tuple[TrainState, UpdateInfo
     config = step.config
     num = config.num_members
 
-    def step_one(params, opt_state, batch, target):
+    def step_one(params, opt_state, batch, target, weight):
         (loss, aux), grads = jax.value_and_grad(step.fixed_target_loss, has_aux=True)(
-            params, batch, target)
+            params, batch, target, weight)
         updates, opt_state = step.optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss, aux, optax.tree.norm(grads)
 
     @jax.jit
-    def td_update_members(state: TrainState, batch: Transition, gamma, key=None):
+    def td_update_members(state: TrainState, batch: Transition, gamma, key=None, weight=None):
         member_key, tie_key = _step_keys(config, key)
         # f32[M, B]: the target of each member (a shared f32[B] target repeated)
         y = step.target(state.params, state.target_params, batch, gamma,
@@ -247,17 +254,19 @@ def _members_update(step: _TDStep) -> Callable[..., tuple[TrainState, UpdateInfo
         if config.trained_members == "random":
             i = uniform_index(member_key, (), num)
             pick = lambda tree: jax.tree.map(lambda x: x[i], tree)  # noqa: E731
-            params, opt_state, loss, (q_taken, q_max, target), norm = step_one(
-                pick(state.params), pick(state.opt_state), batch, y[i])
+            params, opt_state, loss, (q_taken, q_max, target, td_error), norm = step_one(
+                pick(state.params), pick(state.opt_state), batch, y[i], weight)
             put = lambda tree, new: jax.tree.map(lambda x, v: x.at[i].set(v), tree, new)  # noqa
             params, opt_state = put(state.params, params), put(state.opt_state, opt_state)
             opt_state = share_schedule_count(opt_state, i)
         else:
-            params, opt_state, loss, (q_taken, q_max, target), norm = jax.vmap(
-                step_one, in_axes=(0, 0, None, 0))(state.params, state.opt_state, batch, y)
+            params, opt_state, loss, (q_taken, q_max, target, td_error), norm = jax.vmap(
+                step_one, in_axes=(0, 0, None, 0, None))(state.params, state.opt_state, batch, y,
+                                                         weight)
             loss, q_taken, q_max, target = (x.mean() for x in (loss, q_taken, q_max, target))
+            td_error = td_error.mean(axis=0)
             norm = jnp.sqrt(jnp.sum(norm ** 2))
-        info = UpdateInfo(loss, q_taken, q_max, target, norm)
+        info = UpdateInfo(loss, q_taken, q_max, target, norm, td_error)
         return state._replace(params=params, opt_state=opt_state), info
 
     return td_update_members

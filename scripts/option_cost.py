@@ -102,14 +102,14 @@ def programs(config, iterations: int):
     loop = train.Loop.of(config)
     hp = train.HParams.from_config(config)
     runner = full_buffer(loop, train.init(loop, jax.random.key(0), hp), jax.random.key(1))
-    first = config.first_learning_iteration
+    first, steps = config.first_learning_iteration, config.steps_per_iteration
     its = first + jnp.arange(iterations)
 
     @jax.jit
     def learn_fn(runner):
         def one(carry, _):
             runner, sums = carry
-            return train.learn(loop, hp, runner, sums), None
+            return train.learn(loop, hp, runner, sums, env_steps=(first + 1) * steps), None
 
         (runner, sums), _ = jax.lax.scan(one, (runner, train._RowSums.zeros(loop.config)), None,
                                          length=iterations)

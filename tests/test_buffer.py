@@ -74,7 +74,7 @@ def test_circular_buffer_holds_exactly_what_the_seed_buffer_holds(capacity, batc
         t += n
         state = _add(state, batch)
         for i in range(n):
-            ref.add(*(x[i] for x in batch if x is not None))  # the five leaves of every buffer
+            ref.add(*(x[i] for x in batch if x is not None))
         got = _chronological(state)
         assert int(state.size) == len(ref.rewards)
         np.testing.assert_array_equal(got.obs, ref.obs)

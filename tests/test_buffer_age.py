@@ -84,13 +84,14 @@ def test_sampled_ages_count_from_the_newest_transition_and_pi_uses_the_current_e
     np.testing.assert_allclose(stats.trace_coefficient, (0.25 + 1 + 1 + 1) / 4, rtol=1e-6)
 
 
-def test_greedy_behaviour_and_an_unchanging_policy_are_on_policy():
+@pytest.mark.parametrize("replay", [{}, {"n_step": 3, "prioritized": True}])
+def test_greedy_behaviour_and_an_unchanging_policy_are_on_policy(replay):
     """Epsilon 0 throughout and a step size too small to move any parameter: every sampled action
-    is the current greedy one, pi = mu = 1."""
+    is the current greedy one, pi = mu = 1 (with n-step windows: their first action)."""
     config = DQNConfig(total_timesteps=2000, num_envs=4, train_frequency=4, buffer_size=500,
                        batch_size=32, learning_starts=404, log_interval=400, start_epsilon=0.0,
                        end_epsilon=0.0, optimizer="sgd", learning_rate=1e-30, hidden_sizes=(16,),
-                       buffer_age_metrics=True)
+                       buffer_age_metrics=True, **replay)
     trainer = make_trainer(config)
     key = jax.random.PRNGKey(0)
     out = jax.jit(trainer.train)(key)
