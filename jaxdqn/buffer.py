@@ -18,7 +18,11 @@ from jaxdqn.sum_tree import SumTree, sum_tree_init
 
 
 class Transition(NamedTuple):
-    """One or more transitions ``(s, a, r, terminated, s')``; leading axes are batch axes."""
+    """One or more transitions ``(s, a, r, terminated, s')``; leading axes are batch axes.
+
+    The optional leaves are None unless an option needs them, so a buffer without them is the same
+    pytree (and the same memory) as before they existed.
+    """
 
     obs: jax.Array  # f32[..., *obs_shape]
     action: jax.Array  # i32[...]
@@ -27,6 +31,10 @@ class Transition(NamedTuple):
     next_obs: jax.Array  # f32[..., *obs_shape]: the true next observation, never an auto-reset one
     # Optional leaves, None unless an option needs them (the buffer of other configs is unchanged):
     truncated: jax.Array | None = None  # bool[...]: cut by the time limit (stored with n_step > 1)
+    # buffer_age_metrics: the global env step at which it was stored, and the probability that the
+    # behaviour policy (epsilon-greedy at that step) took its action
+    step: jax.Array | None = None  # i32[...]
+    behaviour_prob: jax.Array | None = None  # f32[...]
 
 
 class BufferState(NamedTuple):
@@ -43,10 +51,12 @@ class BufferState(NamedTuple):
 
 
 def buffer_init(capacity: int, obs_shape: tuple[int, ...], obs_dtype=jnp.float32, *,
-                truncated: bool = False, prioritized: bool = False) -> BufferState:
+                truncated: bool = False, prioritized: bool = False, behaviour: bool = False
+                ) -> BufferState:
     """An empty buffer of ``capacity`` transitions; with ``truncated`` it also stores whether each
     one was cut by the time limit (n-step windows end there), with ``prioritized`` each slot's
-    priority (all 0: an empty slot is never drawn)."""
+    priority (all 0: an empty slot is never drawn), with ``behaviour`` each one's ``step`` and
+    ``behaviour_prob`` (8 bytes more per transition)."""
     obs = jnp.zeros((capacity, *obs_shape), obs_dtype)
     data = Transition(
         obs=obs,
@@ -56,6 +66,9 @@ def buffer_init(capacity: int, obs_shape: tuple[int, ...], obs_dtype=jnp.float32
         next_obs=obs,
         truncated=jnp.zeros((capacity,), jnp.bool_) if truncated else None,
     )
+    if behaviour:
+        data = data._replace(step=jnp.zeros((capacity,), jnp.int32),
+                             behaviour_prob=jnp.zeros((capacity,), jnp.float32))
     if not prioritized:
         return BufferState(data=data, pos=jnp.int32(0), size=jnp.int32(0))
     return BufferState(data=data, pos=jnp.int32(0), size=jnp.int32(0),

@@ -179,6 +179,10 @@ class DQNConfig:
     priority_epsilon: float = _field(
         1e-6, "prioritized: added to |TD error|, so that no transition's priority is 0",
         "> 0")
+    buffer_age_metrics: bool = _field(
+        False, "store each transition's env step and behaviour probability, and log the age of "
+        "sampled transitions, the off-policy fraction and importance ratios per metric row",
+        "true or false")
 
     def __post_init__(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
@@ -517,7 +521,7 @@ def _check_types(cfg: DQNConfig) -> None:
         _require(name, v, v is None or is_real(v), "must be a finite number or None")
     _require("env_id", cfg.env_id, isinstance(cfg.env_id, str), "must be a string")
     for name in ("anneal_lr", "update_all_members", "random_tie_break", "dueling",
-                 "prioritized"):
+                 "prioritized", "buffer_age_metrics"):
         _require(name, getattr(cfg, name), isinstance(getattr(cfg, name), bool),
                  "must be True or False")
     for name, allowed in (("loss", LOSSES), ("estimator", tuple(ESTIMATORS)),

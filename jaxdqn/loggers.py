@@ -7,9 +7,12 @@ train``, or a grid point of ``jaxdqn sweep`` (the mean over its seeds).
 
 Scalars, against env steps (per run): ``train/episode_return``, ``train/episode_length``,
 ``train/td_loss``, ``train/q_taken``, ``train/q_max``, ``train/epsilon``, ``eval/return`` and
-``eval/truncated_fraction`` (rows that evaluated during training) and
-``perf/env_steps_per_second`` (the whole batch's throughput over the segment). A NaN (a row with no
-finished episode, no update or no evaluation) is left out rather than written.
+``eval/truncated_fraction`` (rows that evaluated during training), with ``buffer_age_metrics``
+``replay/sample_age``, ``replay/sample_age_p90``, ``replay/off_policy_fraction``,
+``replay/importance_ratio`` and ``replay/trace_coefficient``, and ``perf/env_steps_per_second``
+(the whole batch's throughput over the segment). A NaN (a row with no finished episode, no update
+or no evaluation) is left out rather than written, and so is a column the run does not have
+(None).
 
 Optional packages: ``tensorboardX`` (``pip install "jaxdqn[tensorboard]"``), ``wandb``
 (``pip install "jaxdqn[wandb]"``); ``MissingPackage`` names the extra when one is absent.
@@ -36,6 +39,11 @@ SCALARS: dict[str, str] = {
     "epsilon": "train/epsilon",
     "eval_return": "eval/return",
     "eval_truncated": "eval/truncated_fraction",
+    "sample_age": "replay/sample_age",
+    "sample_age_p90": "replay/sample_age_p90",
+    "off_policy_fraction": "replay/off_policy_fraction",
+    "importance_ratio": "replay/importance_ratio",
+    "trace_coefficient": "replay/trace_coefficient",
 }
 """TrainMetrics field -> the tag it is logged under."""
 THROUGHPUT_TAG = "perf/env_steps_per_second"
@@ -73,7 +81,7 @@ def scalar_rows(metrics: Any) -> Iterator[tuple[int, int, dict[str, float]]]:
         for row in range(steps.shape[1]):
             values = {}
             for field, tag in SCALARS.items():
-                if not hasattr(metrics, field):
+                if getattr(metrics, field, None) is None:
                     continue
                 v = float(np.asarray(getattr(metrics, field))[run, row])
                 if math.isfinite(v):
@@ -87,6 +95,8 @@ def mean_over_seeds(metrics: Any) -> Any:
     import warnings
 
     def reduce(name, x):
+        if x is None:  # a column this run does not have
+            return None
         x = np.asarray(x)
         if name in ("env_steps", "updates"):
             return x[:, 0]

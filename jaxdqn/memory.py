@@ -76,11 +76,13 @@ def _nbytes(tree) -> int:
 
 def transition_bytes(config: DQNConfig) -> int:
     """Bytes of one stored transition: obs, action, reward, terminated and next obs, the
-    observations in the env's own dtype (1 byte per cell for MinAtar's booleans), and
-    ``truncated`` with ``n_step > 1``."""
+    observations in the env's own dtype (1 byte per cell for MinAtar's booleans), and the
+    options' leaves: ``truncated`` with ``n_step > 1``, step and behaviour probability with
+    ``buffer_age_metrics``."""
     spec = env_spec(config)
     one = jax.eval_shape(lambda: buffer_init(1, spec.obs_shape, spec.obs_dtype,
-                                             truncated=config.n_step > 1))
+                                             truncated=config.n_step > 1,
+                                             behaviour=config.buffer_age_metrics))
     return _nbytes(one.data)
 
 

@@ -66,6 +66,38 @@ def greedy_action(q_values: jax.Array, legal: jax.Array | None = None) -> jax.Ar
     return jnp.argmax(q_values, axis=-1).astype(jnp.int32)
 
 
+def greedy_probability(q_values: jax.Array, action: jax.Array, legal: jax.Array | None = None,
+                       random_tie_break: bool = False) -> jax.Array:
+    """``f32[...]``: the probability that the greedy choice of ``epsilon_greedy`` picks ``action``
+    (``i32[...]``) at ``q_values: f32[..., A]``: 1 for the legal action of largest Q (lowest index
+    among ties) and 0 for the others, or with ``random_tie_break`` ``1/|T|`` for each of the
+    ``|T|`` tied legal maxima."""
+    if not random_tie_break:
+        return (action == greedy_action(q_values, legal)).astype(jnp.float32)
+    legal = jnp.ones(q_values.shape, bool) if legal is None else legal
+    masked = jnp.where(legal, q_values, -jnp.inf)
+    ties = jnp.logical_and(legal, masked == masked.max(axis=-1, keepdims=True))
+    taken = jnp.take_along_axis(ties, action[..., None], axis=-1)[..., 0]
+    return taken / ties.sum(axis=-1, dtype=jnp.int32)
+
+
+def epsilon_greedy_probability(q_values: jax.Array, action: jax.Array, epsilon,
+                               legal: jax.Array | None = None, random_tie_break: bool = False
+                               ) -> jax.Array:
+    """``f32[...]``: the probability that ``epsilon_greedy`` with the same arguments picks
+    ``action``: ``epsilon * [a legal] / |L| + (1 - epsilon) * greedy_probability``.
+
+    ``epsilon_greedy`` draws its random action as ``floor(u * n)`` from a ``u`` with ``2^23``
+    equally likely values, which is uniform on the ``n`` legal actions exactly when ``n`` is a
+    power of two, and otherwise within ``2^-23`` of ``1/n``; this returns ``1/n``.
+    """
+    legal_all = jnp.ones(q_values.shape, bool) if legal is None else legal
+    is_legal = jnp.take_along_axis(legal_all, action[..., None], axis=-1)[..., 0]
+    uniform = is_legal / legal_all.sum(axis=-1, dtype=jnp.int32)
+    return (epsilon * uniform
+            + (1.0 - epsilon) * greedy_probability(q_values, action, legal, random_tie_break))
+
+
 def make_acting_q_fn(config):
     """The Q-values the agent acts on: ``q(params, obs[..., *obs_shape]) -> f32[..., A]``.
 

@@ -117,7 +117,8 @@ def n_step_window(buffer: BufferState, index: jax.Array, n: int, stride: int, ga
       still an exact ``m``-step return.
 
     Returns ``reward = sum_{k<m} gamma^k r_{t+k}`` and the window's last ``terminated``,
-    ``truncated`` and ``next_obs``, with ``obs`` and ``action`` of slot ``t``; the target is then
+    ``truncated`` and ``next_obs``, with ``obs``, ``action`` (and ``buffer_age_metrics``' ``step``
+    and ``behaviour_prob``) of slot ``t``; the target is then
     ``reward + gamma^m (1 - terminated) v(next_obs)``.
     """
     data, capacity = buffer.data, buffer.capacity
@@ -137,5 +138,7 @@ def n_step_window(buffer: BufferState, index: jax.Array, n: int, stride: int, ga
     last = jnp.take_along_axis(slots, (m - 1)[:, None], axis=1)[:, 0]
     batch = Transition(obs=data.obs[index], action=data.action[index], reward=reward,
                        terminated=data.terminated[last], next_obs=data.next_obs[last],
-                       truncated=data.truncated[last])
+                       truncated=data.truncated[last],
+                       **{name: getattr(data, name)[index] for name in ("step", "behaviour_prob")
+                          if getattr(data, name) is not None})
     return batch, powers[m]

@@ -433,7 +433,8 @@ def run_in_segments(runs: Runs, state: RunnerState, hparams: HParams | None, fir
 
 def concat_metrics(segments: Sequence[TrainMetrics], num_run_axes: int) -> TrainMetrics:
     """Joins segments of metric rows along the row axis (after ``num_run_axes`` run axes)."""
-    return TrainMetrics(*(np.concatenate(parts, axis=num_run_axes) for parts in zip(*segments)))
+    return TrainMetrics(*(None if parts[0] is None else np.concatenate(parts, axis=num_run_axes)
+                          for parts in zip(*segments)))
 
 
 __all__ = [

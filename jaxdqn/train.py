@@ -10,6 +10,7 @@ module-level function of the ``Loop`` (what the config fixes) and the ``HParams`
           act_and_store: epsilon-greedy act (legal actions only) -> env.step on num_envs copies
                          -> buffer_add -> sums of the episodes that end
         learn: updates_per_iteration x (replay_sample -> td_update)   once learning has started
+               (buffer_age_metrics: + sampled_replay_age of each minibatch)
         sync: target sync when the env-step count crosses a multiple of target_update_freq
       maybe_evaluate: every eval_interval env steps (if set) eval_episodes greedy episodes; keep
                       the best params
@@ -43,13 +44,19 @@ from jaxdqn.envs import EnvSpec, env_spec
 from jaxdqn.estimators import ESTIMATORS
 from jaxdqn.evaluation import make_greedy_episodes
 from jaxdqn.networks import QFn, init_q_params, make_q_fn
-from jaxdqn.policy import epsilon_at, epsilon_greedy, make_acting_q_fn
+from jaxdqn.policy import (
+    epsilon_at,
+    epsilon_greedy,
+    epsilon_greedy_probability,
+    make_acting_q_fn,
+)
 from jaxdqn.replay import (
     importance_exponent_at,
     insert_priorities,
     replay_sample,
     update_priorities,
 )
+from jaxdqn.replay_age import ReplayAge, replay_age
 from jaxdqn.update import (
     TrainState,
     init_train_state,
@@ -129,7 +136,8 @@ class TrainMetrics(NamedTuple):
     """Metrics, one row per ``log_interval`` env steps (arrays of shape ``[num_log_rows]``).
 
     Means are over the episodes completed, or the gradient steps taken, within the row; NaN where
-    there were none.
+    there were none. The optional columns are None when their option is off (``columns`` lists
+    the ones a run has).
     """
 
     env_steps: jax.Array  # env steps done at the end of the row
@@ -144,6 +152,17 @@ class TrainMetrics(NamedTuple):
     eval_return: jax.Array  # mean greedy return of the evaluation ending the row (NaN: none)
     eval_truncated: jax.Array  # fraction of those episodes cut by the time limit (NaN: none)
     nonfinite: jax.Array  # i32: NONFINITE_LOSS | NONFINITE_PARAMS bits of the row; 0: all finite
+    # buffer_age_metrics (jaxdqn.replay_age): means over the row's gradient steps of each
+    # minibatch's statistic
+    sample_age: jax.Array | None = None  # mean age of sampled transitions, in env steps
+    sample_age_p90: jax.Array | None = None  # the minibatch's 90th percentile of ages
+    off_policy_fraction: jax.Array | None = None  # sampled actions the greedy policy would not take
+    importance_ratio: jax.Array | None = None  # mean pi(a|s) / mu(a|s), pi at the current epsilon
+    trace_coefficient: jax.Array | None = None  # mean min(1, pi(a|s) / mu(a|s)) (Retrace's c)
+
+    def columns(self) -> dict[str, Any]:
+        """The columns this run has, by name in field order: every field that is not None."""
+        return {name: value for name, value in self._asdict().items() if value is not None}
 
 
 class BestParams(NamedTuple):
@@ -169,10 +188,15 @@ class _RowSums(NamedTuple):
     loss_sum: jax.Array
     q_taken_sum: jax.Array
     q_max_sum: jax.Array
+    replay_age: ReplayAge | None = None  # sums over the row's gradient steps (buffer_age_metrics)
 
     @classmethod
-    def zeros(cls) -> _RowSums:
-        return cls(jnp.int32(0), *(jnp.float32(0.0),) * 2, jnp.int32(0), *(jnp.float32(0.0),) * 3)
+    def zeros(cls, config: DQNConfig) -> _RowSums:
+        """The sums of a row before its first step, with the sums ``config``'s options keep."""
+        replay = (ReplayAge(*(jnp.float32(0.0),) * len(ReplayAge._fields))
+                  if config.buffer_age_metrics else None)
+        return cls(jnp.int32(0), *(jnp.float32(0.0),) * 2, jnp.int32(0), *(jnp.float32(0.0),) * 3,
+                   replay)
 
 
 class Trainer(NamedTuple):
@@ -244,7 +268,8 @@ def init(loop: Loop, key: jax.Array, hparams: HParams | None = None) -> RunnerSt
     return RunnerState(
         train=train_state,
         buffer=buffer_init(config.buffer_size, obs.shape[1:], obs.dtype,
-                           truncated=config.n_step > 1, prioritized=config.prioritized),
+                           truncated=config.n_step > 1, prioritized=config.prioritized,
+                           behaviour=config.buffer_age_metrics),
         env_state=env_state,
         obs=obs,
         episode_return=jnp.zeros((config.num_envs,), jnp.float32),
@@ -270,7 +295,7 @@ def row(loop: Loop, hp: HParams, runner: RunnerState, row_index
     # ~10% of a CartPole run on XLA:CPU (copies of the kept params).
     eval_state, runner = runner.eval, runner._replace(eval=None)
     (runner, sums), _ = jax.lax.scan(functools.partial(iteration, loop, hp),
-                                     (runner, _RowSums.zeros()), its)
+                                     (runner, _RowSums.zeros(config)), its)
     runner = runner._replace(eval=eval_state)
     iterations_done = (row_index + 1) * config.iterations_per_log_row
     env_steps = iterations_done * config.steps_per_iteration
@@ -310,23 +335,28 @@ def iteration(loop: Loop, hp: HParams, carry: tuple[RunnerState, _RowSums], it
 def act_and_store(loop: Loop, hp: HParams, runner: RunnerState, sums: _RowSums, step
                   ) -> tuple[RunnerState, _RowSums]:
     """One step of every env copy at global env step ``step``: epsilon-greedy actions, env step,
-    ``buffer_add``, and the sums of the episodes that end."""
+    ``buffer_add``, and the sums of the episodes that end. With ``buffer_age_metrics`` each
+    transition also stores its step (copy ``i``: ``step + i``) and the probability that the
+    epsilon-greedy policy took its action."""
     config, spec = loop.config, loop.spec
     keys = jax.random.split(runner.key, config.num_envs + 2)  # one threefry call for all of them
     key, act_key, env_keys = keys[0], keys[1], keys[2:]
     epsilon = epsilon_at(step, hp.start_epsilon, hp.end_epsilon, hp.exploration_fraction,
                          config.total_timesteps, hp.exploration_steps)
     legal = None if spec.legal_fn is None else spec.legal_fn(runner.obs)
-    action = epsilon_greedy(act_key, loop.acting_q_fn(runner.train.params, runner.obs), epsilon,
-                            legal, config.random_tie_break)
+    q_values = loop.acting_q_fn(runner.train.params, runner.obs)
+    action = epsilon_greedy(act_key, q_values, epsilon, legal, config.random_tie_break)
     next_obs, env_state, reward, terminated, truncated, info = jax.vmap(
         spec.env.step, in_axes=(0, 0, 0, None))(env_keys, runner.env_state, action, spec.params)
     reward = reward.astype(jnp.float32)
-    buffer = buffer_add(
-        runner.buffer,
-        Transition(runner.obs, action, reward, terminated, info["final_observation"],
-                   truncated=truncated if config.n_step > 1 else None),
-    )
+    transition = Transition(runner.obs, action, reward, terminated, info["final_observation"],
+                            truncated=truncated if config.n_step > 1 else None)
+    if config.buffer_age_metrics:
+        transition = transition._replace(
+            step=step + jnp.arange(config.num_envs, dtype=jnp.int32),
+            behaviour_prob=epsilon_greedy_probability(q_values, action, epsilon, legal,
+                                                      config.random_tie_break))
+    buffer = buffer_add(runner.buffer, transition)
     ep_return = runner.episode_return + reward
     ep_length = runner.episode_length + 1
     done = jnp.logical_or(terminated, truncated)
@@ -365,6 +395,9 @@ def learn(loop: Loop, hp: HParams, runner: RunnerState, sums: _RowSums, env_step
         sample = replay_sample(buffer, sample_key, config.batch_size, hp.gamma,
                                n_step=config.n_step, stride=config.num_envs,
                                importance_exponent=beta)
+        if config.buffer_age_metrics:  # of the policy before this step
+            age = sampled_replay_age(loop, hp, buffer, sample.batch, train_state.params)
+            sums = sums._replace(replay_age=jax.tree.map(jnp.add, sums.replay_age, age))
         gamma = hp.gamma if sample.discount is None else sample.discount
         train_state, info = td_update(train_state, sample.batch, gamma, step_key, sample.weight)
         if sample.index is not None:
@@ -380,6 +413,20 @@ def learn(loop: Loop, hp: HParams, runner: RunnerState, sums: _RowSums, env_step
         (runner.train, runner.key, sums, (runner.buffer.priorities, runner.buffer.max_priority)))
     buffer = runner.buffer._replace(priorities=priorities, max_priority=max_priority)
     return runner._replace(train=train_state, key=key, buffer=buffer), sums
+
+
+def sampled_replay_age(loop: Loop, hp: HParams, buffer: BufferState, batch: Transition,
+                       params) -> ReplayAge:
+    """``replay_age`` of a sampled ``batch`` against the current policy: epsilon-greedy on
+    ``params``' acting Q-values with the epsilon of the next env step (the newest stored
+    transition's step + 1), ages counted from that newest transition."""
+    config = loop.config
+    newest_step = buffer.data.step[(buffer.pos - 1) % buffer.capacity]
+    epsilon = epsilon_at(newest_step + 1, hp.start_epsilon, hp.end_epsilon,
+                         hp.exploration_fraction, config.total_timesteps, hp.exploration_steps)
+    legal = None if loop.spec.legal_fn is None else loop.spec.legal_fn(batch.obs)
+    return replay_age(batch, newest_step, loop.acting_q_fn(params, batch.obs), epsilon, legal,
+                      config.random_tie_break)
 
 
 def sync(loop: Loop, hp: HParams, runner: RunnerState, it, step0) -> RunnerState:
@@ -424,6 +471,8 @@ def row_metrics(config: DQNConfig, hp: HParams, sums: _RowSums, iterations_done,
                 eval_return, eval_truncated, params) -> TrainMetrics:
     """The metric row of a row's sums: counts at its end, means over its episodes and updates,
     and ``nonfinite`` of the row's loss sum and the online ``params`` at its end."""
+    replay = {} if sums.replay_age is None else {
+        name: _mean(total, sums.updates) for name, total in sums.replay_age._asdict().items()}
     return TrainMetrics(
         env_steps=env_steps,
         updates=jnp.maximum(iterations_done - config.first_learning_iteration, 0)
@@ -441,6 +490,7 @@ def row_metrics(config: DQNConfig, hp: HParams, sums: _RowSums, iterations_done,
         eval_return=eval_return,
         eval_truncated=eval_truncated,
         nonfinite=nonfinite_bits(sums.loss_sum, params),
+        **replay,
     )
 
 

@@ -111,14 +111,14 @@ def programs(config, iterations: int):
             runner, sums = carry
             return train.learn(loop, hp, runner, sums, env_steps=(first + 1) * steps), None
 
-        (runner, sums), _ = jax.lax.scan(one, (runner, train._RowSums.zeros()), None,
+        (runner, sums), _ = jax.lax.scan(one, (runner, train._RowSums.zeros(loop.config)), None,
                                          length=iterations)
         return runner, sums
 
     @jax.jit
     def iteration_fn(runner):
         (runner, sums), _ = jax.lax.scan(functools.partial(train.iteration, loop, hp),
-                                         (runner, train._RowSums.zeros()), its)
+                                         (runner, train._RowSums.zeros(loop.config)), its)
         return runner, sums
 
     return learn_fn, iteration_fn, runner

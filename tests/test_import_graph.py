@@ -24,7 +24,7 @@ LAYERS = (
     {"jaxdqn.networks"},
     {"jaxdqn.policy", "jaxdqn.update", "jaxdqn.runtime", "jaxdqn.checkpoint",
      "jaxdqn.original_minatar", "jaxdqn.video", "jaxdqn.loggers"},
-    {"jaxdqn.evaluation"},
+    {"jaxdqn.evaluation", "jaxdqn.replay_age"},
     {"jaxdqn.train"},  # the training loop
     {"jaxdqn.memory", "jaxdqn.bias", "jaxdqn.plotting", "jaxdqn.agent"},
     {"jaxdqn.runs"},  # a group of runs

@@ -234,13 +234,18 @@ def _resume_folder(args):
 
 
 def _stored_column(stored, key: str, name: str):
-    """``stored[key]``; the ``nonfinite`` column of a sweep saved before it existed reads as zeros
-    (nothing flagged), shaped like ``env_steps`` beside it."""
+    """``stored[key]`` as an array; the ``nonfinite`` column of a sweep saved before it existed
+    reads as zeros (nothing flagged), shaped like ``env_steps`` beside it, and an option's column
+    the sweep did not log (its option off) as None."""
     import numpy as np
 
+    from jaxdqn.train import TrainMetrics
+
+    if key not in stored and name in TrainMetrics._field_defaults:
+        return None
     if name == "nonfinite" and key not in stored:
         return np.zeros(np.shape(stored[key[:-len(name)] + "env_steps"]), np.int32)
-    return stored[key]
+    return np.asarray(stored[key])
 
 
 def _load_progress(out: Path, groups, num_seeds: int, seed: int):
@@ -277,8 +282,7 @@ def _load_progress(out: Path, groups, num_seeds: int, seed: int):
         if int(meta.get("group_index", -1)) == len(results):  # else stale: its group finished
             stored = meta.get("metrics")
             metrics = None if not stored else TrainMetrics(
-                *(np.asarray(_stored_column(stored, name, name))
-                  for name in TrainMetrics._fields))
+                *(_stored_column(stored, name, name) for name in TrainMetrics._fields))
             progress = GroupProgress(group_index=len(results), state=state,
                                      rows_done=int(meta["rows_done"]), metrics=metrics)
             seconds = max(seconds, float(meta.get("seconds", 0.0)))
@@ -291,7 +295,7 @@ def _save_finished(out: Path, results, seconds: float) -> None:
 
     arrays = {"groups_done": len(results), "seconds": seconds}
     for res in results:
-        for name, values in res.metrics._asdict().items():
+        for name, values in res.metrics.columns().items():
             arrays[f"g{res.group_index}/{name}"] = values
         arrays[f"g{res.group_index}/eval_returns"] = res.eval_returns
     atomic_save_npz(out / run_folder.SWEEP_RESUME, arrays)
@@ -383,7 +387,7 @@ def _save_stopped(out, groups, results, loop: SegmentLoop, seconds: float) -> in
             save_resume_state(
                 out / run_folder.RESUME_STATE, loop.latest.saved_state(), config, {
                     "group_index": gi, "rows_done": loop.rows_done, "seconds": seconds,
-                    "metrics": concat_metrics(loop.metrics, 2)._asdict()})
+                    "metrics": concat_metrics(loop.metrics, 2).columns()})
             say(f"interrupted: saved group {gi + 1}/{len(groups)} after "
                 f"{loop.rows_done * config.log_interval} of {config.total_timesteps} env steps "
                 "per run")
@@ -427,7 +431,8 @@ def write_sweep_files(out: Path, grid, groups, results, args, seconds: float):
     for res in results:
         finals = res.eval_returns.astype(np.float64).mean(axis=-1)
         for ci, combo in enumerate(res.group.combinations):
-            last = latest_returns(type(res.metrics)(*(m[ci] for m in res.metrics)))
+            last = latest_returns(type(res.metrics)(*(None if m is None else m[ci]
+                                                      for m in res.metrics)))
             for s in range(args.seeds):
                 runs.append([combo.index, *(csv_value(combo.values[f]) for f in fields), s,
                              float(finals[ci, s]), None if np.isnan(last[s]) else float(last[s])])

@@ -329,7 +329,7 @@ def _save(job: _Job, batch, state, metrics, host_params, host_best, summary) -> 
         if interrupted and jax.process_count() == 1:
             save_resume_state(resume_path, batch.saved_state(state), job.config, {
                 "rows_done": summary["rows_done"], "train_seconds": summary["train_seconds"],
-                "metrics": None if metrics is None else metrics._asdict()})
+                "metrics": None if metrics is None else metrics.columns()})
         write_run_files(out, job.config, job.num_seeds, job.seed, metrics, host_params, summary,
                         host_best)
         if not interrupted:
@@ -428,8 +428,9 @@ def _metrics_from(stored: dict):
 
     rows = np.shape(stored["env_steps"])
     missing = np.full(rows, np.nan, np.float32)  # eval columns of runs stored before they existed
-    missing_int = {"nonfinite": np.zeros(rows, np.int32)}  # runs stored before it: none flagged
-    return TrainMetrics(*(np.asarray(stored[f]) if f in stored else missing_int.get(f, missing)
+    # runs stored before nonfinite: none flagged; an option's columns: None where it was off
+    fill = {"nonfinite": np.zeros(rows, np.int32), **TrainMetrics._field_defaults}
+    return TrainMetrics(*(np.asarray(stored[f]) if f in stored else fill.get(f, missing)
                           for f in TrainMetrics._fields))
 
 
@@ -454,7 +455,6 @@ def write_run_files(out: Path, config, num_seeds, seed, metrics, params, summary
     from jaxdqn.envs import solve_threshold
     from jaxdqn.io import atomic_save_npz, atomic_write_csv, atomic_write_json
     from jaxdqn.plotting import plot_learning_curves
-    from jaxdqn.train import TrainMetrics
 
     meta = {"seed": seed, "env_steps_done": summary["env_steps_done"],
             "complete": summary["complete"]}
@@ -465,13 +465,12 @@ def write_run_files(out: Path, config, num_seeds, seed, metrics, params, summary
                         {**meta, "which": "best", "best_eval_return": best_info["eval_return"],
                          "best_env_steps": best_info["env_steps"]})
     if metrics is not None:
-        arrays = {f: np.asarray(getattr(metrics, f)) for f in TrainMetrics._fields}
+        arrays = {f: np.asarray(v) for f, v in metrics.columns().items()}
         atomic_save_npz(out / run_folder.METRICS_NPZ,
                         {**arrays, "seed_index": np.arange(num_seeds)})
-        rows = ([s, r, *(arrays[f][s, r].item() for f in TrainMetrics._fields)]
+        rows = ([s, r, *(column[s, r].item() for column in arrays.values())]
                 for s in range(num_seeds) for r in range(arrays["env_steps"].shape[1]))
-        atomic_write_csv(out / run_folder.METRICS_CSV,
-                         ["seed_index", "row", *TrainMetrics._fields], rows)
+        atomic_write_csv(out / run_folder.METRICS_CSV, ["seed_index", "row", *arrays], rows)
         title = f"{method_name(config)} on {config.env_id}"
         if not summary["complete"]:
             title += (f" (interrupted at {summary['env_steps_done']} of "
