@@ -10,7 +10,8 @@ by commas whose seeds are pooled into one curve (runs of one config started with
 Runs of the same game share a panel. A curve is the mean over seeds of each metric row's mean
 training return (epsilon-greedy, the run's schedule), with the range over seeds shaded; it is
 labelled by how often the run updates (``train_frequency``: 1 is ``preset("minatar")``, 4 is
-``preset("minatar-fast")``). The paper's points are read by eye off the DQN curves of
+``preset("minatar-fast")``), the ``VARIANT_FIELDS`` it changes (``n_step=3``, ...) and whether it
+trained without sticky actions. The paper's points are read by eye off the DQN curves of
 img/learning_curves.gif in github.com/kenjyoung/MinAtar (30 runs, moving average of training
 returns over 100 episodes, sticky actions 0.1, full 6-action set, one update per frame, RMSProp):
 approximate to about +-1 (Breakout) and +-3 (Space Invaders).
@@ -30,6 +31,8 @@ import numpy as np
 
 from jaxdqn import run_folder
 
+# The fields a curve's label names when a run sets them (the MinAtar presets leave them at these).
+VARIANT_FIELDS = {"estimator": "dqn", "n_step": 1, "prioritized": False, "dueling": False}
 # env_id -> [(million frames, approximate DQN return)] read off the README figure.
 PAPER_DQN = {
     "Breakout-MinAtar": [(0.5, 8.5), (1.0, 9.5), (5.0, 10.0)],
@@ -58,6 +61,12 @@ def load_curve(spec: str) -> dict:
     every = config["train_frequency"]
     label = (f"jaxdqn, an update every {f'{every} steps' if every > 1 else 'step'}"
              f"{' (minatar-fast)' if every == 4 else ' (minatar)' if every == 1 else ''}")
+    variant = [f"{name}={config[name]}" for name, default in VARIANT_FIELDS.items()
+               if name in config and config[name] != default]
+    if variant:
+        label += ", " + ", ".join(variant)
+    if config.get("sticky_action_prob", 0.0) == 0.0:
+        label += ", no sticky actions"
     return {"spec": spec, "env_id": config["env_id"], "steps": steps, "updates": updates,
             "returns": np.concatenate(returns), "greedy": greedy, "label": label}
 
