@@ -7,8 +7,11 @@ temporaries - aliased bytes, of the two programs that train runs: the whole run 
 train``/``sweep``, ``runs.Runs.run``: ``segments_bytes``). A run's carried state (replay buffer,
 networks, optimizer, env copies, whatever a new option adds) and its outputs are known exactly
 from ``jax.eval_shape`` of the trainer's ``init`` and ``train``; only the temporaries XLA adds
-(the gradient step's activations and gradients, the sampled minibatch, the env step's
-temporaries) are modelled, with coefficients fitted to XLA:CPU's buffer assignment.
+(the gradient step's activations and gradients, the sampled minibatch, the sum tree's leaves
+once more with prioritized replay, the env step's temporaries, a member trained at random
+copied when one run is alone) are modelled, with two coefficients fitted to XLA:CPU's buffer
+assignment. As one program the final params are the carried state's buffers: only the metric
+rows are added.
 ``tests/test_memory_xla.py`` compares both figures with XLA's over a grid of configs (compile
 only) and ``scripts/memory_analysis.py`` prints them for any config.
 """
@@ -35,11 +38,13 @@ from jaxdqn.train import make_trainer
 USABLE_FRACTION = 0.9
 # Fixed per-device allowance for the program's small buffers (keys, scalars, loop counters).
 FIXED_BYTES = 64 << 10
-# Temporaries in units of the trained networks' parameters, fitted to XLA:CPU's buffer assignment
-# (tests/test_memory_xla.py): a gradient step's (gradients, Adam's update), and the parameter
-# copies the segment program keeps across its loop's branches on top.
-WORKSPACE_PARAMS = 0.4
-SEGMENT_COPIES = 0.8
+# Temporaries in units of one trained network's parameters, fitted to XLA:CPU's buffer assignment
+# (tests/test_memory_xla.py): a gradient step's gradients, Adam's update and new moments.
+WORKSPACE_PARAMS = 1.2
+# With one run alone on a device, the copies of the member trained at random (estimate_memory), in
+# one member's parameters (XLA:CPU's segment program: 8.5-9 more than per run with two runs; the
+# fit over the grid, together with WORKSPACE_PARAMS, takes 5).
+ONE_RUN_PICK = 5
 
 
 class MemoryEstimate(NamedTuple):
@@ -60,8 +65,8 @@ class MemoryEstimate(NamedTuple):
     state_bytes: int  # everything a run carries, buffer included, exactly
     workspace_bytes: int  # temporaries of one gradient step and one env step (a model)
     output_bytes: int  # final params and metrics rows
+    metrics_bytes: int  # the metrics rows: all that one program's output adds to the state
     device_bytes: int
-    segment_workspace_bytes: int  # workspace_bytes plus the copies the segment program adds
     segments_bytes: int
 
     @property
@@ -141,35 +146,45 @@ def estimate_memory(config: DQNConfig, num_seeds: int, num_devices: int = 1,
     obs_dim = math.prod(obs_shape)
     widths = obs_dim + _conv_widths(config, obs_shape) + sum(config.hidden_sizes) + num_actions
     # A gradient step: the sampled minibatch, per network pass (network_passes) one set of
-    # activations, and a fraction of the trained parameters (gradients and Adam's update, which
-    # XLA mostly computes in place). The env step's temporaries are about one copy of the
-    # env-facing state.
+    # activations, and WORKSPACE_PARAMS copies of the trained networks' parameters (gradients,
+    # Adam's update and moments). The env step's temporaries are about one copy of the env-facing
+    # state. The segment program, its state donated, holds the same temporaries.
     passes = network_passes(config)
-    trained_params = params * (1 if config.trained_members == "random" else config.num_members) \
-        // config.num_members
+    member_params = params // config.num_members
+    trained_params = member_params * (1 if config.trained_members == "random"
+                                      else config.num_members)
     update = (config.batch_size * step_bytes
               + passes * config.batch_size * widths * 4
               + int(WORKSPACE_PARAMS * trained_params))
+    if state.buffer.priorities is not None:  # a copy of the sum tree's leaves (XLA:CPU: 1.0x)
+        update += _nbytes(state.buffer.priorities)
     acting = 2 * config.num_envs * widths * 4 + 2 * _nbytes(
         (state.env_state, state.obs, state.episode_return, state.episode_length))
     workspace = update + acting
-    segment_workspace = workspace + int(SEGMENT_COPIES * trained_params)
     runs_per_device = -(-num_seeds // num_devices)
     concurrent = runs_per_device if seeds_at_once is None else min(seeds_at_once,
                                                                    runs_per_device)
     out_bytes = _nbytes(output)
-    # Results are written once into the stacked output and, in batches, once more where the
-    # batches are concatenated.
-    device = (concurrent * (_nbytes(state) + workspace)
-              + runs_per_device * out_bytes * (1 if seeds_at_once is None else 2)
-              + FIXED_BYTES)
-    segments = runs_per_device * (_nbytes(state) + segment_workspace) + FIXED_BYTES
+    # As one program the final params and best params are the carried state's own buffers, and
+    # only the metric rows are new; in batches every batch's results are held and copied once
+    # more where the batches are concatenated.
+    metrics = _nbytes(output.metrics)
+    results = (runs_per_device * metrics if seeds_at_once is None
+               else 2 * runs_per_device * out_bytes)
+    # One run alone on a device: XLA:CPU's program for it holds copies of the member trained at
+    # random (its params, optimizer state, gradients, picked from and put back into the [M, ...]
+    # trees) that it does not hold per run with two or more runs.
+    alone = ONE_RUN_PICK * member_params if config.trained_members == "random" else 0
+    device = (concurrent * (_nbytes(state) + workspace) + results + FIXED_BYTES
+              + alone * (concurrent == 1))
+    segments = (runs_per_device * (_nbytes(state) + workspace) + FIXED_BYTES
+                + alone * (runs_per_device == 1))
     return MemoryEstimate(
         num_seeds=num_seeds, num_devices=num_devices, runs_per_device=runs_per_device,
         concurrent_runs=concurrent, transition_bytes=step_bytes, buffer_bytes=buffer,
         state_bytes=_nbytes(state), workspace_bytes=workspace, output_bytes=out_bytes,
-        device_bytes=device, segment_workspace_bytes=segment_workspace,
-        segments_bytes=segments,
+        metrics_bytes=metrics,
+        device_bytes=device, segments_bytes=segments,
     )
 
 
@@ -219,10 +234,9 @@ def max_seeds_at_once(estimate: MemoryEstimate, free: int) -> int:
 
 def max_resident_runs(estimate: MemoryEstimate, free: int, in_segments: bool = False) -> int:
     """How many runs a device can hold in ``free`` bytes when all of them are resident at once
-    (no ``seeds_at_once``): each needs its state, workspace and results, or in segments its state
-    and the segment program's workspace (0 if not even one fits)."""
-    per_run = (estimate.state_bytes + estimate.segment_workspace_bytes if in_segments
-               else estimate.run_bytes + 2 * estimate.output_bytes)
+    (no ``seeds_at_once``): each needs its state and workspace, and as one program its metric rows
+    too (0 if not even one fits)."""
+    per_run = estimate.run_bytes + (0 if in_segments else estimate.metrics_bytes)
     return max((int(free * USABLE_FRACTION) - FIXED_BYTES) // per_run, 0)
 
 
@@ -256,7 +270,7 @@ def check_fits(config: DQNConfig, num_seeds: int, devices: Sequence[jax.Device] 
                   + " or a smaller buffer_size")
     else:
         advice = "not even one run fits: reduce buffer_size, batch_size or hidden_sizes"
-    per_run = (est.state_bytes + est.segment_workspace_bytes) if in_segments else est.run_bytes
+    per_run = est.run_bytes
     at_once = est.runs_per_device if in_segments else est.concurrent_runs
     raise ValueError(
         f"{num_seeds} runs need about {_fmt(need)} per device ({at_once}"

@@ -32,7 +32,7 @@ def test_estimate_scales_with_runs_per_device_and_seeds_at_once():
     cfg = DQNConfig()
     one = estimate_memory(cfg, 1)
     many = estimate_memory(cfg, 64)
-    assert many.device_bytes - one.device_bytes == 63 * (one.run_bytes + one.output_bytes)
+    assert many.device_bytes - one.device_bytes == 63 * (one.run_bytes + one.metrics_bytes)
     split = estimate_memory(cfg, 64, num_devices=4)  # 16 runs per device
     assert split.runs_per_device == 16
     assert split.device_bytes == estimate_memory(cfg, 16).device_bytes
