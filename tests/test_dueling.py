@@ -144,7 +144,7 @@ def test_dueling_must_be_a_bool():
 def test_every_estimator_bootstraps_a_dueling_head_over_the_legal_actions(estimator):
     """A linear dueling Q on Probe6, one head per member: V([1]) = -1, A([1]) = [0, 6]. Over the
     legal action 0 alone Q([1]) = [-1, 5]; the target from s' = [1] with reward 0 is
-    ``0.9 * -1`` (with the illegal action it would be ``0.9 * 5``)."""
+    ``0.9 * -1`` (with the illegal action it would be ``0.9 * 5``), Munchausen's plus its bonus."""
     cfg = DQNConfig(env_id="Probe6", hidden_sizes=(), buffer_size=64, learning_starts=32,
                     batch_size=2, estimator=estimator, optimizer="sgd", dueling=True)
     members = cfg.num_members
@@ -160,7 +160,12 @@ def test_every_estimator_bootstraps_a_dueling_head_over_the_legal_actions(estima
                        next_obs=jnp.ones((2, 1)))
     td_update = make_td_update(cfg, make_q_fn(cfg), optax.sgd(0.0), env_spec(cfg).legal_fn)
     _, info = td_update(state, batch, 0.9, jax.random.key(0))
-    assert float(info.target) == pytest.approx(0.9 * -1.0)
+    expected = 0.9 * -1.0
+    if estimator == "munchausen":
+        # Its soft value over the one legal action is Q'([1], 0) = -1 too; at s = [0] both actions
+        # are legal and Q' = [0, 0], so pi'(a|s) = 1/2 and the bonus is alpha tau log(1/2).
+        expected += cfg.munchausen_alpha * cfg.munchausen_tau * np.log(0.5)
+    assert float(info.target) == pytest.approx(expected)
 
 
 def test_a_checkpoint_records_the_dueling_head(tmp_path):
