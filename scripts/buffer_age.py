@@ -5,8 +5,7 @@ actions are from the current policy's, and what that does to the value estimate 
     python scripts/buffer_age.py --buffer-sizes 1000,10000,100000 --n-steps 1,3,5 --seeds 8
 
 Each configuration is ``preset("cartpole")`` with ``buffer_age_metrics=True``, one buffer size
-and, where ``DQNConfig`` has ``n_step``, one n-step return length (``--n-steps 1`` leaves the
-field unset, so the script also runs where n-step returns do not exist yet). ``--seeds`` agents
+and one n-step return length (``n_step``). ``--seeds`` agents
 train as one ``jit(vmap)`` program per configuration, on seed keys shared by all configurations
 (differences are paired by seed), with jaxdqn's own loop (``jaxdqn.bias.make_value_study``): after
 each of ``--segments`` equal segments of training, ``--eval-episodes`` greedy episodes measure
@@ -34,7 +33,6 @@ The table is printed and written with per-seed values and per-row curves (median
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 import time
@@ -69,8 +67,7 @@ def parse_args(argv):
     p.add_argument("--buffer-sizes", type=int_list, default=[1000, 10_000, 100_000],
                    help="comma-separated replay capacities")
     p.add_argument("--n-steps", type=int_list, default=[1],
-                   help="comma-separated n-step return lengths (other than 1: needs "
-                        "DQNConfig.n_step)")
+                   help="comma-separated n-step return lengths")
     p.add_argument("--seeds", type=positive_int, default=8, help="seeds per configuration")
     p.add_argument("--steps", type=positive_int, default=None,
                    help="env steps per run (default: the preset's total_timesteps)")
@@ -90,12 +87,7 @@ def parse_args(argv):
 def configurations(args):
     """``[(label, DQNConfig)]``, every one validated before anything compiles."""
     import jaxdqn
-    from jaxdqn import DQNConfig
 
-    has_n_step = "n_step" in {f.name for f in dataclasses.fields(DQNConfig)}
-    if not has_n_step and args.n_steps != [1]:
-        raise CliError(f"--n-steps {','.join(map(str, args.n_steps))} is invalid here: this "
-                       "jaxdqn has no DQNConfig.n_step; use --n-steps 1")
     base = jaxdqn.preset("cartpole").replace(buffer_age_metrics=True)
     steps = base.total_timesteps if args.steps is None else args.steps
     rows = args.segments * args.rows_per_segment
@@ -108,10 +100,8 @@ def configurations(args):
     out = []
     for n in args.n_steps:
         for size in args.buffer_sizes:
-            changes = {"buffer_size": size}
-            if n != 1:
-                changes["n_step"] = n
-            label = f"buffer {size:,}" + (f", n_step {n}" if has_n_step else "")
+            changes = {"buffer_size": size, "n_step": n}
+            label = f"buffer {size:,}, n_step {n}"
             try:
                 out.append((label, base.replace(**changes)))
             except ValueError as e:

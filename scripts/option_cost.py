@@ -80,7 +80,7 @@ def full_buffer(loop, runner, key):
 
     data = jax.tree.unflatten(treedef, [random_like(k, x) for k, x in zip(keys[:-1], leaves)])
     buffer = buffer._replace(data=data, pos=jnp.int32(0), size=jnp.int32(buffer.capacity))
-    if getattr(buffer, "priorities", None) is not None:
+    if buffer.priorities is not None:
         from jaxdqn.sum_tree import sum_tree_set
 
         slots = jnp.arange(buffer.capacity, dtype=jnp.int32)
