@@ -7,11 +7,10 @@ temporaries - aliased bytes, of the two programs that train runs: the whole run 
 train``/``sweep``, ``runs.Runs.run``: ``segments_bytes``). A run's carried state (replay buffer,
 networks, optimizer, env copies, whatever a new option adds) and its outputs are known exactly
 from ``jax.eval_shape`` of the trainer's ``init`` and ``train``; only the temporaries XLA adds
-(the gradient step's activations and gradients, the sampled minibatch, the sum tree's leaves
-once more with prioritized replay, the env step's temporaries, a member trained at random
-copied when one run is alone) are modelled, with two coefficients fitted to XLA:CPU's buffer
-assignment. As one program the final params are the carried state's buffers: only the metric
-rows are added.
+(the gradient step's activations and gradients, the sampled minibatch, the env step's
+temporaries, a member trained at random copied when one run is alone) are modelled, with two
+coefficients fitted to XLA:CPU's buffer assignment. As one program the final params are the
+carried state's buffers: only the metric rows are added.
 ``tests/test_memory_xla.py`` compares both figures with XLA's over a grid of configs (compile
 only) and ``scripts/memory_analysis.py`` prints them for any config.
 """
@@ -156,8 +155,6 @@ def estimate_memory(config: DQNConfig, num_seeds: int, num_devices: int = 1,
     update = (config.batch_size * step_bytes
               + passes * config.batch_size * widths * 4
               + int(WORKSPACE_PARAMS * trained_params))
-    if state.buffer.priorities is not None:  # a copy of the sum tree's leaves (XLA:CPU: 1.0x)
-        update += _nbytes(state.buffer.priorities)
     acting = 2 * config.num_envs * widths * 4 + 2 * _nbytes(
         (state.env_state, state.obs, state.episode_return, state.episode_length))
     workspace = update + acting

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxdqn.buffer import BufferState, Transition, buffer_sample, uniform_index
-from jaxdqn.sum_tree import sum_tree_leaves, sum_tree_sample, sum_tree_set
+from jaxdqn.sum_tree import sum_tree_sample_with_leaves, sum_tree_set
 
 
 class Sample(NamedTuple):
@@ -54,9 +54,8 @@ def replay_sample(buffer: BufferState, key: jax.Array, batch_size: int, gamma, *
         index = uniform_index(key, (batch_size,), jnp.maximum(buffer.size, 1))
         weight = None
     else:
-        index = sum_tree_sample(buffer.priorities, key, (batch_size,))
-        weight = importance_weights(sum_tree_leaves(buffer.priorities, index),
-                                    importance_exponent)
+        index, leaves = sum_tree_sample_with_leaves(buffer.priorities, key, (batch_size,))
+        weight = importance_weights(leaves, importance_exponent)
     if n_step == 1:
         batch, discount = jax.tree.map(lambda x: x[index], buffer.data), None
     else:

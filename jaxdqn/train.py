@@ -311,7 +311,8 @@ def iteration(loop: Loop, hp: HParams, carry: tuple[RunnerState, _RowSums], it
     replay) the new slots' priorities, then, once learning has started, ``learn`` and ``sync``.
 
     ``it`` comes from the scan's ``xs``, unbatched under ``vmap``, so the learning ``cond`` stays
-    a real branch (a batched predicate would make it a select that runs both sides)."""
+    a real branch (a batched predicate would make it a select that runs both sides); with
+    prioritized replay the branch is the trip count of ``learn``'s loop, 0 before learning."""
     config = loop.config
     runner, sums = carry
     step0 = it * config.steps_per_iteration
@@ -325,10 +326,18 @@ def iteration(loop: Loop, hp: HParams, carry: tuple[RunnerState, _RowSums], it
     if config.prioritized:
         runner = runner._replace(buffer=insert_priorities(
             runner.buffer, first_slot, config.steps_per_iteration, hp.priority_exponent))
-    runner, sums = jax.lax.cond(it >= config.first_learning_iteration,
-                                functools.partial(learn, loop, hp,
-                                                  env_steps=step0 + config.steps_per_iteration),
-                                lambda r, s: (r, s), runner, sums)
+    learning = it >= config.first_learning_iteration
+    env_steps = step0 + config.steps_per_iteration
+    if config.prioritized:
+        # Not a cond: XLA copies what a conditional's branch updates in place, here the whole sum
+        # tree, in and out, at every iteration; a loop of 0 updates before learning starts
+        # updates it in place.
+        runner, sums = learn(loop, hp, runner, sums, env_steps,
+                             num_updates=jnp.where(learning, config.updates_per_iteration, 0))
+    else:
+        runner, sums = jax.lax.cond(learning, functools.partial(learn, loop, hp,
+                                                                env_steps=env_steps),
+                                    lambda r, s: (r, s), runner, sums)
     return (sync(loop, hp, runner, it, step0), sums), None
 
 
@@ -371,11 +380,11 @@ def act_and_store(loop: Loop, hp: HParams, runner: RunnerState, sums: _RowSums, 
     return runner, sums
 
 
-def learn(loop: Loop, hp: HParams, runner: RunnerState, sums: _RowSums, env_steps
-          ) -> tuple[RunnerState, _RowSums]:
-    """``updates_per_iteration`` x (``replay_sample`` -> ``td_update``, then with prioritized
-    replay the drawn slots' priorities), summing their metrics. ``env_steps``: env steps done, for
-    the importance exponent's annealing."""
+def learn(loop: Loop, hp: HParams, runner: RunnerState, sums: _RowSums, env_steps,
+          num_updates=None) -> tuple[RunnerState, _RowSums]:
+    """``num_updates`` (default ``updates_per_iteration``; may be traced) x (``replay_sample``
+    -> ``td_update``, then with prioritized replay the drawn slots' priorities), summing their
+    metrics. ``env_steps``: env steps done, for the importance exponent's annealing."""
     config = loop.config
     td_update = make_td_update(config, loop.q_fn, make_optimizer(config, hp.learning_rate),
                                loop.spec.legal_fn, hp)
@@ -409,7 +418,7 @@ def learn(loop: Loop, hp: HParams, runner: RunnerState, sums: _RowSums, env_step
         return train_state, key, sums, (buffer.priorities, buffer.max_priority)
 
     train_state, key, sums, (priorities, max_priority) = jax.lax.fori_loop(
-        0, config.updates_per_iteration, one_update,
+        0, config.updates_per_iteration if num_updates is None else num_updates, one_update,
         (runner.train, runner.key, sums, (runner.buffer.priorities, runner.buffer.max_priority)))
     buffer = runner.buffer._replace(priorities=priorities, max_priority=max_priority)
     return runner._replace(train=train_state, key=key, buffer=buffer), sums

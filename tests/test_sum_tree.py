@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from jaxdqn.sum_tree import (
-    SumTree,
     sum_tree_init,
     sum_tree_leaves,
     sum_tree_sample,
@@ -45,16 +44,54 @@ def _chi_square(draws, probs):
 
 
 def test_init_rounds_capacity_up_to_whole_groups_and_is_zero():
-    # up to 512 leaves: all of them the top level; beyond, whole groups of 16 (or 16^2, ...)
-    # below a top of at most 512 nodes
-    assert sum_tree_init(5).leaves.shape == (5,)
-    assert sum_tree_init(1).leaves.shape == (1,)
-    assert sum_tree_init(512).leaves.shape == (512,)
-    assert sum_tree_init(600).leaves.shape == (38 * 16,)
-    assert sum_tree_init(100_000).leaves.shape == (391 * 256,)  # 6250 groups of 16 > 512
+    # up to 64 leaves: all of them the top level; beyond, whole groups of 16 (or 16^2, ...)
+    # below a top of at most 64 nodes, each level above the leaves stored
+    def shapes(capacity):
+        tree = sum_tree_init(capacity)
+        return tree.leaves.shape[0], [level.shape[0] for level in tree.sums]
+
+    assert shapes(5) == (5, [])
+    assert shapes(1) == (1, [])
+    assert shapes(64) == (64, [])
+    assert shapes(512) == (512, [32])
+    assert shapes(600) == (38 * 16, [38])
+    assert shapes(100_000) == (25 * 16**3, [6400, 400, 25])  # 391 groups of 256 > 64
     assert float(sum_tree_total(sum_tree_init(5))) == 0.0
     with pytest.raises(ValueError, match="capacity=0"):
         sum_tree_init(0)
+
+
+def test_a_set_recomputes_exactly_the_parents_it_touches(tree_set):
+    # 4096 leaves: levels of 256 and 16 nodes above them
+    tree = tree_set(sum_tree_init(4096), jnp.array([0, 17, 4095]), jnp.array([1.0, 2.0, 4.0]))
+    low, top = (np.asarray(level) for level in tree.sums)
+    assert low[0] == 1 and low[1] == 2 and low[255] == 4 and low.sum() == 7
+    assert top[0] == 3 and top[15] == 4 and top.sum() == 7
+    # slot 17 twice: the last value wins in the leaf and in both ancestors
+    tree = tree_set(tree, jnp.array([17, 3, 17]), jnp.array([5.0, 0.25, 0.5]))
+    low, top = (np.asarray(level) for level in tree.sums)
+    assert low[0] == 1.25 and low[1] == 0.5 and top[0] == 1.75 and top[15] == 4
+    assert float(sum_tree_total(tree)) == 5.75
+
+
+def test_stored_levels_equal_sums_of_their_children_after_many_small_sets():
+    capacity, steps, k = 5000, 300, 8  # 5008 leaves: levels of 313 and 20 nodes
+
+    @jax.jit
+    def run(key):
+        def body(i, tree):
+            index_key, value_key = jax.random.split(jax.random.fold_in(key, i))
+            index = jax.random.randint(index_key, (k,), 0, capacity)
+            value = jax.random.uniform(value_key, (k,), minval=0.0, maxval=10.0)
+            return sum_tree_set(tree, index, value)
+
+        return jax.lax.fori_loop(0, steps, body, sum_tree_init(capacity))
+
+    tree = run(jax.random.key(12))
+    below = np.asarray(tree.leaves, np.float64)
+    for level in tree.sums:
+        below = below.reshape(-1, 16).sum(axis=1)
+        np.testing.assert_allclose(np.asarray(level), below, rtol=1e-6)
 
 
 def test_set_writes_the_leaves_and_the_total_follows(tree_set):
@@ -173,7 +210,7 @@ def test_vmap_over_trees_equals_each_tree_alone(tree_set, tree_sample):
         np.testing.assert_array_equal(trees.leaves[run], alone.leaves)
         np.testing.assert_array_equal(draws[run], tree_sample(alone, keys[run], (64,)))
     # run 1: slot 4 set twice, the last (6) wins; root 6 + 0.5 + 1
-    assert float(sum_tree_total(SumTree(trees.leaves[1]))) == 7.5
+    assert float(sum_tree_total(jax.tree.map(lambda x: x[1], trees))) == 7.5
 
 
 def test_vmapped_ops_make_no_array_across_runs_and_set_only_scatters():
