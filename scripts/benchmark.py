@@ -376,6 +376,11 @@ def worker_main(spec_json: str) -> int:
         result = run_case(spec)
     except ValueError as e:  # a run that will not fit, found before compiling
         result = {"seeds": spec["seeds"], "error": str(e)}
+    except Exception as e:  # out of device memory (re-raised otherwise): what the device held
+        if "RESOURCE_EXHAUSTED" not in str(e):
+            raise
+        result = {"seeds": spec["seeds"], "error": str(e).strip().splitlines()[0][:300],
+                  "device_memory_stats": _device_memory_stats()}
     if spec.get("with_environment"):
         result["environment"] = _environment()
     print(RESULT_PREFIX + json.dumps(result), flush=True)
@@ -438,10 +443,30 @@ def _config(args):
     return config
 
 
+def _device_memory_stats() -> dict[str, Any] | None:
+    """The first device's allocator figures (bytes in use, peak, limit, largest free block...),
+    None where the backend keeps none (CPU)."""
+    import jax
+
+    stats = jax.devices()[0].memory_stats()
+    return None if stats is None else {k: int(v) for k, v in stats.items()}
+
+
+def _die_with_parent() -> None:
+    """In a worker before it starts (Linux): SIGKILL when the driver dies, so a driver killed by
+    a time limit never leaves a worker holding the device's memory for the next command."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def _run_worker(spec: dict[str, Any], timeout: float | None) -> dict[str, Any]:
     cmd = [sys.executable, os.path.abspath(__file__), WORKER_FLAG, json.dumps(spec)]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                              preexec_fn=_die_with_parent)
     except subprocess.TimeoutExpired:
         return {"seeds": spec["seeds"], "error": f"timed out after {timeout:.0f} s"}
     for line in proc.stdout.splitlines():

@@ -14,8 +14,10 @@
 #      1024 seeds, full loop only (jaxdqn.memory: 1024 need about 81 GiB of the 104.9 GiB JAX
 #      takes of an H200);
 #   6. scripts/solve_cartpole.py: the cartpole preset for 64 seeds, 100 greedy episodes each.
-# Before each step the log records the GPU memory every process holds (nvidia-smi), so memory
-# another process still holds shows. Results: OUT_DIR/*.json and OUT_DIR/gpu_check.log. Needs jaxdqn installed with its cuda extra
+# Before each step the log records the GPU memory in use and which processes hold it
+# (nvidia-smi), so memory another process still holds shows; benchmark.py's workers die with
+# their driver (a step's time limit leaves none behind) and report the allocator's figures when
+# they run out of memory. Results: OUT_DIR/*.json and OUT_DIR/gpu_check.log. Needs jaxdqn installed with its cuda extra
 # (pip install -e ".[cuda]"). PYTHON names the interpreter (default: python3).
 set -u
 cd "$(dirname "$0")/.."
@@ -37,8 +39,12 @@ step() {  # step NAME MAX_SECONDS COMMAND...: runs COMMAND with min(MAX_SECONDS,
     echo "== $name: skipped, out of time" | tee -a "$log"; status=1; return
   fi
   echo "== $name (limit ${limit}s): $*" | tee -a "$log"
-  command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=memory.used,memory.total \
-    --format=csv,noheader | sed 's/^/   GPU memory used, total: /' | tee -a "$log"
+  if command -v nvidia-smi >/dev/null; then
+    nvidia-smi --query-gpu=memory.used,memory.total --format=csv,noheader \
+      | sed 's/^/   GPU memory used, total: /' | tee -a "$log"
+    nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv,noheader \
+      | sed 's/^/   held by pid, name, memory: /' | tee -a "$log"
+  fi
   local t0; t0=$(date +%s)
   timeout "$limit" "$@" 2>&1 | tee -a "$log"
   local rc=${PIPESTATUS[0]}
