@@ -112,6 +112,10 @@ class DQNConfig:
         f"true or false (true with estimator {_names(lambda e: e.train_all_option)} only)")
     optimizer: str = _field("adam", "adam, or sgd (plain gradient steps: exact tabular updates)",
                             f"one of {OPTIMIZERS}")
+    adam_eps: float = _field(
+        1e-8, "adam: the epsilon added to the root of the second moment (1e-8: optax's and "
+        "Kingma and Ba's default; Dopamine's DQN and Rainbow agents use 3.125e-4 = 0.01/32)",
+        "> 0 (optimizer='adam')")
     network: str = _field("auto", "mlp, cnn, or auto (cnn for image observations, else mlp)",
                           f"one of {NETWORKS}")
     conv_channels: tuple[int, ...] = _field(
@@ -234,6 +238,9 @@ class DQNConfig:
                  f"must be <= buffer_size={self.buffer_size}")
         _check("gamma", self.gamma, 0.0 <= self.gamma <= 1.0)
         _check("learning_rate", self.learning_rate, self.learning_rate > 0)
+        _check("adam_eps", self.adam_eps, self.adam_eps > 0)
+        _require("adam_eps", self.adam_eps, self.optimizer == "adam" or self.adam_eps == 1e-8,
+                 f"applies to optimizer='adam' only, not {self.optimizer!r} (leave it at 1e-8)")
         for name in ("start_epsilon", "end_epsilon"):
             _check(name, getattr(self, name), 0.0 <= getattr(self, name) <= 1.0)
         if self.exploration_steps is not None and self.exploration_fraction is not None:
@@ -473,9 +480,10 @@ _OPTIONAL_INT_FIELDS = ("learning_starts", "max_episode_steps", "log_interval", 
                         "eval_interval", "exploration_steps")
 INT32_MAX = 2**31 - 1
 """The largest value of an int field: the loop counts steps, updates, rows and slots in int32."""
-_FLOAT_FIELDS = ("gamma", "learning_rate", "start_epsilon", "end_epsilon", "huber_delta", "tau",
-                 "munchausen_tau", "munchausen_alpha", "munchausen_clip", "sticky_action_prob",
-                 "priority_exponent", "importance_exponent", "priority_epsilon")
+_FLOAT_FIELDS = ("gamma", "learning_rate", "adam_eps", "start_epsilon", "end_epsilon",
+                 "huber_delta", "tau", "munchausen_tau", "munchausen_alpha", "munchausen_clip",
+                 "sticky_action_prob", "priority_exponent", "importance_exponent",
+                 "priority_epsilon")
 _ESTIMATOR_FIELDS = {"munchausen": {
     "munchausen_tau": lambda v: v > 0,
     "munchausen_alpha": lambda v: 0 <= v <= 1,

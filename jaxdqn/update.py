@@ -41,10 +41,10 @@ class UpdateInfo(NamedTuple):
 
 
 def make_optimizer(config: DQNConfig, learning_rate=None) -> optax.GradientTransformation:
-    """Adam or plain SGD, optionally after global-norm gradient clipping; ``learning_rate`` may be
-    traced. With ``anneal_lr`` the rate decays linearly to 0 over the run's gradient steps: the
-    step of count ``k`` (0 first) uses ``lr * (1 - k / num_updates)``, the last one
-    ``lr / num_updates``.
+    """Adam (epsilon ``adam_eps``) or plain SGD, optionally after global-norm gradient clipping;
+    ``learning_rate`` may be traced. With ``anneal_lr`` the rate decays linearly to 0 over the
+    run's gradient steps: the step of count ``k`` (0 first) uses ``lr * (1 - k / num_updates)``,
+    the last one ``lr / num_updates``.
 
     A member estimator keeps one optimizer state per member (``init_train_state``); the
     schedule's count follows the run's gradient steps in every member (``share_schedule_count``).
@@ -52,7 +52,7 @@ def make_optimizer(config: DQNConfig, learning_rate=None) -> optax.GradientTrans
     lr = config.learning_rate if learning_rate is None else learning_rate
     if config.anneal_lr:
         lr = optax.linear_schedule(lr, 0.0, transition_steps=max(config.num_updates, 1))
-    opt = optax.sgd(lr) if config.optimizer == "sgd" else optax.adam(lr)
+    opt = optax.sgd(lr) if config.optimizer == "sgd" else optax.adam(lr, eps=config.adam_eps)
     if config.max_grad_norm is None:
         return opt
     return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), opt)

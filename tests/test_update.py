@@ -169,3 +169,14 @@ def test_anneal_lr_decays_the_step_linearly_to_zero():
     for _ in range(n):
         updates, state = constant.update(grads, state, params)
     assert float(updates["w"]) == -1.0
+
+
+def test_adam_eps_enters_the_first_adam_step():
+    """Adam's first step is ``-lr * g / (|g| + eps)`` (bias-corrected moments ``g`` and ``g^2``):
+    with ``g = 1e-3``, ``lr = 1``: ``-1e-3 / (1e-3 + 1e-8)`` at the default epsilon and
+    ``-1e-3 / 1.3125e-3 = -0.7619...`` at Dopamine's 3.125e-4."""
+    params, grads = {"w": jnp.zeros(())}, {"w": jnp.float32(1e-3)}
+    for eps, expected in ((1e-8, -1e-3 / (1e-3 + 1e-8)), (3.125e-4, -1e-3 / 1.3125e-3)):
+        opt = make_optimizer(DQNConfig(learning_rate=1.0, adam_eps=eps))
+        updates, _ = opt.update(grads, opt.init(params), params)
+        assert float(updates["w"]) == pytest.approx(expected, rel=1e-5), eps
