@@ -270,7 +270,7 @@ def _new_suite(out: Path, spec, cells, argv) -> None:
         raise UserError(f"{str(out)!r} is a file, not a folder")
     for folder, what in ((out, "a run or a sweep"),
                          *((out / c.folder, f"a run (cell {c.label})") for c in cells)):
-        held = [f for f in (*run_folder.RUN_FILES, *run_folder.SWEEP_FILES)
+        held = [f for f in dict.fromkeys((*run_folder.RUN_FILES, *run_folder.SWEEP_FILES))
                 if (folder / f).exists()]
         if held:
             raise UserError(f"{str(folder)!r} already holds {what} ({', '.join(held)}); choose "
