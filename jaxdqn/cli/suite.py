@@ -218,9 +218,11 @@ def run(args, argv) -> int:
         cells = stored[1]
     for cell in cells:
         check_learns(cell.config, f"{cell.label}: ")
-    for config in {cell.config: None for cell in cells}:
-        check_memory(config, spec.seeds)
+    if stored is None:
+        _check_new_folder(out, cells)
     states = _checked_states(out, cells, spec)
+    for config in {c.config: None for c in cells if states[c] in ("new", "partial")}:
+        check_memory(config, spec.seeds)
     interrupts.check()
     if stored is None:
         _new_suite(out, spec, cells, argv)
@@ -261,11 +263,9 @@ def _checked_states(out: Path, cells, spec) -> dict:
     return states
 
 
-def _new_suite(out: Path, spec, cells, argv) -> None:
-    """Creates the suite folder with its ``SUITE_SPEC``; refuses one that holds a run or a sweep,
-    or a cell folder that holds a run."""
-    from jaxdqn.suite import write_suite_file
-
+def _check_new_folder(out: Path, cells) -> None:
+    """Refuses a new suite's folder that is a file or holds a run or a sweep, or a cell folder
+    that holds a run."""
     if out.exists() and not out.is_dir():
         raise UserError(f"{str(out)!r} is a file, not a folder")
     for folder, what in ((out, "a run or a sweep"),
@@ -275,6 +275,12 @@ def _new_suite(out: Path, spec, cells, argv) -> None:
         if held:
             raise UserError(f"{str(folder)!r} already holds {what} ({', '.join(held)}); choose "
                             "another suite folder")
+
+
+def _new_suite(out: Path, spec, cells, argv) -> None:
+    """Creates the suite folder with its ``SUITE_SPEC``."""
+    from jaxdqn.suite import write_suite_file
+
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
