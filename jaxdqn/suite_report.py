@@ -273,7 +273,7 @@ def report_text(title: str, table: str, norm: Normalisation, games: Sequence[str
         f"# {title}", "",
         f"{len(games)} game{'s' * (len(games) != 1)} ({', '.join(games)}) x {num_runs} runs per "
         f"variant. The score of a run: its mean greedy return over {episodes} episodes after "
-        "training (gymnax, the env as trained: with the config's sticky actions).",
+        "training (gymnax, the env as trained: with sticky actions where the config has them).",
         f"Normalised per game: {how}.",
         f"Aggregates over every run of every game, each with a 95% stratified-bootstrap interval "
         f"[low, high] (rliable, {reps} resamples, seed {seed}): median of the games' mean "

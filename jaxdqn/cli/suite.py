@@ -105,6 +105,8 @@ def add_parser(sub) -> None:
                    help="normalise by reference scores from FILE instead of the baseline's mean")
     q.add_argument("--variants", default=None, metavar="V1,V2,...",
                    help="report these variants only (default: all)")
+    q.add_argument("--games", default=None, metavar="G1,G2,...",
+                   help="report these games only (default: all)")
     q.add_argument("--reps", type=positive_int, default=2000, metavar="N",
                    help="bootstrap resamples per interval (default 2000)")
     q.add_argument("--seed", type=int, default=0, metavar="S",
@@ -422,13 +424,15 @@ def _print_scores(out: Path, spec, cells) -> None:
 
 
 def report(args, argv) -> int:
-    variants = None if args.variants is None else [v.strip() for v in args.variants.split(",")]
-    return _report(Path(args.folder), args.baseline, args.reference, variants, args.reps,
-                   args.seed)
+    def names(text):
+        return None if text is None else [v.strip() for v in text.split(",")]
+
+    return _report(Path(args.folder), args.baseline, args.reference, names(args.variants),
+                   args.reps, args.seed, names(args.games))
 
 
 def _report(out: Path, baseline: str | None, reference: str | None, chosen: list[str] | None,
-            reps: int, seed: int) -> int:
+            reps: int, seed: int, games: list[str] | None = None) -> int:
     from jaxdqn.suite import read_suite_file
     from jaxdqn.suite_report import require_rliable
 
@@ -450,13 +454,17 @@ def _report(out: Path, baseline: str | None, reference: str | None, chosen: list
     baseline = baseline or chosen[0]
     if baseline not in chosen:
         raise UserError(f"--baseline {baseline} is not among --variants {','.join(chosen)}")
-    return _write_report(out, spec, cells, baseline, reference, chosen, reps, seed)
+    all_games = [g.name for g in spec.games]
+    for g in games or ():
+        if g not in all_games:
+            raise UserError(f"game {g!r} is not in the suite; its games: {', '.join(all_games)}")
+    return _write_report(out, spec, cells, baseline, reference, chosen, reps, seed,
+                         games or all_games)
 
 
-def _write_report(out, spec, cells, baseline, reference, chosen, reps, seed) -> int:
+def _write_report(out, spec, cells, baseline, reference, chosen, reps, seed, games) -> int:
     from jaxdqn import suite_report as sr
 
-    games = [g.name for g in spec.games]
     results, unfinished = sr.read_results(out, cells)
     done_games = sr.complete_games(games, chosen, results)
     left_out = [f"{g} (" + ", ".join(f"{v}: {unfinished[(g, v)]}" for v in chosen
