@@ -296,6 +296,16 @@ def test_the_report_of_the_tiny_suite(suite, capsys):
     assert data["variants"]["dqn"]["mean"]["point"] == pytest.approx(1.0)
 
 
+def test_the_report_refuses_what_the_suite_does_not_hold(suite, capsys):
+    out = str(suite["out"])
+    for argv, message in (
+            (["--variants", "dqn,n5"], "variant 'n5' is not in the suite; its variants: dqn, n3"),
+            (["--baseline", "n3", "--variants", "dqn"],
+             "--baseline n3 is not among --variants dqn"),
+            (["--games", "Probe1"], "game 'Probe1' is not in the suite; its games: CartPole-v1")):
+        assert _errors(["suite", "report", out, *argv], capsys) == message
+
+
 def test_the_report_without_rliable_is_one_line(suite, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "rliable", None)
     assert _errors(["suite", "report", str(suite["out"])], capsys).startswith(

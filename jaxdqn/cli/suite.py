@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from jaxdqn import run_folder
 from jaxdqn.cli import interrupts
@@ -53,6 +53,9 @@ def add_parser(sub) -> None:
                             parser_class=OneLineParser)
     r = sub2.add_parser(
         "run", help="train every cell of a suite (or resume it)",
+        usage=f"{PROG} suite run [SPEC] DIR [--game ENV_ID[:FIELD=VALUE,...]] "
+              "[--variant NAME[:FIELD=VALUE,...]] [--set FIELD=VALUE] [--seeds N] [--seed S] "
+              "[--episodes E] [--report]",
         description=wrap(
             "Train every (game, variant) cell of a suite spec, game by game, into DIR. The spec "
             "comes from SPEC (a TOML or JSON file), the flags (added to SPEC's), or, when neither "
@@ -111,6 +114,9 @@ def add_parser(sub) -> None:
                    help="bootstrap resamples per interval (default 2000)")
     q.add_argument("--seed", type=int, default=0, metavar="S",
                    help="the bootstrap's seed (default 0)")
+    q.add_argument("--out", default=None, metavar="FOLDER",
+                   help="write the report there (default: DIR), e.g. a second report with "
+                        "another --baseline")
     q.set_defaults(handler=report)
 
 
@@ -235,7 +241,7 @@ def run(args, argv) -> int:
     _print_scores(out, spec, cells)
     print(f"suite folder: {out}")
     if args.report:
-        return _report(out, None, None, None, 2000, 0)
+        return _report(out, ReportOptions())
     say(f"report with: {PROG} suite report {out}")
     return 0
 
@@ -423,16 +429,29 @@ def _print_scores(out: Path, spec, cells) -> None:
 # suite report
 
 
+class ReportOptions(NamedTuple):
+    """What ``suite report`` reports (None: its default) and where it writes (None: the suite
+    folder)."""
+
+    baseline: str | None = None
+    reference: str | None = None
+    variants: list[str] | None = None
+    games: list[str] | None = None
+    reps: int = 2000
+    seed: int = 0
+    out: Path | None = None
+
+
 def report(args, argv) -> int:
     def names(text):
         return None if text is None else [v.strip() for v in text.split(",")]
 
-    return _report(Path(args.folder), args.baseline, args.reference, names(args.variants),
-                   args.reps, args.seed, names(args.games))
+    return _report(Path(args.folder), ReportOptions(
+        args.baseline, args.reference, names(args.variants), names(args.games), args.reps,
+        args.seed, None if args.out is None else Path(args.out)))
 
 
-def _report(out: Path, baseline: str | None, reference: str | None, chosen: list[str] | None,
-            reps: int, seed: int, games: list[str] | None = None) -> int:
+def _report(folder: Path, options: ReportOptions) -> int:
     from jaxdqn.suite import read_suite_file
     from jaxdqn.suite_report import require_rliable
 
@@ -440,53 +459,62 @@ def _report(out: Path, baseline: str | None, reference: str | None, chosen: list
         require_rliable()
     except ImportError as e:
         raise UserError(str(e)) from None
-    if not 0 <= seed < 2**32:
-        raise UserError(f"--seed={seed} is invalid: must be in [0, 2**32)")
+    if not 0 <= options.seed < 2**32:
+        raise UserError(f"--seed={options.seed} is invalid: must be in [0, 2**32)")
     try:
-        spec, cells = read_suite_file(out)
+        spec, cells = read_suite_file(folder)
     except ValueError as e:
         raise UserError(str(e)) from None
     names = [v.name for v in spec.variants]
-    chosen = names if chosen is None else chosen
-    for v in [*chosen, *([baseline] if baseline else [])]:
+    chosen = options.variants or names
+    baseline = options.baseline or chosen[0]
+    for v in [*chosen, baseline]:
         if v not in names:
             raise UserError(f"variant {v!r} is not in the suite; its variants: {', '.join(names)}")
-    baseline = baseline or chosen[0]
     if baseline not in chosen:
         raise UserError(f"--baseline {baseline} is not among --variants {','.join(chosen)}")
     all_games = [g.name for g in spec.games]
-    for g in games or ():
+    for g in options.games or ():
         if g not in all_games:
             raise UserError(f"game {g!r} is not in the suite; its games: {', '.join(all_games)}")
-    return _write_report(out, spec, cells, baseline, reference, chosen, reps, seed,
-                         games or all_games)
+    out = options.out or folder
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {str(out)!r} is a file, not a folder")
+    return _write_report(folder, out, spec, cells, options._replace(
+        baseline=baseline, variants=chosen, games=options.games or all_games))
 
 
-def _write_report(out, spec, cells, baseline, reference, chosen, reps, seed, games) -> int:
+def _write_report(folder: Path, out: Path, spec, cells, options: ReportOptions) -> int:
     from jaxdqn import suite_report as sr
 
-    results, unfinished = sr.read_results(out, cells)
+    baseline, chosen, games = options.baseline, options.variants, options.games
+    results, unfinished = sr.read_results(folder, cells)
     done_games = sr.complete_games(games, chosen, results)
     left_out = [f"{g} (" + ", ".join(f"{v}: {unfinished[(g, v)]}" for v in chosen
                                      if (g, v) in unfinished) + ")"
                 for g in games if g not in done_games]
     if not done_games:
         raise UserError(f"no game has finished every variant reported yet: {'; '.join(left_out)}"
-                        f"; finish them with: {PROG} suite run {out}")
+                        f"; finish them with: {PROG} suite run {folder}")
     raw = sr.score_matrices(results, done_games, chosen)
     try:
-        norm = (sr.load_reference(reference, done_games) if reference is not None
+        norm = (sr.load_reference(options.reference, done_games)
+                if options.reference is not None
                 else sr.baseline_normalisation(raw, done_games, baseline))
     except ValueError as e:
         raise UserError(str(e)) from None
-    agg = sr.aggregate(norm.apply(raw, done_games), baseline, reps, seed)
+    agg = sr.aggregate(norm.apply(raw, done_games), baseline, options.reps, options.seed)
     table = sr.markdown_table(agg, raw, done_games, baseline)
-    title = f"Suite {out.name or out}"
-    text = sr.report_text(title, table, norm, done_games, spec.seeds, spec.episodes, reps, seed,
-                          baseline, left_out)
+    title = f"Suite {folder.resolve().name}"
+    text = sr.report_text(title, table, norm, done_games, spec.seeds, spec.episodes,
+                          options.reps, options.seed, baseline, left_out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create --out {str(out)!r}: {e.strerror or e}") from None
     with interrupts.writing():
-        sr.write_report(out, text, sr.report_json(agg, raw, norm, done_games, baseline, reps,
-                                                  seed))
+        sr.write_report(out, text, sr.report_json(agg, raw, norm, done_games, baseline,
+                                                  options.reps, options.seed))
         sr.plot_aggregates(agg, baseline, norm, out / run_folder.SUITE_AGGREGATES_PLOT, title)
         sr.plot_profiles(agg, norm, out / run_folder.SUITE_PROFILES_PLOT, title)
         plotted = [g for g in games if any((g, v) in results for v in chosen)]
