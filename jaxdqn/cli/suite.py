@@ -455,15 +455,15 @@ def _report(folder: Path, options: ReportOptions) -> int:
     from jaxdqn.suite import read_suite_file
     from jaxdqn.suite_report import require_rliable
 
-    try:
-        require_rliable()
-    except ImportError as e:
-        raise UserError(str(e)) from None
     if not 0 <= options.seed < 2**32:
         raise UserError(f"--seed={options.seed} is invalid: must be in [0, 2**32)")
     try:
         spec, cells = read_suite_file(folder)
     except ValueError as e:
+        raise UserError(str(e)) from None
+    try:
+        require_rliable()
+    except ImportError as e:
         raise UserError(str(e)) from None
     names = [v.name for v in spec.variants]
     chosen = options.variants or names
