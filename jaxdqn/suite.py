@@ -145,12 +145,15 @@ def spec_from_dict(data: Mapping[str, Any], where: str = "suite spec") -> SuiteS
             raise ValueError(f"{where}: games lists a game twice: {list(games_data)}")
         games_data = {g: {} for g in games_data}
     if not isinstance(games_data, Mapping) or not games_data:
-        raise ValueError(f"{where} names no game: give games (env ids), e.g. "
+        raise ValueError(f"{where}: no game given: give games (env ids), e.g. "
                          "games = [\"Breakout-MinAtar\"] or --game Breakout-MinAtar")
     games = tuple(_game(name, table, where) for name, table in games_data.items())
     variants_data = data.get("variants", {})
-    if not isinstance(variants_data, Mapping) or not variants_data:
-        raise ValueError(f"{where} names no variant: give variants, e.g. [variants] dqn = {{}} "
+    if not isinstance(variants_data, Mapping):
+        raise ValueError(f"{where}: variants must be a table of name -> {{changes}}, e.g. "
+                         "[variants] dqn = {} n3 = {n_step = 3}")
+    if not variants_data:
+        raise ValueError(f"{where}: no variant given: give variants, e.g. [variants] dqn = {{}} "
                          "or --variant dqn")
     check_variant_names(list(variants_data), where)
     variants = tuple(_variant(name, table, [g.name for g in games], where)

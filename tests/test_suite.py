@@ -134,7 +134,7 @@ def test_flags_give_the_same_spec_and_add_to_a_file(tmp_path):
     ("", ["--game", "CartPole-v1", "--variant", "dqn", "--seeds", "0"],
      "the flags: seeds=0 is invalid: must be an int >= 1"),
     ("", ["--variant", "dqn"],
-     'the flags names no game: give games (env ids), e.g. games = ["Breakout-MinAtar"] or '
+     'the flags: no game given: give games (env ids), e.g. games = ["Breakout-MinAtar"] or '
      "--game Breakout-MinAtar"),
     ("", ["--game", "CartPole-v1", "--variant", "x:preset=nope"],
      "variant 'x' on CartPole-v1: preset 'nope' is unknown; known presets: reference, "),
@@ -275,6 +275,9 @@ def test_a_different_spec_for_the_folder_is_refused(suite, tmp_path, capsys, no_
     assert _errors(["suite", "run", str(suite["spec"]), str(out), "--seeds", "3"], capsys) == (
         f"{str(out)!r} holds a suite of another spec (seeds: 2 (stored) vs 3); resume it with "
         f"'jaxdqn suite run {out}' or choose another folder")
+    assert _errors(["suite", "run", str(out), "--seeds", "3", "--set", "gamma=0.9"], capsys) == (
+        f"{str(out)!r} holds a suite, whose spec cannot change (--seeds, --set given); resume it "
+        f"with 'jaxdqn suite run {out}' or choose another folder")
 
 
 def test_the_report_of_the_tiny_suite(suite, capsys):

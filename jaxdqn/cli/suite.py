@@ -202,6 +202,11 @@ def run(args, argv) -> int:
             stored = read_suite_file(out)
         except ValueError as e:
             raise UserError(str(e)) from None
+    if stored is not None and spec_path is None and flags and not (
+            flags.get("games") or flags.get("variants")):
+        given = [f"--{k}" for k in ("seeds", "seed", "episodes", "set") if k in flags]
+        raise UserError(f"{str(out)!r} holds a suite, whose spec cannot change ({', '.join(given)} "
+                        f"given); resume it with '{PROG} suite run {out}' or choose another folder")
     try:
         if spec_path is None and not flags:
             if stored is None:
