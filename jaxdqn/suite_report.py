@@ -98,12 +98,12 @@ def require_rliable():
 # Reading a suite
 
 
-def read_results(folder: Path, cells: Sequence[Cell]) -> tuple[dict[tuple[str, str], CellResult],
-                                                                dict[tuple[str, str], str]]:
-    """The results of the finished cells of suite folder ``folder``, by ``(game, variant)``, and
-    the status (``jaxdqn.suite.CellState``) of every other cell."""
+def read_results(cells: Sequence[tuple[Path, Cell]]) -> tuple[
+        dict[tuple[str, str], CellResult], dict[tuple[str, str], str]]:
+    """The results of the finished ``(suite folder, cell)``s, by ``(game, variant)``, and the
+    status (``jaxdqn.suite.CellState``) of every other cell."""
     results, unfinished = {}, {}
-    for cell in cells:
+    for folder, cell in cells:
         path = folder / cell.folder
         state = cell_state(path)
         if state.status != "done":
@@ -263,15 +263,24 @@ def markdown_table(agg: Aggregates, raw: Mapping[str, np.ndarray], games: Sequen
     return "\n".join(lines)
 
 
+def _counts(values: Mapping[str, int]) -> str:
+    """``"3"`` when every variant has the same count, else ``"3 (dqn), 5 (n3)"``."""
+    if len(set(values.values())) == 1:
+        return str(next(iter(values.values())))
+    return ", ".join(f"{n} ({v})" for v, n in values.items())
+
+
 def report_text(title: str, table: str, norm: Normalisation, games: Sequence[str],
-                num_runs: int, episodes: int, reps: int, seed: int, baseline: str,
-                left_out: Sequence[str]) -> str:
+                results: Mapping[tuple[str, str], CellResult], variants: Sequence[str],
+                reps: int, seed: int, baseline: str, left_out: Sequence[str]) -> str:
     """The report: what was measured and how, the table, and what was left out."""
+    runs = _counts({v: results[(games[0], v)].scores.size for v in variants})
+    episodes = _counts({v: results[(games[0], v)].episodes for v in variants})
     how = ("(score - random) / (reference - random), from " + norm.source
            if norm.kind == "reference" else f"score / {norm.source} (1: {baseline}'s level)")
     lines = [
         f"# {title}", "",
-        f"{len(games)} game{'s' * (len(games) != 1)} ({', '.join(games)}) x {num_runs} runs per "
+        f"{len(games)} game{'s' * (len(games) != 1)} ({', '.join(games)}) x {runs} runs per "
         f"variant. The score of a run: its mean greedy return over {episodes} episodes after "
         "training (gymnax, the env as trained: with sticky actions where the config has them).",
         f"Normalised per game: {how}.",

@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import signal
 import sys
 
@@ -297,6 +298,26 @@ def test_the_report_of_the_tiny_suite(suite, capsys):
     assert data["normalisation"]["high"] == {"CartPole-v1": float(np.mean(
         data["variants"]["dqn"]["raw_scores"]["CartPole-v1"]))}
     assert data["variants"]["dqn"]["mean"]["point"] == pytest.approx(1.0)
+
+
+def test_reports_of_several_suites_put_their_variants_side_by_side(suite, tmp_path, capsys):
+    from jaxdqn.suite import write_suite_file
+
+    out, other = suite["out"], tmp_path / "other"
+    spec = read_suite_file(out)[0]
+    spec_other = spec_from_dict({**spec.to_dict(), "variants": {"n3copy": {"n_step": 3}}})
+    (other / "CartPole-v1").mkdir(parents=True)
+    shutil.copytree(out / "CartPole-v1" / "n3", other / "CartPole-v1" / "n3copy")
+    write_suite_file(other, spec_other, spec_other.cells(), {})
+    assert main(["suite", "report", str(out), str(other), str(out), "--variants", "dqn,n3copy",
+                 "--reps", "20", "--out", str(tmp_path / "r")]) == 0
+    capsys.readouterr()
+    data = json.loads((tmp_path / "r" / run_folder.SUITE_REPORT_JSON).read_text())
+    assert list(data["variants"]) == ["dqn", "n3copy"]
+    n3 = json.loads((out / "CartPole-v1" / "n3" / run_folder.SUMMARY).read_text())
+    assert data["variants"]["n3copy"]["raw_scores"]["CartPole-v1"] == [
+        row["mean"] for row in n3["evaluation"]["per_seed"]]
+    assert not (other / run_folder.SUITE_REPORT).exists()
 
 
 def test_the_report_refuses_what_the_suite_does_not_hold(suite, capsys):

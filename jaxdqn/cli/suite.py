@@ -100,7 +100,9 @@ def add_parser(sub) -> None:
                     'from"); a score then reads (score - random) / (reference - random).'),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    q.add_argument("folder", metavar="DIR", help="the suite folder")
+    q.add_argument("folders", nargs="+", metavar="DIR",
+                   help="the suite folder; several are reported together (their variants side by "
+                        "side, a variant in two of them taken from the first)")
     q.add_argument("--baseline", default=None, metavar="VARIANT",
                    help="the variant others are compared with, and (without --reference) each "
                         "game's scale (default: the suite's first variant)")
@@ -185,6 +187,35 @@ def _paths(paths: list[str]) -> tuple[Path | None, Path]:
 
 def run(args, argv) -> int:
     from jaxdqn.cli.train import check_memory
+
+    spec_path, out = _paths(args.paths)
+    spec, cells, resuming = _spec_and_cells(spec_path, flags_spec(args), out)
+    for cell in cells:
+        check_learns(cell.config, f"{cell.label}: ")
+    if not resuming:
+        _check_new_folder(out, cells)
+    states = _checked_states(out, cells, spec)
+    for config in {c.config: None for c in cells if states[c] in ("new", "partial")}:
+        check_memory(config, spec.seeds)
+    interrupts.check()
+    if not resuming:
+        _new_suite(out, spec, cells, argv)
+    say(_announcement(out, spec, cells, states, resuming))
+    code = _run_cells(out, spec, cells, argv)
+    if code != 0:
+        return code
+    _print_scores(out, spec, cells)
+    print(f"suite folder: {out}")
+    if args.report:
+        return _report([out], ReportOptions())
+    say(f"report with: {PROG} suite report {out}")
+    return 0
+
+
+def _spec_and_cells(spec_path: Path | None, flags: dict, out: Path):
+    """``(spec, cells, resuming)``: the spec given (a file and flags) or, when none is, the one
+    stored in ``out``; a suite already in ``out`` keeps its stored cells, and a spec that differs
+    from its own is refused, naming the differences."""
     from jaxdqn.suite import (
         config_differences,
         load_spec_file,
@@ -194,61 +225,40 @@ def run(args, argv) -> int:
         spec_from_dict,
     )
 
-    spec_path, out = _paths(args.paths)
-    flags = flags_spec(args)
     stored = None
     if (out / run_folder.SUITE_SPEC).exists():
         try:
             stored = read_suite_file(out)
         except ValueError as e:
             raise UserError(str(e)) from None
-    if stored is not None and spec_path is None and flags and not (
-            flags.get("games") or flags.get("variants")):
+    again = f"resume it with '{PROG} suite run {out}' or choose another folder"
+    if spec_path is None and not flags:
+        if stored is None:
+            raise UserError(f"{str(out)!r} holds no suite ({run_folder.SUITE_SPEC}): give a spec "
+                            "file or --game and --variant flags")
+        return *stored, True
+    if stored is not None and spec_path is None and not (flags.get("games")
+                                                         or flags.get("variants")):
         given = [f"--{k}" for k in ("seeds", "seed", "episodes", "set") if k in flags]
-        raise UserError(f"{str(out)!r} holds a suite, whose spec cannot change ({', '.join(given)} "
-                        f"given); resume it with '{PROG} suite run {out}' or choose another folder")
+        raise UserError(f"{str(out)!r} holds a suite, whose spec cannot change ("
+                        f"{', '.join(given)} given); {again}")
     try:
-        if spec_path is None and not flags:
-            if stored is None:
-                raise UserError(f"{str(out)!r} holds no suite ({run_folder.SUITE_SPEC}): give a "
-                                "spec file or --game and --variant flags")
-            spec, cells = stored
-        else:
-            data = merge_specs(None if spec_path is None else load_spec_file(spec_path), flags)
-            spec = spec_from_dict(data, str(spec_path) if spec_path is not None else "the flags")
-            cells = spec.cells()
+        data = merge_specs(None if spec_path is None else load_spec_file(spec_path), flags)
+        spec = spec_from_dict(data, "the flags" if spec_path is None else str(spec_path))
+        cells = spec.cells()
     except ValueError as e:
         raise UserError(str(e)) from None
-    if stored is not None and spec is not stored[0]:
-        differences = spec_differences(stored[0].to_dict(), spec.to_dict())
-        for old, new in zip(stored[1], cells):
-            if not differences and old.config != new.config:
-                differences = [f"cell {old.label} resolves to another config now: "
-                               + "; ".join(config_differences(old.config, new.config))]
-        if differences:
-            raise UserError(f"{str(out)!r} holds a suite of another spec ({'; '.join(differences)})"
-                            f"; resume it with '{PROG} suite run {out}' or choose another folder")
-        cells = stored[1]
-    for cell in cells:
-        check_learns(cell.config, f"{cell.label}: ")
     if stored is None:
-        _check_new_folder(out, cells)
-    states = _checked_states(out, cells, spec)
-    for config in {c.config: None for c in cells if states[c] in ("new", "partial")}:
-        check_memory(config, spec.seeds)
-    interrupts.check()
-    if stored is None:
-        _new_suite(out, spec, cells, argv)
-    say(_announcement(out, spec, cells, states, stored is not None))
-    code = _run_cells(out, spec, cells, argv)
-    if code != 0:
-        return code
-    _print_scores(out, spec, cells)
-    print(f"suite folder: {out}")
-    if args.report:
-        return _report(out, ReportOptions())
-    say(f"report with: {PROG} suite report {out}")
-    return 0
+        return spec, cells, False
+    differences = spec_differences(stored[0].to_dict(), spec.to_dict())
+    for old, new in zip(stored[1], cells):
+        if not differences and old.config != new.config:
+            differences = [f"cell {old.label} resolves to another config now: "
+                           + "; ".join(config_differences(old.config, new.config))]
+    if differences:
+        raise UserError(f"{str(out)!r} holds a suite of another spec ({'; '.join(differences)}); "
+                        + again)
+    return *stored, True
 
 
 def _checked_states(out: Path, cells, spec) -> dict:
@@ -451,56 +461,80 @@ def report(args, argv) -> int:
     def names(text):
         return None if text is None else [v.strip() for v in text.split(",")]
 
-    return _report(Path(args.folder), ReportOptions(
+    return _report([Path(f) for f in args.folders], ReportOptions(
         args.baseline, args.reference, names(args.variants), names(args.games), args.reps,
         args.seed, None if args.out is None else Path(args.out)))
 
 
-def _report(folder: Path, options: ReportOptions) -> int:
-    from jaxdqn.suite import read_suite_file
+def _report(folders: list[Path], options: ReportOptions) -> int:
     from jaxdqn.suite_report import require_rliable
 
     if not 0 <= options.seed < 2**32:
         raise UserError(f"--seed={options.seed} is invalid: must be in [0, 2**32)")
-    try:
-        spec, cells = read_suite_file(folder)
-    except ValueError as e:
-        raise UserError(str(e)) from None
+    cells, variants, all_games = _suite_cells(folders)
     try:
         require_rliable()
     except ImportError as e:
         raise UserError(str(e)) from None
-    names = [v.name for v in spec.variants]
-    chosen = options.variants or names
+    chosen = options.variants or variants
     baseline = options.baseline or chosen[0]
     for v in [*chosen, baseline]:
-        if v not in names:
-            raise UserError(f"variant {v!r} is not in the suite; its variants: {', '.join(names)}")
+        if v not in variants:
+            raise UserError(f"variant {v!r} is not in the suite; its variants: "
+                            f"{', '.join(variants)}")
     if baseline not in chosen:
         raise UserError(f"--baseline {baseline} is not among --variants {','.join(chosen)}")
-    all_games = [g.name for g in spec.games]
     for g in options.games or ():
         if g not in all_games:
             raise UserError(f"game {g!r} is not in the suite; its games: {', '.join(all_games)}")
-    out = options.out or folder
+    out = options.out or folders[0]
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {str(out)!r} is a file, not a folder")
-    return _write_report(folder, out, spec, cells, options._replace(
+    return _write_report(folders, out, cells, options._replace(
         baseline=baseline, variants=chosen, games=options.games or all_games))
 
 
-def _write_report(folder: Path, out: Path, spec, cells, options: ReportOptions) -> int:
+def _suite_cells(folders: list[Path]):
+    """``([(folder, cell), ...], variants, games)`` of one or more suite folders, in order; a
+    variant of a later folder that an earlier one has is taken from the earlier one if its
+    cells' configs are the same there, else refused."""
+    from jaxdqn.suite import read_suite_file
+
+    cells, variants, games = [], [], []
+    seen: dict[tuple[str, str], tuple[Path, object]] = {}
+    for folder in folders:
+        try:
+            spec, suite_cells = read_suite_file(folder)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+        for cell in suite_cells:
+            key = (cell.game, cell.variant)
+            if key in seen:
+                first, config = seen[key]
+                if config != cell.config:
+                    raise UserError(f"variant {cell.variant!r} on {cell.game} is in {str(first)!r}"
+                                    f" and, with another config, in {str(folder)!r}: report "
+                                    "them apart, or rename one")
+                continue
+            seen[key] = (folder, cell.config)
+            cells.append((folder, cell))
+        variants += [v.name for v in spec.variants if v.name not in variants]
+        games += [g.name for g in spec.games if g.name not in games]
+    return cells, variants, games
+
+
+def _write_report(folders: list[Path], out: Path, cells, options: ReportOptions) -> int:
     from jaxdqn import suite_report as sr
 
     baseline, chosen, games = options.baseline, options.variants, options.games
-    results, unfinished = sr.read_results(folder, cells)
+    results, unfinished = sr.read_results(cells)
     done_games = sr.complete_games(games, chosen, results)
-    left_out = [f"{g} (" + ", ".join(f"{v}: {unfinished[(g, v)]}" for v in chosen
-                                     if (g, v) in unfinished) + ")"
+    left_out = [f"{g} (" + ", ".join(f"{v}: {unfinished.get((g, v), 'not in the suite')}"
+                                     for v in chosen if (g, v) not in results) + ")"
                 for g in games if g not in done_games]
     if not done_games:
         raise UserError(f"no game has finished every variant reported yet: {'; '.join(left_out)}"
-                        f"; finish them with: {PROG} suite run {folder}")
+                        f"; finish them with: {PROG} suite run {folders[0]}")
     raw = sr.score_matrices(results, done_games, chosen)
     try:
         norm = (sr.load_reference(options.reference, done_games)
@@ -510,9 +544,9 @@ def _write_report(folder: Path, out: Path, spec, cells, options: ReportOptions) 
         raise UserError(str(e)) from None
     agg = sr.aggregate(norm.apply(raw, done_games), baseline, options.reps, options.seed)
     table = sr.markdown_table(agg, raw, done_games, baseline)
-    title = f"Suite {folder.resolve().name}"
-    text = sr.report_text(title, table, norm, done_games, spec.seeds, spec.episodes,
-                          options.reps, options.seed, baseline, left_out)
+    title = "Suite " + " + ".join(f.resolve().name for f in folders)
+    text = sr.report_text(title, table, norm, done_games, results, chosen, options.reps,
+                          options.seed, baseline, left_out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
