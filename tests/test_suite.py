@@ -161,6 +161,22 @@ def test_every_spec_mistake_is_one_line_before_compiling(tmp_path, capsys, no_co
     assert not (tmp_path / "out").exists()
 
 
+def test_a_dry_run_shows_each_cell_and_writes_nothing(tmp_path, capsys, no_compile):
+    argv = ["suite", "run", str(tmp_path / "out"), "--game", "Breakout-MinAtar", "--game",
+            "CartPole-v1:preset=reference", "--variant", "dqn", "--variant",
+            "ddqn:estimator=double_dqn,n_step=3", "--seeds", "2", "--dry-run"]
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "4 cells x 2 seeds (seed 0, 100 evaluation episodes)"
+    assert [line.split()[:3] for line in lines[3:]] == [
+        ["Breakout-MinAtar/dqn", "new", "DQN"], ["Breakout-MinAtar/ddqn", "new", "Double"],
+        ["CartPole-v1/dqn", "new", "DQN"], ["CartPole-v1/ddqn", "new", "Double"]]
+    assert lines[3].endswith("1000000    preset minatar-fast: the same")
+    assert lines[4].endswith("vs dqn: estimator=double_dqn, n_step=3")
+    assert lines[5].endswith("500000     preset reference: the same")
+    assert not (tmp_path / "out").exists()
+
+
 def test_run_and_report_refuse_what_is_not_a_suite(tmp_path, capsys, no_compile):
     assert _errors(["suite", "run", str(tmp_path)], capsys) == (
         f"{str(tmp_path)!r} holds no suite (suite.json): give a spec file or --game and "

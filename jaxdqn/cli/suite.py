@@ -15,6 +15,7 @@ from jaxdqn.cli.options import check_learns, parse_assignment, parse_field_value
 from jaxdqn.cli.outputs import provenance
 from jaxdqn.cli.parser import EXIT_INTERRUPTED, PROG, OneLineParser, UserError, positive_int, say
 from jaxdqn.cli.sweep import split_values
+from jaxdqn.suite import default_preset
 
 SPEC_EXAMPLE = """\
 spec file (TOML or JSON; jaxdqn suite run ablation.toml runs/ablation):
@@ -82,6 +83,9 @@ def add_parser(sub) -> None:
                    help="greedy evaluation episodes per run after training (default 100)")
     r.add_argument("--report", action="store_true",
                    help="when every cell is done, write the report (suite report's defaults)")
+    r.add_argument("--dry-run", action="store_true",
+                   help="check the spec and show each cell's config (the fields where it "
+                        "differs from its game's first variant); write and train nothing")
     r.set_defaults(handler=run)
     q = sub2.add_parser(
         "report", help="aggregate a suite's scores across games: table and figures",
@@ -197,6 +201,9 @@ def run(args, argv) -> int:
     states = _checked_states(out, cells, spec)
     for config in {c.config: None for c in cells if states[c] in ("new", "partial")}:
         check_memory(config, spec.seeds)
+    if args.dry_run:
+        print(_describe_cells(spec, cells, states))
+        return 0
     interrupts.check()
     if not resuming:
         _new_suite(out, spec, cells, argv)
@@ -259,6 +266,33 @@ def _spec_and_cells(spec_path: Path | None, flags: dict, out: Path):
         raise UserError(f"{str(out)!r} holds a suite of another spec ({'; '.join(differences)}); "
                         + again)
     return *stored, True
+
+
+def _describe_cells(spec, cells, states: dict) -> str:
+    """One line per cell: its state, method, steps, and the fields where its config differs
+    from its game's first variant's (the first: from its preset)."""
+    from jaxdqn.cli.reports import method_name, plain_table
+    from jaxdqn.config import preset
+
+    rows, first = [], {}
+    for cell in cells:
+        base = first.setdefault(cell.game, cell.config)
+        if base is cell.config:
+            name = next((v.preset for v in spec.variants if v.name == cell.variant), None)
+            game = next(g for g in spec.games if g.name == cell.game)
+            source = name.get(cell.game) if isinstance(name, dict) else name
+            source = source or game.preset or default_preset(cell.game)
+            base, what = preset(source), f"preset {source}: "
+        else:
+            what = f"vs {cells[[c.game for c in cells].index(cell.game)].variant}: "
+        a, b = base.to_dict(), cell.config.to_dict()
+        changed = ", ".join(f"{k}={b[k]}" for k in b if a[k] != b[k] and k != "env_id")
+        changed = changed or "the same"
+        rows.append([cell.label, states[cell], method_name(cell.config),
+                     str(cell.config.total_timesteps), what + changed])
+    return (f"{len(cells)} cells x {spec.seeds} seeds (seed {spec.seed}, {spec.episodes} "
+            "evaluation episodes)\n" + plain_table(["cell", "state", "method", "env steps",
+                                                     "config"], rows))
 
 
 def _checked_states(out: Path, cells, spec) -> dict:
