@@ -1,5 +1,6 @@
-"""The layout of a run folder (``jaxdqn train``) and a sweep folder (``jaxdqn sweep``): every file
-and folder name, which of them make a run or a sweep, and where a run keeps its checkpoints.
+"""The layout of a run folder (``jaxdqn train``), a sweep folder (``jaxdqn sweep``) and a suite
+folder (``jaxdqn suite``): every file and folder name, which of them make a run or a sweep, and
+where a run keeps its checkpoints.
 
 The names are the on-disk format: folders written by earlier versions use the same ones. This
 module imports only the standard library, so the CLI can name files before it imports JAX.
@@ -38,6 +39,19 @@ SWEEP_METRICS = "sweep_metrics.npz"
 """Per combination ``c{index}/env_steps``, ``c{index}/episode_return``, ``c{index}/td_loss``."""
 SWEEP_RESUME = "sweep_resume.npz"
 """An unfinished sweep's finished groups: their metrics and greedy returns."""
+
+SUITE_SPEC = "suite.json"
+"""A suite's spec and each cell's config; its cells are run folders ``<game>/<variant>/``."""
+SUITE_REPORT = "report.md"
+"""``jaxdqn suite report``'s table (Markdown): aggregates across games and each game's scores."""
+SUITE_REPORT_JSON = "report.json"
+"""The same aggregates with their intervals, the normalisation and every run's score."""
+SUITE_AGGREGATES_PLOT = "report_aggregates.png"
+"""Median, IQM, mean, optimality gap and probability of improvement of each variant, with CIs."""
+SUITE_PROFILES_PLOT = "report_profiles.png"
+"""Performance profiles: the fraction of runs above each normalised score, with CIs."""
+SUITE_CURVES_PLOT = "report_curves.png"
+"""Learning curves, one panel per game, one curve per variant."""
 
 TENSORBOARD_DIR = "tensorboard"
 """TensorBoard event files, one subfolder per logged run."""

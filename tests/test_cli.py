@@ -91,7 +91,7 @@ def test_a_run_config_json_reproduces_config_and_seeds(tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    ([], "choose a command: train, evaluate, sweep or config"),
+    ([], "choose a command: train, evaluate, sweep, suite or config"),
     (["fly"], "argument COMMAND: invalid choice: 'fly'"),
     (["train", "--bogus"], "unrecognized arguments: --bogus"),
     (["train", "--seeds", "two"], "argument --seeds: invalid int value: 'two'"),

@@ -28,7 +28,8 @@ LAYERS = (
     {"jaxdqn.train"},  # the training loop
     {"jaxdqn.memory", "jaxdqn.bias", "jaxdqn.plotting", "jaxdqn.agent"},
     {"jaxdqn.runs"},  # a group of runs
-    {"jaxdqn.sweep"},
+    {"jaxdqn.sweep", "jaxdqn.suite"},  # grids of runs; a benchmark suite's spec and folder
+    {"jaxdqn.suite_report"},  # a suite's aggregates across games
     {"jaxdqn.cli", "jaxdqn.cli.*"},  # the command line, above the library
     {"jaxdqn.__main__"},  # python -m jaxdqn
 )

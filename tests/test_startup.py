@@ -22,6 +22,7 @@ print(code, ",".join(heavy) or "-")
     (["config"], 0), (["config", "--preset", "minatar"], 0),
     (["train", "--seeds", "-3"], 2), (["train", "--set", "gamma=2"], 2),
     (["train", "--set", "nope=1"], 2), (["train", "--env", "Nope-v0"], 2),
+    (["suite", "run", "--help"], 0), (["suite", "run", "x", "--game", "Nope", "--variant", "a"], 2),
 ])
 def test_commands_that_do_no_work_import_neither_jax_nor_gymnax(argv, code):
     proc = subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True, text=True,

@@ -1,9 +1,11 @@
-"""The ``jaxdqn`` command: ``train``, ``evaluate`` and ``sweep``, each writing a folder of results.
+"""The ``jaxdqn`` command: ``train``, ``evaluate``, ``sweep`` and ``suite``, each writing a folder
+of results.
 
-One module per command (``train``, ``evaluate``, ``sweep``), beside the shared pieces: ``parser``
-(the one-line-error parser and exit codes), ``options`` (config resolution), ``outputs`` (output
-folders), ``reports`` (tables), ``progress`` and ``segments`` (the segment loop of ``train`` and
-``sweep``: progress, loggers, Ctrl-C safe points); ``app`` builds the parser and runs a command.
+One module per command (``train``, ``evaluate``, ``sweep``, ``suite``, ``config``), beside the
+shared pieces: ``parser`` (the one-line-error parser and exit codes), ``options`` (config
+resolution), ``outputs`` (output folders), ``reports`` (tables), ``progress`` and ``segments``
+(the segment loop of ``train`` and ``sweep``: progress, loggers, Ctrl-C safe points); ``app``
+builds the parser and runs a command.
 
 Every user mistake (unknown env or field, a bad value, an unreadable checkpoint, a folder that
 already holds a run) is found before anything compiles and reported as one line on stderr with

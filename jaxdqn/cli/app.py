@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from jaxdqn.cli import config, distributed, evaluate, interrupts, sweep, train
+from jaxdqn.cli import config, distributed, evaluate, interrupts, suite, sweep, train
 from jaxdqn.cli.parser import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
@@ -20,7 +20,7 @@ from jaxdqn.cli.parser import (
 )
 from jaxdqn.runtime import fast_cpu_compile, use_all_cpu_cores
 
-COMMANDS = (train, evaluate, sweep, config)
+COMMANDS = (train, evaluate, sweep, suite, config)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -34,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         distributed.start_from_argv(argv)  # before any JAX computation, parsing's imports too
         args = build_parser().parse_args(argv)
         if args.command is None:
-            raise UserError("choose a command: train, evaluate, sweep or config "
+            raise UserError("choose a command: train, evaluate, sweep, suite or config "
                             f"(see '{PROG} --help')")
         code = args.handler(args, argv)
         if interrupts.requested() and code == 0:  # Ctrl-C after the last safe point

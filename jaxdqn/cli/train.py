@@ -84,8 +84,8 @@ def run(args, argv) -> int:
     check_memory(config, num_seeds)
     interrupts.check()
     if not writer:  # another process writes the folder; this one only computes
-        return _train(config, num_seeds, seed, args.episodes, Path(args.out or "."),
-                      args.no_progress, writer=False)  # the same segments: the same gathers
+        return train_folder(config, num_seeds, seed, args.episodes, Path(args.out or "."),
+                            args.no_progress, writer=False)  # the same segments: the same gathers
     out = prepare_out(args.out, default_out("", config.env_id), run_folder.RUN_FILES,
                       args.overwrite)
     from jaxdqn.io import atomic_write_json
@@ -96,8 +96,8 @@ def run(args, argv) -> int:
         "config": config.to_dict(), "seeds": num_seeds, "seed": seed,
         "eval_episodes": args.episodes, **provenance(argv),
     })
-    return _train(config, num_seeds, seed, args.episodes, out, args.no_progress,
-                  loggers=(args.tensorboard, args.wandb))
+    return train_folder(config, num_seeds, seed, args.episodes, out, args.no_progress,
+                        loggers=(args.tensorboard, args.wandb))
 
 
 def check_memory(config, num_seeds: int) -> None:
@@ -139,8 +139,8 @@ def _resume(args, argv) -> int:
     episodes = int(stored.get("eval_episodes", args.episodes))  # resolve_config read it
     check_memory(config, int(settings["seeds"]))
     interrupts.on_force_exit(f"{out} is as it was; continue it with: {PROG} train --resume {out}")
-    return _train(config, int(settings["seeds"]), int(settings["seed"]), episodes, out,
-                  args.no_progress, resume=True, loggers=(args.tensorboard, args.wandb))
+    return train_folder(config, int(settings["seeds"]), int(settings["seed"]), episodes, out,
+                        args.no_progress, resume=True, loggers=(args.tensorboard, args.wandb))
 
 
 class _Job(NamedTuple):
@@ -153,6 +153,7 @@ class _Job(NamedTuple):
     num_episodes: int
     out: Path
     writer: bool
+    continue_with: str | None = None  # the command that continues a stopped run
 
     def report(self, message: str) -> None:
         if self.writer:  # the others only compute
@@ -169,15 +170,19 @@ class _Start(NamedTuple):
     train_seconds: float = 0.0
 
 
-def _train(config, num_seeds: int, seed: int, num_episodes: int, out: Path, no_progress: bool,
-           resume: bool = False, loggers: tuple[bool, bool] = (False, False),
-           writer: bool = True) -> int:
-    """Trains, saves and evaluates. With several processes (``--distributed``) every process
-    runs this with the same arguments (the collectives must match); only the ``writer`` writes
-    files and prints results."""
+def train_folder(config, num_seeds: int, seed: int, num_episodes: int, out: Path,
+                 no_progress: bool, resume: bool = False,
+                 loggers: tuple[bool, bool] = (False, False), writer: bool = True,
+                 continue_with: str | None = None) -> int:
+    """Trains, saves and evaluates the run of run folder ``out`` (its ``CONFIG`` written by the
+    caller; ``resume``: from its ``RESUME_STATE``); returns the exit code. With several
+    processes (``--distributed``) every process runs this with the same arguments (the
+    collectives must match); only the ``writer`` writes files and prints results. A stopped run
+    names ``continue_with`` (default ``jaxdqn train --resume OUT``) as the command that
+    continues it (``jaxdqn suite`` names its own)."""
     from jaxdqn.runs import make_runs, rows_per_segment, seed_keys
 
-    job = _Job(config, num_seeds, seed, num_episodes, out, writer)
+    job = _Job(config, num_seeds, seed, num_episodes, out, writer, continue_with)
     batch = make_runs(config, num_seeds)
     keys = _host(seed_keys(seed, num_seeds))
     start = _load_start(batch, keys, out) if resume else _Start()
@@ -254,8 +259,7 @@ def _stopped_before_training(job: _Job, resume: bool) -> int:
     if not job.writer:
         pass
     elif resume:
-        say(f"interrupted before training resumed: {out} is as it was; continue it with: "
-            f"{PROG} train --resume {out}")
+        say(f"interrupted before training resumed: {out} is as it was" + _continue_hint(job))
     else:
         (out / run_folder.CONFIG).unlink(missing_ok=True)
         say(f"interrupted before training: nothing saved; {out} holds no run and can be "
@@ -301,7 +305,7 @@ def _finish(job: _Job, batch, state, loop: SegmentLoop, interrupted: bool, timin
                                  interrupted)
     _save(job, batch, state, metrics, host_params, host_best, summary)
     if interrupted:
-        say(f"partial run saved in {job.out}" + _continue_hint(job.out))
+        say(f"partial run saved in {job.out}" + _continue_hint(job))
         return EXIT_INTERRUPTED
     if interrupts.requested():
         say(f"interrupted before the evaluation: the run is complete in {job.out}; evaluate it "
@@ -310,11 +314,12 @@ def _finish(job: _Job, batch, state, loop: SegmentLoop, interrupted: bool, timin
     return _evaluate(job, batch, params, best, summary)
 
 
-def _continue_hint(out: Path) -> str:
+def _continue_hint(job: _Job) -> str:
     """How to continue a stopped run: ``--resume`` (one process only, which holds the state)."""
     import jax
 
-    return "" if jax.process_count() > 1 else f"; continue it with: {PROG} train --resume {out}"
+    command = job.continue_with or f"{PROG} train --resume {job.out}"
+    return "" if jax.process_count() > 1 else f"; continue it with: {command}"
 
 
 def _save(job: _Job, batch, state, metrics, host_params, host_best, summary) -> None:
@@ -336,7 +341,7 @@ def _save(job: _Job, batch, state, metrics, host_params, host_best, summary) -> 
             resume_path.unlink(missing_ok=True)
         interrupts.on_force_exit(
             f"the run is complete in {out}; evaluate it with: {PROG} evaluate {out}"
-            if not interrupted else f"partial run saved in {out}" + _continue_hint(out))
+            if not interrupted else f"partial run saved in {out}" + _continue_hint(job))
 
 
 def _evaluate(job: _Job, batch, params, best, summary) -> int:
