@@ -122,3 +122,30 @@ def make_acting_q_fn(config):
         return q_fn
     act = ESTIMATORS[config.estimator].act
     return lambda params, obs: act(q_fn, params, obs)
+
+
+def make_noisy_acting_q_fn(config):
+    """The Q-values a noisy agent (``config.noisy``) explores with in training:
+    ``q(params, obs[..., *obs_shape], key) -> f32[..., A]``, ``make_acting_q_fn``'s rule applied
+    to networks under a fresh draw of their noise from ``key``.
+
+    Each observation of ``obs``'s leading axes (each env copy) gets its own draw, and each member
+    its own: every copy then acts as the single-env agents of Dopamine's full Rainbow and DQN
+    Zoo's Rainbow do, on noise drawn for its step alone, and copies explore independently. Both
+    share one draw across a minibatch in learning, as ``update.make_td_update`` does.
+    """
+    from jaxdqn.estimators import ESTIMATORS
+    from jaxdqn.networks import make_noisy_q_fn
+
+    q_fn = make_noisy_q_fn(config, per_row=True)
+    if config.num_members == 1:
+        return q_fn
+    act = ESTIMATORS[config.estimator].act
+
+    def q(params, obs, key):
+        # The act rules vmap a q_fn(params, obs) over the members' leading axis: the pair
+        # (params, key) of each member rides on that axis.
+        keys = jax.random.split(key, config.num_members)
+        return act(lambda member, o: q_fn(member[0], o, member[1]), (params, keys), obs)
+
+    return q
