@@ -133,8 +133,9 @@ class DQNConfig:
         False, "noisy nets (Fortunato et al. 2018): every dense layer (not the convolutions) has "
         "learned factorised Gaussian noise on its weights, drawn afresh for every env step (one "
         "draw per env copy) and every network pass of a gradient step; evaluation and saved "
-        "agents use the mean weights. Acts without epsilon unless one is set: start_epsilon and "
-        "end_epsilon left None are 0", "true or false; not with buffer_age_metrics")
+        "agents use the mean weights. Acts without epsilon unless one is set: with neither "
+        "start_epsilon nor end_epsilon given both are 0", "true or false; not with "
+        "buffer_age_metrics")
     noisy_sigma0: float = _field(
         0.5, "noisy: sigma_0 of the factorised initialisation, every sigma starts at "
         "sigma_0 / sqrt(fan_in) (0.5: the paper's factorised value)", ">= 0 (noisy=True only)")
