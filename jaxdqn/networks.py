@@ -154,21 +154,32 @@ def make_q_fn(config: DQNConfig) -> QFn:
 def make_noisy_q_fn(config: DQNConfig, per_row: bool = False) -> NoisyQFn:
     """A pure ``q_fn(params, obs: [..., *obs_shape], key) -> f32[..., num_actions]`` of one noisy
     network (``config.noisy``) under a fresh draw of its noise from ``key`` (``draw_noise``: one
-    random call): one draw for all of ``obs`` (a gradient step's pass over its minibatch), or with
-    ``per_row`` one for each observation of ``obs``'s leading axes (each env copy acting). The
-    same key gives the same noise. Members: ``jax.vmap(q_fn, in_axes=(0, None, 0))`` over their
-    params and keys.
+    random call): one draw for all of ``obs`` (a pass over a minibatch), or with ``per_row`` one
+    for each observation of ``obs``'s leading axes (each env copy acting). The same key gives the
+    same noise. ``make_noise_q_fn`` applies noise drawn beforehand.
     """
-    if not config.noisy:
-        raise ValueError(f"make_noisy_q_fn needs DQNConfig.noisy=True, not {config.noisy!r}")
-    network = make_q_network(config)
-    legal_fn = env_spec(config).legal_fn if network.dueling else None
+    apply = make_noise_q_fn(config)
     obs_rank = len(env_spec(config).obs_shape)
-    num_convs = len(network.conv_channels)
 
     def q_fn(params, obs, key):
         batch = obs.shape[:obs.ndim - obs_rank] if per_row else ()
-        noise = draw_noise(key, params, batch)
+        return apply(params, obs, draw_noise(key, params, batch, per_row))
+
+    return q_fn
+
+
+def make_noise_q_fn(config: DQNConfig) -> Callable[[dict, jax.Array, dict], jax.Array]:
+    """A pure ``q_fn(params, obs: [..., *obs_shape], noise) -> f32[..., num_actions]`` of one noisy
+    network under ``noise`` (``{layer name: LayerNoise}``, ``noisy_nets.draw_noise``): one draw
+    for all of ``obs``, or one per row of its leading axes. Members: ``jax.vmap(q_fn, in_axes=(0,
+    None, 0))`` over their params and draws."""
+    if not config.noisy:
+        raise ValueError(f"noisy Q-values need DQNConfig.noisy=True, not {config.noisy!r}")
+    network = make_q_network(config)
+    legal_fn = env_spec(config).legal_fn if network.dueling else None
+    num_convs = len(network.conv_channels)
+
+    def q_fn(params, obs, noise):
         legal = None if legal_fn is None else legal_fn(obs)
         if num_convs:
             return cnn_apply(params, obs, num_convs, legal, noise)

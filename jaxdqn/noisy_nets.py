@@ -68,30 +68,48 @@ def dense_apply(layer: dict, x: jax.Array, noise: LayerNoise | None = None) -> j
 
 
 def noisy_layer_shapes(params: dict) -> dict[str, tuple[int, int]]:
-    """``{layer name: (p, q)}`` of the noisy layers of one network's ``params`` (no member axis),
-    in name order."""
+    """``{layer name: (p, q)}`` of the noisy layers of ``params`` (of one network, or of several
+    on leading axes), in name order."""
     layers = params["params"]
-    return {name: layers[name]["kernel"].shape for name in sorted(layers)
+    return {name: layers[name]["kernel"].shape[-2:] for name in sorted(layers)
             if "sigma_kernel" in layers[name]}
 
 
-def draw_noise(key: jax.Array, params: dict, batch_shape: tuple[int, ...] = ()
-               ) -> dict[str, LayerNoise]:
-    """A fresh draw of every noisy layer's factorised noise, ``{layer name: LayerNoise}``.
+def draw_noise(key: jax.Array, params: dict, batch_shape: tuple[int, ...] = (),
+               per_row: bool = False) -> dict[str, LayerNoise]:
+    """Fresh draws of every noisy layer's factorised noise, ``{layer name: LayerNoise}`` with
+    leading axes ``batch_shape`` (``()``: one draw).
 
-    One normal draw ``f32[*batch_shape, sum(p + q)]`` for all layers (each random call is a
-    threefry loop of its own on XLA:CPU), cut into each layer's ``eps_in`` and ``eps_out`` in
-    layer-name order. ``batch_shape`` ``()``: one draw for all rows of the input; else one per row
-    of those leading axes.
+    One normal draw ``f32[*batch_shape, sum(p + q)]`` for all layers and draws (each random call
+    is a threefry loop of its own on XLA:CPU), cut into each layer's ``eps_in`` and ``eps_out``
+    in layer-name order. ``per_row``: the leading axes are an input's rows, one draw each (each
+    env copy acting); else each draw serves all rows of a pass (a gradient step's passes, with
+    one leading axis per network that is vmapped over).
     """
     shapes = noisy_layer_shapes(params)
     total = sum(p + q for p, q in shapes.values())
     z = factorised(jax.random.normal(key, (*batch_shape, total), jnp.float32))
+    if not per_row:  # a draw for all rows: every weight and row reads it
+        z = _materialised(z)
     noise, offset = {}, 0
     for name, (p, q) in shapes.items():
         noise[name] = LayerNoise(z[..., offset:offset + p], z[..., offset + p:offset + p + q])
         offset += p + q
     return noise
+
+
+def _materialised(z: jax.Array) -> jax.Array:
+    """``z``, computed once into a buffer of its own.
+
+    The normal's inverse CDF and ``f`` end in cheap elementwise operations that XLA:CPU fuses
+    into every consumer, recomputing them for each weight of the outer products and each
+    output row (a CartPole gradient step 5x slower). XLA drops ``lax.optimization_barrier``
+    before fusing, but does not fuse a sort into its consumers: sorting ``z`` by its index
+    along the last axis (already in order: the values do not move) keeps it one buffer. A draw
+    per row needs none of this: each of its values is read by one row.
+    """
+    index = jax.lax.broadcasted_iota(jnp.int32, z.shape, z.ndim - 1)
+    return jax.lax.sort((index, z), dimension=z.ndim - 1, num_keys=1)[1]
 
 
 class NoisyDense(nn.Module):
