@@ -7,8 +7,9 @@ module-level function of the ``Loop`` (what the config fixes) and the ``HParams`
     run: scan over metric rows                        (num_log_rows)
       row: scan over iterations                       (iterations_per_log_row)
         iteration: scan over vector steps             (vector_steps_per_iteration)
-          act_and_store: epsilon-greedy act (legal actions only) -> env.step on num_envs copies
-                         -> buffer_add -> sums of the episodes that end
+          act_and_store: epsilon-greedy act (legal actions only; noisy nets: on a fresh draw of
+                         the noise per env copy) -> env.step on num_envs copies -> buffer_add
+                         -> sums of the episodes that end
         learn: updates_per_iteration x (replay_sample -> td_update)   once learning has started
                (buffer_age_metrics: + sampled_replay_age of each minibatch)
         sync: target sync when the env-step count crosses a multiple of target_update_freq

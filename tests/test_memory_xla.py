@@ -6,7 +6,7 @@ every estimator, evaluation during training, prioritized and n-step replay, nois
 runs.
 
 Measured on XLA:CPU (jax 0.10.2): all 24 figures within 9.6% (the largest: maxmin with 3 runs as
-one program, -9.6%; MinAtar's segment program +9.5%; double_dqn at batch 256 +9.4%; noisy -0.4%)."""
+one program, -9.6%; MinAtar's segment program +9.5%; double_dqn at batch 256 +9.4%; noisy -1.0%)."""
 
 import jax
 import jax.numpy as jnp
