@@ -103,7 +103,9 @@ def make_acting_q_fn(config):
 
     The one place that turns a run's params into acting Q-values, used by training's
     epsilon-greedy, greedy evaluation (during and after training), the bias study and
-    ``jaxdqn.load``; the rule is the estimator's ``act`` (``jaxdqn.estimators``). One network
+    ``jaxdqn.load``; the rule is the estimator's ``act`` (``jaxdqn.estimators``). Noisy networks
+    act on their mean weights here (deterministic); in training they explore on a fresh draw of
+    their noise (``make_noisy_acting_q_fn``). One network
     (``dqn``, ``double_dqn``, ``averaged``, ``maxmin`` of one member) acts on its own Q-values;
     for Averaged-DQN that is the online network, the newest estimate (the snapshot average lags
     it by up to ``N`` target periods and serves to denoise the target). Members:
