@@ -6,8 +6,8 @@ A checkpoint is one msgpack file (``flax.serialization``) holding::
     jaxdqn_version              the library that wrote it
     config                      the run's full ``DQNConfig`` (a dict)
     network                     obs_shape, num_actions, hidden_sizes (and a CNN's kind,
-                                conv_channels, conv_kernel_size; dueling when on): the params'
-                                shapes in words
+                                conv_channels, conv_kernel_size; dueling and noisy when on):
+                                the params' shapes in words
     num_seeds                   params carry a leading axis of this size, one entry per run
     params                      the online Q-network params
     metadata                    free-form: base seed, env steps done, ...
@@ -52,8 +52,8 @@ class Checkpoint(NamedTuple):
 def network_shape(config: DQNConfig) -> dict[str, Any]:
     """What fixes the params' shapes: observation shape, action count, hidden sizes and, for a
     CNN, ``kind="cnn"`` with its ``conv_channels`` and ``conv_kernel_size``; ``dueling=True`` for
-    a dueling head. An MLP's record has just the first three, as every record had before the
-    convolutions were recorded."""
+    a dueling head, ``noisy=True`` for noisy dense layers. An MLP's record has just the first
+    three, as every record had before the convolutions were recorded."""
     spec = env_spec(config)
     shape = {"obs_shape": list(spec.obs_shape), "num_actions": spec.num_actions,
              "hidden_sizes": list(config.hidden_sizes)}
@@ -62,17 +62,19 @@ def network_shape(config: DQNConfig) -> dict[str, Any]:
                      conv_kernel_size=config.conv_kernel_size)
     if config.dueling:
         shape["dueling"] = True
+    if config.noisy:
+        shape["noisy"] = True
     return shape
 
 
 def describe_network(shape: dict[str, Any]) -> str:
     """``"4 -> 120 -> 84 -> 2"`` (input size, hidden sizes, number of actions); a CNN reads
     ``"10x10x4 -> conv16k3 -> 128 -> 3"`` (16 channels of 3x3 kernels), a dueling head
-    ``"... -> 128 -> V+A3"``."""
+    ``"... -> 128 -> V+A3"``, noisy dense layers ``"... -> 3 (noisy)"``."""
     convs = [f"conv{c}k{shape['conv_kernel_size']}" for c in shape.get("conv_channels", ())]
     head = f"V+A{shape['num_actions']}" if shape.get("dueling") else shape["num_actions"]
     sizes = ["x".join(str(n) for n in shape["obs_shape"]), *convs, *shape["hidden_sizes"], head]
-    return " -> ".join(str(s) for s in sizes)
+    return " -> ".join(str(s) for s in sizes) + (" (noisy)" if shape.get("noisy") else "")
 
 
 def _records_network(stored, built: dict[str, Any]) -> bool:

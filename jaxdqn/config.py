@@ -16,11 +16,14 @@ NETWORKS = ("auto", "mlp", "cnn")
 TRACED_FIELDS = ("learning_rate", "gamma", "start_epsilon", "end_epsilon", "exploration_fraction",
                  "exploration_steps", "target_update_freq", "tau", "munchausen_tau",
                  "munchausen_alpha", "munchausen_clip", "priority_exponent", "importance_exponent",
-                 "priority_epsilon")
+                 "priority_epsilon", "noisy_sigma0")
 """The fields that change no array shape: traced (``train.HParams``), so a sweep batches their
 values into one compiled program."""
 DEFAULT_EXPLORATION_FRACTION = 0.2
 """``exploration_fraction`` when neither it nor ``exploration_steps`` is given (the seed's)."""
+DEFAULT_EPSILONS = (1.0, 0.1)
+"""``(start_epsilon, end_epsilon)`` where not given (the seed's); with ``noisy`` and neither given,
+both are 0: the agent explores by its noise alone."""
 EITHER_OR = {"exploration_fraction": "exploration_steps",
              "exploration_steps": "exploration_fraction"}
 """Fields of which a config gives one: giving one (not None) to ``replace`` unsets the other."""
@@ -57,7 +60,8 @@ def _field(default: Any, description: str, allowed: str = "") -> Any:
 class DQNConfig:
     """A DQN run. Names and defaults of the first ten fields are the seed's ``train_dqn`` signature
     (``exploration_fraction=None`` resolves to the seed's 0.2 unless ``exploration_steps`` is
-    given).
+    given; ``start_epsilon``/``end_epsilon=None`` to the seed's 1.0 and 0.1, or both to 0 with
+    ``noisy`` when neither is given).
 
     Step counts are in environment steps summed over the ``num_envs`` vectorised copies.
     ``learning_starts=None`` resolves to ``buffer_size`` (the seed fills the buffer first),
@@ -79,9 +83,12 @@ class DQNConfig:
                                     "> 0")
     target_update_freq: int = _field(1000, "env steps between target-network updates",
                                      "> 0, >= max(train_frequency, num_envs)")
-    start_epsilon: float = _field(1.0, "exploration rate at step 0", "in [0, 1]")
-    end_epsilon: float = _field(0.1, "exploration rate after the linear decay",
-                                  "in [0, 1]")
+    start_epsilon: float | None = _field(
+        None, f"exploration rate at step 0 (None: {DEFAULT_EPSILONS[0]}, or 0 with noisy when "
+        "end_epsilon is None too)", "in [0, 1], or None")
+    end_epsilon: float | None = _field(
+        None, f"exploration rate after the linear decay (None: {DEFAULT_EPSILONS[1]}, or 0 with "
+        "noisy when start_epsilon is None too)", "in [0, 1], or None")
     exploration_fraction: float | None = _field(
         None, "fraction of total_timesteps over which epsilon decays linearly (None: "
         f"{DEFAULT_EXPLORATION_FRACTION} unless exploration_steps is given)",
@@ -126,6 +133,16 @@ class DQNConfig:
     dueling: bool = _field(
         False, "dueling head (Wang et al. 2016): Q = V + A - mean of A over the legal actions, "
         "a value and an advantage layer on the last hidden layer", "true or false")
+    noisy: bool = _field(
+        False, "noisy nets (Fortunato et al. 2018): every dense layer (not the convolutions) has "
+        "learned factorised Gaussian noise on its weights, drawn afresh for every env step (one "
+        "draw per env copy) and every network pass of a gradient step; evaluation and saved "
+        "agents use the mean weights. Acts without epsilon unless one is set: with neither "
+        "start_epsilon nor end_epsilon given both are 0", "true or false; not with "
+        "buffer_age_metrics")
+    noisy_sigma0: float = _field(
+        0.5, "noisy: sigma_0 of the factorised initialisation, every sigma starts at "
+        "sigma_0 / sqrt(fan_in) (0.5: the paper's factorised value)", ">= 0 (noisy=True only)")
     random_tie_break: bool = _field(
         False, "greedy actions and the targets' argmax break ties among maximal Q-values at "
         "random (else lowest index)",
@@ -241,7 +258,12 @@ class DQNConfig:
         _check("adam_eps", self.adam_eps, self.adam_eps > 0)
         _require("adam_eps", self.adam_eps, self.optimizer == "adam" or self.adam_eps == 1e-8,
                  f"applies to optimizer='adam' only, not {self.optimizer!r} (leave it at 1e-8)")
-        for name in ("start_epsilon", "end_epsilon"):
+        _check_noisy(self)
+        given = self.start_epsilon is not None or self.end_epsilon is not None
+        defaults = DEFAULT_EPSILONS if given else _default_epsilons(self.noisy)
+        for name, default in zip(("start_epsilon", "end_epsilon"), defaults):
+            if getattr(self, name) is None:
+                set_(name, default)
             _check(name, getattr(self, name), 0.0 <= getattr(self, name) <= 1.0)
         if self.exploration_steps is not None and self.exploration_fraction is not None:
             raise ValueError(
@@ -355,7 +377,10 @@ class DQNConfig:
         re-derived unless given, so ``replace(buffer_size=...)`` behaves like a fresh config, and
         giving one of ``EITHER_OR``'s fields unsets the other (``replace(exploration_steps=n)``
         decays epsilon over ``n`` steps whatever the fraction was), and a change of estimator
-        resets the fields of the one left (``munchausen_*``) to their defaults."""
+        resets the fields of the one left (``munchausen_*``) to their defaults, as turning
+        ``noisy`` off resets ``noisy_sigma0``. A config holding both default epsilons
+        (``_default_epsilons``) has them re-derived unless given: ``replace(noisy=True)`` of the
+        seed's 1.0 and 0.1 acts without epsilon, of a schedule that was set keeps it."""
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         for name in changes:
             if name not in fields:
@@ -369,6 +394,11 @@ class DQNConfig:
         for name, other in EITHER_OR.items():
             if changes.get(name) is not None and other not in changes:
                 fields[other] = None
+        if not changes.get("noisy", self.noisy) and "noisy_sigma0" not in changes:
+            fields["noisy_sigma0"] = DQNConfig.__dataclass_fields__["noisy_sigma0"].default
+        if (self.start_epsilon, self.end_epsilon) == _default_epsilons(self.noisy):
+            for name in set(("start_epsilon", "end_epsilon")) - set(changes):
+                fields[name] = None
         for derived in ("learning_starts", "log_interval"):
             if derived not in changes and _was_derived(self, derived):
                 fields[derived] = None
@@ -446,6 +476,25 @@ def _check_n_step(cfg: DQNConfig) -> None:
              "of n_step steps of one env copy must fit in the buffer)")
 
 
+def _default_epsilons(noisy: bool) -> tuple[float, float]:
+    """``(start_epsilon, end_epsilon)`` of a config that gives neither: 0 and 0 with ``noisy``
+    (exploration by the noise alone, as DQN Zoo's Rainbow acts greedily on its noisy network),
+    else ``DEFAULT_EPSILONS``. One given alone takes the other's ``DEFAULT_EPSILONS`` value."""
+    return (0.0, 0.0) if noisy else DEFAULT_EPSILONS
+
+
+def _check_noisy(cfg: DQNConfig) -> None:
+    """``noisy_sigma0`` in range and set only with ``noisy``; no ``buffer_age_metrics`` with it."""
+    default = DQNConfig.__dataclass_fields__["noisy_sigma0"].default
+    _check("noisy_sigma0", cfg.noisy_sigma0, cfg.noisy_sigma0 >= 0)
+    _require("noisy_sigma0", cfg.noisy_sigma0, cfg.noisy or cfg.noisy_sigma0 == default,
+             "applies to noisy=True only (leave it at its default)")
+    _require("buffer_age_metrics", cfg.buffer_age_metrics,
+             not (cfg.noisy and cfg.buffer_age_metrics),
+             "must be False with noisy=True: the probability that a noisy network takes an action "
+             "(its behaviour probability) has no closed form")
+
+
 def _was_derived(cfg: DQNConfig, name: str) -> bool:
     if name == "learning_starts":
         return cfg.learning_starts == cfg.buffer_size
@@ -480,10 +529,9 @@ _OPTIONAL_INT_FIELDS = ("learning_starts", "max_episode_steps", "log_interval", 
                         "eval_interval", "exploration_steps")
 INT32_MAX = 2**31 - 1
 """The largest value of an int field: the loop counts steps, updates, rows and slots in int32."""
-_FLOAT_FIELDS = ("gamma", "learning_rate", "adam_eps", "start_epsilon", "end_epsilon",
-                 "huber_delta", "tau", "munchausen_tau", "munchausen_alpha", "munchausen_clip",
-                 "sticky_action_prob", "priority_exponent", "importance_exponent",
-                 "priority_epsilon")
+_FLOAT_FIELDS = ("gamma", "learning_rate", "adam_eps", "huber_delta", "tau", "munchausen_tau",
+                 "munchausen_alpha", "munchausen_clip", "sticky_action_prob", "priority_exponent",
+                 "importance_exponent", "priority_epsilon", "noisy_sigma0")
 _ESTIMATOR_FIELDS = {"munchausen": {
     "munchausen_tau": lambda v: v > 0,
     "munchausen_alpha": lambda v: 0 <= v <= 1,
@@ -524,11 +572,11 @@ def _check_types(cfg: DQNConfig) -> None:
                  "counted in int32)")
     for name in _FLOAT_FIELDS:
         _require(name, getattr(cfg, name), is_real(getattr(cfg, name)), "must be a finite number")
-    for name in ("max_grad_norm", "exploration_fraction"):
+    for name in ("max_grad_norm", "exploration_fraction", "start_epsilon", "end_epsilon"):
         v = getattr(cfg, name)
         _require(name, v, v is None or is_real(v), "must be a finite number or None")
     _require("env_id", cfg.env_id, isinstance(cfg.env_id, str), "must be a string")
-    for name in ("anneal_lr", "update_all_members", "random_tie_break", "dueling",
+    for name in ("anneal_lr", "update_all_members", "random_tie_break", "dueling", "noisy",
                  "prioritized", "buffer_age_metrics"):
         _require(name, getattr(cfg, name), isinstance(getattr(cfg, name), bool),
                  "must be True or False")

@@ -7,6 +7,11 @@ al. 2016), a value and an advantage stream combined by ``dueling_q``. Callers se
 ``q_fn(params, obs) -> f32[..., num_actions]`` (``make_q_fn``), whatever the head: a head that
 needs the legal actions (dueling's mean over them) computes them from the observation, as
 ``envs.legal_actions_fn`` allows, so no caller passes a mask.
+
+With ``DQNConfig.noisy`` every dense layer (hidden layers and head, dueling's two streams; not the
+convolutions) is a ``noisy_nets.NoisyDense``: ``make_q_fn`` applies its mean weights
+(deterministic: evaluation, ``jaxdqn.load`` and the bias study read it) and
+``make_noisy_q_fn(config)`` a fresh draw of its noise from a key (acting and learning in training).
 """
 
 from __future__ import annotations
@@ -20,8 +25,10 @@ import jax.numpy as jnp
 
 from jaxdqn.config import DQNConfig
 from jaxdqn.envs import env_spec
+from jaxdqn.noisy_nets import LayerNoise, NoisyDense, dense_apply, draw_noise
 
 QFn = Callable[[dict, jax.Array], jax.Array]
+NoisyQFn = Callable[[dict, jax.Array, jax.Array], jax.Array]  # (params, obs, key) -> f32[..., A]
 
 
 class QNetwork(nn.Module):
@@ -41,6 +48,9 @@ class QNetwork(nn.Module):
     and two linear streams, as Dopamine's ``FullRainbowNetwork`` (dopamine/jax/networks.py) and the
     MinAtar networks of "Revisiting Rainbow" (Obando-Ceron and Castro 2021, networks_new.py) build
     it. ``legal: bool[..., num_actions]`` (None: all legal) is read by the dueling head only.
+
+    With ``noisy`` every dense layer is a ``NoisyDense`` of the same name; ``noise`` (``{layer
+    name: LayerNoise}``, ``noisy_nets.draw_noise``) perturbs them, None applies their means.
     """
 
     num_actions: int
@@ -48,23 +58,31 @@ class QNetwork(nn.Module):
     conv_channels: Sequence[int] = ()
     conv_kernel_size: int = 3
     dueling: bool = False
+    noisy: bool = False
 
     @nn.compact
-    def __call__(self, obs: jax.Array, legal: jax.Array | None = None) -> jax.Array:
+    def __call__(self, obs: jax.Array, legal: jax.Array | None = None,
+                 noise: dict[str, LayerNoise] | None = None) -> jax.Array:
+        def dense(features, name, use_bias=True):
+            if not self.noisy:
+                return nn.Dense(features, use_bias=use_bias, name=name)
+            layer = NoisyDense(features, use_bias=use_bias, name=name)
+            return lambda x: layer(x, None if noise is None else noise[name])
+
         x = obs.astype(jnp.float32)
         if self.conv_channels:
             k = self.conv_kernel_size
             for channels in self.conv_channels:
                 x = nn.relu(nn.Conv(channels, (k, k), padding="VALID")(x))
             x = x.reshape(*x.shape[:-3], -1)
-        for size in self.hidden_sizes:
-            x = nn.relu(nn.Dense(size)(x))
+        for i, size in enumerate(self.hidden_sizes):
+            x = nn.relu(dense(size, f"Dense_{i}")(x))
         use_bias = not is_linear(self)
         if self.dueling:
-            value = nn.Dense(1, use_bias=use_bias, name="value")(x)
-            advantage = nn.Dense(self.num_actions, use_bias=use_bias, name="advantage")(x)
+            value = dense(1, "value", use_bias)(x)
+            advantage = dense(self.num_actions, "advantage", use_bias)(x)
             return dueling_q(value, advantage, legal)
-        return nn.Dense(self.num_actions, use_bias=use_bias)(x)
+        return dense(self.num_actions, f"Dense_{len(self.hidden_sizes)}", use_bias)(x)
 
 
 def dueling_q(value: jax.Array, advantage: jax.Array, legal: jax.Array | None = None) -> jax.Array:
@@ -108,7 +126,7 @@ def make_q_network(config: DQNConfig) -> QNetwork:
     conv = tuple(config.conv_channels) if network_kind(config) == "cnn" else ()
     return QNetwork(num_actions=num_actions, hidden_sizes=tuple(config.hidden_sizes),
                     conv_channels=conv, conv_kernel_size=config.conv_kernel_size,
-                    dueling=config.dueling)
+                    dueling=config.dueling, noisy=config.noisy)
 
 
 def make_q_fn(config: DQNConfig) -> QFn:
@@ -119,6 +137,7 @@ def make_q_fn(config: DQNConfig) -> QFn:
     A CNN is applied by ``cnn_apply`` (the same function as ``QNetwork.apply`` on the same
     params, computed faster on a CPU). A dueling network on an env with a legal-action mask
     computes the mask of ``obs`` itself (``EnvSpec.legal_fn``) for its mean over legal actions.
+    A noisy network is applied with its mean weights.
     """
     network = make_q_network(config)
     legal_fn = env_spec(config).legal_fn if network.dueling else None
@@ -132,8 +151,45 @@ def make_q_fn(config: DQNConfig) -> QFn:
     return network.apply
 
 
-def cnn_apply(params: dict, obs: jax.Array, num_convs: int,
-              legal: jax.Array | None = None) -> jax.Array:
+def make_noisy_q_fn(config: DQNConfig, per_row: bool = False) -> NoisyQFn:
+    """A pure ``q_fn(params, obs: [..., *obs_shape], key) -> f32[..., num_actions]`` of one noisy
+    network (``config.noisy``) under a fresh draw of its noise from ``key`` (``draw_noise``: one
+    random call): one draw for all of ``obs`` (a pass over a minibatch), or with ``per_row`` one
+    for each observation of ``obs``'s leading axes (each env copy acting). The same key gives the
+    same noise. ``make_noise_q_fn`` applies noise drawn beforehand.
+    """
+    apply = make_noise_q_fn(config)
+    obs_rank = len(env_spec(config).obs_shape)
+
+    def q_fn(params, obs, key):
+        batch = obs.shape[:obs.ndim - obs_rank] if per_row else ()
+        return apply(params, obs, draw_noise(key, params, batch, per_row))
+
+    return q_fn
+
+
+def make_noise_q_fn(config: DQNConfig) -> Callable[[dict, jax.Array, dict], jax.Array]:
+    """A pure ``q_fn(params, obs: [..., *obs_shape], noise) -> f32[..., num_actions]`` of one noisy
+    network under ``noise`` (``{layer name: LayerNoise}``, ``noisy_nets.draw_noise``): one draw
+    for all of ``obs``, or one per row of its leading axes. Members: ``jax.vmap(q_fn, in_axes=(0,
+    None, 0))`` over their params and draws."""
+    if not config.noisy:
+        raise ValueError(f"noisy Q-values need DQNConfig.noisy=True, not {config.noisy!r}")
+    network = make_q_network(config)
+    legal_fn = env_spec(config).legal_fn if network.dueling else None
+    num_convs = len(network.conv_channels)
+
+    def q_fn(params, obs, noise):
+        legal = None if legal_fn is None else legal_fn(obs)
+        if num_convs:
+            return cnn_apply(params, obs, num_convs, legal, noise)
+        return network.apply(params, obs, legal, noise)
+
+    return q_fn
+
+
+def cnn_apply(params: dict, obs: jax.Array, num_convs: int, legal: jax.Array | None = None,
+              noise: dict[str, LayerNoise] | None = None) -> jax.Array:
     """``QNetwork.apply`` for a CNN, each convolution computed as one matrix product (im2col).
 
     ``obs: [..., H, W, C]`` (any dtype; cast to f32) -> ``f32[..., num_actions]``. For every
@@ -145,6 +201,8 @@ def cnn_apply(params: dict, obs: jax.Array, num_convs: int,
     32); as matmuls the gradient step is about 3x faster. Sums are taken in another order than
     ``nn.Conv``'s, so outputs agree to float rounding (tests/test_networks.py). Params with
     ``value`` and ``advantage`` layers are a dueling network's (``legal`` is read by its head).
+    Every dense layer goes through ``dense_apply``; ``noise`` (``{layer name: LayerNoise}``)
+    perturbs a noisy network's, None applies their means.
     """
     p = params["params"]
     x = obs.astype(jnp.float32)
@@ -158,16 +216,20 @@ def cnn_apply(params: dict, obs: jax.Array, num_convs: int,
     x = x.reshape(*x.shape[:-3], -1)
     dense = sorted((k for k in p if k.startswith("Dense_")), key=lambda k: int(k.split("_")[1]))
     dueling = "advantage" in p
+
+    def layer(name, x):
+        return dense_apply(p[name], x, None if noise is None else noise[name])
+
     for name in dense if dueling else dense[:-1]:
-        x = jax.nn.relu(x @ p[name]["kernel"] + p[name]["bias"])
+        x = jax.nn.relu(layer(name, x))
     if dueling:
-        value, advantage = (x @ p[n]["kernel"] + p[n]["bias"] for n in ("value", "advantage"))
+        value, advantage = (layer(n, x) for n in ("value", "advantage"))
         return dueling_q(value, advantage, legal)
-    head = p[dense[-1]]
-    return x @ head["kernel"] + head["bias"]
+    return layer(dense[-1], x)
 
 
-def init_q_params(config: DQNConfig, key: jax.Array, num_members: int | None = None) -> dict:
+def init_q_params(config: DQNConfig, key: jax.Array, num_members: int | None = None,
+                  noisy_sigma0=None) -> dict:
     """Fresh Q-network parameters drawn from ``key``: flax's default distribution for each layer.
 
     Kernels (dense and convolution alike) are LeCun-normal: a normal truncated at 2 standard
@@ -180,11 +242,17 @@ def init_q_params(config: DQNConfig, key: jax.Array, num_members: int | None = N
 
     A linear Q (``is_linear``) starts at zero, as tables do (Sutton and Barto initialise Q to 0):
     without a hidden layer there is no symmetry for random weights to break.
+
+    A noisy network (``config.noisy``) is drawn by ``_noisy_init``, its ``sigma`` from
+    ``noisy_sigma0`` (None: ``config.noisy_sigma0``; it may be traced).
     """
     members = config.num_members if num_members is None else num_members
     network = make_q_network(config)
     obs_shape = env_spec(config).obs_shape
     shapes = jax.eval_shape(network.init, key, jnp.zeros(obs_shape, jnp.float32))
+    if network.noisy:
+        sigma0 = config.noisy_sigma0 if noisy_sigma0 is None else noisy_sigma0
+        return _noisy_init(shapes, key, members, sigma0, is_linear(network))
     if is_linear(network):
         return jax.tree.map(
             lambda x: jnp.zeros((members, *x.shape) if members > 1 else x.shape, x.dtype), shapes)
@@ -200,6 +268,45 @@ def init_q_params(config: DQNConfig, key: jax.Array, num_members: int | None = N
         std = 1.0 / math.sqrt(math.prod(shape[:-1])) / _TRUNCATED_NORMAL_STD
         values[i] = std * z[:, offset:offset + size].reshape(members, *shape)
         offset += size
+    if members == 1:
+        values = [v[0] for v in values]
+    return jax.tree_util.tree_unflatten(treedef, values)
+
+
+def _noisy_init(shapes: dict, key: jax.Array, members: int, sigma0, linear: bool) -> dict:
+    """A noisy network's params of ``shapes`` (``init_q_params``), every random leaf of every
+    member from one uniform draw ``u ~ U[-1, 1)``: the noisy layers' means (``kernel``, ``bias``)
+    ``u / sqrt(p)``, the paper's ``U(-1/sqrt(p), 1/sqrt(p))``, and their ``sigma_*``
+    ``sigma0 / sqrt(p)`` (Fortunato et al. 2018, section 3.2; ``p``: the layer's fan-in); the
+    convolutions keep ``init_q_params``'s LeCun-normal kernels (the normal truncated at 2, from
+    ``u`` by its inverse CDF) and zero biases. A linear Q's means start at zero.
+    """
+    layers = shapes["params"]
+    fan_in = {name: math.prod(layer["kernel"].shape[:-1]) for name, layer in layers.items()}
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(shapes)
+    named = [(_leaf_name(path[:-1]), _leaf_name(path), leaf.shape) for path, leaf in leaves]
+    drawn = [i for i, (layer, name, _) in enumerate(named)
+             if not linear and (name == "kernel" or (name == "bias" and "sigma_bias" in
+                                                     layers[layer]))]
+    sizes = [math.prod(named[i][2]) for i in drawn]
+    u = jax.random.uniform(key, (members, sum(sizes)), jnp.float32, -1.0, 1.0)
+    values = []
+    for layer, name, shape in named:
+        scale = 1.0 / math.sqrt(fan_in[layer])
+        if name.startswith("sigma_"):
+            values.append(jnp.full((members, *shape), sigma0 * scale, jnp.float32))
+        else:
+            values.append(jnp.zeros((members, *shape), jnp.float32))
+    offset = 0
+    for i, size in zip(drawn, sizes):
+        layer, _, shape = named[i]
+        part = u[:, offset:offset + size].reshape(members, *shape)
+        offset += size
+        if "sigma_kernel" in layers[layer]:
+            values[i] = part / math.sqrt(fan_in[layer])
+        else:  # a convolution's kernel: the normal truncated to [-2, 2] at the quantile (u+1)/2
+            z = math.sqrt(2.0) * jax.scipy.special.erfinv(part * math.erf(math.sqrt(2.0)))
+            values[i] = z / math.sqrt(fan_in[layer]) / _TRUNCATED_NORMAL_STD
     if members == 1:
         values = [v[0] for v in values]
     return jax.tree_util.tree_unflatten(treedef, values)

@@ -103,7 +103,9 @@ def make_acting_q_fn(config):
 
     The one place that turns a run's params into acting Q-values, used by training's
     epsilon-greedy, greedy evaluation (during and after training), the bias study and
-    ``jaxdqn.load``; the rule is the estimator's ``act`` (``jaxdqn.estimators``). One network
+    ``jaxdqn.load``; the rule is the estimator's ``act`` (``jaxdqn.estimators``). Noisy networks
+    act on their mean weights here (deterministic); in training they explore on a fresh draw of
+    their noise (``make_noisy_acting_q_fn``). One network
     (``dqn``, ``double_dqn``, ``averaged``, ``maxmin`` of one member) acts on its own Q-values;
     for Averaged-DQN that is the online network, the newest estimate (the snapshot average lags
     it by up to ``N`` target periods and serves to denoise the target). Members:
@@ -122,3 +124,30 @@ def make_acting_q_fn(config):
         return q_fn
     act = ESTIMATORS[config.estimator].act
     return lambda params, obs: act(q_fn, params, obs)
+
+
+def make_noisy_acting_q_fn(config):
+    """The Q-values a noisy agent (``config.noisy``) explores with in training:
+    ``q(params, obs[..., *obs_shape], key) -> f32[..., A]``, ``make_acting_q_fn``'s rule applied
+    to networks under a fresh draw of their noise from ``key``.
+
+    Each observation of ``obs``'s leading axes (each env copy) gets its own draw, and each member
+    its own: every copy then acts as the single-env agents of Dopamine's full Rainbow and DQN
+    Zoo's Rainbow do, on noise drawn for its step alone, and copies explore independently. Both
+    share one draw across a minibatch in learning, as ``update.make_td_update`` does.
+    """
+    from jaxdqn.estimators import ESTIMATORS
+    from jaxdqn.networks import make_noisy_q_fn
+
+    q_fn = make_noisy_q_fn(config, per_row=True)
+    if config.num_members == 1:
+        return q_fn
+    act = ESTIMATORS[config.estimator].act
+
+    def q(params, obs, key):
+        # The act rules vmap a q_fn(params, obs) over the members' leading axis: the pair
+        # (params, key) of each member rides on that axis.
+        keys = jax.random.split(key, config.num_members)
+        return act(lambda member, o: q_fn(member[0], o, member[1]), (params, keys), obs)
+
+    return q

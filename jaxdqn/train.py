@@ -7,8 +7,9 @@ module-level function of the ``Loop`` (what the config fixes) and the ``HParams`
     run: scan over metric rows                        (num_log_rows)
       row: scan over iterations                       (iterations_per_log_row)
         iteration: scan over vector steps             (vector_steps_per_iteration)
-          act_and_store: epsilon-greedy act (legal actions only) -> env.step on num_envs copies
-                         -> buffer_add -> sums of the episodes that end
+          act_and_store: epsilon-greedy act (legal actions only; noisy nets: on a fresh draw of
+                         the noise per env copy) -> env.step on num_envs copies -> buffer_add
+                         -> sums of the episodes that end
         learn: updates_per_iteration x (replay_sample -> td_update)   once learning has started
                (buffer_age_metrics: + sampled_replay_age of each minibatch)
         sync: target sync when the env-step count crosses a multiple of target_update_freq
@@ -49,6 +50,7 @@ from jaxdqn.policy import (
     epsilon_greedy,
     epsilon_greedy_probability,
     make_acting_q_fn,
+    make_noisy_acting_q_fn,
 )
 from jaxdqn.replay import (
     importance_exponent_at,
@@ -91,6 +93,7 @@ class HParams(NamedTuple):
     priority_exponent: Any  # prioritized replay's alpha
     importance_exponent: Any  # its beta at step 0
     priority_epsilon: Any
+    noisy_sigma0: Any  # noisy nets' sigma_0 (read by the initialisation only)
 
     @classmethod
     def from_config(cls, config: DQNConfig) -> HParams:
@@ -223,6 +226,8 @@ class Loop:
     q_fn: QFn
     acting_q_fn: Callable  # the Q-values the agent acts on (``policy.make_acting_q_fn``)
     greedy_episodes: Callable | None  # evaluation during training; None without it
+    noisy_acting_q_fn: Callable | None = None  # noisy: (params, obs, key) -> the Q-values the
+    # agent explores with (``policy.make_noisy_acting_q_fn``); None without noisy
 
     @classmethod
     def of(cls, config: DQNConfig) -> Loop:
@@ -230,7 +235,8 @@ class Loop:
         return cls(config=config, spec=env_spec(config), q_fn=make_q_fn(config),
                    acting_q_fn=make_acting_q_fn(config),
                    greedy_episodes=(make_greedy_episodes(config, config.eval_episodes)
-                                    if evaluating else None))
+                                    if evaluating else None),
+                   noisy_acting_q_fn=make_noisy_acting_q_fn(config) if config.noisy else None)
 
     def hparams(self, hparams: HParams | None) -> HParams:
         """``hparams``, or the config's own when None."""
@@ -257,7 +263,7 @@ def init(loop: Loop, key: jax.Array, hparams: HParams | None = None) -> RunnerSt
     hp = loop.hparams(hparams)
     run_key = key
     key, init_key, reset_key = jax.random.split(key, 3)
-    params = init_q_params(config, init_key)
+    params = init_q_params(config, init_key, noisy_sigma0=hp.noisy_sigma0)
     train_state = init_train_state(config, params, make_optimizer(config, hp.learning_rate))
     obs, env_state = jax.vmap(spec.env.reset, in_axes=(0, None))(
         jax.random.split(reset_key, config.num_envs), spec.params)
@@ -346,14 +352,20 @@ def act_and_store(loop: Loop, hp: HParams, runner: RunnerState, sums: _RowSums, 
     """One step of every env copy at global env step ``step``: epsilon-greedy actions, env step,
     ``buffer_add``, and the sums of the episodes that end. With ``buffer_age_metrics`` each
     transition also stores its step (copy ``i``: ``step + i``) and the probability that the
-    epsilon-greedy policy took its action."""
+    epsilon-greedy policy took its action. A noisy agent acts on its networks under a fresh draw
+    of their noise per env copy (``loop.noisy_acting_q_fn``), from a key of the same split."""
     config, spec = loop.config, loop.spec
-    keys = jax.random.split(runner.key, config.num_envs + 2)  # one threefry call for all of them
-    key, act_key, env_keys = keys[0], keys[1], keys[2:]
+    noisy = loop.noisy_acting_q_fn is not None
+    # One threefry call for all of them: the next key, the actions', the noise's (noisy), the envs'.
+    keys = jax.random.split(runner.key, config.num_envs + 2 + noisy)
+    key, act_key, env_keys = keys[0], keys[1], keys[2 + noisy:]
     epsilon = epsilon_at(step, hp.start_epsilon, hp.end_epsilon, hp.exploration_fraction,
                          config.total_timesteps, hp.exploration_steps)
     legal = None if spec.legal_fn is None else spec.legal_fn(runner.obs)
-    q_values = loop.acting_q_fn(runner.train.params, runner.obs)
+    if noisy:
+        q_values = loop.noisy_acting_q_fn(runner.train.params, runner.obs, keys[2])
+    else:
+        q_values = loop.acting_q_fn(runner.train.params, runner.obs)
     action = epsilon_greedy(act_key, q_values, epsilon, legal, config.random_tie_break)
     next_obs, env_state, reward, terminated, truncated, info = jax.vmap(
         spec.env.step, in_axes=(0, 0, 0, None))(env_keys, runner.env_state, action, spec.params)

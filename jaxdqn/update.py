@@ -2,6 +2,8 @@
 
 What the target is, which networks it reads and which members a step trains come from the
 estimator's record (``jaxdqn.estimators``); this module applies them to networks and optimizers.
+With noisy networks (``DQNConfig.noisy``) every network of every pass of a step has its own
+draw of noise (``StepNoise``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import optax
 from jaxdqn.buffer import Transition, uniform_index
 from jaxdqn.config import DQNConfig
 from jaxdqn.estimators import ESTIMATORS, Current, first_member, masked_max
-from jaxdqn.networks import QFn
+from jaxdqn.networks import QFn, make_noise_q_fn
+from jaxdqn.noisy_nets import draw_noise
 
 LegalFn = Callable[[jax.Array], jax.Array]  # obs [..., *obs_shape] -> bool[..., num_actions]
 
@@ -26,6 +29,20 @@ class TrainState(NamedTuple):
     params: dict  # online network(s); leaves [num_members, ...] when num_members > 1
     target_params: dict  # frozen copy theta^- (same layout); averaged: [N, ...], newest first
     opt_state: optax.OptState  # one per member (leading member axis) when num_members > 1
+
+
+class StepNoise(NamedTuple):
+    """Noisy networks: the noise of a gradient step's passes over its minibatch, ``{layer name:
+    LayerNoise}`` for one network, with a leading axis where a pass is vmapped over members or
+    snapshots, None where the estimator makes no such pass. Each network of each pass has its own
+    draw, shared by the minibatch's rows (as Dopamine's full Rainbow and DQN Zoo's Rainbow draw
+    it), independent of the others (as DQN Zoo's; Dopamine's target and online networks at s'
+    share a key), all cut from one random call (``_TDStep.draw``)."""
+
+    online: dict | None  # the online network(s) at s: the Q-values the loss trains
+    target_next: dict | None  # the target network(s) at s'
+    online_next: dict | None  # the online network(s) at s' (Double DQN's argmax, ...)
+    target: dict | None  # the target network at s (Munchausen's bonus)
 
 
 class UpdateInfo(NamedTuple):
@@ -100,14 +117,18 @@ def make_td_update(
 
     The estimator's record says which Q-values its target reads at s' and which members the step
     trains. ``key`` (needed where ``step_takes_key(config)``) picks the member to update when it
-    trains one chosen at random (``config.trained_members == "random"``) and breaks ties in the
-    target's argmax at random with ``random_tie_break``; otherwise it is ignored.
+    trains one chosen at random (``config.trained_members == "random"``), breaks ties in the
+    target's argmax at random with ``random_tie_break`` and draws a noisy network's noise for
+    each pass (``StepNoise``); otherwise it is ignored. Noisy networks' ``info`` (``q_taken``,
+    ``q_max``, ``td_error``) is of the online network under the step's noise.
     ``legal_fn(obs)`` gives the legal actions of ``s'`` (recomputed from the stored observation)
     and of ``s``; None: all actions are legal, and the program is the one without masks.
     ``hparams`` (``train.HParams``, possibly traced) gives the coefficients a target reads
     (Munchausen's); None: the config's.
     """
-    step = _TDStep(config, q_fn, optimizer, legal_fn, config if hparams is None else hparams)
+    noise_q_fn = make_noise_q_fn(config) if config.noisy else None
+    step = _TDStep(config, q_fn, optimizer, legal_fn, config if hparams is None else hparams,
+                   noise_q_fn)
     return _members_update(step) if config.num_members > 1 else _single_update(step)
 
 
@@ -116,68 +137,105 @@ def _breaks_target_ties(config: DQNConfig) -> bool:
 
 
 def step_takes_key(config: DQNConfig) -> bool:
-    """Whether ``td_update`` draws random numbers (a member chosen at random, or ties of the
-    target's argmax broken at random), so needs a key."""
-    return config.trained_members == "random" or _breaks_target_ties(config)
+    """Whether ``td_update`` draws random numbers (a member chosen at random, ties of the
+    target's argmax broken at random, or a noisy network's noise), so needs a key."""
+    return config.trained_members == "random" or _breaks_target_ties(config) or config.noisy
 
 
 def _step_keys(config: DQNConfig, key) -> tuple:
-    """``(member_key, tie_key)`` of a step's ``key``, None where unused; with both, ``key`` is
-    split (a member chosen at random without tie-breaking draws from ``key`` itself)."""
-    member, ties = config.trained_members == "random", _breaks_target_ties(config)
-    if not (member or ties):
-        return None, None
+    """``(member_key, tie_key, noise_key)`` of a step's ``key``, None where unused: ``key`` itself
+    where one is used, else ``key`` split into them (one random call)."""
+    used = (config.trained_members == "random", _breaks_target_ties(config), config.noisy)
+    if not any(used):
+        return None, None, None
     if key is None:
         raise ValueError(f"estimator={config.estimator!r}"
-                         + (" with random_tie_break" if ties else "")
+                         + (" with random_tie_break" if used[1] else "")
+                         + (" with noisy" if used[2] else "")
                          + " draws random numbers in a gradient step: td_update needs a key")
-    if member and ties:
-        return tuple(jax.random.split(key))
-    return (key, None) if member else (None, key)
+    keys = iter([key] if sum(used) == 1 else jax.random.split(key, sum(used)))
+    return tuple(next(keys) if u else None for u in used)
 
 
 @dataclasses.dataclass(frozen=True)
 class _TDStep:
     """What both forms of a gradient step close over: the config, the network, the optimizer,
-    the legal actions (``legal_fn`` None: all legal) and the coefficients a target reads
-    (``hparams``: the config or ``train.HParams``)."""
+    the legal actions (``legal_fn`` None: all legal), the coefficients a target reads
+    (``hparams``: the config or ``train.HParams``) and a noisy network's forward pass under
+    given noise (``noise_q_fn``, ``networks.make_noise_q_fn``; None without noise)."""
 
     config: DQNConfig
     q_fn: QFn
     optimizer: optax.GradientTransformation
     legal_fn: LegalFn | None
     hparams: object
+    noise_q_fn: Callable | None = None
 
     def legal(self, obs):
         return None if self.legal_fn is None else self.legal_fn(obs)
 
-    def stacked(self, params, obs):
+    def q(self, params, obs, noise=None):
+        """``f32[B, A]`` of one network under ``noise``, or without noise ``q_fn`` (the mean
+        weights of a noisy network)."""
+        return self.q_fn(params, obs) if noise is None else self.noise_q_fn(params, obs, noise)
+
+    def each(self, params, obs, noise=None):
+        """``f32[N, B, A]`` of params with a leading axis of ``N`` networks (members or
+        snapshots), each under its row of ``noise``."""
+        if noise is None:
+            return jax.vmap(self.q_fn, in_axes=(0, None))(params, obs)
+        return jax.vmap(self.noise_q_fn, in_axes=(0, None, 0))(params, obs, noise)
+
+    def stacked(self, params, obs, noise=None):
         """``f32[M, B, A]`` of params with a leading member axis, ``f32[1, B, A]`` of one
         network."""
         if self.config.num_members > 1:
-            return jax.vmap(self.q_fn, in_axes=(0, None))(params, obs)
-        return self.q_fn(params, obs)[None]
+            return self.each(params, obs, noise)
+        return self.q(params, obs, noise)[None]
 
-    def target(self, params, target_params, batch: Transition, gamma, legal, tie_key=None):
+    def draw(self, key, params) -> StepNoise:
+        """The step's ``StepNoise`` from ``key``: one draw of ``draw_noise`` for every network of
+        every pass (one random call), cut into the passes'."""
+        config, estimator = self.config, ESTIMATORS[self.config.estimator]
+        members = config.num_members
+        stacked = (members, True) if members > 1 else (1, False)
+        passes = StepNoise(  # (networks, whether the pass is vmapped over them)
+            online=(members, True) if config.trained_members == "all" else (1, False),
+            target_next=(config.ensemble_size, True) if estimator.snapshots else stacked,
+            online_next={"none": (0, False), "first": (1, False),
+                         "every": stacked}[estimator.online_next],
+            target=(1, False) if estimator.reads_current else (0, False))
+        noise = draw_noise(key, params, (sum(n for n, _ in passes),))
+        cut, offset = [], 0
+        for n, vmapped in passes:
+            rows = slice(offset, offset + n) if vmapped else offset
+            cut.append(jax.tree.map(lambda x, rows=rows: x[rows], noise) if n else None)
+            offset += n
+        return StepNoise(*cut)
+
+    def target(self, params, target_params, batch: Transition, gamma, legal, tie_key=None,
+               noise: StepNoise | None = None):
         """The estimator's TD target of ``batch`` (``legal``: the legal actions of ``s'``;
-        ``tie_key``: ties of its argmax at random)."""
+        ``tie_key``: ties of its argmax at random; ``noise``: noisy networks' draws)."""
         estimator = ESTIMATORS[self.config.estimator]
-        next_obs, q_fn = batch.next_obs, self.q_fn
+        next_obs, q = batch.next_obs, self.q
+        noise = StepNoise(None, None, None, None) if noise is None else noise
         if estimator.snapshots:
-            next_q_target = jax.vmap(q_fn, in_axes=(0, None))(target_params, next_obs)
+            next_q_target = self.each(target_params, next_obs, noise.target_next)
         elif estimator.stacked:
-            next_q_target = self.stacked(target_params, next_obs)
+            next_q_target = self.stacked(target_params, next_obs, noise.target_next)
         else:
-            next_q_target = q_fn(target_params, next_obs)
+            next_q_target = q(target_params, next_obs, noise.target_next)
         if estimator.online_next == "first":
             first = first_member(params) if self.config.num_members > 1 else params
-            next_q_online = q_fn(first, next_obs)
+            next_q_online = q(first, next_obs, noise.online_next)
         elif estimator.online_next == "every":
-            next_q_online = self.stacked(params, next_obs)
+            next_q_online = self.stacked(params, next_obs, noise.online_next)
         else:
             next_q_online = None
         if estimator.reads_current:
-            current = Current(q_fn(target_params, batch.obs), batch.action, self.legal(batch.obs))
+            current = Current(q(target_params, batch.obs, noise.target), batch.action,
+                              self.legal(batch.obs))
             return estimator.target(batch.reward, batch.terminated, gamma, next_q_target,
                                     next_q_online, legal, current=current, hparams=self.hparams)
         if tie_key is None:  # the program without tie-breaking, as before the option
@@ -191,10 +249,10 @@ class _TDStep:
         return td_loss(q_taken, target, config.loss, config.huber_delta,
                        half=config.optimizer == "sgd", weight=weight)
 
-    def fixed_target_loss(self, params, batch: Transition, target, weight=None):
-        """The loss of one network against a fixed target; aux: (q_taken, q_max, target)
-        means and the absolute TD errors ``f32[B]``."""
-        q = self.q_fn(params, batch.obs)
+    def fixed_target_loss(self, params, batch: Transition, target, weight=None, noise=None):
+        """The loss of one network (under ``noise``) against a fixed target; aux: (q_taken,
+        q_max, target) means and the absolute TD errors ``f32[B]``."""
+        q = self.q(params, batch.obs, noise)
         q_taken = _q_taken(q, batch.action)
         loss = self.loss(q_taken, target, weight)
         q_max = masked_max(q, self.legal(batch.obs))
@@ -208,22 +266,23 @@ def _q_taken(q, action):
 
 def _single_update(step: _TDStep) -> Callable[..., tuple[TrainState, UpdateInfo]]:
     """``td_update`` of one online network: DQN, Double DQN, Averaged-DQN."""
-    def loss_fn(params, target_params, batch: Transition, gamma, tie_key, weight):
+    def loss_fn(params, target_params, batch: Transition, gamma, tie_key, weight, noise):
         # The order of operations of the original DQN/Double DQN update (bit-identical runs).
-        q = step.q_fn(params, batch.obs)
+        q = step.q(params, batch.obs, None if noise is None else noise.online)
         q_taken = _q_taken(q, batch.action)
         target = step.target(params, target_params, batch, gamma, step.legal(batch.next_obs),
-                             tie_key)
+                             tie_key, noise)
         loss = step.loss(q_taken, target, weight)
         q_max = masked_max(q, step.legal(batch.obs))
         return loss, (q_taken.mean(), q_max.mean(), target.mean(), jnp.abs(target - q_taken))
 
     @jax.jit
     def td_update(state: TrainState, batch: Transition, gamma, key=None, weight=None):
-        _, tie_key = _step_keys(step.config, key)
+        _, tie_key, noise_key = _step_keys(step.config, key)
+        noise = None if noise_key is None else step.draw(noise_key, state.params)
         (loss, (q_taken, q_max, target, td_error)), grads = jax.value_and_grad(
             loss_fn, has_aux=True)(state.params, state.target_params, batch, gamma, tie_key,
-                                   weight)
+                                   weight, noise)
         updates, opt_state = step.optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         info = UpdateInfo(loss, q_taken, q_max, target, optax.tree.norm(grads), td_error)
@@ -238,31 +297,34 @@ def _members_update(step: _TDStep) -> Callable[..., tuple[TrainState, UpdateInfo
     config = step.config
     num = config.num_members
 
-    def step_one(params, opt_state, batch, target, weight):
+    def step_one(params, opt_state, batch, target, weight, noise=None):
         (loss, aux), grads = jax.value_and_grad(step.fixed_target_loss, has_aux=True)(
-            params, batch, target, weight)
+            params, batch, target, weight, noise)
         updates, opt_state = step.optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss, aux, optax.tree.norm(grads)
 
     @jax.jit
     def td_update_members(state: TrainState, batch: Transition, gamma, key=None, weight=None):
-        member_key, tie_key = _step_keys(config, key)
+        member_key, tie_key, noise_key = _step_keys(config, key)
+        noise = None if noise_key is None else step.draw(noise_key, state.params)
         # f32[M, B]: the target of each member (a shared f32[B] target repeated)
         y = step.target(state.params, state.target_params, batch, gamma,
-                        step.legal(batch.next_obs), tie_key)
+                        step.legal(batch.next_obs), tie_key, noise)
         y = jnp.broadcast_to(y, (num, *batch.reward.shape))
         if config.trained_members == "random":
             i = uniform_index(member_key, (), num)
             pick = lambda tree: jax.tree.map(lambda x: x[i], tree)  # noqa: E731
             params, opt_state, loss, (q_taken, q_max, target, td_error), norm = step_one(
-                pick(state.params), pick(state.opt_state), batch, y[i], weight)
+                pick(state.params), pick(state.opt_state), batch, y[i], weight,
+                None if noise is None else noise.online)
             put = lambda tree, new: jax.tree.map(lambda x, v: x.at[i].set(v), tree, new)  # noqa
             params, opt_state = put(state.params, params), put(state.opt_state, opt_state)
             opt_state = share_schedule_count(opt_state, i)
         else:
             params, opt_state, loss, (q_taken, q_max, target, td_error), norm = jax.vmap(
-                step_one, in_axes=(0, 0, None, 0, None))(state.params, state.opt_state, batch, y,
-                                                         weight)
+                step_one, in_axes=(0, 0, None, 0, None, 0))(
+                    state.params, state.opt_state, batch, y, weight,
+                    None if noise is None else noise.online)
             loss, q_taken, q_max, target = (x.mean() for x in (loss, q_taken, q_max, target))
             td_error = td_error.mean(axis=0)
             norm = jnp.sqrt(jnp.sum(norm ** 2))

@@ -14,7 +14,8 @@ import jaxdqn
 LAYERS = (
     # what depends on nothing else in jaxdqn (the package itself only lazily re-exports)
     {"jaxdqn", "jaxdqn.io", "jaxdqn.run_folder", "jaxdqn.parallel", "jaxdqn.lazy",
-     "jaxdqn.envs.ids", "jaxdqn.noisy_max", "jaxdqn.sum_tree"},
+     "jaxdqn.envs.ids", "jaxdqn.noisy_max", "jaxdqn.sum_tree",
+     "jaxdqn.noisy_nets"},  # noisy dense layers: flax and JAX only
     {"jaxdqn.choice", "jaxdqn.envs.max_bias", "jaxdqn.envs.minatar", "jaxdqn.envs.probes",
      "jaxdqn.envs.deadly_triad", "jaxdqn.envs.sticky",
      "jaxdqn.buffer"},  # the buffer holds its priorities' sum tree

@@ -2,10 +2,11 @@
 needed): ``compiled.memory_analysis()``'s arguments + outputs + temporaries - aliased bytes of the
 whole-run program (``runs.make_train_seeds``, estimated by ``device_bytes``) and of the segment
 program with its state donated (``runs.make_runs(...).run``, ``segments_bytes``), for MLP and CNN,
-every estimator, evaluation during training, prioritized and n-step replay, 1 to 1024 runs.
+every estimator, evaluation during training, prioritized and n-step replay, noisy nets, 1 to 1024
+runs.
 
-Measured on XLA:CPU (jax 0.10.2): all 22 figures within 9.6% (the largest: maxmin with 3 runs as
-one program, -9.6%; MinAtar's segment program +9.5%; double_dqn at batch 256 +9.4%)."""
+Measured on XLA:CPU (jax 0.10.2): all 24 figures within 9.6% (the largest: maxmin with 3 runs as
+one program, -9.6%; MinAtar's segment program +9.5%; double_dqn at batch 256 +9.4%; noisy -1.0%)."""
 
 import jax
 import jax.numpy as jnp
@@ -36,6 +37,7 @@ GRID = {  # name: (config, runs)
     "prioritized, buffer 20000": (DQNConfig(prioritized=True, total_timesteps=2000,
                                             buffer_size=20000), 2),
     "n_step 3": (DQNConfig(n_step=3, **SMALL), 2),
+    "noisy": (DQNConfig(noisy=True, **SMALL), 2),  # sigma params: twice the params and moments
 }
 
 
