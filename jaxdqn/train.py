@@ -91,6 +91,7 @@ class HParams(NamedTuple):
     priority_exponent: Any  # prioritized replay's alpha
     importance_exponent: Any  # its beta at step 0
     priority_epsilon: Any
+    kappa: Any  # qr: the quantile Huber loss's threshold
 
     @classmethod
     def from_config(cls, config: DQNConfig) -> HParams:
