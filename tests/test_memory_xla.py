@@ -4,8 +4,8 @@ whole-run program (``runs.make_train_seeds``, estimated by ``device_bytes``) and
 program with its state donated (``runs.make_runs(...).run``, ``segments_bytes``), for MLP and CNN,
 every estimator, evaluation during training, prioritized and n-step replay, 1 to 1024 runs.
 
-Measured on XLA:CPU (jax 0.10.2): all 22 figures within 9.6% (the largest: maxmin with 3 runs as
-one program, -9.6%; MinAtar's segment program +9.5%; double_dqn at batch 256 +9.4%)."""
+Measured on XLA:CPU (jax 0.10.2): all 24 figures within 9.6% (the largest: maxmin with 3 runs as
+one program, -9.6%; MinAtar's segment program +9.5%; double_dqn at batch 256 +9.4%; C51 -4.2%)."""
 
 import jax
 import jax.numpy as jnp
@@ -36,6 +36,7 @@ GRID = {  # name: (config, runs)
     "prioritized, buffer 20000": (DQNConfig(prioritized=True, total_timesteps=2000,
                                             buffer_size=20000), 2),
     "n_step 3": (DQNConfig(n_step=3, **SMALL), 2),
+    "c51": (DQNConfig(distributional="c51", **SMALL), 2),
 }
 
 
