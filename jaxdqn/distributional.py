@@ -19,6 +19,11 @@ estimator picks by the distributions' means (``Estimator.distributional_action``
 want Q-values read ``Head.mean`` of the output: ``networks.make_q_fn`` gives the means, so acting,
 evaluation and ``jaxdqn.load`` see Q-values whatever the head.
 
+Of the heads' fields, ``num_atoms`` and ``num_quantiles`` fix array shapes, and ``v_min`` and
+``v_max`` fix the support that every Q-value reads (acting, evaluation, ``jaxdqn.load``: from the
+config, through ``make_q_fn``): all static. ``kappa`` is read by the loss alone and is traced
+(``train.HParams``), so the runs of a sweep over it share one compiled program.
+
 Every function here is pure and takes arrays, so each can be checked by hand
 (tests/test_distributional.py). ``config.py`` imports this module for the records' names, so JAX is
 imported lazily (``jaxdqn.lazy``), as ``jaxdqn.estimators`` does.

@@ -9,9 +9,9 @@ networks, optimizer, env copies, whatever a new option adds) and its outputs are
 from ``jax.eval_shape`` of the trainer's ``init`` and ``train``; only the temporaries XLA adds
 (the gradient step's activations and gradients, the sampled minibatch, the sum tree's leaves
 once more with prioritized replay, a distributional head's ``[batch, K, K]`` loss, the env step's
-temporaries, a member trained at random copied when one run is alone) are modelled, with two coefficients fitted to XLA:CPU's buffer
-assignment. As one program the final params are the carried state's buffers: only the metric
-rows are added.
+temporaries, a member trained at random copied when one run is alone) are modelled, with
+coefficients fitted to XLA:CPU's buffer assignment. As one program the final params are the
+carried state's buffers: only the metric rows are added.
 ``tests/test_memory_xla.py`` compares both figures with XLA's over a grid of configs (compile
 only) and ``scripts/memory_analysis.py`` prints them for any config.
 """

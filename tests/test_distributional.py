@@ -35,6 +35,7 @@ from jaxdqn.envs.probes import PROBE_TOLERANCES, Probe1
 from jaxdqn.networks import cnn_apply, make_head_fn, make_q_network, num_params
 from jaxdqn.run_folder import CheckpointError
 from jaxdqn.runs import train_seeds
+from jaxdqn.sweep import expand_grid, shape_groups
 from jaxdqn.train import HParams
 from jaxdqn.update import init_train_state, make_td_update, step_takes_key
 
@@ -314,6 +315,11 @@ def test_the_fields_and_their_errors():
     for estimator in ("double_q", "clipped_double", "averaged", "munchausen"):
         with pytest.raises(ValueError, match=f"with estimator='{estimator}'"):
             DQNConfig(distributional="qr", estimator=estimator)
+    # kappa is traced: a sweep over it is one program; v_max (the support) is not.
+    grid = expand_grid(DQNConfig(distributional="c51"), {"v_max": [5.0, 10.0]})
+    assert len(shape_groups(grid)) == 2
+    grid = expand_grid(DQNConfig(distributional="qr"), {"kappa": [0.5, 1.0, 2.0]})
+    assert len(shape_groups(grid)) == 1
     # Changing the head resets the fields of the head left, as a change of estimator does.
     changed = DQNConfig(distributional="c51", num_atoms=11, v_max=5.0).replace(
         distributional="qr")
