@@ -261,7 +261,7 @@ def _distributional_loss(step: _TDStep, params, target_params, batch: Transition
 
 
 def _single_update(step: _TDStep) -> Callable[..., tuple[TrainState, UpdateInfo]]:
-    """``td_update`` of one online network: DQN, Double DQN, Averaged-DQN (any head)."""
+    """``td_update`` of one online network: DQN and Double DQN (any head), Averaged-DQN."""
     def scalar_loss_fn(params, target_params, batch: Transition, gamma, tie_key, weight):
         # The order of operations of the original DQN/Double DQN update (bit-identical runs).
         q = step.q_fn(params, batch.obs)
