@@ -6,8 +6,9 @@ A checkpoint is one msgpack file (``flax.serialization``) holding::
     jaxdqn_version              the library that wrote it
     config                      the run's full ``DQNConfig`` (a dict)
     network                     obs_shape, num_actions, hidden_sizes (and a CNN's kind,
-                                conv_channels, conv_kernel_size; dueling and noisy when on):
-                                the params' shapes in words
+                                conv_channels, conv_kernel_size; dueling and noisy when on; a
+                                distributional head's kind and values per action): the params'
+                                shapes in words
     num_seeds                   params carry a leading axis of this size, one entry per run
     params                      the online Q-network params
     metadata                    free-form: base seed, env steps done, ...
@@ -32,6 +33,7 @@ import numpy as np
 from flax import serialization
 
 from jaxdqn.config import DQNConfig
+from jaxdqn.distributional import HEADS
 from jaxdqn.envs import env_spec
 from jaxdqn.io import atomic_write
 from jaxdqn.networks import init_q_params, network_kind
@@ -52,8 +54,9 @@ class Checkpoint(NamedTuple):
 def network_shape(config: DQNConfig) -> dict[str, Any]:
     """What fixes the params' shapes: observation shape, action count, hidden sizes and, for a
     CNN, ``kind="cnn"`` with its ``conv_channels`` and ``conv_kernel_size``; ``dueling=True`` for
-    a dueling head, ``noisy=True`` for noisy dense layers. An MLP's record has just the first
-    three, as every record had before the convolutions were recorded."""
+    a dueling head, ``noisy=True`` for noisy dense layers; ``distributional`` and ``num_atoms``
+    (its values per action) for a distributional head. An MLP's record has just the first three,
+    as every record had before the convolutions were recorded."""
     spec = env_spec(config)
     shape = {"obs_shape": list(spec.obs_shape), "num_actions": spec.num_actions,
              "hidden_sizes": list(config.hidden_sizes)}
@@ -64,15 +67,21 @@ def network_shape(config: DQNConfig) -> dict[str, Any]:
         shape["dueling"] = True
     if config.noisy:
         shape["noisy"] = True
+    if config.distributional != "none":
+        shape.update(distributional=config.distributional,
+                     num_atoms=HEADS[config.distributional].size(config))
     return shape
 
 
 def describe_network(shape: dict[str, Any]) -> str:
     """``"4 -> 120 -> 84 -> 2"`` (input size, hidden sizes, number of actions); a CNN reads
     ``"10x10x4 -> conv16k3 -> 128 -> 3"`` (16 channels of 3x3 kernels), a dueling head
-    ``"... -> 128 -> V+A3"``, noisy dense layers ``"... -> 3 (noisy)"``."""
+    ``"... -> 128 -> V+A3"``, noisy dense layers ``"... -> 3 (noisy)"``, a distributional one
+    ``"... -> 128 -> 3x51 c51"``."""
     convs = [f"conv{c}k{shape['conv_kernel_size']}" for c in shape.get("conv_channels", ())]
     head = f"V+A{shape['num_actions']}" if shape.get("dueling") else shape["num_actions"]
+    if shape.get("distributional"):
+        head = f"{head}x{shape['num_atoms']} {shape['distributional']}"
     sizes = ["x".join(str(n) for n in shape["obs_shape"]), *convs, *shape["hidden_sizes"], head]
     return " -> ".join(str(s) for s in sizes) + (" (noisy)" if shape.get("noisy") else "")
 

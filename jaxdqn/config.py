@@ -6,6 +6,7 @@ import dataclasses
 import math
 from typing import Any
 
+from jaxdqn.distributional import HEADS
 from jaxdqn.envs import known_env_ids
 from jaxdqn.envs.ids import LEGAL_MASK_ENV_IDS
 from jaxdqn.estimators import ESTIMATORS
@@ -16,7 +17,7 @@ NETWORKS = ("auto", "mlp", "cnn")
 TRACED_FIELDS = ("learning_rate", "gamma", "start_epsilon", "end_epsilon", "exploration_fraction",
                  "exploration_steps", "target_update_freq", "tau", "munchausen_tau",
                  "munchausen_alpha", "munchausen_clip", "priority_exponent", "importance_exponent",
-                 "priority_epsilon", "noisy_sigma0")
+                 "priority_epsilon", "noisy_sigma0", "kappa")
 """The fields that change no array shape: traced (``train.HParams``), so a sweep batches their
 values into one compiled program."""
 DEFAULT_EXPLORATION_FRACTION = 0.2
@@ -143,6 +144,24 @@ class DQNConfig:
     noisy_sigma0: float = _field(
         0.5, "noisy: sigma_0 of the factorised initialisation, every sigma starts at "
         "sigma_0 / sqrt(fan_in) (0.5: the paper's factorised value)", ">= 0 (noisy=True only)")
+    distributional: str = _field(
+        "none", "head: " + ", ".join(f"{h.name} ({h.description})" for h in HEADS.values())
+        + "; a distributional head has its own loss in place of loss, and acts on its means",
+        f"one of {tuple(HEADS)}; c51/qr with estimator "
+        f"{_names(lambda e: e.distributional_action is not None)} only")
+    num_atoms: int = _field(51, "c51: atoms of the support, evenly spaced from v_min to v_max",
+                            ">= 2 (distributional='c51' only)")
+    v_min: float = _field(-10.0, "c51: the lowest atom (returns below it count as v_min)",
+                          "< v_max (distributional='c51' only)")
+    v_max: float = _field(10.0, "c51: the highest atom (returns above it count as v_max)",
+                          "> v_min (distributional='c51' only)")
+    num_quantiles: int = _field(
+        51, "qr: quantiles per action, at levels (2i + 1) / 2N (51, C51's atoms: the paper's 200 "
+        "makes a CPU gradient step ~12x dearer, its loss being [batch, N, N])",
+        ">= 1 (distributional='qr' only)")
+    kappa: float = _field(
+        1.0, "qr: where the quantile Huber loss turns from quadratic to linear",
+        "> 0 (distributional='qr' only)")
     random_tie_break: bool = _field(
         False, "greedy actions and the targets' argmax break ties among maximal Q-values at "
         "random (else lowest index)",
@@ -240,6 +259,7 @@ class DQNConfig:
                  + f" only, not {self.estimator!r}")
         _check("eval_episodes", self.eval_episodes, self.eval_episodes > 0)
         _check_estimator_fields(self)
+        _check_head_fields(self)
         _check_n_step(self)
         _check("priority_exponent", self.priority_exponent, self.priority_exponent >= 0)
         _check("importance_exponent", self.importance_exponent,
@@ -378,7 +398,8 @@ class DQNConfig:
         giving one of ``EITHER_OR``'s fields unsets the other (``replace(exploration_steps=n)``
         decays epsilon over ``n`` steps whatever the fraction was), and a change of estimator
         resets the fields of the one left (``munchausen_*``) to their defaults, as turning
-        ``noisy`` off resets ``noisy_sigma0``. A config holding both default epsilons
+        ``noisy`` off resets ``noisy_sigma0`` and a change of ``distributional`` the fields of the
+        head left (``num_atoms``, ``v_min``, ...). A config holding both default epsilons
         (``_default_epsilons``) has them re-derived unless given: ``replace(noisy=True)`` of the
         seed's 1.0 and 0.1 acts without epsilon, of a schedule that was set keeps it."""
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -387,10 +408,11 @@ class DQNConfig:
                 raise ValueError(f"unknown DQNConfig field {name!r}")
         if "estimator" in changes and "ensemble_size" not in changes:
             fields["ensemble_size"] = None
-        for estimator, checks in _ESTIMATOR_FIELDS.items():
-            if changes.get("estimator", self.estimator) != estimator:
-                for name in set(checks) - set(changes):
-                    fields[name] = DQNConfig.__dataclass_fields__[name].default
+        for option, table in (("estimator", _ESTIMATOR_FIELDS), ("distributional", _HEAD_FIELDS)):
+            for value, checks in table.items():
+                if changes.get(option, getattr(self, option)) != value:
+                    for name in set(checks) - set(changes):
+                        fields[name] = DQNConfig.__dataclass_fields__[name].default
         for name, other in EITHER_OR.items():
             if changes.get(name) is not None and other not in changes:
                 fields[other] = None
@@ -524,14 +546,16 @@ def _check(name: str, value: Any, ok: bool) -> None:
 
 
 _INT_FIELDS = ("total_timesteps", "buffer_size", "batch_size", "target_update_freq",
-               "train_frequency", "num_envs", "conv_kernel_size", "eval_episodes", "n_step")
+               "train_frequency", "num_envs", "conv_kernel_size", "eval_episodes", "n_step",
+               "num_atoms", "num_quantiles")
 _OPTIONAL_INT_FIELDS = ("learning_starts", "max_episode_steps", "log_interval", "ensemble_size",
                         "eval_interval", "exploration_steps")
 INT32_MAX = 2**31 - 1
 """The largest value of an int field: the loop counts steps, updates, rows and slots in int32."""
 _FLOAT_FIELDS = ("gamma", "learning_rate", "adam_eps", "huber_delta", "tau", "munchausen_tau",
                  "munchausen_alpha", "munchausen_clip", "sticky_action_prob", "priority_exponent",
-                 "importance_exponent", "priority_epsilon", "noisy_sigma0")
+                 "importance_exponent", "priority_epsilon", "noisy_sigma0", "v_min", "v_max",
+                 "kappa")
 _ESTIMATOR_FIELDS = {"munchausen": {
     "munchausen_tau": lambda v: v > 0,
     "munchausen_alpha": lambda v: 0 <= v <= 1,
@@ -539,18 +563,45 @@ _ESTIMATOR_FIELDS = {"munchausen": {
 }}
 """Fields that one estimator reads, each with its range: checked with that estimator, and
 rejected at any other value than the default with another (they would change nothing)."""
+_HEAD_FIELDS = {
+    "c51": {"num_atoms": lambda v: v >= 2, "v_min": lambda v: True,
+            "v_max": lambda v: True},  # v_min < v_max: _check_head_fields
+    "qr": {"num_quantiles": lambda v: v >= 1, "kappa": lambda v: v > 0},
+}
+"""Fields that one distributional head reads, as ``_ESTIMATOR_FIELDS`` for estimators."""
+
+
+def _check_option_fields(cfg: DQNConfig, option: str, table: dict) -> None:
+    """The fields of ``table[value]`` checked where ``cfg.<option>`` is ``value``, and required
+    at their defaults elsewhere."""
+    for value, checks in table.items():
+        for name, ok in checks.items():
+            field = getattr(cfg, name)
+            if getattr(cfg, option) == value:
+                _check(name, field, ok(field))
+            else:
+                _require(name, field, field == DQNConfig.__dataclass_fields__[name].default,
+                         f"applies to {option}={value!r} only, not {getattr(cfg, option)!r} "
+                         "(leave it at its default)")
 
 
 def _check_estimator_fields(cfg: DQNConfig) -> None:
-    for estimator, checks in _ESTIMATOR_FIELDS.items():
-        for name, ok in checks.items():
-            value = getattr(cfg, name)
-            if cfg.estimator == estimator:
-                _check(name, value, ok(value))
-            else:
-                _require(name, value, value == DQNConfig.__dataclass_fields__[name].default,
-                         f"applies to estimator={estimator!r} only, not {cfg.estimator!r} "
-                         "(leave it at its default)")
+    _check_option_fields(cfg, "estimator", _ESTIMATOR_FIELDS)
+
+
+def _check_head_fields(cfg: DQNConfig) -> None:
+    """The head's name, its fields, its support (``v_min < v_max``) and its estimator."""
+    _check("distributional", cfg.distributional, cfg.distributional in HEADS)
+    _check_option_fields(cfg, "distributional", _HEAD_FIELDS)
+    if cfg.distributional == "c51":
+        _require("v_max", cfg.v_max, cfg.v_max > cfg.v_min, f"must be > v_min={cfg.v_min!r}")
+    if cfg.distributional != "none":
+        _require("distributional", cfg.distributional,
+                 ESTIMATORS[cfg.estimator].distributional_action is not None,
+                 f"must be 'none' with estimator={cfg.estimator!r}: distributional heads are "
+                 "defined with estimator=" + " or ".join(
+                     repr(e.name) for e in ESTIMATORS.values()
+                     if e.distributional_action is not None) + " only")
 
 
 def _check_types(cfg: DQNConfig) -> None:
@@ -581,7 +632,8 @@ def _check_types(cfg: DQNConfig) -> None:
         _require(name, getattr(cfg, name), isinstance(getattr(cfg, name), bool),
                  "must be True or False")
     for name, allowed in (("loss", LOSSES), ("estimator", tuple(ESTIMATORS)),
-                          ("optimizer", OPTIMIZERS), ("network", NETWORKS)):
+                          ("optimizer", OPTIMIZERS), ("network", NETWORKS),
+                          ("distributional", tuple(HEADS))):
         _require(name, getattr(cfg, name), isinstance(getattr(cfg, name), str),
                  f"must be one of {allowed}")
     for name in ("hidden_sizes", "conv_channels"):

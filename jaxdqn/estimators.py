@@ -30,8 +30,8 @@ one of them uniformly at random, as acting does.
 
 Every fact about an estimator is one ``Estimator`` record in ``ESTIMATORS``: its network count
 rule, which online networks its target reads at ``s'``, whether it reads the target network at
-``s``, which members a gradient step trains, how
-the agent acts on its members, its target and its name. The rest of the library asks the record
+``s``, which members a gradient step trains, how the agent acts on its members, its target (and
+its distributional form's next action) and its name. The rest of the library asks the record
 (``update.make_td_update``, ``policy.make_acting_q_fn``, ``memory.network_passes``, ``config``'s
 validation, the CLI's titles), so adding an estimator is one entry here plus its target function
 and its tests. The components to come take the same shape: a frozen record of what the generic
@@ -66,6 +66,9 @@ TargetFn = Callable[..., "jax.Array"]
 with the config's fields of that estimator: a ``DQNConfig`` or the loop's traced ``HParams``)."""
 ActFn = Callable[[Callable, dict, "jax.Array"], "jax.Array"]
 """``act(q_fn, params, obs) -> f32[..., A]``: the Q-values the agent acts on."""
+ActionFn = Callable[..., "jax.Array"]
+"""``action(next_q_target, next_q_online, next_legal, tie_key=None) -> i32[B]``: the next action a
+distributional target bootstraps from, chosen by the distributions' means ``f32[B, A]``."""
 
 
 def _masked(q, legal):
@@ -209,6 +212,18 @@ def _munchausen(reward, terminated, gamma, next_q_target, next_q_online, next_le
                              hparams.munchausen_clip, next_legal, current.legal)
 
 
+def target_greedy_action(next_q_target, next_q_online, next_legal=None, tie_key=None):
+    """Distributional DQN's next action: ``argmax_a Q'(s', a)`` of the target network's means
+    (C51 and QR-DQN as published)."""
+    return _argmax(next_q_target, next_legal, tie_key)
+
+
+def online_greedy_action(next_q_target, next_q_online, next_legal=None, tie_key=None):
+    """Distributional Double DQN's next action: ``argmax_a Q(s', a)`` of the online network's
+    means (Rainbow's, Hessel et al. 2018), valued by the target network's distribution."""
+    return _argmax(next_q_online, next_legal, tie_key)
+
+
 def target_only(fn: Callable[..., jax.Array]) -> TargetFn:
     """A target of ``(reward, terminated, gamma, next_q_target, next_legal)`` in the record's
     signature, for estimators whose target reads no online network at ``s'`` (and so takes no
@@ -299,7 +314,9 @@ class Estimator:
     ``f32[B]`` shared by every member, or ``f32[M, B]``, one per member. ``reads_current``: the
     target also reads the target network at ``s`` (one more forward pass over the minibatch per
     target network) and the stored action, given to ``target`` as ``current=Current(...)`` with
-    the step's ``hparams``.
+    the step's ``hparams``. ``distributional_action``: the next action of the estimator's
+    distributional target (C51, QR-DQN: ``DQNConfig.distributional``), from the means of the
+    networks it reads at ``s'``; None: the estimator has no distributional form.
     """
 
     name: str
@@ -312,6 +329,7 @@ class Estimator:
     target: TargetFn
     train_all_option: bool = False
     reads_current: bool = False
+    distributional_action: ActionFn | None = None
 
     @property
     def snapshots(self) -> bool:
@@ -345,10 +363,11 @@ class Estimator:
 
 ESTIMATORS: dict[str, Estimator] = {e.name: e for e in (
     Estimator("dqn", "DQN", "max of the target network", fixed_size(1),
-              online_next="none", trains="only", act=act_own, target=target_only(dqn_target)),
+              online_next="none", trains="only", act=act_own, target=target_only(dqn_target),
+              distributional_action=target_greedy_action),
     Estimator("double_dqn", "Double DQN", "the target network at the online argmax",
               fixed_size(1), online_next="first", trains="only", act=act_own,
-              target=double_dqn_target),
+              target=double_dqn_target, distributional_action=online_greedy_action),
     Estimator("double_q", "Double Q", "2 members, each valued by the other's target",
               fixed_size(2), online_next="every", trains="random", act=act_mean,
               target=double_q_target),

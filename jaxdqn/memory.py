@@ -7,10 +7,10 @@ temporaries - aliased bytes, of the two programs that train runs: the whole run 
 train``/``sweep``, ``runs.Runs.run``: ``segments_bytes``). A run's carried state (replay buffer,
 networks, optimizer, env copies, whatever a new option adds) and its outputs are known exactly
 from ``jax.eval_shape`` of the trainer's ``init`` and ``train``; only the temporaries XLA adds
-(the gradient step's activations and gradients, the sampled minibatch, the env step's
-temporaries, a member trained at random copied when one run is alone) are modelled, with two
-coefficients fitted to XLA:CPU's buffer assignment. As one program the final params are the
-carried state's buffers: only the metric rows are added.
+(the gradient step's activations and gradients, the sampled minibatch, a distributional head's
+``[batch, K, K]`` loss, the env step's temporaries, a member trained at random copied when one
+run is alone) are modelled, with coefficients fitted to XLA:CPU's buffer assignment. As one
+program the final params are the carried state's buffers: only the metric rows are added.
 ``tests/test_memory_xla.py`` compares both figures with XLA's over a grid of configs (compile
 only) and ``scripts/memory_analysis.py`` prints them for any config.
 """
@@ -27,6 +27,7 @@ import jax.numpy as jnp
 
 from jaxdqn.buffer import buffer_init
 from jaxdqn.config import DQNConfig
+from jaxdqn.distributional import HEADS
 from jaxdqn.envs import env_spec
 from jaxdqn.estimators import ESTIMATORS
 from jaxdqn.networks import network_kind
@@ -44,6 +45,11 @@ WORKSPACE_PARAMS = 1.2
 # one member's parameters (XLA:CPU's segment program: 8.5-9 more than per run with two runs; the
 # fit over the grid, together with WORKSPACE_PARAMS, takes 5).
 ONE_RUN_PICK = 5
+# A distributional head's loss compares K values with K per sample: temporaries of this many
+# f32[batch, K, K] arrays, fitted to XLA:CPU (1 to 3 runs, batch 32 and 128, K = 51 and 200):
+# C51's projection weights (its target carries no gradient: 0.85x at batch 32, 1.13x at 128),
+# QR-DQN's pairwise errors and quantile Huber loss, forward and backward (5.0x).
+PAIRWISE_ARRAYS = {"c51": 1.05, "qr": 5.0}
 
 
 class MemoryEstimate(NamedTuple):
@@ -143,7 +149,9 @@ def estimate_memory(config: DQNConfig, num_seeds: int, num_devices: int = 1,
     buffer = _nbytes(state.buffer.data)
     params = _nbytes(state.train.params)
     obs_dim = math.prod(obs_shape)
-    widths = obs_dim + _conv_widths(config, obs_shape) + sum(config.hidden_sizes) + num_actions
+    atoms = HEADS[config.distributional].size(config)  # values per action (0: one Q-value)
+    widths = (obs_dim + _conv_widths(config, obs_shape) + sum(config.hidden_sizes)
+              + num_actions * max(atoms, 1))
     # A gradient step: the sampled minibatch, per network pass (network_passes) one set of
     # activations, and WORKSPACE_PARAMS copies of the trained networks' parameters (gradients,
     # Adam's update and moments). The env step's temporaries are about one copy of the env-facing
@@ -155,6 +163,8 @@ def estimate_memory(config: DQNConfig, num_seeds: int, num_devices: int = 1,
     update = (config.batch_size * step_bytes
               + passes * config.batch_size * widths * 4
               + int(WORKSPACE_PARAMS * trained_params))
+    if atoms:
+        update += int(PAIRWISE_ARRAYS[config.distributional] * config.batch_size * atoms**2 * 4)
     acting = 2 * config.num_envs * widths * 4 + 2 * _nbytes(
         (state.env_state, state.obs, state.episode_return, state.episode_length))
     workspace = update + acting

@@ -1,17 +1,21 @@
 """The Q-network: an MLP on vector observations or a CNN on image observations, one Q-value per
-action; optionally a stack of independently initialised members (ensemble estimators).
+action (or, with a distributional head, ``K`` values per action); optionally a stack of
+independently initialised members (ensemble estimators).
 
 A network is a torso (the convolutions, then the hidden layers) and a head that turns the torso's
 features into Q-values: one linear layer, or with ``DQNConfig.dueling`` the dueling head (Wang et
-al. 2016), a value and an advantage stream combined by ``dueling_q``. Callers see only
-``q_fn(params, obs) -> f32[..., num_actions]`` (``make_q_fn``), whatever the head: a head that
-needs the legal actions (dueling's mean over them) computes them from the observation, as
-``envs.legal_actions_fn`` allows, so no caller passes a mask.
+al. 2016), a value and an advantage stream combined by ``dueling_q``. With
+``DQNConfig.distributional`` the head has ``K`` outputs per action (``jaxdqn.distributional``: C51's
+logits, QR-DQN's quantiles), ``make_head_fn`` gives them, and ``make_q_fn`` their means. Callers
+that act or evaluate see only ``q_fn(params, obs) -> f32[..., num_actions]`` (``make_q_fn``),
+whatever the head: a head that needs the legal actions (dueling's mean over them) computes them
+from the observation, as ``envs.legal_actions_fn`` allows, so no caller passes a mask.
 
 With ``DQNConfig.noisy`` every dense layer (hidden layers and head, dueling's two streams; not the
 convolutions) is a ``noisy_nets.NoisyDense``: ``make_q_fn`` applies its mean weights
 (deterministic: evaluation, ``jaxdqn.load`` and the bias study read it) and
-``make_noisy_q_fn(config)`` a fresh draw of its noise from a key (acting and learning in training).
+``make_noisy_q_fn(config)`` a fresh draw of its noise from a key (acting and learning in training;
+``make_noise_head_fn`` gives a distributional head's output under drawn noise).
 """
 
 from __future__ import annotations
@@ -24,11 +28,15 @@ import jax
 import jax.numpy as jnp
 
 from jaxdqn.config import DQNConfig
+from jaxdqn.distributional import HEADS
 from jaxdqn.envs import env_spec
 from jaxdqn.noisy_nets import LayerNoise, NoisyDense, dense_apply, draw_noise
 
 QFn = Callable[[dict, jax.Array], jax.Array]
 NoisyQFn = Callable[[dict, jax.Array, jax.Array], jax.Array]  # (params, obs, key) -> f32[..., A]
+HeadFn = Callable[[dict, jax.Array], jax.Array]
+"""``head_fn(params, obs) -> f32[..., A, K]``: a distributional head's raw output (``f32[..., A]``
+for the scalar head)."""
 
 
 class QNetwork(nn.Module):
@@ -51,6 +59,9 @@ class QNetwork(nn.Module):
 
     With ``noisy`` every dense layer is a ``NoisyDense`` of the same name; ``noise`` (``{layer
     name: LayerNoise}``, ``noisy_nets.draw_noise``) perturbs them, None applies their means.
+    With ``num_atoms`` K > 0 (a distributional head) the output is ``f32[..., num_actions, K]``:
+    the head layer has ``num_actions * K`` outputs, reshaped; dueling's ``value`` has K and its
+    ``advantage`` ``num_actions * K``, combined per atom over the actions (``dueling_head``).
     """
 
     num_actions: int
@@ -59,6 +70,7 @@ class QNetwork(nn.Module):
     conv_kernel_size: int = 3
     dueling: bool = False
     noisy: bool = False
+    num_atoms: int = 0
 
     @nn.compact
     def __call__(self, obs: jax.Array, legal: jax.Array | None = None,
@@ -78,27 +90,49 @@ class QNetwork(nn.Module):
         for i, size in enumerate(self.hidden_sizes):
             x = nn.relu(dense(size, f"Dense_{i}")(x))
         use_bias = not is_linear(self)
+        per_action = self.num_atoms or 1
         if self.dueling:
-            value = dense(1, "value", use_bias)(x)
-            advantage = dense(self.num_actions, "advantage", use_bias)(x)
-            return dueling_q(value, advantage, legal)
-        return dense(self.num_actions, f"Dense_{len(self.hidden_sizes)}", use_bias)(x)
+            value = dense(per_action, "value", use_bias)(x)
+            advantage = dense(self.num_actions * per_action, "advantage", use_bias)(x)
+            return dueling_head(value, advantage, legal, self.num_atoms)
+        return split_atoms(dense(self.num_actions * per_action,
+                                 f"Dense_{len(self.hidden_sizes)}", use_bias)(x), self.num_atoms)
 
 
-def dueling_q(value: jax.Array, advantage: jax.Array, legal: jax.Array | None = None) -> jax.Array:
+def split_atoms(x: jax.Array, num_atoms: int) -> jax.Array:
+    """``f32[..., A * K]`` as ``f32[..., A, K]`` for ``num_atoms`` K > 0; ``x`` itself for 0."""
+    return x.reshape(*x.shape[:-1], -1, num_atoms) if num_atoms else x
+
+
+def dueling_head(value: jax.Array, advantage: jax.Array, legal: jax.Array | None,
+                 num_atoms: int) -> jax.Array:
+    """The dueling head's output from its streams' layers: ``dueling_q`` of ``value: f32[..., 1]``
+    and ``advantage: f32[..., A]``, or with ``num_atoms`` K > 0 of ``value: f32[..., K]`` and
+    ``advantage: f32[..., A * K]`` per atom, the mean over the (legal) actions taken for each atom
+    (as Dopamine's ``FullRainbowNetwork`` does on logits): ``f32[..., A, K]``."""
+    if not num_atoms:
+        return dueling_q(value, advantage, legal)
+    return dueling_q(split_atoms(value, num_atoms), split_atoms(advantage, num_atoms),
+                     None if legal is None else legal[..., None], axis=-2)
+
+
+def dueling_q(value: jax.Array, advantage: jax.Array, legal: jax.Array | None = None,
+              axis: int = -1) -> jax.Array:
     """The dueling head's Q-values (Wang et al. 2016, eq. 9): ``Q = V + A - mean_a A``.
 
     ``value: f32[..., 1]``, ``advantage: f32[..., A]``, ``legal: bool[..., A]`` or None ->
     ``f32[..., A]``. The mean ranges over the legal actions (all with ``legal=None``), so the
     advantages of the actions the agent may take average to 0 and ``V`` is their mean Q-value;
     an illegal action's advantage is left out of the mean, and its Q-value is never read (every
-    max and argmax masks it). A state without legal actions takes a mean of 0.
+    max and argmax masks it). A state without legal actions takes a mean of 0. ``axis``: the
+    actions' axis (-2 for a distributional head's ``f32[..., A, K]``, with ``value: f32[..., 1,
+    K]`` and ``legal: bool[..., A, 1]``).
     """
     if legal is None:
-        mean = jnp.mean(advantage, axis=-1, keepdims=True)
+        mean = jnp.mean(advantage, axis=axis, keepdims=True)
     else:
-        total = jnp.sum(jnp.where(legal, advantage, 0.0), axis=-1, keepdims=True)
-        mean = total / jnp.maximum(jnp.sum(legal, axis=-1, keepdims=True), 1)
+        total = jnp.sum(jnp.where(legal, advantage, 0.0), axis=axis, keepdims=True)
+        mean = total / jnp.maximum(jnp.sum(legal, axis=axis, keepdims=True), 1)
     return value + (advantage - mean)
 
 
@@ -126,7 +160,8 @@ def make_q_network(config: DQNConfig) -> QNetwork:
     conv = tuple(config.conv_channels) if network_kind(config) == "cnn" else ()
     return QNetwork(num_actions=num_actions, hidden_sizes=tuple(config.hidden_sizes),
                     conv_channels=conv, conv_kernel_size=config.conv_kernel_size,
-                    dueling=config.dueling, noisy=config.noisy)
+                    dueling=config.dueling, noisy=config.noisy,
+                    num_atoms=HEADS[config.distributional].size(config))
 
 
 def make_q_fn(config: DQNConfig) -> QFn:
@@ -134,6 +169,22 @@ def make_q_fn(config: DQNConfig) -> QFn:
 
     Params with a member axis (``config.num_members > 1``) are applied with
     ``jax.vmap(q_fn, in_axes=(0, None))``: ``f32[members, ..., num_actions]``.
+    For the scalar head it is ``make_head_fn(config)``; for a distributional head the means of
+    its distributions (``distributional.Head.mean``): C51's ``sum_k softmax(logits)_k z_k``,
+    QR-DQN's mean quantile.
+    """
+    head_fn = make_head_fn(config)
+    mean = HEADS[config.distributional].mean
+    if mean is None:
+        return head_fn
+    return lambda params, obs: mean(head_fn(params, obs), config)
+
+
+def make_head_fn(config: DQNConfig) -> HeadFn:
+    """A pure ``head_fn(params, obs: [..., *obs_shape])`` -> the network's raw output: ``f32[...,
+    num_actions, K]`` for a distributional head, ``f32[..., num_actions]`` (the Q-values) for the
+    scalar one.
+
     A CNN is applied by ``cnn_apply`` (the same function as ``QNetwork.apply`` on the same
     params, computed faster on a CPU). A dueling network on an env with a legal-action mask
     computes the mask of ``obs`` itself (``EnvSpec.legal_fn``) for its mean over legal actions.
@@ -142,10 +193,11 @@ def make_q_fn(config: DQNConfig) -> QFn:
     network = make_q_network(config)
     legal_fn = env_spec(config).legal_fn if network.dueling else None
     if network.conv_channels:
-        num_convs = len(network.conv_channels)
+        num_convs, atoms = len(network.conv_channels), network.num_atoms
         if legal_fn is not None:
-            return lambda params, obs: cnn_apply(params, obs, num_convs, legal_fn(obs))
-        return lambda params, obs: cnn_apply(params, obs, num_convs)
+            return lambda params, obs: cnn_apply(params, obs, num_convs, legal_fn(obs),
+                                                 num_atoms=atoms)
+        return lambda params, obs: cnn_apply(params, obs, num_convs, num_atoms=atoms)
     if legal_fn is not None:
         return lambda params, obs: network.apply(params, obs, legal_fn(obs))
     return network.apply
@@ -171,28 +223,39 @@ def make_noisy_q_fn(config: DQNConfig, per_row: bool = False) -> NoisyQFn:
 def make_noise_q_fn(config: DQNConfig) -> Callable[[dict, jax.Array, dict], jax.Array]:
     """A pure ``q_fn(params, obs: [..., *obs_shape], noise) -> f32[..., num_actions]`` of one noisy
     network under ``noise`` (``{layer name: LayerNoise}``, ``noisy_nets.draw_noise``): one draw
-    for all of ``obs``, or one per row of its leading axes. Members: ``jax.vmap(q_fn, in_axes=(0,
-    None, 0))`` over their params and draws."""
+    for all of ``obs``, or one per row of its leading axes; a distributional head's means.
+    Members: ``jax.vmap(q_fn, in_axes=(0, None, 0))`` over their params and draws."""
+    head_fn = make_noise_head_fn(config)
+    mean = HEADS[config.distributional].mean
+    if mean is None:
+        return head_fn
+    return lambda params, obs, noise: mean(head_fn(params, obs, noise), config)
+
+
+def make_noise_head_fn(config: DQNConfig) -> Callable[[dict, jax.Array, dict], jax.Array]:
+    """``make_head_fn``'s output of one noisy network under ``noise`` (see ``make_noise_q_fn``):
+    ``f32[..., num_actions, K]`` for a distributional head, the Q-values for the scalar one."""
     if not config.noisy:
         raise ValueError(f"noisy Q-values need DQNConfig.noisy=True, not {config.noisy!r}")
     network = make_q_network(config)
     legal_fn = env_spec(config).legal_fn if network.dueling else None
-    num_convs = len(network.conv_channels)
+    num_convs, atoms = len(network.conv_channels), network.num_atoms
 
-    def q_fn(params, obs, noise):
+    def head_fn(params, obs, noise):
         legal = None if legal_fn is None else legal_fn(obs)
         if num_convs:
-            return cnn_apply(params, obs, num_convs, legal, noise)
+            return cnn_apply(params, obs, num_convs, legal, noise=noise, num_atoms=atoms)
         return network.apply(params, obs, legal, noise)
 
-    return q_fn
+    return head_fn
 
 
-def cnn_apply(params: dict, obs: jax.Array, num_convs: int, legal: jax.Array | None = None,
-              noise: dict[str, LayerNoise] | None = None) -> jax.Array:
+def cnn_apply(params: dict, obs: jax.Array, num_convs: int, legal: jax.Array | None = None, *,
+              noise: dict[str, LayerNoise] | None = None, num_atoms: int = 0) -> jax.Array:
     """``QNetwork.apply`` for a CNN, each convolution computed as one matrix product (im2col).
 
-    ``obs: [..., H, W, C]`` (any dtype; cast to f32) -> ``f32[..., num_actions]``. For every
+    ``obs: [..., H, W, C]`` (any dtype; cast to f32) -> ``f32[..., num_actions]`` (``f32[...,
+    num_actions, num_atoms]`` for a distributional head, ``num_atoms > 0``). For every
     kernel offset ``(i, j)`` the input's ``[i : i + H - k + 1, j : j + W - k + 1]`` window is a
     slice; the ``k * k`` slices concatenated along channels are the patches ``[..., H', W',
     k * k * C]`` in the order of the flax kernel ``[k, k, C, C']`` flattened, so one matmul with
@@ -224,8 +287,8 @@ def cnn_apply(params: dict, obs: jax.Array, num_convs: int, legal: jax.Array | N
         x = jax.nn.relu(layer(name, x))
     if dueling:
         value, advantage = (layer(n, x) for n in ("value", "advantage"))
-        return dueling_q(value, advantage, legal)
-    return layer(dense[-1], x)
+        return dueling_head(value, advantage, legal, num_atoms)
+    return split_atoms(layer(dense[-1], x), num_atoms)
 
 
 def init_q_params(config: DQNConfig, key: jax.Array, num_members: int | None = None,

@@ -94,6 +94,7 @@ class HParams(NamedTuple):
     importance_exponent: Any  # its beta at step 0
     priority_epsilon: Any
     noisy_sigma0: Any  # noisy nets' sigma_0 (read by the initialisation only)
+    kappa: Any  # qr: the quantile Huber loss's threshold
 
     @classmethod
     def from_config(cls, config: DQNConfig) -> HParams:

@@ -1,14 +1,16 @@
 """Learning: the loss, one optimizer step of an estimator's members, and target updates.
 
 What the target is, which networks it reads and which members a step trains come from the
-estimator's record (``jaxdqn.estimators``); this module applies them to networks and optimizers.
-With noisy networks (``DQNConfig.noisy``) every network of every pass of a step has its own
-draw of noise (``StepNoise``).
+estimator's record (``jaxdqn.estimators``); with a distributional head, the target distribution and
+its loss come from the head's record (``jaxdqn.distributional``). This module applies them to
+networks and optimizers. With noisy networks (``DQNConfig.noisy``) every network of every pass of
+a step has its own draw of noise (``StepNoise``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -18,8 +20,15 @@ import optax
 
 from jaxdqn.buffer import Transition, uniform_index
 from jaxdqn.config import DQNConfig
+from jaxdqn.distributional import HEADS
 from jaxdqn.estimators import ESTIMATORS, Current, first_member, masked_max
-from jaxdqn.networks import QFn, make_noise_q_fn
+from jaxdqn.networks import (
+    HeadFn,
+    QFn,
+    make_head_fn,
+    make_noise_head_fn,
+    make_noise_q_fn,
+)
 from jaxdqn.noisy_nets import draw_noise
 
 LegalFn = Callable[[jax.Array], jax.Array]  # obs [..., *obs_shape] -> bool[..., num_actions]
@@ -49,12 +58,12 @@ class UpdateInfo(NamedTuple):
     """Diagnostics of one gradient step, means over the minibatch (and over members)."""
 
     loss: jax.Array  # of the member(s) updated
-    q_taken: jax.Array  # Q(s, a; theta) of the stored action
+    q_taken: jax.Array  # Q(s, a; theta) of the stored action (a distributional head's: its mean)
     q_max: jax.Array  # max_a Q(s, a; theta) over legal actions
-    target: jax.Array  # TD target y (of the member(s) updated)
+    target: jax.Array  # TD target y (of the member(s) updated; distributional: of the means)
     grad_norm: jax.Array  # global norm before any clipping (of the member(s) updated)
-    td_error: jax.Array  # f32[B]: |y - Q(s, a)| of the member(s) updated (mean over members when
-    # all are): prioritized replay's priority signal
+    td_error: jax.Array  # f32[B]: prioritized replay's priority signal: |y - Q(s, a)| of the
+    # member(s) updated (mean over members when all are); a distributional head's per-sample loss
 
 
 def make_optimizer(config: DQNConfig, learning_rate=None) -> optax.GradientTransformation:
@@ -124,16 +133,27 @@ def make_td_update(
     ``legal_fn(obs)`` gives the legal actions of ``s'`` (recomputed from the stored observation)
     and of ``s``; None: all actions are legal, and the program is the one without masks.
     ``hparams`` (``train.HParams``, possibly traced) gives the coefficients a target reads
-    (Munchausen's); None: the config's.
+    (Munchausen's, QR-DQN's ``kappa``); None: the config's.
+
+    With a distributional head (``config.distributional``) the step reads the network's raw output
+    (``networks.make_head_fn(config)``; ``q_fn`` is not used) and regresses the taken action's
+    distribution onto the target distribution at the next action the estimator picks by the means
+    (``_distributional_loss``).
     """
-    noise_q_fn = make_noise_q_fn(config) if config.noisy else None
+    distributional = HEADS[config.distributional].loss is not None
     step = _TDStep(config, q_fn, optimizer, legal_fn, config if hparams is None else hparams,
-                   noise_q_fn)
+                   noise_q_fn=make_noise_q_fn(config) if config.noisy else None,
+                   head_fn=make_head_fn(config) if distributional else None,
+                   noise_head_fn=(make_noise_head_fn(config)
+                                  if config.noisy and distributional else None))
     return _members_update(step) if config.num_members > 1 else _single_update(step)
 
 
 def _breaks_target_ties(config: DQNConfig) -> bool:
-    return config.random_tie_break and ESTIMATORS[config.estimator].argmax_target
+    """Whether the target takes an argmax whose ties ``random_tie_break`` breaks: of the online
+    values, or a distributional target's next action (whichever network picks it)."""
+    return config.random_tie_break and (ESTIMATORS[config.estimator].argmax_target
+                                        or config.distributional != "none")
 
 
 def step_takes_key(config: DQNConfig) -> bool:
@@ -161,8 +181,10 @@ def _step_keys(config: DQNConfig, key) -> tuple:
 class _TDStep:
     """What both forms of a gradient step close over: the config, the network, the optimizer,
     the legal actions (``legal_fn`` None: all legal), the coefficients a target reads
-    (``hparams``: the config or ``train.HParams``) and a noisy network's forward pass under
-    given noise (``noise_q_fn``, ``networks.make_noise_q_fn``; None without noise)."""
+    (``hparams``: the config or ``train.HParams``), a noisy network's forward pass under given
+    noise (``noise_q_fn``, ``networks.make_noise_q_fn``; None without noise), and a
+    distributional head's raw output (``head_fn``; ``noise_head_fn`` under given noise; None for
+    the scalar head)."""
 
     config: DQNConfig
     q_fn: QFn
@@ -170,6 +192,8 @@ class _TDStep:
     legal_fn: LegalFn | None
     hparams: object
     noise_q_fn: Callable | None = None
+    head_fn: HeadFn | None = None
+    noise_head_fn: Callable | None = None
 
     def legal(self, obs):
         return None if self.legal_fn is None else self.legal_fn(obs)
@@ -178,6 +202,12 @@ class _TDStep:
         """``f32[B, A]`` of one network under ``noise``, or without noise ``q_fn`` (the mean
         weights of a noisy network)."""
         return self.q_fn(params, obs) if noise is None else self.noise_q_fn(params, obs, noise)
+
+    def head(self, params, obs, noise=None):
+        """A distributional head's ``f32[B, A, K]`` of one network under ``noise`` (None: the
+        mean weights)."""
+        return (self.head_fn(params, obs) if noise is None
+                else self.noise_head_fn(params, obs, noise))
 
     def each(self, params, obs, noise=None):
         """``f32[N, B, A]`` of params with a leading axis of ``N`` networks (members or
@@ -264,9 +294,48 @@ def _q_taken(q, action):
     return jnp.take_along_axis(q, action[:, None].astype(jnp.int32), axis=-1)[:, 0]
 
 
+def _at_action(output, action):
+    """``output[b, action[b], :]``: ``f32[B, K]`` of ``output: f32[B, A, K]``."""
+    index = action.astype(jnp.int32)[:, None, None]
+    return jnp.take_along_axis(output, index, axis=1)[:, 0]
+
+
+def _distributional_loss(step: _TDStep, params, target_params, batch: Transition, gamma, tie_key,
+                         weight, noise=None):
+    """The loss of a distributional head, with the scalar loss's aux: the head's per-sample loss
+    of the taken action's distribution against ``r + gamma * (1 - terminated) * Z'(s', a*)``
+    (``distributional.Head.loss``), its mean weighted by ``weight``; ``a*`` is the estimator's
+    ``distributional_action`` of the means at ``s'`` (the target network's, and the online
+    network's where the estimator reads it), over the legal actions; a next state without legal
+    actions is worth 0, as in the scalar targets. ``q_taken``, ``q_max`` and ``target`` are of
+    means; the priority signal is the per-sample loss."""
+    config = step.config
+    head, estimator = HEADS[config.distributional], ESTIMATORS[config.estimator]
+    noise = StepNoise(None, None, None, None) if noise is None else noise
+    output = step.head(params, batch.obs, noise.online)  # [B, A, K]
+    next_output = step.head(target_params, batch.next_obs, noise.target_next)
+    next_legal = step.legal(batch.next_obs)
+    next_q_online = (head.mean(step.head(params, batch.next_obs, noise.online_next), config)
+                     if estimator.online_next == "first" else None)
+    next_action = estimator.distributional_action(head.mean(next_output, config), next_q_online,
+                                                  next_legal, tie_key)
+    next_dist = jax.lax.stop_gradient(_at_action(next_output, next_action))  # [B, K]
+    bootstraps = 1.0 - batch.terminated.astype(jnp.float32)
+    if next_legal is not None:
+        bootstraps = bootstraps * next_legal.any(-1)
+    discount = gamma * bootstraps  # f32[B]: gamma (or gamma^m) where the target bootstraps
+    per_sample = head.loss(_at_action(output, batch.action), batch.reward, discount, next_dist,
+                           config, step.hparams)
+    loss = jnp.mean(per_sample if weight is None else weight * per_sample)
+    q = head.mean(output, config)
+    target = batch.reward + discount * head.mean(next_dist, config)
+    return loss, (_q_taken(q, batch.action).mean(), masked_max(q, step.legal(batch.obs)).mean(),
+                  target.mean(), per_sample)
+
+
 def _single_update(step: _TDStep) -> Callable[..., tuple[TrainState, UpdateInfo]]:
-    """``td_update`` of one online network: DQN, Double DQN, Averaged-DQN."""
-    def loss_fn(params, target_params, batch: Transition, gamma, tie_key, weight, noise):
+    """``td_update`` of one online network: DQN and Double DQN (any head), Averaged-DQN."""
+    def scalar_loss_fn(params, target_params, batch: Transition, gamma, tie_key, weight, noise):
         # The order of operations of the original DQN/Double DQN update (bit-identical runs).
         q = step.q(params, batch.obs, None if noise is None else noise.online)
         q_taken = _q_taken(q, batch.action)
@@ -275,6 +344,9 @@ def _single_update(step: _TDStep) -> Callable[..., tuple[TrainState, UpdateInfo]
         loss = step.loss(q_taken, target, weight)
         q_max = masked_max(q, step.legal(batch.obs))
         return loss, (q_taken.mean(), q_max.mean(), target.mean(), jnp.abs(target - q_taken))
+
+    loss_fn = (scalar_loss_fn if step.head_fn is None
+               else functools.partial(_distributional_loss, step))
 
     @jax.jit
     def td_update(state: TrainState, batch: Transition, gamma, key=None, weight=None):

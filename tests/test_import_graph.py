@@ -19,7 +19,7 @@ LAYERS = (
     {"jaxdqn.choice", "jaxdqn.envs.max_bias", "jaxdqn.envs.minatar", "jaxdqn.envs.probes",
      "jaxdqn.envs.deadly_triad", "jaxdqn.envs.sticky",
      "jaxdqn.buffer"},  # the buffer holds its priorities' sum tree
-    {"jaxdqn.estimators", "jaxdqn.replay"},
+    {"jaxdqn.estimators", "jaxdqn.replay", "jaxdqn.distributional"},
     {"jaxdqn.envs"},
     {"jaxdqn.config"},
     {"jaxdqn.networks"},
