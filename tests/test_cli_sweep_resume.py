@@ -60,6 +60,7 @@ def sweeps(tmp_path_factory):
     return {"a": a, "b": b, "calls": calls}
 
 
+@pytest.mark.device_count
 def test_each_ctrl_c_exits_130_and_leaves_a_resumable_folder(sweeps):
     b = sweeps["b"]
     (first, files1, err1), (second, files2, err2), (last, files3, _) = sweeps["calls"]
@@ -81,6 +82,7 @@ def test_each_ctrl_c_exits_130_and_leaves_a_resumable_folder(sweeps):
     assert not {"sweep_resume.npz", "resume_state.msgpack"} & files3
 
 
+@pytest.mark.device_count
 def test_a_resumed_sweep_equals_the_uninterrupted_sweep_bit_for_bit(sweeps):
     a, b = sweeps["a"], sweeps["b"]
     for name in SAME:
