@@ -15,7 +15,9 @@ from jaxdqn import run_folder
 from jaxdqn.cli import main
 
 # Two compiled groups (batch_size) x two traced values (gamma) x 2 seeds; 10 segments per group.
-SWEEP = ["sweep", "--set", "total_timesteps=400", "--set", "buffer_size=200",
+# A probe and a small network: the resume machinery is what is tested, and they compile fastest.
+SWEEP = ["sweep", "--env", "Probe2", "--set", "hidden_sizes=8",
+         "--set", "total_timesteps=400", "--set", "buffer_size=200",
          "--set", "learning_starts=64", "--set", "batch_size=32", "--set", "log_interval=40",
          "--grid", "batch_size=16,32", "--grid", "gamma=0.9,0.99", "--seeds", "2",
          "--episodes", "5", "--no-progress"]
