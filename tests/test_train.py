@@ -112,16 +112,16 @@ def test_target_sync_schedule_by_hand():
                     batch_size=32, train_frequency=4, target_update_freq=300, log_interval=500)
     trainer = make_trainer(cfg)
     run = jax.jit(trainer.run, static_argnums=3)
+    hp = jaxdqn.HParams.from_config(cfg)  # traced: the replay below is the same program
     state = trainer.init(jax.random.key(1))
-    state, _ = run(state, None, 0, 1)  # 500 steps: last sync in the iteration ending at 300
+    state, _ = run(state, hp, 0, 1)  # 500 steps: last sync in the iteration ending at 300
     s1 = state
-    state, _ = run(state, None, 1, 1)  # to 1000 steps: syncs at 600 and 900
+    state, _ = run(state, hp, 1, 1)  # to 1000 steps: syncs at 600 and 900
     assert not all(jax.tree.leaves(jax.tree.map(np.array_equal, state.train.params,
                                                 state.train.target_params)))
     # Replaying the second half with target_update_freq=100 (4 steps per iteration divide 1000)
     # ends synced.
-    hp = jaxdqn.HParams.from_config(cfg)._replace(target_update_freq=100)
-    synced, _ = run(s1, hp, 1, 1)
+    synced, _ = run(s1, hp._replace(target_update_freq=100), 1, 1)
     assert all(jax.tree.leaves(jax.tree.map(np.array_equal, synced.train.params,
                                             synced.train.target_params)))
 
