@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from trees import assert_trees_equal
+from trees import assert_trees_equal, stacked_over_keys
 
 import jaxdqn
 from jaxdqn import DQNConfig, expected_q, make_q_fn, make_train, make_trainer
@@ -16,7 +16,7 @@ SEEDS = jax.random.split(jax.random.key(42), 4)
 @pytest.mark.parametrize("probe, tol", PROBE_TOLERANCES.items())
 def test_every_probe_learns_its_exact_q_values_for_every_seed(probe, tol):
     cfg = jaxdqn.preset("probes").replace(env_id=probe)
-    out = jax.jit(jax.vmap(make_train(cfg)))(SEEDS)
+    out = stacked_over_keys(make_train(cfg), SEEDS)
     q_fn = make_q_fn(cfg)
     for obs, q_expected in expected_q(probe, cfg.gamma).items():
         q = jax.vmap(q_fn, in_axes=(0, None))(out.params, jnp.array(obs))
