@@ -146,8 +146,8 @@ def test_short_cartpole_run_learns_far_above_random():
                     buffer_size=10_000, learning_starts=1000, learning_rate=1e-3,
                     target_update_freq=400, exploration_fraction=0.2, end_epsilon=0.02)
     keys = jax.random.split(jax.random.key(0), 2)
-    out = jax.jit(jax.vmap(make_train(cfg)))(keys)
-    returns = jax.vmap(lambda p, k: jaxdqn.evaluate(cfg, p, k, 20))(out.params, keys)
+    out = stacked_over_keys(make_train(cfg), keys)
+    returns = jax.jit(jax.vmap(lambda p, k: jaxdqn.evaluate(cfg, p, k, 20)))(out.params, keys)
     assert float(returns.mean()) > 100  # a random policy averages ~22
 
 
