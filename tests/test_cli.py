@@ -303,6 +303,7 @@ def test_error_in_a_real_process_is_one_line_on_stderr_and_exit_code_2(runs):
     assert proc.stdout == ""
 
 
+@pytest.mark.device_count
 def test_train_writes_a_complete_run_folder_and_prints_the_evaluation_table(runs):
     a = runs["a"]
     assert {p.name for p in a.iterdir()} == {"config.json", "metrics.csv", "metrics.npz",
@@ -343,6 +344,7 @@ def test_train_writes_a_complete_run_folder_and_prints_the_evaluation_table(runs
     assert ckpt.num_seeds == 2 and ckpt.config.to_dict() == config["config"]
 
 
+@pytest.mark.device_count
 def test_evaluate_reproduces_the_training_evaluation_and_cross_checks_in_gymnasium(runs):
     result = runs["evaluation"]
     summary = json.loads((runs["a"] / run_folder.SUMMARY).read_text())
@@ -354,6 +356,7 @@ def test_evaluate_reproduces_the_training_evaluation_and_cross_checks_in_gymnasi
     assert "gymnax mean" in runs["evaluate_stdout"]
 
 
+@pytest.mark.device_count
 def test_sigterm_stops_cleanly_keeps_what_was_done_and_exits_143(runs):
     info = runs["interrupted"]
     assert info["returncode"] == 143, info["stderr"]
@@ -368,6 +371,7 @@ def test_sigterm_stops_cleanly_keeps_what_was_done_and_exits_143(runs):
     assert {"checkpoint.msgpack", "learning_curve.png", "metrics.csv"} <= info["files"]
 
 
+@pytest.mark.device_count
 def test_resuming_an_interrupted_run_gives_the_uninterrupted_run_bit_for_bit(runs):
     """B ran in progress segments, was stopped, saved to disk and resumed; A ran in one call."""
     a, b = runs["a"], runs["b"]
@@ -386,6 +390,7 @@ def test_resuming_an_interrupted_run_gives_the_uninterrupted_run_bit_for_bit(run
     assert os.path.getsize(b / run_folder.LEARNING_CURVE) > 10_000
 
 
+@pytest.mark.device_count
 def test_runs_that_do_not_fit_are_refused_before_writing_or_compiling(no_compile, monkeypatch,
                                                                        tmp_path, capsys):
     import jaxdqn.memory

@@ -86,6 +86,7 @@ def test_config_errors_are_one_line(capsys):
     assert err == "jaxdqn: error: DQNConfig.gamma=2.0 is invalid: must be in [0, 1]\n"
 
 
+@pytest.mark.device_count
 def test_a_diverging_seed_is_flagged_in_the_table_summary_and_plot_title(tmp_path, capsys):
     """An absurd learning rate on one run: TD loss and Q-values overflow to inf/NaN."""
     import json

@@ -15,7 +15,9 @@ from jaxdqn import run_folder
 from jaxdqn.cli import main
 
 # Two compiled groups (batch_size) x two traced values (gamma) x 2 seeds; 10 segments per group.
-SWEEP = ["sweep", "--set", "total_timesteps=400", "--set", "buffer_size=200",
+# A probe and a small network: the resume machinery is what is tested, and they compile fastest.
+SWEEP = ["sweep", "--env", "Probe2", "--set", "hidden_sizes=8",
+         "--set", "total_timesteps=400", "--set", "buffer_size=200",
          "--set", "learning_starts=64", "--set", "batch_size=32", "--set", "log_interval=40",
          "--grid", "batch_size=16,32", "--grid", "gamma=0.9,0.99", "--seeds", "2",
          "--episodes", "5", "--no-progress"]
@@ -60,6 +62,7 @@ def sweeps(tmp_path_factory):
     return {"a": a, "b": b, "calls": calls}
 
 
+@pytest.mark.device_count
 def test_each_ctrl_c_exits_130_and_leaves_a_resumable_folder(sweeps):
     b = sweeps["b"]
     (first, files1, err1), (second, files2, err2), (last, files3, _) = sweeps["calls"]
@@ -81,6 +84,7 @@ def test_each_ctrl_c_exits_130_and_leaves_a_resumable_folder(sweeps):
     assert not {"sweep_resume.npz", "resume_state.msgpack"} & files3
 
 
+@pytest.mark.device_count
 def test_a_resumed_sweep_equals_the_uninterrupted_sweep_bit_for_bit(sweeps):
     a, b = sweeps["a"], sweeps["b"]
     for name in SAME:

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from trees import stacked_over_keys
 
 from jaxdqn import DQNConfig, known_env_ids, make_env
 from jaxdqn.buffer import Transition
@@ -123,10 +124,10 @@ def test_off_policy_features_diverge_and_on_policy_settle():
     base = DQNConfig(env_id="TriadMDP", total_timesteps=5000, buffer_size=1000,
                      learning_rate=0.05, **LINEAR)
     keys = jax.random.split(jax.random.key(3), 2)
-    off = jax.jit(jax.vmap(make_train(base)))(keys)
+    off = stacked_over_keys(make_train(base), keys)
     w_off = np.asarray(off.params["params"]["Dense_0"]["kernel"])[:, 0]
     assert np.all(w_off[:, 0] > 1e3) and np.all(w_off[:, 0] == w_off.max(axis=1))
-    on = jax.jit(jax.vmap(make_train(base.replace(start_epsilon=0.0, end_epsilon=0.0))))(keys)
+    on = stacked_over_keys(make_train(base.replace(start_epsilon=0.0, end_epsilon=0.0)), keys)
     w_on = np.asarray(on.params["params"]["Dense_0"]["kernel"])[:, 0]
     assert on_policy_fixed_point(GAMMA) == pytest.approx(0.662, abs=1e-3)
     np.testing.assert_allclose(w_on[:, 0], 0.662, atol=0.04)

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from trees import stacked_over_keys
 
 import jaxdqn
 from jaxdqn import DQNConfig, expected_q, init_q_params, make_q_fn, make_train
@@ -180,7 +181,7 @@ def test_a_checkpoint_records_the_dueling_head(tmp_path):
 @pytest.mark.parametrize("probe, tol", PROBE_TOLERANCES.items())
 def test_every_probe_learns_its_exact_q_values_with_a_dueling_head(probe, tol):
     cfg = jaxdqn.preset("probes").replace(env_id=probe, dueling=True)
-    out = jax.jit(jax.vmap(make_train(cfg)))(jax.random.split(jax.random.key(42), 4))
+    out = stacked_over_keys(make_train(cfg), jax.random.split(jax.random.key(42), 4))
     q_fn = make_q_fn(cfg)
     for obs, q_expected in expected_q(probe, cfg.gamma).items():
         q = jax.vmap(q_fn, in_axes=(0, None))(out.params, jnp.array(obs))

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from trees import assert_same_structure
+from trees import assert_same_structure, stacked_over_keys
 
 from jaxdqn import DQNConfig, init_q_params, make_q_fn, make_trainer
 from jaxdqn.buffer import Transition
@@ -185,8 +185,9 @@ def book_runs():
                         exploration_fraction=0.5, end_epsilon=0.2, estimator=estimator,
                         ensemble_size=n, log_interval=400)
         trainer = make_trainer(cfg)
-        run = jax.jit(jax.vmap(lambda k, trainer=trainer: trainer.run(trainer.init(k), None, 0, 1)))
-        out[estimator] = run(jax.random.split(jax.random.key(5), 2))
+        out[estimator] = stacked_over_keys(
+            lambda k, trainer=trainer: trainer.run(trainer.init(k), None, 0, 1),
+            jax.random.split(jax.random.key(5), 2))
     return out
 
 

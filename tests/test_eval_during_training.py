@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from trees import assert_trees_equal
+from trees import assert_trees_equal, stacked_over_keys
 
 import jaxdqn
 from jaxdqn import DQNConfig, init_q_params, make_trainer
@@ -25,13 +25,15 @@ KEYS = jax.random.split(jax.random.PRNGKey(11), 2)  # legacy keys: what the CLI 
 def runs():
     """Both configs trained on the same keys as one call, and the eval config again in segments of
     two rows with the online params after each segment (the params each evaluation saw)."""
-    plain, whole = (_train(cfg, cfg.num_log_rows)[0] for cfg in (CFG, EVAL))
-    segmented, params_at = _train(EVAL, 2)
+    plain = _train(make_runs(CFG, len(KEYS)), CFG.num_log_rows)[0]
+    batch = make_runs(EVAL, len(KEYS))  # its init compiles once for both
+    whole = _train(batch, EVAL.num_log_rows)[0]
+    segmented, params_at = _train(batch, 2)
     return plain, whole, segmented, params_at
 
 
-def _train(cfg, rows_per_segment):
-    batch = make_runs(cfg, len(KEYS))
+def _train(batch, rows_per_segment):
+    cfg = batch.config
     state = batch.init(KEYS, None)
     segments, params_at = [], []
     for first in range(0, cfg.num_log_rows, rows_per_segment):
@@ -44,8 +46,8 @@ def _train(cfg, rows_per_segment):
 
 def test_training_trajectory_is_bit_identical_with_evaluation_on(runs):
     plain, whole, *_ = runs
-    whole_at_once = jax.jit(jax.vmap(jaxdqn.make_train(EVAL)))(KEYS)  # one fused program too
-    plain_at_once = jax.jit(jax.vmap(jaxdqn.make_train(CFG)))(KEYS)
+    whole_at_once = stacked_over_keys(jaxdqn.make_train(EVAL), KEYS)  # one fused program too
+    plain_at_once = stacked_over_keys(jaxdqn.make_train(CFG), KEYS)
     def training(metrics):
         return {k: v for k, v in metrics.columns().items() if not k.startswith("eval_")}
 

@@ -106,11 +106,11 @@ def test_cnn_q_fn_equals_flax_qnetwork_and_its_gradients():
     flax_net = QNetwork(num_actions, (32, 16), conv_channels, kernel)
     obs = jax.random.bernoulli(jax.random.key(3), 0.3, (2, 5, *obs_shape))  # any leading axes
     q_fn = make_q_fn(cfg)
-    q, ref = q_fn(params, obs), flax_net.apply(params, obs)
+    q, ref = jax.jit(q_fn)(params, obs), jax.jit(flax_net.apply)(params, obs)
     assert q.shape == (2, 5, num_actions)
     np.testing.assert_allclose(q, ref, rtol=1e-5, atol=1e-5)
     loss = lambda f: lambda p: jnp.sum(jnp.sin(f(p, obs)))  # noqa: E731
-    grads, ref_grads = jax.grad(loss(q_fn))(params), jax.grad(loss(flax_net.apply))(params)
+    grads, ref_grads = (jax.jit(jax.grad(loss(f)))(params) for f in (q_fn, flax_net.apply))
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
                  grads, ref_grads)
 

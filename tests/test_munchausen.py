@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from trees import stacked_over_keys
 
 import jaxdqn
 from jaxdqn import ESTIMATORS, DQNConfig, Transition, make_q_fn, make_train
@@ -173,7 +174,7 @@ SOFT_Q = {"Probe3": {(0.0,): [0.99], (1.0,): [1.0]}, "Probe4": {(0.0,): [-1.027,
 def test_probe_runs_learn_the_soft_q_values_for_every_seed(probe):
     cfg = jaxdqn.preset("probes").replace(env_id=probe, estimator="munchausen")
     seeds = jax.random.split(jax.random.key(42), 4)
-    out = jax.jit(jax.vmap(make_train(cfg)))(seeds)
+    out = stacked_over_keys(make_train(cfg), seeds)
     for obs, want in SOFT_Q[probe].items():
         q = jax.vmap(make_q_fn(cfg), in_axes=(0, None))(out.params, jnp.array(obs))
         np.testing.assert_allclose(q, np.broadcast_to(want, q.shape),

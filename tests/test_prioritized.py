@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from trees import assert_trees_equal
+from trees import assert_trees_equal, stacked_over_keys
 
 import jaxdqn
 import jaxdqn.runs
@@ -176,7 +176,7 @@ def test_the_loop_inserts_and_updates_priorities_per_run():
 @pytest.mark.parametrize("probe, extra", [("Probe3", {}), ("Probe5", {"n_step": 3})])
 def test_a_prioritized_run_learns_the_probe_values(probe, extra):
     cfg = jaxdqn.preset("probes").replace(env_id=probe, prioritized=True, **extra)
-    out = jax.jit(jax.vmap(make_train(cfg)))(jax.random.split(jax.random.key(42), 2))
+    out = stacked_over_keys(make_train(cfg), jax.random.split(jax.random.key(42), 2))
     q_fn = make_q_fn(cfg)
     for obs, q_expected in expected_q(probe, cfg.gamma).items():
         q = jax.vmap(q_fn, in_axes=(0, None))(out.params, jnp.array(obs))

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from trees import assert_trees_equal
+from trees import assert_trees_equal, stacked_over_keys
 
 import jaxdqn
 from jaxdqn import DQNConfig, expected_q, make_q_fn, make_train, make_trainer
@@ -16,7 +16,7 @@ SEEDS = jax.random.split(jax.random.key(42), 4)
 @pytest.mark.parametrize("probe, tol", PROBE_TOLERANCES.items())
 def test_every_probe_learns_its_exact_q_values_for_every_seed(probe, tol):
     cfg = jaxdqn.preset("probes").replace(env_id=probe)
-    out = jax.jit(jax.vmap(make_train(cfg)))(SEEDS)
+    out = stacked_over_keys(make_train(cfg), SEEDS)
     q_fn = make_q_fn(cfg)
     for obs, q_expected in expected_q(probe, cfg.gamma).items():
         q = jax.vmap(q_fn, in_axes=(0, None))(out.params, jnp.array(obs))
@@ -112,16 +112,16 @@ def test_target_sync_schedule_by_hand():
                     batch_size=32, train_frequency=4, target_update_freq=300, log_interval=500)
     trainer = make_trainer(cfg)
     run = jax.jit(trainer.run, static_argnums=3)
+    hp = jaxdqn.HParams.from_config(cfg)  # traced: the replay below is the same program
     state = trainer.init(jax.random.key(1))
-    state, _ = run(state, None, 0, 1)  # 500 steps: last sync in the iteration ending at 300
+    state, _ = run(state, hp, 0, 1)  # 500 steps: last sync in the iteration ending at 300
     s1 = state
-    state, _ = run(state, None, 1, 1)  # to 1000 steps: syncs at 600 and 900
+    state, _ = run(state, hp, 1, 1)  # to 1000 steps: syncs at 600 and 900
     assert not all(jax.tree.leaves(jax.tree.map(np.array_equal, state.train.params,
                                                 state.train.target_params)))
     # Replaying the second half with target_update_freq=100 (4 steps per iteration divide 1000)
     # ends synced.
-    hp = jaxdqn.HParams.from_config(cfg)._replace(target_update_freq=100)
-    synced, _ = run(s1, hp, 1, 1)
+    synced, _ = run(s1, hp._replace(target_update_freq=100), 1, 1)
     assert all(jax.tree.leaves(jax.tree.map(np.array_equal, synced.train.params,
                                             synced.train.target_params)))
 
@@ -146,8 +146,8 @@ def test_short_cartpole_run_learns_far_above_random():
                     buffer_size=10_000, learning_starts=1000, learning_rate=1e-3,
                     target_update_freq=400, exploration_fraction=0.2, end_epsilon=0.02)
     keys = jax.random.split(jax.random.key(0), 2)
-    out = jax.jit(jax.vmap(make_train(cfg)))(keys)
-    returns = jax.vmap(lambda p, k: jaxdqn.evaluate(cfg, p, k, 20))(out.params, keys)
+    out = stacked_over_keys(make_train(cfg), keys)
+    returns = jax.jit(jax.vmap(lambda p, k: jaxdqn.evaluate(cfg, p, k, 20)))(out.params, keys)
     assert float(returns.mean()) > 100  # a random policy averages ~22
 
 

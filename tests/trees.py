@@ -1,7 +1,9 @@
-"""Pytree comparisons for tests: the structures must match before leaves are compared, so a
-missing or extra leaf fails instead of being dropped silently by ``zip``."""
+"""Pytree helpers for tests: comparisons (the structures must match before leaves are compared,
+so a missing or extra leaf fails instead of being dropped silently by ``zip``), and runs key by key
+stacked as ``vmap`` stacks them."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -29,3 +31,20 @@ def trees_equal(a, b) -> bool:
     if jax.tree.structure(a) != jax.tree.structure(b):
         return False
     return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def stacked_over_keys(fn, keys):
+    """What ``jax.jit(jax.vmap(fn))(keys)`` returns, computed key by key with one jitted ``fn``:
+    XLA:CPU compiles an unbatched training program in about half the time of the vmapped one,
+    and the few runs of a test cost less than that. Per key the results agree with the vmapped
+    program's to the last bits (kernels chosen by batch size may round differently)."""
+    one = jax.jit(fn)
+    outputs = [one(key) for key in keys]
+    return jax.tree.map(_stack, *outputs)
+
+
+def _stack(*leaves):
+    """numpy's stack (no compilation), but JAX's for typed keys, which numpy cannot hold."""
+    if jax.dtypes.issubdtype(leaves[0].dtype, jax.dtypes.prng_key):
+        return jnp.stack(leaves)
+    return np.stack(leaves)
