@@ -19,6 +19,11 @@ Times are medians of ``--repeats`` calls after a warm-up, per gradient step, and
 ratio to the first; memory is XLA's ``memory_analysis()`` of the ``iteration`` program (arguments
 + outputs + temporaries). With ``--profile`` each variant's ``learn`` call is traced once
 (``jax.profiler``) and its ops with the most self time printed, grouped by kind.
+
+With ``--interleave`` every variant is compiled first and the repeats then take turns (variant 1,
+variant 2, ..., again), and CPU time is reported beside wall time, so a change of load during the
+run moves every variant alike; run it pinned to one core (``taskset -c 0 python
+scripts/option_cost.py --interleave ...``) for figures that wall time and CPU time agree on.
 """
 
 from __future__ import annotations
@@ -136,7 +141,10 @@ def median_time(fn, state, repeats: int) -> float:
     return statistics.median(times)
 
 
-def measure(config, iterations: int, repeats: int, profile_dir: str | None, name: str) -> dict:
+def prepare(config, iterations: int) -> dict:
+    """Both programs of ``config`` compiled and warmed up, their state and XLA's memory figure."""
+    import jax
+
     learn_fn, iteration_fn, state = programs(config, iterations)
     t = time.perf_counter()
     compiled = iteration_fn.lower(state).compile()
@@ -144,11 +152,43 @@ def measure(config, iterations: int, repeats: int, profile_dir: str | None, name
     ma = compiled.memory_analysis()
     memory = None if ma is None else (ma.argument_size_in_bytes + ma.output_size_in_bytes
                                       + ma.temp_size_in_bytes - ma.alias_size_in_bytes)
-    learn_fn.lower(state).compile()
-    steps = iterations * config.updates_per_iteration
+    learn = learn_fn.lower(state).compile()
+    for fn in (learn, compiled):
+        jax.block_until_ready(fn(state))
+    return {"learn": learn, "iteration": compiled, "state": state, "memory_bytes": memory,
+            "compile_s": compile_s, "steps": iterations * config.updates_per_iteration}
+
+
+def interleaved(prepared: list[dict], repeats: int) -> list[dict]:
+    """Per variant the median wall and CPU microseconds per gradient step of its ``learn`` and
+    ``iteration`` programs, the repeats taking turns over the variants."""
+    import jax
+
+    times = [{k: [] for k in ("learn", "iteration")} for _ in prepared]
+    for _ in range(repeats):
+        for prep, t in zip(prepared, times):
+            for kind in ("learn", "iteration"):
+                wall, cpu = time.perf_counter(), time.process_time()
+                jax.block_until_ready(prep[kind](prep["state"]))
+                t[kind].append((time.perf_counter() - wall, time.process_time() - cpu))
+    out = []
+    for prep, t in zip(prepared, times):
+        row = {}
+        for kind in ("learn", "iteration"):
+            row[f"{kind}_us"] = 1e6 * statistics.median(w for w, _ in t[kind]) / prep["steps"]
+            row[f"{kind}_cpu_us"] = 1e6 * statistics.median(c for _, c in t[kind]) / prep["steps"]
+        out.append(row)
+    return out
+
+
+def measure(config, iterations: int, repeats: int, profile_dir: str | None, name: str) -> dict:
+    prep = prepare(config, iterations)
+    learn_fn, iteration_fn, state = prep["learn"], prep["iteration"], prep["state"]
+    steps = prep["steps"]
     out = {"variant": name, "learn_us": 1e6 * median_time(learn_fn, state, repeats) / steps,
            "iteration_us": 1e6 * median_time(iteration_fn, state, repeats) / steps,
-           "memory_bytes": memory, "compile_s": compile_s, "gradient_steps_per_call": steps}
+           "memory_bytes": prep["memory_bytes"], "compile_s": prep["compile_s"],
+           "gradient_steps_per_call": steps}
     if profile_dir:
         prof = _benchmark_module()._profile(lambda: learn_fn(state), profile_dir,
                                             len(os.listdir(profile_dir))
@@ -167,6 +207,8 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--profile", metavar="DIR", default=None)
     p.add_argument("--out", metavar="FILE", default=None, help="also write the results as JSON")
+    p.add_argument("--interleave", action="store_true",
+                   help="compile every variant first, then time them in turns (with CPU time)")
     args = p.parse_args(argv)
 
     from jaxdqn import preset
@@ -185,7 +227,23 @@ def main(argv=None) -> int:
           f"{config.steps_per_iteration} env steps")
     print(f"{'variant':<28} {'learn us/step':>14} {'x':>6} {'iteration us/step':>18} {'x':>6} "
           f"{'memory MB':>10}")
-    results = []
+    if args.interleave:
+        prepared = [prepare(cfg, args.iterations) for _, cfg in variants]
+        results = interleaved(prepared, args.repeats)
+        ref = results[0]
+        print(f"{'':<28} {'cpu us':>14} {'x':>6} {'cpu us':>18} {'x':>6}")
+        for (name, _), prep, r in zip(variants, prepared, results):
+            r.update(variant=name, memory_bytes=prep["memory_bytes"],
+                     compile_s=prep["compile_s"], gradient_steps_per_call=prep["steps"])
+            mem = "" if r["memory_bytes"] is None else f"{r['memory_bytes'] / 1e6:.1f}"
+            print(f"{name:<28} {r['learn_us']:>14.1f} {r['learn_us'] / ref['learn_us']:>6.2f} "
+                  f"{r['iteration_us']:>18.1f} {r['iteration_us'] / ref['iteration_us']:>6.2f} "
+                  f"{mem:>10}\n{'':<28} {r['learn_cpu_us']:>14.1f} "
+                  f"{r['learn_cpu_us'] / ref['learn_cpu_us']:>6.2f} {r['iteration_cpu_us']:>18.1f}"
+                  f" {r['iteration_cpu_us'] / ref['iteration_cpu_us']:>6.2f}", flush=True)
+        variants = []
+    else:
+        results = []
     for name, cfg in variants:
         r = measure(cfg, args.iterations, args.repeats, args.profile, name)
         results.append(r)
