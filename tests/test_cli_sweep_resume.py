@@ -4,13 +4,11 @@ and resumed, twice, ends with exactly the files of the same sweep run without st
 import contextlib
 import io
 import json
-import os
-import signal
 
 import numpy as np
 import pytest
+from interrupts import interrupt_after
 
-import jaxdqn.runs
 from jaxdqn import run_folder
 from jaxdqn.cli import main
 
@@ -22,22 +20,6 @@ SWEEP = ["sweep", "--env", "Probe2", "--set", "hidden_sizes=8",
          "--grid", "batch_size=16,32", "--grid", "gamma=0.9,0.99", "--seeds", "2",
          "--episodes", "5", "--no-progress"]
 SAME = (run_folder.SWEEP_TABLE, run_folder.SWEEP_RUNS)
-
-
-def _interrupt_after(monkeypatch, segments):
-    """Sends this process SIGINT as the ``segments``-th segment of the call comes back (the
-    handler ``main`` installs only sets a flag; the sweep stops at its next safe point)."""
-    real = jaxdqn.runs.run_in_segments
-    seen = [0]
-
-    def run_in_segments(*args, **kwargs):
-        for segment in real(*args, **kwargs):
-            seen[0] += 1
-            if seen[0] == segments:
-                os.kill(os.getpid(), signal.SIGINT)
-            yield segment
-
-    monkeypatch.setattr(jaxdqn.runs, "run_in_segments", run_in_segments)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +36,7 @@ def sweeps(tmp_path_factory):
                            (["sweep", "--resume", str(b), "--no-progress"], None)):
             mp.undo()
             if stop is not None:
-                _interrupt_after(mp, stop)
+                interrupt_after(mp, stop)
             err = io.StringIO()
             with contextlib.redirect_stderr(err):
                 code = main(argv)

@@ -5,13 +5,12 @@ against hand-computed values."""
 import contextlib
 import io
 import json
-import os
 import shutil
-import signal
 import sys
 
 import numpy as np
 import pytest
+from interrupts import interrupt_after
 
 import jaxdqn.runs
 from jaxdqn import preset, run_folder
@@ -192,22 +191,6 @@ def test_run_and_report_refuse_what_is_not_a_suite(tmp_path, capsys, no_compile)
 # --- a tiny suite, stopped and resumed --------------------------------------------------------
 
 
-def _interrupt_after(monkeypatch, segments):
-    """Sends this process SIGINT as the ``segments``-th segment comes back (counted over the
-    cells of the call); the command stops at its next safe point."""
-    real = jaxdqn.runs.run_in_segments
-    seen = [0]
-
-    def run_in_segments(*args, **kwargs):
-        for segment in real(*args, **kwargs):
-            seen[0] += 1
-            if seen[0] == segments:
-                os.kill(os.getpid(), signal.SIGINT)
-            yield segment
-
-    monkeypatch.setattr(jaxdqn.runs, "run_in_segments", run_in_segments)
-
-
 def _call(argv):
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
@@ -225,7 +208,7 @@ def suite(tmp_path_factory):
     spec.write_text(SPEC)
     calls = {}
     with pytest.MonkeyPatch.context() as mp:
-        _interrupt_after(mp, 14)
+        interrupt_after(mp, 14)
         calls["stopped"] = _call(["suite", "run", str(spec), str(out)])
     dqn = out / "CartPole-v1" / "dqn"
     mtime = (dqn / run_folder.FINAL_CHECKPOINT).stat().st_mtime_ns
