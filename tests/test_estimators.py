@@ -173,28 +173,36 @@ def test_epsilon_greedy_never_takes_an_illegal_action_and_breaks_ties_uniformly(
     np.testing.assert_array_equal(lowest, [1, 0])
 
 
+# Every estimator, and maxmin updating all its members: (estimator, extra fields).
+BOOK_RUNS = [("dqn", {}), ("double_dqn", {}), ("double_q", {}), ("clipped_double", {}),
+             ("maxmin", dict(ensemble_size=3)),
+             ("maxmin", dict(ensemble_size=3, update_all_members=True)),
+             ("averaged", dict(ensemble_size=3))]
+BOOK_LR = 1e-2
+
+
 @pytest.fixture(scope="module")
 def book_runs():
-    """Every estimator trained briefly on the book layout, every transition kept."""
+    """``{(estimator, update_all_members): (config, state, metrics)}``: two runs of each of
+    ``BOOK_RUNS`` trained briefly on the book layout with ``anneal_lr``, every transition kept."""
     out = {}
-    for estimator, n in (("dqn", None), ("double_dqn", None), ("double_q", None),
-                         ("clipped_double", None), ("maxmin", 3), ("averaged", 3)):
+    for estimator, extra in BOOK_RUNS:
         cfg = DQNConfig(env_id="MaxBiasMDP-book", total_timesteps=400, buffer_size=400,
                         learning_starts=32, batch_size=8, train_frequency=1, hidden_sizes=(8,),
-                        target_update_freq=20, learning_rate=1e-2, gamma=1.0,
+                        target_update_freq=20, learning_rate=BOOK_LR, anneal_lr=True, gamma=1.0,
                         exploration_fraction=0.5, end_epsilon=0.2, estimator=estimator,
-                        ensemble_size=n, log_interval=400)
+                        log_interval=400, **extra)
         trainer = make_trainer(cfg)
-        out[estimator] = stacked_over_keys(
+        out[estimator, cfg.update_all_members] = (cfg, *stacked_over_keys(
             lambda k, trainer=trainer: trainer.run(trainer.init(k), None, 0, 1),
-            jax.random.split(jax.random.key(5), 2))
+            jax.random.split(jax.random.key(5), 2)))
     return out
 
 
 @pytest.mark.parametrize("estimator", ["dqn", "double_dqn", "double_q", "clipped_double",
                                        "maxmin", "averaged"])
 def test_training_never_takes_an_illegal_action(book_runs, estimator):
-    state, metrics = book_runs[estimator]
+    _, state, metrics = book_runs[estimator, False]
     data = jax.tree.map(np.asarray, state.buffer.data)
     in_a = data.obs[..., 0] == 1.0
     assert in_a.sum() > 200 and (data.obs[..., 1] == 1.0).sum() > 20
@@ -290,34 +298,26 @@ def test_a_sweep_over_estimators_makes_one_compiled_group_per_shape():
         expand_grid(base, {"estimator": ["dqn"], "ensemble_size": [4]})
 
 
-@pytest.mark.parametrize("estimator, extra", [
-    ("dqn", {}), ("double_dqn", {}), ("double_q", {}), ("clipped_double", {}),
-    ("maxmin", dict(ensemble_size=3)), ("maxmin", dict(ensemble_size=3, update_all_members=True)),
-    ("averaged", dict(ensemble_size=3)),
-])
-def test_anneal_lr_reaches_zero_in_every_member(estimator, extra):
-    """After a run with ``anneal_lr``, every member's schedule count is the run's gradient steps
-    ``N``: its last update used ``lr / N`` and a fresh step would use 0. Adam's own count stays
-    per member: the members' counts add up to the steps each took."""
-    lr = 1e-2
-    cfg = DQNConfig(env_id="Probe4", total_timesteps=400, buffer_size=200, learning_starts=64,
-                    batch_size=16, train_frequency=4, target_update_freq=40, hidden_sizes=(8,),
-                    learning_rate=lr, anneal_lr=True, estimator=estimator, log_interval=400,
-                    **extra)
+@pytest.mark.parametrize("estimator, extra", BOOK_RUNS, ids=[
+    f"{e}{'_all' if x.get('update_all_members') else ''}" for e, x in BOOK_RUNS])
+def test_anneal_lr_reaches_zero_in_every_member(book_runs, estimator, extra):
+    """After a run with ``anneal_lr`` (the book runs above), every member's schedule count is the
+    run's gradient steps ``N``: its last update used ``lr / N`` and a fresh step would use 0.
+    Adam's own count stays per member: the members' counts add up to the steps each took."""
+    cfg, state, _ = book_runs[estimator, bool(extra.get("update_all_members"))]
     n = cfg.num_updates
-    trainer = make_trainer(cfg)
-    state, _ = jax.jit(lambda k: trainer.run(trainer.init(k), None, 0, 1))(jax.random.key(0))
     (counts,) = schedule_counts(state.train.opt_state)
-    counts = np.atleast_1d(np.asarray(counts))
-    assert counts.shape == (cfg.num_members,)
+    counts = np.asarray(counts).reshape(2, -1)  # [run, member]
+    assert counts.shape == (2, cfg.num_members)
     np.testing.assert_array_equal(counts, n)
-    rate = optax.linear_schedule(lr, 0.0, transition_steps=n)
-    assert float(rate(counts[0] - 1)) == pytest.approx(lr / n, rel=1e-5)  # the last update's
-    assert float(rate(counts[0])) == 0.0  # a fresh step's
-    adam_counts = np.atleast_1d(np.asarray(state.train.opt_state[0].count))
+    rate = optax.linear_schedule(BOOK_LR, 0.0, transition_steps=n)
+    assert float(rate(counts[0, 0] - 1)) == pytest.approx(BOOK_LR / n, rel=1e-5)  # the last's
+    assert float(rate(counts[0, 0])) == 0.0  # a fresh step's
     steps_per_member = {"random": n / cfg.num_members, "all": n, "only": n}[cfg.trained_members]
-    assert adam_counts.sum() == (n if cfg.trained_members == "random" else n * cfg.num_members)
-    assert (adam_counts > 0.5 * steps_per_member).all()
+    for adam_counts in np.asarray(state.train.opt_state[0].count).reshape(2, -1):
+        assert adam_counts.sum() == (n if cfg.trained_members == "random"
+                                     else n * cfg.num_members)
+        assert (adam_counts > 0.5 * steps_per_member).all()
 
 
 def test_random_tie_break_applies_to_the_targets_argmax():

@@ -37,7 +37,7 @@ def stacked_over_keys(fn, keys):
     """What ``jax.jit(jax.vmap(fn))(keys)`` returns, computed key by key with one jitted ``fn``:
     XLA:CPU compiles an unbatched training program in about half the time of the vmapped one,
     and the few runs of a test cost less than that. Per key the results agree with the vmapped
-    program's to the last bits (kernels chosen by batch size may round differently)."""
+    program's up to the last bits (kernels chosen by batch size may round differently)."""
     one = jax.jit(fn)
     outputs = [one(key) for key in keys]
     return jax.tree.map(_stack, *outputs)
