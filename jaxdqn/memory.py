@@ -50,6 +50,16 @@ ONE_RUN_PICK = 5
 # C51's projection weights (its target carries no gradient: 0.85x at batch 32, 1.13x at 128),
 # QR-DQN's pairwise errors and quantile Huber loss, forward and backward (5.0x).
 PAIRWISE_ARRAYS = {"c51": 1.05, "qr": 5.0}
+# Noisy nets with several networks: the perturbed weights (means + sigma * noise) XLA:CPU holds per
+# run, in one network's mean weights, fitted on a CartPole MLP (1 and 3 runs): 4.5 when one member
+# chosen at random trains (double_q 4.0-5.5, maxmin N=3 4.5-5.0), else 1.5 per network beyond the
+# first (clipped_double 1.0-1.3, averaged N=2 1.3-2.2, maxmin N=3 updating all 2.5-3.4). One
+# network (dqn, double_dqn): within 0.5, not modelled.
+NOISY_RANDOM_MEMBER = 4.5
+NOISY_PER_NETWORK = 1.5
+# ... and with one run alone and a member trained at random, this many more per other member
+# (maxmin N=3 alone: 10 in all; double_q: 5.5).
+NOISY_ALONE = 3
 
 
 class MemoryEstimate(NamedTuple):
@@ -106,6 +116,23 @@ def _conv_widths(config: DQNConfig, obs_shape: tuple[int, ...]) -> int:
         total += h * w * (k * k * c + c_out)
         c = c_out
     return total
+
+
+def _noisy_networks(config: DQNConfig) -> float:
+    """Perturbed copies of one network's mean weights a noisy gradient step holds beyond a
+    single network's (``NOISY_RANDOM_MEMBER``, ``NOISY_PER_NETWORK``)."""
+    if config.trained_members == "random":
+        return NOISY_RANDOM_MEMBER
+    networks = config.ensemble_size if ESTIMATORS[config.estimator].snapshots else (
+        config.num_members)
+    return NOISY_PER_NETWORK * (networks - 1)
+
+
+def _mean_weight_bytes(params) -> int:
+    """Bytes of ``params`` but a noisy layer's ``sigma_*`` leaves (all members)."""
+    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+    return sum(math.prod(x.shape) * jnp.dtype(x.dtype).itemsize for path, x in leaves
+               if not str(getattr(path[-1], "key", "")).startswith("sigma"))
 
 
 def network_passes(config: DQNConfig) -> int:
@@ -165,6 +192,9 @@ def estimate_memory(config: DQNConfig, num_seeds: int, num_devices: int = 1,
               + int(WORKSPACE_PARAMS * trained_params))
     if atoms:
         update += int(PAIRWISE_ARRAYS[config.distributional] * config.batch_size * atoms**2 * 4)
+    if config.noisy:
+        update += int(_noisy_networks(config) * _mean_weight_bytes(state.train.params)
+                      // config.num_members)
     acting = 2 * config.num_envs * widths * 4 + 2 * _nbytes(
         (state.env_state, state.obs, state.episode_return, state.episode_length))
     workspace = update + acting
@@ -182,6 +212,9 @@ def estimate_memory(config: DQNConfig, num_seeds: int, num_devices: int = 1,
     # random (its params, optimizer state, gradients, picked from and put back into the [M, ...]
     # trees) that it does not hold per run with two or more runs.
     alone = ONE_RUN_PICK * member_params if config.trained_members == "random" else 0
+    if config.noisy and config.trained_members == "random":  # and of the other members' draws
+        alone += int(NOISY_ALONE * (config.num_members - 1)
+                     * _mean_weight_bytes(state.train.params) // config.num_members)
     device = (concurrent * (_nbytes(state) + workspace) + results + FIXED_BYTES
               + alone * (concurrent == 1))
     segments = (runs_per_device * (_nbytes(state) + workspace) + FIXED_BYTES

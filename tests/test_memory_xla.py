@@ -5,9 +5,9 @@ program with its state donated (``runs.make_runs(...).run``, ``segments_bytes``)
 every estimator, evaluation during training, prioritized and n-step replay, noisy nets, 1 to 1024
 runs.
 
-Measured on XLA:CPU (jax 0.10.2): all 26 figures within 9.6% (the largest: maxmin with 3 runs as
-one program, -9.6%; MinAtar's segment program +9.5%; double_dqn at batch 256 +9.4%; noisy -1.0%;
-C51 -4.2%).
+Measured on XLA:CPU (jax 0.10.2): all 28 figures within 9.6% (the largest: maxmin with 3 runs as
+one program, -9.6%; MinAtar's segment program +9.5%; double_dqn at batch 256 +9.4%; noisy -1.0%,
+noisy maxmin alone -0.3%; C51 -4.2%).
 
 The grid compiles with LLVM's optimization level 0: XLA assigns buffers before LLVM sees the
 program, so its figures are those of the default compile (all 22 identical, jax 0.10.2; checked on
@@ -44,6 +44,9 @@ GRID = {  # name: (config, runs)
                                             buffer_size=20000), 2),
     "n_step 3": (DQNConfig(n_step=3, **SMALL), 2),
     "noisy": (DQNConfig(noisy=True, **SMALL), 2),  # sigma params: twice the params and moments
+    # perturbed copies of the members' weights (memory.NOISY_*), one run alone
+    "noisy maxmin, random member": (DQNConfig(noisy=True, estimator="maxmin", ensemble_size=3,
+                                              **SMALL), 1),
     "c51": (DQNConfig(distributional="c51", **SMALL), 2),
 }
 
