@@ -4,13 +4,15 @@
     python scripts/max_bias.py \
         --estimators dqn,double_dqn,double_q,clipped_double,maxmin:4,averaged:4
     python scripts/max_bias.py --estimators dqn,dqn+n_step=3,dqn+prioritized=true
+    python scripts/max_bias.py --estimators "dqn,C51=dqn+distributional=c51+v_min=0+v_max=100"
 
-For each env and method (an estimator's ``name``, ``name:N`` for ``ensemble_size``, then any
-``+FIELD=VALUE`` config changes; default ``dqn,double_dqn``) it trains ``--seeds`` agents with
-jaxdqn's own loop (one ``jit(vmap)`` program per method; the methods differ only in their fields
-and share the seed keys, so differences are paired by seed), and after every segment of training
-measures ``Q(s, a)`` (the estimator's acting values) against the realised discounted return
-``G`` over the states evaluation episodes visit (``jaxdqn.bias``). It writes to ``--out``:
+For each env and method (an optional ``LABEL=``, an estimator's ``name``, ``name:N`` for
+``ensemble_size``, then any ``+FIELD=VALUE`` config changes; default ``dqn,double_dqn``) it
+trains ``--seeds`` agents with jaxdqn's own loop (one ``jit(vmap)`` program per method; the
+methods differ only in their fields and share the seed keys, so differences are paired by seed),
+and after every segment of training measures ``Q(s, a)`` (the estimator's acting values) against
+the realised discounted return ``G`` over the states evaluation episodes visit (``jaxdqn.bias``).
+It writes to ``--out``:
 
 - ``bias.json``: per env and estimator the mean bias ``Q - G`` (and mean ``Q``, mean ``G``, late
   and final bias, each estimator minus DQN, paired by seed) with 95% bootstrap intervals over
@@ -61,7 +63,8 @@ COLORS: dict = {}  # label -> color, filled by parse_estimators
 
 def parse_estimators(text: str) -> list[tuple[str, dict]]:
     """``"dqn,maxmin:4,dqn+n_step=3"`` -> ``[("DQN", {"estimator": "dqn"}), ("Maxmin N=4", ...),
-    ("DQN n_step=3", {"estimator": "dqn", "n_step": 3})]``: an estimator, ``:N`` for its
+    ("DQN n_step=3", {"estimator": "dqn", "n_step": 3})]``: an optional ``LABEL=`` (the method's
+    name in tables and figures; else one is made from the rest), an estimator, ``:N`` for its
     ``ensemble_size``, then any ``+FIELD=VALUE`` config changes (``--set``'s syntax), each method
     validated by ``DQNConfig`` before anything compiles."""
     from jaxdqn import DQNConfig
@@ -71,6 +74,9 @@ def parse_estimators(text: str) -> list[tuple[str, dict]]:
     methods = []
     for item in text.split(","):
         head, *changes = item.strip().split("+")
+        given, _, head = head.rpartition("=")
+        if _ and not given.strip():
+            raise ValueError(f"--estimators item {item!r} is invalid: LABEL= needs a label")
         name, _, n = head.partition(":")
         if name not in ESTIMATORS:
             raise ValueError(f"--estimators item {item!r} is invalid: the estimator must be one "
@@ -86,7 +92,7 @@ def parse_estimators(text: str) -> list[tuple[str, dict]]:
             fields[field] = parse_field_value(field, value, f"--estimators item {item!r}")
             suffix.append(f"{field}={value.strip()}")
         cfg = DQNConfig(**fields)  # one clear ValueError for a bad combination
-        label = " ".join([ESTIMATORS[name].label(cfg.ensemble_size), *suffix])
+        label = given.strip() or " ".join([ESTIMATORS[name].label(cfg.ensemble_size), *suffix])
         if label in dict(methods):
             raise ValueError(f"--estimators repeats {item!r}")
         methods.append((label, fields))
@@ -112,7 +118,8 @@ def parse_args(argv):
     p.add_argument("--env", choices=("both", "cartpole", "mdp"), default="both",
                    help="which study to run")
     p.add_argument("--estimators", default="dqn,double_dqn",
-                   help="comma-separated estimators, each name or name:N (ensemble_size)")
+                   help="comma-separated methods, each [LABEL=]name[:N][+FIELD=VALUE...]: an "
+                        "estimator, its ensemble_size N, config changes")
     p.add_argument("--seeds", type=positive_int, default=8, help="CartPole seeds per method")
     p.add_argument("--mdp-seeds", type=positive_int, default=64, help="MaxBiasMDP seeds per method")
     p.add_argument("--cartpole-steps", type=positive_int, default=None,
@@ -306,71 +313,91 @@ def curves(res, left=None):
 BAND_NOTE = "lines: median over seeds, shaded: 25th-75th percentile of seeds"
 
 
-def band(ax, x, y, color, label, style="-"):
+def band(ax, x, y, color, style="-"):
     """Median over seeds (axis 0) with the interquartile range shaded (``BAND_NOTE``)."""
     import numpy as np
 
     low, mid, high = np.nanpercentile(y, [25, 50, 75], axis=0)
-    ax.plot(x, mid, style, color=color, label=label, lw=1.8)
+    ax.plot(x, mid, style, color=color, lw=1.8)
     ax.fill_between(x, low, high, color=color, alpha=0.15, lw=0)
+
+
+def line_key(style: str, label: str, color: str = "0.35"):
+    """A legend entry for a line style (the methods' colours have a legend of their own)."""
+    from matplotlib.lines import Line2D
+
+    return Line2D([], [], color=color, ls=style, lw=1.5, label=label)
+
+
+def wrapped(text: str, width: int) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width)) or text
+
+
+def method_legend(fig, methods, **kwargs):
+    """One legend under the figure naming each method's colour: a method's options can make
+    a long label, and one legend per panel would squeeze the panels to make room for it."""
+    handles = [line_key("-", wrapped(m, 60), COLORS[m]) for m in methods]
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 3),
+               fontsize=8, frameon=False, title_fontsize=8, **kwargs)
 
 
 def value_figure(results, title, third_panel, ceiling=None):
     import matplotlib.pyplot as plt
     import numpy as np
 
-    fig, axes = plt.subplots(1, 3, figsize=(16, 6), constrained_layout=True)
+    fig, axes = plt.subplots(1, 3, figsize=(16, 6), layout="constrained")
     for method, res in results.items():
         p = res["points"]
         x = np.median(p.env_steps, axis=0)
         c = COLORS[method]
-        band(axes[0], x, p.value.stats.q_mean, c, f"{method} estimate (mean Q)")
-        band(axes[0], x, p.value.stats.g_mean, c, f"{method} true value (mean G)", "--")
-        band(axes[1], x, p.value.stats.bias, c, method)
+        band(axes[0], x, p.value.stats.q_mean, c)
+        band(axes[0], x, p.value.stats.g_mean, c, "--")
+        band(axes[1], x, p.value.stats.bias, c)
         third_panel(axes[2], method, res, x, c)
+    keys = [line_key("-", "estimate (mean Q)"), line_key("--", "true value (mean G)")]
     if ceiling is not None:
-        axes[0].axhline(ceiling, color="k", ls=":", lw=1,
-                        label=f"largest possible value, 1 / (1 - gamma) = {ceiling:g}")
+        axes[0].axhline(ceiling, color="k", ls=":", lw=1)
+        keys.append(line_key(":", f"largest possible value, 1 / (1 - gamma) = {ceiling:g}", "k"))
     axes[0].set(title="Value estimates against true values", xlabel="training env steps",
                 ylabel="mean over measured states")
+    axes[0].legend(handles=keys, fontsize=8, loc="lower right")
     axes[1].axhline(0.0, color="k", lw=0.8)
     axes[1].set(title="Bias: mean (Q - G)", xlabel="training env steps", ylabel="Q - G")
     for ax in axes:
         ax.grid(alpha=0.3)
-        legend_below(ax, title=BAND_NOTE)
-    fig.suptitle(title)
+    method_legend(fig, results, title=BAND_NOTE)
+    fig.suptitle(wrapped(title, 150))
     return fig
-
-
-def legend_below(ax, **kwargs):
-    """The legend under the axes, where it hides no data."""
-    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), frameon=False,
-              title_fontsize=8, **kwargs)
 
 
 def left_figure(results, left, epsilon, f_left):
     import matplotlib.pyplot as plt
     import numpy as np
 
-    fig, ax = plt.subplots(figsize=(7, 5.8), constrained_layout=True)
+    fig, ax = plt.subplots(figsize=(9, 6.5), layout="constrained")
     for method, res in results.items():
         x = np.median(res["points"].episodes, axis=0)
         frac = left[method]
         mean = 100 * np.nanmean(frac, axis=0)
         se = 100 * np.nanstd(frac, axis=0, ddof=1) / math.sqrt(frac.shape[0])
-        ax.plot(x, mean, color=COLORS[method], lw=1.8,
-                label=f"{method}: realised, mean over seeds")
+        ax.plot(x, mean, color=COLORS[method], lw=1.8)
         ax.fill_between(x, mean - 1.96 * se, mean + 1.96 * se, color=COLORS[method], alpha=0.15,
-                        lw=0, label=f"{method}: that mean +- 1.96 standard errors")
+                        lw=0)
         ax.plot(x, 100 * res["points"].probe.left_prob.mean(0), ":", color=COLORS[method],
-                lw=1.2, label=f"{method}: P(left) of the policy after the segment")
-    ax.axhline(100 * epsilon * f_left, color="k", ls="--", lw=1,
-               label=f"optimal: epsilon x {f_left:g} = {100 * epsilon * f_left:g}%")
+                lw=1.2)
+    ax.axhline(100 * epsilon * f_left, color="k", ls="--", lw=1)
     n = next(iter(left.values())).shape[0]
     ax.set(xlabel="training episodes", ylabel="% left actions from A", ylim=(0, 100),
            title=f"MaxBiasMDP: episodes that went left (mean over {n} seeds)")
     ax.grid(alpha=0.3)
-    legend_below(ax)
+    ax.legend(handles=[
+        line_key("-", "realised, mean over seeds (shaded: +- 1.96 standard errors)"),
+        line_key(":", "P(left) of the policy after the segment"),
+        line_key("--", f"optimal: epsilon x {f_left:g} = {100 * epsilon * f_left:g}%", "k")],
+        fontsize=8, loc="upper right")
+    method_legend(fig, results)
     return fig
 
 
@@ -461,16 +488,21 @@ def study(args):
             truth = env_report["true_q"]
 
             def q_panel(ax, method, res, x, c, truth=truth):
-                band(ax, x, res["points"].probe.q_a_left, c, f"{method}: max Q(A, left)")
-                band(ax, x, res["points"].probe.q_b_max, c, f"{method}: max_b Q(B, b)", "--")
-                if method == methods[-1][0] and math.isclose(truth["A_left"], truth["B"]):
-                    ax.axhline(truth["A_left"], color="k", ls=":", lw=1.2,
-                               label=f"true Q(A, left) = true Q(B, b) = {truth['B']:g}")
-                elif method == methods[-1][0]:
-                    ax.axhline(truth["A_left"], color="k", ls=":", lw=1.2,
-                               label=f"true Q(A, left) = {truth['A_left']:g}")
-                    ax.axhline(truth["B"], color="k", ls="-.", lw=1.2,
-                               label=f"true Q(B, b) = {truth['B']:g}")
+                band(ax, x, res["points"].probe.q_a_left, c)
+                band(ax, x, res["points"].probe.q_b_max, c, "--")
+                if method != methods[-1][0]:
+                    return
+                keys = [line_key("-", "max Q(A, left)"), line_key("--", "max_b Q(B, b)")]
+                if math.isclose(truth["A_left"], truth["B"]):
+                    ax.axhline(truth["A_left"], color="k", ls=":", lw=1.2)
+                    keys.append(line_key(":", "true Q(A, left) = true Q(B, b) = "
+                                              f"{truth['B']:g}", "k"))
+                else:
+                    ax.axhline(truth["A_left"], color="k", ls=":", lw=1.2)
+                    ax.axhline(truth["B"], color="k", ls="-.", lw=1.2)
+                    keys += [line_key(":", f"true Q(A, left) = {truth['A_left']:g}", "k"),
+                             line_key("-.", f"true Q(B, b) = {truth['B']:g}", "k")]
+                ax.legend(handles=keys, fontsize=8, loc="upper right")
                 ax.set(title="Q of A's left actions and B's best action\n"
                              "against their exact values (black)", xlabel="training env steps")
 
@@ -483,7 +515,7 @@ def study(args):
             env_report["summary"] = summarize(results, args.resamples, baseline=baseline)
 
             def return_panel(ax, method, res, x, c, spec=spec):
-                band(ax, x, res["points"].value.eval_return, c, method)
+                band(ax, x, res["points"].value.eval_return, c)
                 ax.set(title=f"Greedy return of the measured episodes (limit {spec.horizon})",
                        xlabel="training env steps", ylabel="return")
 

@@ -29,11 +29,20 @@ def test_methods_take_config_changes_after_the_estimator():
     assert methods[2][1] == {"estimator": "double_dqn", "loss": "huber", "huber_delta": 2.0}
 
 
+def test_a_method_can_be_given_a_label():
+    methods = study.parse_estimators("dqn,C51=dqn+distributional=c51+v_min=0+v_max=100,M=maxmin:3")
+    assert [m for m, _ in methods] == ["DQN", "C51", "M"]
+    assert methods[1][1] == {"estimator": "dqn", "distributional": "c51", "v_min": 0.0,
+                             "v_max": 100.0}
+    assert methods[2][1] == {"estimator": "maxmin", "ensemble_size": 3}
+
+
 @pytest.mark.parametrize("text, message", [
     ("dqn+gama=0.9", "unknown DQNConfig field 'gama'"), ("dqn+gamma", "expected FIELD=VALUE"),
     ("dqn+gamma=2", "gamma=2.0 is invalid"), ("dqn+gamma=x", "expected a number"),
     ("dqn,foo", "'foo' is invalid"), ("maxmin:x", "N must be an int"),
     ("double_q:3", "ensemble_size=3 is invalid"), ("dqn,dqn", "repeats"),
+    ("=dqn", "LABEL= needs a label"), ("A=dqn,A=double_dqn", "repeats"),
 ])
 def test_bad_estimator_lists_are_one_value_error(text, message):
     with pytest.raises((ValueError, study.CliError), match=message):
