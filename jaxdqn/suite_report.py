@@ -16,13 +16,12 @@ of the middle 50% of all runs), the mean, the optimality gap (mean shortfall bel
 clipped at 1), the probability of improvement ``P(X > baseline)`` (per game the chance that a run
 of X outscores one of the baseline, ties counted half, averaged over games) and the performance
 profile (fraction of runs above each normalised score tau). rliable 1.2 draws its resamples from
-numpy's global generator (it ignores ``random_state``), so ``aggregate`` seeds that generator and
-restores it afterwards.
+numpy's global generator (it ignores ``random_state``), so ``interval_estimates`` seeds that
+generator and restores it afterwards.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import warnings
 from collections.abc import Mapping, Sequence
@@ -193,7 +192,7 @@ def aggregate(scores: Mapping[str, np.ndarray], baseline: str, reps: int = 2000,
     normalised ``scores[variant]: f64[runs, games]``, each with a 95% stratified-bootstrap
     interval of ``reps`` resamples (``rliable.library.get_interval_estimates``), seeded by
     ``seed``. ``taus`` defaults to 101 points from 0 to the largest score (at least 2)."""
-    library, metrics = require_rliable()
+    _, metrics = require_rliable()
     scores = {v: np.asarray(s, np.float64) for v, s in scores.items()}
     if taus is None:
         top = max(2.0, max(float(np.max(s)) for s in scores.values()) * 1.02)
@@ -207,17 +206,10 @@ def aggregate(scores: Mapping[str, np.ndarray], baseline: str, reps: int = 2000,
         return (s.reshape(-1, 1) > taus).mean(axis=0)
 
     pairs = {v: [scores[v], scores[baseline]] for v in scores if v != baseline}
-    with _seeded_numpy(seed), warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # arch 7 deprecates rliable's random_state
-
-        def estimates(data, func):
-            return library.get_interval_estimates(data, func, reps=reps,
-                                                  random_state=np.random.RandomState(seed))
-
-        point, interval = estimates(scores, four)
-        improvement, improvement_ci = estimates(pairs, metrics.probability_of_improvement) \
-            if pairs else ({}, {})
-        prof, prof_ci = estimates(scores, profile)
+    point, interval = interval_estimates(scores, four, reps, seed)
+    improvement, improvement_ci = interval_estimates(
+        pairs, metrics.probability_of_improvement, reps, seed) if pairs else ({}, {})
+    prof, prof_ci = interval_estimates(scores, profile, reps, seed)
     return Aggregates(point=point, interval=interval,
                       improvement={v: float(p) for v, p in improvement.items()},
                       improvement_ci={v: np.asarray(ci).reshape(2) for v, ci in
@@ -225,12 +217,19 @@ def aggregate(scores: Mapping[str, np.ndarray], baseline: str, reps: int = 2000,
                       taus=taus, profile=prof, profile_ci=prof_ci)
 
 
-@contextlib.contextmanager
-def _seeded_numpy(seed: int):
+def interval_estimates(data: Mapping[str, Any], func, reps: int, seed: int):
+    """``rliable.library.get_interval_estimates(data, func, reps=reps)``, reproducible: rliable
+    1.2 draws its stratified-bootstrap resamples from numpy's global generator whatever
+    ``random_state`` says, so that generator is seeded with ``seed`` for the call and restored
+    after it."""
+    library, _ = require_rliable()
     state = np.random.get_state()
     np.random.seed(seed)
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # arch 7 deprecates random_state
+            return library.get_interval_estimates(data, func, reps=reps,
+                                                  random_state=np.random.RandomState(seed))
     finally:
         np.random.set_state(state)
 

@@ -36,7 +36,6 @@ import math
 import os
 import sys
 import time
-import warnings
 
 from jaxdqn.cli.parser import OneLineParser as _Parser
 from jaxdqn.cli.parser import UserError as CliError
@@ -216,21 +215,20 @@ def ci_dict(values, resamples, seed=0):
 
 def iqm_ci(scores_by_method, resamples, seed=0):
     """Per method ``{"iqm", "ci95"}``: the interquartile mean of per-seed scores with rliable's
-    95% stratified-bootstrap interval (one task, so strata are the one task's seeds)."""
+    95% stratified-bootstrap interval (one task, so strata are the one task's seeds), the same
+    for the same ``seed``."""
     import numpy as np
+
+    from jaxdqn.suite_report import interval_estimates, require_rliable
+
     try:
-        from rliable import library as rly
-        from rliable import metrics
+        _, metrics = require_rliable()
     except ImportError as e:
         raise ImportError(f"the CartPole IQM needs rliable: pip install 'jaxdqn[study]' ({e})"
                           ) from None
-
     scores = {m: np.asarray(v, np.float64).reshape(-1, 1) for m, v in scores_by_method.items()}
-    with warnings.catch_warnings():  # arch 7 deprecates the random_state that rliable passes
-        warnings.simplefilter("ignore", FutureWarning)
-        point, interval = rly.get_interval_estimates(
-            scores, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=resamples,
-            random_state=np.random.RandomState(seed))
+    point, interval = interval_estimates(
+        scores, lambda x: np.array([metrics.aggregate_iqm(x)]), resamples, seed)
     return {m: {"iqm": float(point[m][0]), "ci95": [float(interval[m][0, 0]),
                                                     float(interval[m][1, 0])]} for m in scores}
 

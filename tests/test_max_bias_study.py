@@ -56,3 +56,15 @@ def test_iqm_is_the_mean_of_the_middle_half_with_an_interval_around_it():
     low, high = out["a"]["ci95"]
     assert low < 4.5 < high
     assert out["b"] == {"iqm": 3.0, "ci95": [3.0, 3.0]}
+
+
+def test_the_iqm_interval_is_the_same_for_the_same_seed_whatever_numpy_held():
+    pytest.importorskip("rliable")  # rliable 1.2 resamples from numpy's global generator
+    scores = {"a": np.arange(1.0, 17.0) ** 2}
+    np.random.seed(1)
+    before = np.random.get_state()[1].copy()
+    first = study.iqm_ci(scores, resamples=200, seed=3)
+    np.testing.assert_array_equal(np.random.get_state()[1], before)  # left as it was
+    np.random.seed(2)
+    assert study.iqm_ci(scores, resamples=200, seed=3) == first
+    assert study.iqm_ci(scores, resamples=200, seed=4) != first
