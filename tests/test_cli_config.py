@@ -75,9 +75,17 @@ def test_config_wraps_to_the_terminal_width_with_each_column_under_itself(capsys
 def test_train_help_lists_every_preset_with_its_line(capsys):
     assert main(["train", "--help"]) == 0
     out = capsys.readouterr().out
-    for name, text in preset_descriptions().items():
-        assert any(line.split()[:1] == [name] and line.endswith(text)
-                   for line in out.splitlines()), name
+    presets = out[out.index("\npresets:\n") + len("\npresets:\n"):].splitlines()
+    entries: dict[str, list[str]] = {}
+    for line in presets:
+        if not line.strip():
+            break
+        assert len(line) <= 79, line  # wrapped for an 80-column terminal
+        if not line.startswith("   "):  # a preset's name, then its text continued below
+            entries[line.split()[0]] = [line.split(None, 1)[1]]
+        else:
+            entries[list(entries)[-1]].append(line.strip())
+    assert {name: " ".join(lines) for name, lines in entries.items()} == preset_descriptions()
 
 
 def test_config_errors_are_one_line(capsys):

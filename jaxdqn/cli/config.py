@@ -15,7 +15,11 @@ def presets_epilog() -> str:
 
     names = preset_descriptions()
     width = max(map(len, names))
-    return "presets:\n" + "\n".join(f"  {name:<{width}}  {text}" for name, text in names.items())
+    indent = " " * (width + 4)
+    return "presets:\n" + "\n".join(
+        textwrap.fill(text, 78, initial_indent=f"  {name:<{width}}  ", subsequent_indent=indent,
+                      break_on_hyphens=False)
+        for name, text in names.items())
 
 
 def wrap(text: str) -> str:
