@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdqn import DQNConfig, init_q_params, make_acting_q_fn, make_q_fn, make_train
+from jaxdqn import DQNConfig, init_q_params, make_acting_q_fn, make_q_fn, make_train, preset
 from jaxdqn.cli.reports import method_name
 from jaxdqn.estimators import (
     ESTIMATORS,
@@ -155,6 +155,16 @@ def mean_target(reward, terminated, gamma, next_q_target, next_legal=None):
 MEAN = Estimator("mean_members", "Mean of members N={n}", "max of the mean of N members",
                  configurable_size(3), online_next="none", trains="all", act=act_mean,
                  target=target_only(mean_target))
+
+
+def test_the_method_name_lists_the_components_that_are_on():
+    assert method_name(DQNConfig()) == "DQN"
+    assert method_name(preset("rainbow-minatar")) == (
+        "Double DQN with n-step 3, prioritized replay, C51, dueling, noisy nets")
+    assert method_name(DQNConfig(estimator="maxmin", ensemble_size=3, n_step=5,
+                                 distributional="none", dueling=True)) == (
+        "Maxmin N=3 with n-step 5, dueling")
+    assert method_name(DQNConfig(distributional="qr")) == "DQN with QR-DQN"
 
 
 @pytest.fixture

@@ -236,8 +236,8 @@ def test_a_stopped_suite_resumes_where_it_stopped(suite):
                         f"compiled programs; 0 of 2 cells done, 2 part-way -> {out}")
     assert lines[1] == "jaxdqn: cell 1/2: CartPole-v1/dqn (evaluating)"
     assert "jaxdqn: cell 2/2: CartPole-v1/n3 (resuming)" in lines
-    assert any(line.startswith("jaxdqn: resuming 2 seeds of DQN on CartPole-v1, 400 env steps "
-                               "each") for line in lines)
+    assert any(line.startswith("jaxdqn: resuming 2 seeds of DQN with n-step 3 on CartPole-v1, 400 "
+                               "env steps each") for line in lines)
     # Cell 1 was evaluated, not trained again; cell 2 is a complete run folder.
     dqn = out / "CartPole-v1" / "dqn"
     assert (dqn / run_folder.FINAL_CHECKPOINT).stat().st_mtime_ns == suite["mtime"]

@@ -8,10 +8,17 @@ from typing import Any
 
 def method_name(config) -> str:
     """The method's name for titles and messages: the estimator's label, e.g. "Double DQN",
-    "Maxmin N=3"."""
+    "Maxmin N=3", then the components that are on, e.g. "Double DQN with n-step 3, prioritized
+    replay, C51, dueling, noisy nets" (Rainbow's six)."""
     from jaxdqn.estimators import ESTIMATORS
 
-    return ESTIMATORS[config.estimator].label(config.ensemble_size)
+    name = ESTIMATORS[config.estimator].label(config.ensemble_size)
+    parts = [f"n-step {config.n_step}" if config.n_step > 1 else "",
+             "prioritized replay" if config.prioritized else "",
+             {"c51": "C51", "qr": "QR-DQN"}.get(config.distributional, ""),
+             "dueling" if config.dueling else "", "noisy nets" if config.noisy else ""]
+    parts = [p for p in parts if p]
+    return f"{name} with {', '.join(parts)}" if parts else name
 
 
 def eval_rows(returns, threshold: float | None) -> list[dict[str, Any]]:
