@@ -3,6 +3,7 @@ suite stopped by Ctrl-C and resumed, the refusal of a changed spec, and the repo
 against hand-computed values."""
 
 import contextlib
+import importlib.util
 import io
 import json
 import shutil
@@ -16,6 +17,7 @@ import jaxdqn.runs
 from jaxdqn import preset, run_folder
 from jaxdqn.cli import build_parser, main
 from jaxdqn.cli.suite import flags_spec
+from jaxdqn.loggers import read_scalars
 from jaxdqn.suite import merge_specs, read_suite_file, spec_from_dict
 from jaxdqn.suite_report import (
     Normalisation,
@@ -215,7 +217,8 @@ def suite(tmp_path_factory):
     summary = json.loads((dqn / run_folder.SUMMARY).read_text())
     (dqn / run_folder.SUMMARY).write_text(json.dumps(
         {k: v for k, v in summary.items() if k != "evaluation"}))
-    calls["resumed"] = _call(["suite", "run", str(out)])
+    logging = ["--tensorboard"] if importlib.util.find_spec("tensorboardX") else []
+    calls["resumed"] = _call(["suite", "run", str(out), *logging])
     return {"out": out, "spec": spec, "calls": calls, "mtime": mtime, "summary": summary}
 
 
@@ -255,6 +258,20 @@ def test_a_stopped_suite_resumes_where_it_stopped(suite):
     assert cells[1].config == preset("reference").replace(
         total_timesteps=400, buffer_size=200, learning_starts=64, batch_size=32,
         log_interval=40, n_step=3)
+
+
+def test_a_resumed_cell_logs_its_remaining_segments_to_tensorboard_in_its_folder(suite):
+    pytest.importorskip("tensorboardX")  # an optional extra: without it, no event files
+    n3 = suite["out"] / "CartPole-v1" / "n3"
+    with np.load(n3 / run_folder.METRICS_NPZ) as m:
+        steps, epsilon = m["env_steps"], m["epsilon"]
+    for s in range(2):
+        scalars = read_scalars(n3 / run_folder.TENSORBOARD_DIR / f"seed_{s}")
+        # the stop saved 4 of its 10 rows: the 6 trained after the resume are logged
+        assert [step for step, _ in scalars["train/epsilon"]] == [int(x) for x in steps[s, 4:]]
+        assert [v for _, v in scalars["train/epsilon"]] == [float(x) for x in epsilon[s, 4:]]
+    # cell 1 was only evaluated after the resume: nothing to log
+    assert not (suite["out"] / "CartPole-v1" / "dqn" / run_folder.TENSORBOARD_DIR).exists()
 
 
 def test_a_cell_stopped_before_its_evaluation_is_evaluated_as_train_did(suite):

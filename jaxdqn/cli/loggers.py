@@ -1,5 +1,5 @@
-"""``--tensorboard`` and ``--wandb`` for ``jaxdqn train`` and ``jaxdqn sweep``: options, and the
-loggers they open (``jaxdqn.loggers``), fed between segments of the run."""
+"""``--tensorboard`` and ``--wandb`` for ``jaxdqn train``, ``sweep`` and ``suite run``: options,
+and the loggers they open (``jaxdqn.loggers``), fed between segments of the run."""
 
 from __future__ import annotations
 
@@ -13,13 +13,16 @@ from jaxdqn.cli.parser import UserError, say
 from jaxdqn.run_folder import TENSORBOARD_DIR
 
 
-def add_logging_options(p: argparse.ArgumentParser, what: str) -> None:
+def add_logging_options(p: argparse.ArgumentParser, what: str, folder: str = "OUT",
+                        view: str = "OUT/tensorboard") -> None:
+    """The two flags; ``folder`` is where each run's logs go (``folder/tensorboard/``,
+    ``folder/wandb/``), ``view`` what ``tensorboard --logdir`` is given to see them all."""
     p.add_argument("--tensorboard", action="store_true",
-                   help=f"write TensorBoard event files to OUT/tensorboard/, one run per {what} "
-                        '(needs tensorboardX: pip install "jaxdqn[tensorboard]"); view with '
-                        "'tensorboard --logdir OUT/tensorboard'")
+                   help=f"write TensorBoard event files to {folder}/tensorboard/, one run per "
+                        f'{what} (needs tensorboardX: pip install "jaxdqn[tensorboard]"); view '
+                        f"with 'tensorboard --logdir {view}'")
     p.add_argument("--wandb", action="store_true",
-                   help="log to Weights & Biases, offline (OUT/wandb/; 'wandb sync' uploads) "
+                   help=f"log to Weights & Biases, offline ({folder}/wandb/; 'wandb sync' uploads) "
                         'unless WANDB_MODE or WANDB_API_KEY is set (pip install "jaxdqn[wandb]")')
 
 

@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 from jaxdqn import run_folder
 from jaxdqn.cli import interrupts
 from jaxdqn.cli.config import wrap
+from jaxdqn.cli.loggers import add_logging_options, check_logging_extras
 from jaxdqn.cli.options import check_learns, parse_assignment, parse_field_value
 from jaxdqn.cli.outputs import provenance
 from jaxdqn.cli.parser import EXIT_INTERRUPTED, PROG, OneLineParser, UserError, positive_int, say
@@ -56,7 +57,7 @@ def add_parser(sub) -> None:
         "run", help="train every cell of a suite (or resume it)",
         usage=f"{PROG} suite run [SPEC] DIR [--game ENV_ID[:FIELD=VALUE,...]] "
               "[--variant NAME[:FIELD=VALUE,...]] [--set FIELD=VALUE] [--seeds N] [--seed S] "
-              "[--episodes E] [--report]",
+              "[--episodes E] [--report] [--tensorboard] [--wandb]",
         description=wrap(
             "Train every (game, variant) cell of a suite spec, game by game, into DIR. The spec "
             "comes from SPEC (a TOML or JSON file), the flags (added to SPEC's), or, when neither "
@@ -83,6 +84,7 @@ def add_parser(sub) -> None:
                    help="greedy evaluation episodes per run after training (default 100)")
     r.add_argument("--report", action="store_true",
                    help="when every cell is done, write the report (suite report's defaults)")
+    add_logging_options(r, "seed of each cell", folder="DIR/GAME/VARIANT", view="DIR")
     r.add_argument("--dry-run", action="store_true",
                    help="check the spec and show each cell's config (the fields where it "
                         "differs from its game's first variant); write and train nothing")
@@ -192,6 +194,7 @@ def _paths(paths: list[str]) -> tuple[Path | None, Path]:
 def run(args, argv) -> int:
     from jaxdqn.cli.train import check_memory
 
+    check_logging_extras(args)
     spec_path, out = _paths(args.paths)
     spec, cells, resuming = _spec_and_cells(spec_path, flags_spec(args), out)
     for cell in cells:
@@ -208,7 +211,7 @@ def run(args, argv) -> int:
     if not resuming:
         _new_suite(out, spec, cells, argv)
     say(_announcement(out, spec, cells, states, resuming))
-    code = _run_cells(out, spec, cells, argv)
+    code = _run_cells(out, spec, cells, argv, loggers=(args.tensorboard, args.wandb))
     if code != 0:
         return code
     _print_scores(out, spec, cells)
@@ -359,8 +362,9 @@ def _announcement(out: Path, spec, cells, states: dict, resuming: bool) -> str:
             + (f", {partial} part-way" if partial else "") + f" -> {out}")
 
 
-def _run_cells(out: Path, spec, cells, argv) -> int:
-    """Trains (or resumes, or evaluates) every unfinished cell in order; 130 after a stop."""
+def _run_cells(out: Path, spec, cells, argv, loggers: tuple[bool, bool] = (False, False)) -> int:
+    """Trains (or resumes, or evaluates) every unfinished cell in order, each logging to
+    ``loggers`` (TensorBoard, W&B) in its own folder; 130 after a stop."""
     from jaxdqn.cli.train import train_folder
     from jaxdqn.suite import cell_state
 
@@ -384,7 +388,7 @@ def _run_cells(out: Path, spec, cells, argv) -> int:
                                              f"{again}")
                 code = train_folder(cell.config, spec.seeds, spec.seed, spec.episodes, folder,
                                     no_progress=False, resume=status == "partial",
-                                    continue_with=again)
+                                    loggers=loggers, log_name=cell.label, continue_with=again)
             if code != 0:
                 return _stopped(out, cells, again)
             done = sum(cell_state(out / c.folder).status == "done" for c in cells)

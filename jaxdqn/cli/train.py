@@ -173,13 +173,14 @@ class _Start(NamedTuple):
 def train_folder(config, num_seeds: int, seed: int, num_episodes: int, out: Path,
                  no_progress: bool, resume: bool = False,
                  loggers: tuple[bool, bool] = (False, False), writer: bool = True,
-                 continue_with: str | None = None) -> int:
+                 continue_with: str | None = None, log_name: str | None = None) -> int:
     """Trains, saves and evaluates the run of run folder ``out`` (its ``CONFIG`` written by the
     caller; ``resume``: from its ``RESUME_STATE``); returns the exit code. With several
     processes (``--distributed``) every process runs this with the same arguments (the
     collectives must match); only the ``writer`` writes files and prints results. A stopped run
     names ``continue_with`` (default ``jaxdqn train --resume OUT``) as the command that
-    continues it (``jaxdqn suite`` names its own)."""
+    continues it (``jaxdqn suite`` names its own); ``log_name`` names the run in the loggers
+    (default: ``out``'s name)."""
     from jaxdqn.runs import make_runs, rows_per_segment, seed_keys
 
     job = _Job(config, num_seeds, seed, num_episodes, out, writer, continue_with)
@@ -194,7 +195,7 @@ def train_folder(config, num_seeds: int, seed: int, num_episodes: int, out: Path
     if interrupts.requested():  # a stop while setting up or compiling: nothing trained yet
         return _stopped_before_training(job, resume)
     segment_log = open_loggers(*loggers, out, [f"seed_{i}" for i in range(num_seeds)],
-                               f"{out.name}", {**config.to_dict(), "seeds": num_seeds,
+                               log_name or out.name, {**config.to_dict(), "seeds": num_seeds,
                                                "seed": seed},
                                num_seeds, config.log_interval) if any(loggers) and writer else None
     loop = SegmentLoop(segment_log, show_progress=writer and not no_progress)
