@@ -4,6 +4,7 @@ same noise; independent draws per pass and per member), deterministic evaluation
 weights, the epsilons a noisy config acts with, and the probes learned with noisy layers."""
 
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -217,6 +218,34 @@ def test_a_gradient_step_draws_independent_noise_for_each_pass():
         assert_trees_equal(info, again)
     with pytest.raises(ValueError, match="with noisy draws random numbers"):
         td_update(state, _batch(obs, obs), 1.0)
+
+
+def _fusions_computing(hlo: str, op_name: str) -> set[str]:
+    """The output shapes of the fusions of optimised HLO ``hlo`` whose fused computation holds
+    an op traced from ``op_name`` (its metadata)."""
+    bodies, current = {}, None
+    for line in hlo.splitlines():
+        if line and not line.startswith(" ") and line.endswith("{"):
+            current = line.split()[0].lstrip("%")
+            bodies[current] = ""
+        elif current:
+            bodies[current] += line
+    holding = {name for name, body in bodies.items() if op_name in body}
+    return {m.group(1) for m in re.finditer(r"= (\S+) fusion\(.*?calls=%?([\w.\-]+)", hlo)
+            if m.group(2) in holding}
+
+
+def test_a_gradient_steps_noise_is_computed_once_not_inside_each_weights_fusion():
+    """XLA:CPU would fuse the normal's inverse CDF into the perturbed weights' fusions, once per
+    weight (a CartPole step 5x slower): the draw ``f32[passes, sum(p + q)]`` is computed alone."""
+    cfg = DQNConfig(hidden_sizes=(16,), noisy=True, batch_size=8)
+    params = init_q_params(cfg, jax.random.key(0))
+    td_update = make_td_update(cfg, make_q_fn(cfg), optax.adam(1e-3))
+    obs = jnp.zeros((8, 4))
+    hlo = jax.jit(td_update).lower(init_train_state(cfg, params, optax.adam(1e-3)),
+                                   _batch(obs, obs), 1.0, jax.random.key(1)).compile().as_text()
+    # two passes (online at s, target at s'), each 4 -> 16 and 16 -> 2: 20 + 18 noise values
+    assert {shape.split("{")[0] for shape in _fusions_computing(hlo, "erf_inv")} == {"f32[2,38]"}
 
 
 def test_every_estimator_trains_and_acts_noisy_with_one_draw_per_member():
