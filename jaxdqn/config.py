@@ -223,6 +223,11 @@ class DQNConfig:
         False, "store each transition's env step and behaviour probability, and log the age of "
         "sampled transitions, the off-policy fraction and importance ratios per metric row",
         "true or false")
+    scan_unroll: int = _field(
+        1, "vector env steps compiled into one trip of the training loop (lax.scan's unroll of "
+        "the env-step loop, then of the iteration loop): the same results bit for bit; more "
+        "can help where each trip costs a kernel launch and a sync (one run on a GPU), 1 is "
+        "fastest on XLA:CPU", ">= 1")
 
     def __post_init__(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
@@ -234,7 +239,7 @@ class DQNConfig:
             raise ValueError(f"DQNConfig.env_id={self.env_id!r} is invalid: unknown env; "
                              f"known ids: {', '.join(known_env_ids())}")
         for name in ("total_timesteps", "buffer_size", "batch_size", "target_update_freq",
-                     "train_frequency", "num_envs"):
+                     "train_frequency", "num_envs", "scan_unroll"):
             _require(name, getattr(self, name), getattr(self, name) > 0, "must be > 0")
         _require("hidden_sizes", self.hidden_sizes, all(h > 0 for h in self.hidden_sizes),
                  "must be a sequence of positive ints (empty: a linear Q)")
@@ -547,7 +552,7 @@ def _check(name: str, value: Any, ok: bool) -> None:
 
 _INT_FIELDS = ("total_timesteps", "buffer_size", "batch_size", "target_update_freq",
                "train_frequency", "num_envs", "conv_kernel_size", "eval_episodes", "n_step",
-               "num_atoms", "num_quantiles")
+               "num_atoms", "num_quantiles", "scan_unroll")
 _OPTIONAL_INT_FIELDS = ("learning_starts", "max_episode_steps", "log_interval", "ensemble_size",
                         "eval_interval", "exploration_steps")
 INT32_MAX = 2**31 - 1

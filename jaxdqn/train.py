@@ -293,6 +293,14 @@ def run(loop: Loop, runner: RunnerState, hparams: HParams | None, first_row, num
     return jax.lax.scan(row_of, runner, first_row + jnp.arange(num_rows))
 
 
+def loop_unrolls(config: DQNConfig) -> tuple[int, int]:
+    """``(iterations, vector steps)``: the ``unroll`` of the iteration scan and of the env-step
+    scan that put ``config.scan_unroll`` vector env steps in one loop trip (the env-step scan's
+    first, up to its length; ``(1, 1)``: the plain loops)."""
+    k, steps = config.scan_unroll, config.vector_steps_per_iteration
+    return (1, k) if k <= steps else (k // steps, steps)
+
+
 def row(loop: Loop, hp: HParams, runner: RunnerState, row_index
         ) -> tuple[RunnerState, TrainMetrics]:
     """One metric row: ``iterations_per_log_row`` iterations, then an evaluation if one is due."""
@@ -302,7 +310,8 @@ def row(loop: Loop, hp: HParams, runner: RunnerState, row_index
     # ~10% of a CartPole run on XLA:CPU (copies of the kept params).
     eval_state, runner = runner.eval, runner._replace(eval=None)
     (runner, sums), _ = jax.lax.scan(functools.partial(iteration, loop, hp),
-                                     (runner, _RowSums.zeros(config)), its)
+                                     (runner, _RowSums.zeros(config)), its,
+                                     unroll=loop_unrolls(config)[0])
     runner = runner._replace(eval=eval_state)
     iterations_done = (row_index + 1) * config.iterations_per_log_row
     env_steps = iterations_done * config.steps_per_iteration
@@ -329,7 +338,8 @@ def iteration(loop: Loop, hp: HParams, carry: tuple[RunnerState, _RowSums], it
         return act_and_store(loop, hp, *carry, step0 + j * config.num_envs), None
 
     (runner, sums), _ = jax.lax.scan(vector_step, (runner, sums),
-                                     jnp.arange(config.vector_steps_per_iteration))
+                                     jnp.arange(config.vector_steps_per_iteration),
+                                     unroll=loop_unrolls(config)[1])
     if config.prioritized:
         runner = runner._replace(buffer=insert_priorities(
             runner.buffer, first_slot, config.steps_per_iteration, hp.priority_exponent))

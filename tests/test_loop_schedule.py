@@ -13,7 +13,8 @@ import optax
 import pytest
 from trees import assert_trees_close, assert_trees_equal, trees_equal
 
-from jaxdqn import DQNConfig, make_trainer
+from jaxdqn import DQNConfig, make_train, make_trainer
+from jaxdqn.train import loop_unrolls
 
 
 def _iterations(cfg: DQNConfig):
@@ -117,3 +118,24 @@ def test_a_period_of_one_iteration_syncs_every_learning_iteration_and_shorter_is
     assert synced == list(range(2, 10))  # by hand: 8 learning iterations, 8 syncs
     with pytest.raises(ValueError, match=r"target_update_freq=7 is invalid: must be >= 8"):
         SYNC_CONFIG.replace(target_update_freq=7)
+
+
+def test_scan_unroll_puts_k_env_steps_in_a_loop_trip():
+    """4 vector steps an iteration: the env-step loop is unrolled first, up to its length, then
+    whole iterations."""
+    cfg = DQNConfig(train_frequency=8, num_envs=2)
+    assert [loop_unrolls(cfg.replace(scan_unroll=k)) for k in (1, 2, 4, 8, 9, 12)] == [
+        (1, 1), (1, 2), (1, 4), (2, 4), (2, 4), (3, 4)]
+    assert loop_unrolls(DQNConfig(scan_unroll=3, train_frequency=1)) == (3, 1)
+
+
+def test_scan_unroll_gives_the_same_run_bit_for_bit():
+    """Unrolled loops run the same operations in the same order: final state and metric rows are
+    those of the plain loop (XLA:CPU), with the env-step loop unrolled in part (k = 2) and with
+    whole iterations unrolled, their count not dividing a row's (k = 6: 3 of 5 iterations)."""
+    cfg = DQNConfig(total_timesteps=400, num_envs=2, train_frequency=4, buffer_size=400,
+                    batch_size=16, learning_starts=40, target_update_freq=20, log_interval=40,
+                    hidden_sizes=(16,), prioritized=True, n_step=2)
+    runs = [jax.jit(make_train(cfg.replace(scan_unroll=k)))(jax.random.key(5)) for k in (1, 2, 6)]
+    assert_trees_equal(runs[0], runs[1])
+    assert_trees_equal(runs[0], runs[2])
