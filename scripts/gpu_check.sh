@@ -1,38 +1,56 @@
 #!/usr/bin/env bash
-# GPU check: one short call (about 9 minutes on one H200) that records what jaxdqn does on a GPU.
+# GPU check: one call (at most GPU_CHECK_BUDGET_S, default 560 s) that takes what issue 24 asks of
+# a GPU, in its order, each step under its own time limit so one slow step cannot eat the rest.
 #
 #   bash scripts/gpu_check.sh [OUT_DIR]        # default: $OUT if set, else ./gpu_check
 #
-# Steps, each under its own time limit so one slow step cannot eat the rest:
+# On the project's device machine (no PyPI there), first `bash scripts/gpu_wheels.sh` here, then
+# carry .whl and run (see that script):
+#   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+#     --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD && bash scripts/gpu_check.sh $OUT
+#
+# Steps:
 #   1. the GPU and JAX's view of it (nvidia-smi, jax.devices(), memory_stats());
-#   2. the memory check refusing, before compiling, a sweep that cannot fit in GPU memory;
-#   3. scripts/benchmark.py on the cartpole preset for 1, 256 and 4096 seeds (pieces timed alone
-#      at 1 seed; 4096 seeds alone take ~67 s wall on an H200);
-#   4. scripts/benchmark.py on DQNConfig() (500k env steps, 49k gradient steps), 1 seed, full loop;
-#   5. scripts/benchmark.py on Breakout-MinAtar (preset minatar-fast: CNN, batch 32, 100k
-#      buffer of bool frames), 50k env steps, for 1 and 64 seeds (pieces at 1 seed), then 512 and
-#      1024 seeds, full loop only (jaxdqn.memory: 1024 need about 81 GiB of the 104.9 GiB JAX
-#      takes of an H200);
-#   6. scripts/solve_cartpole.py: the cartpole preset for 64 seeds, 100 greedy episodes each;
-#   7. with the time left (optional: skipping them does not fail the check), what each of
-#      Rainbow's components costs per gradient step against DQN (scripts/option_cost.py, wall
-#      time) on CartPole and on Breakout-MinAtar.
-# Before each step the log records the GPU memory in use and which processes hold it
-# (nvidia-smi), so memory another process still holds shows; benchmark.py's workers die with
-# their driver (a step's time limit leaves none behind) and report the allocator's figures when
-# they run out of memory. Results: OUT_DIR/*.json and OUT_DIR/gpu_check.log. Needs jaxdqn installed with its cuda extra
-# (pip install -e ".[cuda]"). PYTHON names the interpreter (default: python3).
+#   2. untimed, side by side, GPU memory allocated on demand (XLA_PYTHON_CLIENT_PREALLOCATE=false):
+#      a. the test suite on the GPU (pytest-xdist where installed); a failed resume test runs again
+#         with XLA_FLAGS=--xla_gpu_deterministic_ops=true, to say whether that flag makes resuming
+#         bit for bit;
+#      b. TF32 or not: scripts/solve_cartpole.py, the cartpole preset on the same 64 seeds, with the
+#         GPU's default float32 matmuls (TF32) and with JAX_DEFAULT_MATMUL_PRECISION=highest:
+#         solve rate and start-state value ratio of each;
+#   3. the launch-bound single run: DQNConfig(), 1 seed, 100k env steps, with scan_unroll 1, 10
+#      (the 10 env steps of an iteration in one loop trip) and 20 (two iterations a trip; 40
+#      took over 45 s to compile on XLA:CPU);
+#   4. the memory check refusing, before compiling, a sweep that cannot fit;
+#   5. Breakout-MinAtar (preset minatar-fast: CNN, 100k buffers of bool frames), 20k env steps,
+#      512 and 1024 seeds at once, full loop (jaxdqn.memory: 1024 need about 81 GiB of the 104.9
+#      GiB JAX takes of an H200); nothing else holds GPU memory by then (the log shows it);
+#   6. with the time left (optional: skipping them does not fail the check), the cartpole preset's
+#      throughput at 1, 256 and 4096 seeds, and the cost per gradient step of Rainbow's components.
+# Before each step the log records the GPU memory in use and which processes hold it.
+# Results: OUT_DIR/*.json, OUT_DIR/pytest_gpu.xml and OUT_DIR/gpu_check.log (at most 8 files come
+# back from the device machine: the optional steps' JSON are the last). PYTHON names the
+# interpreter (default: python3).
 set -u
 cd "$(dirname "$0")/.."
 out="${1:-${OUT:-gpu_check}}"
 mkdir -p "$out"
 log="$out/gpu_check.log"
-budget=${GPU_CHECK_BUDGET_S:-570}   # seconds for the whole check
+budget=${GPU_CHECK_BUDGET_S:-560}   # seconds for the whole check
 start=$(date +%s)
 status=0
-export PY=${PYTHON:-python3}
+export PY=${PYTHON:-python3} PYTHONUNBUFFERED=1
 
 left() { echo $(( budget - ($(date +%s) - start) )); }
+
+gpu_memory() {
+  if command -v nvidia-smi >/dev/null; then
+    nvidia-smi --query-gpu=memory.used,memory.total --format=csv,noheader \
+      | sed 's/^/   GPU memory used, total: /'
+    nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv,noheader \
+      | sed 's/^/   held by pid, name, memory: /'
+  fi
+}
 
 step() {  # step NAME MAX_SECONDS COMMAND...: runs COMMAND with min(MAX_SECONDS, time left)
   local name=$1 limit=$2; shift 2
@@ -44,17 +62,13 @@ step() {  # step NAME MAX_SECONDS COMMAND...: runs COMMAND with min(MAX_SECONDS,
     return 0
   fi
   echo "== $name (limit ${limit}s): $*" | tee -a "$log"
-  if command -v nvidia-smi >/dev/null; then
-    nvidia-smi --query-gpu=memory.used,memory.total --format=csv,noheader \
-      | sed 's/^/   GPU memory used, total: /' | tee -a "$log"
-    nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv,noheader \
-      | sed 's/^/   held by pid, name, memory: /' | tee -a "$log"
-  fi
+  gpu_memory | tee -a "$log"
   local t0; t0=$(date +%s)
-  timeout "$limit" "$@" 2>&1 | tee -a "$log"
+  # SIGNAL=INT: pytest then stops, names its failures so far and writes its report
+  timeout ${SIGNAL:+-s "$SIGNAL" -k 20} "$limit" "$@" 2>&1 | tee -a "$log"
   local rc=${PIPESTATUS[0]}
   echo "== $name: exit $rc after $(( $(date +%s) - t0 ))s" | tee -a "$log"
-  (( rc != 0 )) && status=1
+  (( rc != 0 )) && [[ -z ${OPTIONAL:-} ]] && status=1
   return 0
 }
 
@@ -64,7 +78,70 @@ step "gpu" 30 bash -c 'nvidia-smi --query-gpu=name,memory.total,driver_version -
 d = jax.devices()[0]; s = d.memory_stats() or {};
 print(\"bytes_limit\", s.get(\"bytes_limit\"), \"bytes_in_use\", s.get(\"bytes_in_use\"));
 assert jax.default_backend() == \"gpu\", \"JAX sees no GPU: install jaxdqn[cuda]\""'
-step "memory refusal" 30 "$PY" -c '
+
+# Step 2: the tests and the two solve runs side by side (neither is timed), each to its own log.
+# The tests get what steps 3-5 leave (they need about 305 s; 20 more for a stopped pytest's
+# report), at most 230 s.
+reserve=325
+tests_limit=$(( $(left) - reserve < 230 ? $(left) - reserve : 230 ))
+workers=$("$PY" -c "import xdist" 2>/dev/null && echo "-n 10 --dist loadfile")
+(
+  export XLA_PYTHON_CLIENT_PREALLOCATE=false log="$out/tests.log"
+  : > "$log"
+  SIGNAL=INT step "tests on the GPU" "$tests_limit" "$PY" -m pytest -q -p no:cacheprovider $workers \
+    -o addopts="" -rfEs --durations=15 --junitxml="$out/pytest_gpu.xml"
+  failed=$(grep -o '^FAILED tests/[^ ]*resum[^ ]*' "$log" | sed 's/^FAILED //' | sort -u)
+  if [[ -n $failed ]]; then
+    XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_deterministic_ops=true" \
+      step "failed resume tests with --xla_gpu_deterministic_ops=true" 60 \
+      "$PY" -m pytest -q -p no:cacheprovider -o addopts="" -rfE $failed
+  fi
+  exit $status
+) > /dev/null 2>&1 &
+tests_pid=$!
+(
+  export XLA_PYTHON_CLIENT_PREALLOCATE=false log="$out/solve.log"
+  : > "$log"
+  step "solve cartpole 64 seeds, default precision" 70 "$PY" scripts/solve_cartpole.py \
+    --preset cartpole --seeds 64 --out "$out/solve_default.json"
+  JAX_DEFAULT_MATMUL_PRECISION=highest step "solve cartpole 64 seeds, highest precision" 70 \
+    "$PY" scripts/solve_cartpole.py --preset cartpole --seeds 64 --out "$out/solve_highest.json"
+  exit $status
+) > /dev/null 2>&1 &
+solve_pid=$!
+wait "$solve_pid" || status=1
+wait "$tests_pid" || status=1
+# timeout kills its command's process group; pytest-xdist's workers are ended here if any remain
+pkill -9 -f "exec(eval(sys.stdin" 2>/dev/null
+cat "$out/solve.log" "$out/tests.log" >> "$log" && rm -f "$out/solve.log" "$out/tests.log"
+merge() {  # merge OUT_JSON NAME=FILE...: one JSON {NAME: contents} (at most 8 files come back)
+  "$PY" - "$@" <<'PYEOF'
+import json, os, sys
+merged = {}
+for arg in sys.argv[2:]:
+    name, path = arg.split("=", 1)
+    if os.path.exists(path):
+        with open(path) as f:
+            merged[name] = json.load(f)
+        os.remove(path)
+with open(sys.argv[1], "w") as f:
+    json.dump(merged, f, indent=1)
+print(f"wrote {sys.argv[1]}: {sorted(merged)}")
+PYEOF
+}
+merge "$out/solve_cartpole_gpu_precision.json" default="$out/solve_default.json" \
+  highest="$out/solve_highest.json" | tee -a "$log"
+grep -E "^== |passed|failed|^FAILED|^ERROR|^solved|^start-state" "$log" | tail -40
+
+# Steps 3-5 run alone: their times and memory are the GPU's.
+for k in 1 10 20; do
+  step "DQNConfig() 1 seed, scan_unroll=$k" 50 "$PY" scripts/benchmark.py \
+    --set total_timesteps=100000 --set scan_unroll=$k --seeds 1 --pieces-seeds --repeats 1 \
+    --budget 20 --out "$out/unroll_$k.json"
+done
+merge "$out/benchmark_gpu_unroll.json" 1="$out/unroll_1.json" 10="$out/unroll_10.json" \
+  20="$out/unroll_20.json" | tee -a "$log"
+step "memory refusal" 25 "$PY" -c '
 import jax, jaxdqn
 from jaxdqn.memory import check_fits, estimate_memory
 cfg = jaxdqn.DQNConfig(buffer_size=1_000_000)
@@ -75,27 +152,24 @@ except ValueError as e:
     print("refused before compiling:", e)
 else:
     raise SystemExit("check_fits accepted a sweep that cannot fit")
-print("4096 runs of DQNConfig() fit:", check_fits(jaxdqn.DQNConfig(), 4096).device_bytes / 2**30, "GiB")'
-step "benchmark cartpole 1 256 4096" 150 "$PY" scripts/benchmark.py --preset cartpole \
-  --seeds 1 256 4096 --pieces-seeds 1 --repeats 1 --budget 30 --timeout 100 \
-  --out "$out/benchmark_gpu_cartpole.json"
-step "benchmark DQNConfig() 1 seed" 55 "$PY" scripts/benchmark.py --seeds 1 --pieces-seeds \
-  --repeats 1 --budget 30 --out "$out/benchmark_gpu_default.json"
-step "benchmark minatar 1 64" 60 "$PY" scripts/benchmark.py --preset minatar-fast \
-  --set total_timesteps=50000 --seeds 1 64 --pieces-seeds 1 --repeats 1 --budget 20 \
-  --timeout 40 --out "$out/benchmark_gpu_minatar.json"
-step "benchmark minatar 512 1024" 200 "$PY" scripts/benchmark.py --preset minatar-fast \
-  --set total_timesteps=50000 --seeds 512 1024 --pieces-seeds --repeats 1 --budget 20 \
-  --timeout 120 --out "$out/benchmark_gpu_minatar_512_1024.json"
-step "solve cartpole 64 seeds" 40 "$PY" scripts/solve_cartpole.py --preset cartpole --seeds 64 \
-  --out "$out/solve_cartpole_gpu.json"
+for n in (512, 1024):
+    est = estimate_memory(jaxdqn.config.preset("minatar-fast"), n)
+    print(f"minatar-fast, {n} seeds: estimate {est.device_bytes / 2**30:.1f} GiB")'
+step "benchmark minatar 512 1024" 130 "$PY" scripts/benchmark.py --preset minatar-fast \
+  --set total_timesteps=20000 --seeds 512 1024 --pieces-seeds --repeats 1 --budget 20 \
+  --timeout 60 --out "$out/benchmark_gpu_minatar_512_1024.json"
+
 SIX="n_step=3+prioritized=true+distributional=c51+v_min=-100+v_max=100+dueling=true+noisy=true"
 SIX="$SIX+estimator=double_dqn"
-OPTIONAL=1 step "option cost cartpole" 60 "$PY" scripts/option_cost.py --variant base \
-  --variant dueling=true --variant distributional=c51 --variant distributional=qr \
-  --variant noisy=true --variant "$SIX" --repeats 5 --out "$out/option_cost_gpu_cartpole.json"
-OPTIONAL=1 step "option cost minatar" 60 "$PY" scripts/option_cost.py --preset minatar-fast \
+OPTIONAL=1 step "benchmark cartpole 1 256 4096" 80 "$PY" scripts/benchmark.py --preset cartpole \
+  --seeds 1 256 4096 --pieces-seeds --repeats 1 --budget 30 --timeout 60 \
+  --out "$out/benchmark_gpu_cartpole.json"
+OPTIONAL=1 step "option cost cartpole and minatar" 60 bash -c '"$PY" scripts/option_cost.py \
+  --variant base --variant dueling=true --variant distributional=c51 \
+  --variant distributional=qr --variant noisy=true --variant "$0" --repeats 5 \
+  --out "$1/option_cost_gpu_cartpole.json" && "$PY" scripts/option_cost.py --preset minatar-fast \
   --set batch_size=32 --iterations 100 --variant base --variant distributional=c51 \
-  --variant noisy=true --variant "$SIX" --repeats 5 --out "$out/option_cost_gpu_minatar.json"
+  --variant noisy=true --variant "$0" --repeats 5 --out "$1/option_cost_gpu_minatar.json"' \
+  "$SIX" "$out"
 echo "== total $(( $(date +%s) - start ))s, status $status" | tee -a "$log"
 exit $status

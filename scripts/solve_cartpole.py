@@ -141,10 +141,13 @@ def main(argv=None) -> int:
         "num_devices": runs.num_devices,
         "backend": jax.default_backend(),
         "jax_version": jax.__version__,
+        # float32 matmuls: None is the backend's default (TF32 on recent NVIDIA GPUs)
+        "default_matmul_precision": jax.config.jax_default_matmul_precision,
         "jaxdqn_version": jaxdqn.__version__,
     }
     print(f"preset={args.preset} seeds={args.seeds} (first {args.first_seed}) "
-          f"env={config.env_id} steps/seed={config.total_timesteps:,}")
+          f"env={config.env_id} steps/seed={config.total_timesteps:,} "
+          f"matmul precision={jax.config.jax_default_matmul_precision or 'default'}")
     if gym_means is not None:
         result["gymnasium_mean_return"] = [round(float(m), 2) for m in gym_means]
         result["gymnasium_solved"] = [bool(m > SOLVED) for m in gym_means]

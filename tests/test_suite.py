@@ -27,6 +27,9 @@ from jaxdqn.suite_report import (
     markdown_table,
 )
 
+needs_rliable = pytest.mark.skipif(importlib.util.find_spec("rliable") is None,
+                                   reason="the report's statistics need rliable (the study extra)")
+
 SPEC = """\
 seeds = 2
 episodes = 4
@@ -297,6 +300,7 @@ def test_a_different_spec_for_the_folder_is_refused(suite, tmp_path, capsys, no_
         f"with 'jaxdqn suite run {out}' or choose another folder")
 
 
+@needs_rliable
 def test_the_report_of_the_tiny_suite(suite, capsys):
     out = suite["out"]
     assert main(["suite", "report", str(out), "--reps", "100"]) == 0
@@ -316,6 +320,7 @@ def test_the_report_of_the_tiny_suite(suite, capsys):
     assert data["variants"]["dqn"]["mean"]["point"] == pytest.approx(1.0)
 
 
+@needs_rliable
 def test_reports_of_several_suites_put_their_variants_side_by_side(suite, tmp_path, capsys):
     from jaxdqn.suite import write_suite_file
 
@@ -336,6 +341,7 @@ def test_reports_of_several_suites_put_their_variants_side_by_side(suite, tmp_pa
     assert not (other / run_folder.SUITE_REPORT).exists()
 
 
+@needs_rliable
 def test_the_report_refuses_what_the_suite_does_not_hold(suite, capsys):
     out = str(suite["out"])
     for argv, message in (
@@ -359,6 +365,7 @@ RAW = {"dqn": np.array([[1.0, 10.0], [2.0, 10.0], [3.0, 20.0], [6.0, 40.0]]),
        "x": np.array([[3.0, 20.0], [6.0, 40.0], [9.0, 60.0], [12.0, 80.0]])}
 
 
+@needs_rliable
 def test_baseline_normalisation_and_aggregates_by_hand():
     norm = baseline_normalisation(RAW, ["A", "B"], "dqn")
     assert norm.high == {"A": 3.0, "B": 20.0} and norm.low == {"A": 0.0, "B": 0.0}
@@ -386,6 +393,7 @@ def test_baseline_normalisation_and_aggregates_by_hand():
     assert low <= 14 / 16 <= high
 
 
+@needs_rliable
 def test_the_bootstrap_is_seeded_and_leaves_numpy_as_it_was():
     scores = baseline_normalisation(RAW, ["A", "B"], "dqn").apply(RAW, ["A", "B"])
     np.random.seed(123)
@@ -400,6 +408,7 @@ def test_the_bootstrap_is_seeded_and_leaves_numpy_as_it_was():
     assert any(not np.array_equal(a.interval[v], c.interval[v]) for v in scores)
 
 
+@needs_rliable
 def test_one_game_gives_the_iqm_across_runs():
     raw = {"dqn": np.array([[1.0], [2.0], [3.0], [10.0]]), "y": np.array([[4.0]] * 4)}
     scores = baseline_normalisation(raw, ["A"], "dqn").apply(raw, ["A"])  # mean 4
@@ -409,6 +418,7 @@ def test_one_game_gives_the_iqm_across_runs():
     assert agg.improvement["y"] == pytest.approx((1 + 1 + 1 + 0) / 4)  # 4 beats 1, 2, 3
 
 
+@needs_rliable
 def test_reference_normalisation_and_the_table(tmp_path):
     path = tmp_path / "ref.json"
     path.write_text(json.dumps({"source": "made up", "A": {"random": 1.0, "reference": 5.0},
