@@ -227,7 +227,8 @@ class DQNConfig:
         1, "vector env steps compiled into one trip of the training loop (lax.scan's unroll of "
         "the env-step loop, then of the iteration loop): the same results bit for bit; more "
         "can help where each trip costs a kernel launch and a sync (one run on a GPU), 1 is "
-        "fastest on XLA:CPU", ">= 1")
+        "fastest on XLA:CPU; two or more iterations a trip hold part of a copy of the replay "
+        "buffer", ">= 1")
 
     def __post_init__(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731

@@ -31,7 +31,7 @@ from jaxdqn.distributional import HEADS
 from jaxdqn.envs import env_spec
 from jaxdqn.estimators import ESTIMATORS
 from jaxdqn.networks import network_kind
-from jaxdqn.train import make_trainer
+from jaxdqn.train import loop_unrolls, make_trainer
 
 # Only this fraction of a device's free memory is planned for: allocator fragmentation, the
 # compiled program and library workspaces (cuBLAS, XLA's scratch) take the rest.
@@ -203,6 +203,12 @@ def estimate_memory(config: DQNConfig, num_seeds: int, num_devices: int = 1,
     acting = 2 * config.num_envs * widths * 4 + 2 * _nbytes(
         (state.env_state, state.obs, state.episode_return, state.episode_length))
     workspace = update + acting
+    # Iterations unrolled into one loop trip (scan_unroll): XLA no longer stores every
+    # iteration's transitions in place; it holds about 1 - 1/k of a copy of the replay buffer
+    # (XLA:CPU, k = 2 and 4, CartPole MLP and MinAtar CNN).
+    iterations = loop_unrolls(config)[0]
+    if iterations > 1:
+        workspace += int((1 - 1 / iterations) * _nbytes(state.buffer))
     runs_per_device = -(-num_seeds // num_devices)
     concurrent = runs_per_device if seeds_at_once is None else min(seeds_at_once,
                                                                    runs_per_device)
