@@ -341,8 +341,8 @@ def test_reports_of_several_suites_put_their_variants_side_by_side(suite, tmp_pa
     assert not (other / run_folder.SUITE_REPORT).exists()
 
 
-@needs_rliable
 def test_the_report_refuses_what_the_suite_does_not_hold(suite, capsys):
+    """Checked before the report's extra is: the same messages with or without rliable."""
     out = str(suite["out"])
     for argv, message in (
             (["--variants", "dqn,n5"], "variant 'n5' is not in the suite; its variants: dqn, n3"),

@@ -510,10 +510,6 @@ def _report(folders: list[Path], options: ReportOptions) -> int:
     if not 0 <= options.seed < 2**32:
         raise UserError(f"--seed={options.seed} is invalid: must be in [0, 2**32)")
     cells, variants, all_games = _suite_cells(folders)
-    try:
-        require_rliable()
-    except ImportError as e:
-        raise UserError(str(e)) from None
     chosen = options.variants or variants
     baseline = options.baseline or chosen[0]
     for v in [*chosen, baseline]:
@@ -528,6 +524,10 @@ def _report(folders: list[Path], options: ReportOptions) -> int:
     out = options.out or folders[0]
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {str(out)!r} is a file, not a folder")
+    try:  # after the options: a typo is named before a missing extra
+        require_rliable()
+    except ImportError as e:
+        raise UserError(str(e)) from None
     return _write_report(folders, out, cells, options._replace(
         baseline=baseline, variants=chosen, games=options.games or all_games))
 
