@@ -45,6 +45,10 @@ WORKSPACE_PARAMS = 1.2
 # one member's parameters (XLA:CPU's segment program: 8.5-9 more than per run with two runs; the
 # fit over the grid, together with WORKSPACE_PARAMS, takes 5).
 ONE_RUN_PICK = 5
+# Activations of the target network's pass on s (``Estimator.reads_current``: Munchausen's bonus),
+# in passes: XLA:CPU reuses buffers of the pass on s' for part of it (0: 1 run -1%, 8 runs -9%,
+# batch 256 -6%; 1: +17%, +9%, +13%).
+READS_CURRENT_PASS = 0.5
 # A distributional head's loss compares K values with K per sample: temporaries of this many
 # f32[batch, K, K] arrays, fitted to XLA:CPU (1 to 3 runs, batch 32 and 128, K = 51 and 200):
 # C51's projection weights (its target carries no gradient: 0.85x at batch 32, 1.13x at 128),
@@ -55,10 +59,6 @@ PAIRWISE_ARRAYS = {"c51": 1.05, "qr": 5.0}
 # chosen at random trains (double_q 4.0-5.5, maxmin N=3 4.5-5.0), else 1.5 per network beyond the
 # first (clipped_double 1.0-1.3, averaged N=2 1.3-2.2, maxmin N=3 updating all 2.5-3.4). One
 # network (dqn, double_dqn): within 0.5, not modelled.
-# Activations of the target network's pass on s (``Estimator.reads_current``: Munchausen's bonus),
-# in passes: XLA:CPU reuses buffers of the pass on s' for part of it (0: 1 run -1%, 8 runs -9%,
-# batch 256 -6%; 1: +17%, +9%, +13%).
-READS_CURRENT_PASS = 0.5
 NOISY_RANDOM_MEMBER = 4.5
 NOISY_PER_NETWORK = 1.5
 # ... and with one run alone and a member trained at random, this many more per other member
@@ -139,17 +139,23 @@ def _mean_weight_bytes(params) -> int:
                if not str(getattr(path[-1], "key", "")).startswith("sigma"))
 
 
-def network_passes(config: DQNConfig) -> int:
-    """Forward passes over one minibatch in a gradient step (see ``update.make_td_update``): the
-    target networks on s' (one per member, or per snapshot), and on s where the target reads them
-    there (``Estimator.reads_current``), the online networks on s' that the estimator's target
-    reads (``Estimator.online_next``), and the online networks trained on s."""
+def _passes(config: DQNConfig) -> tuple[int, int, int]:
+    """``(on s' by the targets, on s by the targets, the online networks' on s' and s)``: the
+    forward passes over one minibatch in a gradient step (``network_passes``)."""
     estimator, m = ESTIMATORS[config.estimator], config.num_members
     target = config.ensemble_size if estimator.snapshots else m
     current = target if estimator.reads_current else 0
     online_next = {"none": 0, "first": 1, "every": m}[estimator.online_next]
     trained = 1 if config.trained_members == "random" else m
-    return target + current + online_next + trained
+    return target, current, online_next + trained
+
+
+def network_passes(config: DQNConfig) -> int:
+    """Forward passes over one minibatch in a gradient step (see ``update.make_td_update``): the
+    target networks on s' (one per member, or per snapshot), and on s where the target reads them
+    there (``Estimator.reads_current``), the online networks on s' that the estimator's target
+    reads (``Estimator.online_next``), and the online networks trained on s."""
+    return sum(_passes(config))
 
 
 def check_seeds_at_once(seeds_at_once) -> None:
@@ -183,12 +189,13 @@ def estimate_memory(config: DQNConfig, num_seeds: int, num_devices: int = 1,
     atoms = HEADS[config.distributional].size(config)  # values per action (0: one Q-value)
     widths = (obs_dim + _conv_widths(config, obs_shape) + sum(config.hidden_sizes)
               + num_actions * max(atoms, 1))
-    # A gradient step: the sampled minibatch, per network pass (network_passes) one set of
-    # activations, and WORKSPACE_PARAMS copies of the trained networks' parameters (gradients,
-    # Adam's update and moments). The env step's temporaries are about one copy of the env-facing
-    # state. The segment program, its state donated, holds the same temporaries.
-    passes = network_passes(config) - (1 - READS_CURRENT_PASS) * (
-        config.num_members * ESTIMATORS[config.estimator].reads_current)
+    # A gradient step: the sampled minibatch, per network pass (_passes; the targets' on s count
+    # READS_CURRENT_PASS each) one set of activations, and WORKSPACE_PARAMS copies of the trained
+    # networks' parameters (gradients, Adam's update and moments). The env step's temporaries are
+    # about one copy of the env-facing state. The segment program, its state donated, holds the
+    # same temporaries.
+    target, current, online = _passes(config)
+    passes = target + READS_CURRENT_PASS * current + online
     member_params = params // config.num_members
     trained_params = member_params * (1 if config.trained_members == "random"
                                       else config.num_members)
