@@ -52,6 +52,22 @@ gpu_memory() {
   fi
 }
 
+merge() {  # merge OUT_JSON NAME=FILE...: one JSON {NAME: contents} (at most 8 files come back)
+  "$PY" - "$@" <<'PYEOF'
+import json, os, sys
+merged = {}
+for arg in sys.argv[2:]:
+    name, path = arg.split("=", 1)
+    if os.path.exists(path):
+        with open(path) as f:
+            merged[name] = json.load(f)
+        os.remove(path)
+with open(sys.argv[1], "w") as f:
+    json.dump(merged, f, indent=1)
+print(f"wrote {sys.argv[1]}: {sorted(merged)}")
+PYEOF
+}
+
 step() {  # step NAME MAX_SECONDS COMMAND...: runs COMMAND with min(MAX_SECONDS, time left)
   local name=$1 limit=$2; shift 2
   local remaining; remaining=$(left)
@@ -80,10 +96,10 @@ print(\"bytes_limit\", s.get(\"bytes_limit\"), \"bytes_in_use\", s.get(\"bytes_i
 assert jax.default_backend() == \"gpu\", \"JAX sees no GPU: install jaxdqn[cuda]\""'
 
 # Step 2: the tests and the two solve runs side by side (neither is timed), each to its own log.
-# The tests get what steps 3-5 leave (they need about 305 s; 20 more for a stopped pytest's
-# report), at most 230 s.
-reserve=325
-tests_limit=$(( $(left) - reserve < 230 ? $(left) - reserve : 230 ))
+# The tests get what steps 3-5 leave (their limits add up to 305 s; 20 more for a stopped
+# pytest's report), at most 230 s.
+later=305
+tests_limit=$(( $(left) - later - 20 < 230 ? $(left) - later - 20 : 230 ))
 workers=$("$PY" -c "import xdist" 2>/dev/null && echo "-n 10 --dist loadfile")
 (
   export XLA_PYTHON_CLIENT_PREALLOCATE=false log="$out/tests.log"
@@ -95,7 +111,7 @@ workers=$("$PY" -c "import xdist" 2>/dev/null && echo "-n 10 --dist loadfile")
     # with what steps 3-5 leave, at most 60 s
     XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_deterministic_ops=true" OPTIONAL=1 \
       step "failed resume tests with --xla_gpu_deterministic_ops=true" \
-      "$(( $(left) - 305 < 60 ? $(left) - 305 : 60 ))" \
+      "$(( $(left) - later < 60 ? $(left) - later : 60 ))" \
       "$PY" -m pytest -q -p no:cacheprovider -o addopts="" -rfE $failed
   fi
   exit $status
@@ -116,21 +132,6 @@ wait "$tests_pid" || status=1
 # timeout kills its command's process group; pytest-xdist's workers are ended here if any remain
 pkill -9 -f "exec(eval(sys.stdin" 2>/dev/null
 cat "$out/solve.log" "$out/tests.log" >> "$log" && rm -f "$out/solve.log" "$out/tests.log"
-merge() {  # merge OUT_JSON NAME=FILE...: one JSON {NAME: contents} (at most 8 files come back)
-  "$PY" - "$@" <<'PYEOF'
-import json, os, sys
-merged = {}
-for arg in sys.argv[2:]:
-    name, path = arg.split("=", 1)
-    if os.path.exists(path):
-        with open(path) as f:
-            merged[name] = json.load(f)
-        os.remove(path)
-with open(sys.argv[1], "w") as f:
-    json.dump(merged, f, indent=1)
-print(f"wrote {sys.argv[1]}: {sorted(merged)}")
-PYEOF
-}
 merge "$out/solve_cartpole_gpu_precision.json" default="$out/solve_default.json" \
   highest="$out/solve_highest.json" | tee -a "$log"
 grep -E "^== |passed|failed|^FAILED|^ERROR|^solved|^start-state" "$log" | tail -40
